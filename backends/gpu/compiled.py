@@ -1,0 +1,134 @@
+"""Lowers an IR network to tensors on one device: the layers the engine steps through."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from neurodeploy.ir.connectivity import fan_maps
+from neurodeploy.ir.network import Network
+from neurodeploy.ir.population import NeuronSpec, Population
+from neurodeploy.ir.torch_ops import TensorFn, compile_chain
+
+
+@dataclass
+class Incoming:
+    """One projection into a layer: ``fn`` maps source spikes ``[n, *src_shape]`` to current."""
+
+    source: int
+    fn: TensorFn
+
+
+@dataclass
+class Layer:
+    """A population ready to simulate (index 0 is the input population)."""
+
+    name: str
+    role: str
+    shape: tuple[int, ...]
+    incoming: list[Incoming] = field(default_factory=list)
+    bias: torch.Tensor | None = None          # broadcastable to [B, *shape]
+    threshold: torch.Tensor | float = 1.0     # broadcastable to [B, *shape]
+    amplitude: torch.Tensor | None = None     # spike amplitude downstream; None means 1
+    v_init: torch.Tensor | float = 0.0        # broadcastable to [B, *shape]
+    reset: str = "subtract"
+    decay: float | None = None                # per-step membrane decay, None = non-leaky
+    spike_cap: int | None = None
+    negative_spikes: bool = False
+    spiking: bool = True
+    count_matrix: torch.Tensor | None = None  # [size, 2]: columns (1, fan-out) -> spikes, events
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def _channel_tensor(value, shape: tuple[int, ...], device, dtype) -> torch.Tensor | float:
+    """A scalar stays a float; a per-channel vector becomes ``[C, 1, 1]``; per neuron stays as is."""
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim == 0:
+        return float(array)
+    tensor = torch.as_tensor(array, device=device, dtype=dtype)
+    if array.shape == shape[:1] and len(shape) > 1:
+        tensor = tensor.reshape((-1,) + (1,) * (len(shape) - 1))
+    return tensor
+
+
+def _resolve_v_init(neuron: NeuronSpec, threshold, shape, device, dtype) -> torch.Tensor | float:
+    if isinstance(neuron.v_init, str):
+        if neuron.v_init == "zero":
+            return 0.0
+        if neuron.v_init == "half":
+            return threshold * 0.5
+        generator = torch.Generator().manual_seed(int(neuron.v_init_seed))
+        uniform = torch.rand(shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+        return uniform * threshold
+    return _channel_tensor(neuron.v_init, shape, device, dtype)
+
+
+def _layer(pop: Population, device, dtype) -> Layer:
+    layer = Layer(pop.name, pop.role, pop.shape)
+    if pop.role == "input":
+        return layer
+    neuron = pop.neuron
+    layer.threshold = _channel_tensor(neuron.threshold, pop.shape, device, dtype)
+    if not (isinstance(layer.threshold, float) and layer.threshold == 1.0):
+        layer.amplitude = layer.threshold if torch.is_tensor(layer.threshold) else torch.tensor(
+            layer.threshold, device=device, dtype=dtype)
+    layer.v_init = _resolve_v_init(neuron, layer.threshold, pop.shape, device, dtype)
+    layer.reset = neuron.reset
+    layer.decay = math.exp(-1.0 / neuron.leak_tau) if neuron.leak_tau else None
+    layer.spike_cap = neuron.spike_cap
+    layer.negative_spikes = neuron.negative_spikes
+    layer.spiking = pop.role == "hidden" or neuron.readout == "spikes"
+    if pop.bias is not None:
+        layer.bias = _channel_tensor(pop.bias, pop.shape, device, dtype)
+        if isinstance(layer.bias, float):
+            layer.bias = torch.tensor(layer.bias, device=device, dtype=dtype)
+    return layer
+
+
+@dataclass
+class CompiledNetwork:
+    layers: list[Layer]
+    #: steps a spike needs from the input to the output (0 for the zero-delay ideal profile)
+    pipeline_delay: int
+    n_synapses: int
+    output_index: int
+
+
+def compile_network(network: Network, device: torch.device, dtype: torch.dtype = torch.float32,
+                    op_dtype: torch.dtype | None = None, delay: int = 0) -> CompiledNetwork:
+    """Builds device tensors for every population in topological order.
+
+    op_dtype: dtype of projection weights (e.g. bfloat16); spikes are cast to it, currents back to
+        ``dtype``. delay: steps each projection delays spikes (0 ideal, 1 PyNN machines).
+    """
+    network.validate()
+    order = network.topological_order()
+    index = {name: i for i, name in enumerate(order)}
+    layers = [_layer(network.populations[name], device, dtype) for name in order]
+    fan_out, _ = fan_maps(network)
+    for projection in network.projections:
+        fn = compile_chain(projection.ops, device=device, dtype=op_dtype or dtype)
+        if op_dtype is not None and op_dtype != dtype:
+            fn = _cast_wrapper(fn, op_dtype, dtype)
+        layers[index[projection.target]].incoming.append(Incoming(index[projection.source], fn))
+    n_synapses = 0
+    for layer in layers:
+        fanout = fan_out[layer.name].reshape(-1)
+        n_synapses += int(fanout.sum())
+        matrix = np.stack([np.ones_like(fanout), fanout], axis=1)
+        layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
+    depth = {name: 0 for name in order}
+    for name in order:
+        for projection in network.incoming(name):
+            depth[name] = max(depth[name], depth[projection.source] + 1)
+    return CompiledNetwork(layers, delay * depth[network.output.name], n_synapses, index[network.output.name])
+
+
+def _cast_wrapper(fn: TensorFn, op_dtype: torch.dtype, dtype: torch.dtype) -> TensorFn:
+    return lambda x: fn(x.to(op_dtype)).to(dtype)

@@ -1,0 +1,150 @@
+"""The reference simulator's engine: one batch, T steps, chunked layer-major execution.
+
+Within a chunk of ``tc`` steps each projection runs once over ``[tc * B]`` stacked spike tensors (one
+batched matmul/conv), then the target's neurons are scanned over the chunk. Neuron state (membranes,
+encoder state, the last spikes for delayed projections) is carried across chunks, so memory is
+bounded by the chunk size, and chunk boundaries are where a run can stop. ``tc = 1`` is step-major
+streaming. Projections from an analog input see the same current every step: it is computed once per
+batch and added as a constant.
+
+Delay profile ``delay = 1`` (PyNN machines): a spike emitted at step t reaches its targets at t + 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
+from neurodeploy.backends.gpu.encoders import SpikeEncoder
+from neurodeploy.backends.gpu.neurons import integrate_and_fire
+
+
+def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: float, itemsize: int = 4) -> int:
+    """Steps per chunk so that the chunk's spike and current tensors (about 3 values per neuron,
+    item and step) fit ``budget_bytes``."""
+    per_step = 3 * itemsize * batch * sum(layer.size for layer in compiled.layers)
+    return max(1, min(T, int(budget_bytes // max(per_step, 1))))
+
+
+class BatchSimulation:
+    """Simulates one batch ``x [B, *input_shape]``; call :meth:`run` once."""
+
+    def __init__(self, compiled: CompiledNetwork, x: torch.Tensor, encoding: str, delay: int, seed: int):
+        self.net = compiled
+        self.layers = compiled.layers
+        self.B = x.shape[0]
+        self.x = x
+        self.delay = delay
+        self.encoding = encoding
+        self.encoder = SpikeEncoder(encoding, x, seed) if encoding != "analog" else None
+        self.v = [self._initial_v(layer) for layer in self.layers]
+        self.net_count = [torch.zeros_like(v) if layer.spike_cap is not None or layer.negative_spikes else None
+                          for layer, v in zip(self.layers, self.v, strict=True)]
+        self.last = [torch.zeros((self.B, *layer.shape), dtype=x.dtype, device=x.device) for layer in self.layers]
+        self.constants = [self._constants(layer) for layer in self.layers]
+        self.t = 0
+
+    def _initial_v(self, layer: Layer) -> torch.Tensor:
+        v = torch.zeros((self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
+        return v.add_(layer.v_init) if layer.role != "input" else v
+
+    def _constants(self, layer: Layer) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(current before the static input arrives, current after): bias plus the analog input's
+        projection, which arrives ``delay`` steps late."""
+        static = None
+        if self.encoding == "analog":
+            for incoming in layer.incoming:
+                if incoming.source == 0:
+                    part = incoming.fn(self.x)
+                    static = part if static is None else static + part
+        early = layer.bias
+        late = early if static is None else (static if early is None else static + early)
+        return early, late
+
+    def _source_spikes(self, source: int, spikes: list, steps: int) -> torch.Tensor:
+        s = spikes[source]
+        if self.layers[source].amplitude is not None:
+            s = s * self.layers[source].amplitude
+        if self.delay:
+            s = torch.cat([self.last[source][None], s[:-1]]) if steps > 1 else self.last[source][None]
+        return s
+
+    def _dynamic_current(self, layer: Layer, spikes: list, steps: int) -> torch.Tensor | None:
+        current = None
+        for incoming in layer.incoming:
+            if incoming.source == 0 and self.encoding == "analog":
+                continue
+            src = self._source_spikes(incoming.source, spikes, steps)
+            part = incoming.fn(src.reshape(steps * self.B, *src.shape[2:]))
+            part = part.reshape(steps, self.B, *layer.shape)
+            current = part if current is None else current.add_(part)
+        return current
+
+    def step_chunk(self, steps: int, readout: torch.Tensor, counts: torch.Tensor) -> None:
+        """Advances every layer by ``steps`` steps; writes readout ``[B, T, C]`` and counts
+        ``[B, T, P, 2]`` (spikes, synaptic events) at steps ``t .. t + steps``."""
+        spikes: list[torch.Tensor | None] = [None] * len(self.layers)
+        t0, t1 = self.t, self.t + steps
+        if self.encoder is not None:
+            spikes[0] = self.encoder.next(steps)
+        for index, layer in enumerate(self.layers):
+            if index == 0:
+                continue
+            dynamic = self._dynamic_current(layer, spikes, steps)
+            early, late = self.constants[index]
+            split = min(max(self.delay - t0, 0), steps) if early is not late else 0
+            if layer.spiking:
+                parts = []
+                if split:
+                    parts.append(integrate_and_fire(layer, self.v[index], _rows(dynamic, 0, split), early, split,
+                                                    self.net_count[index]))
+                if split < steps:
+                    parts.append(integrate_and_fire(layer, self.v[index], _rows(dynamic, split, steps), late,
+                                                    steps - split, self.net_count[index]))
+                spikes[index] = parts[0] if len(parts) == 1 else torch.cat(parts)
+                readout_spikes = spikes[index]
+            else:
+                current = torch.zeros((steps, self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
+                if dynamic is not None:
+                    current += dynamic
+                if early is not None and split:
+                    current[:split] += early
+                if late is not None:
+                    current[split:] += late
+                membrane = torch.cumsum(current, 0).add_(self.v[index])
+                self.v[index] = membrane[-1].clone()
+                readout[:, t0:t1] = membrane.transpose(0, 1).reshape(self.B, steps, -1)
+                readout_spikes = None
+            if layer.role == "output" and layer.spiking:
+                cumulative = torch.cumsum(readout_spikes, 0).reshape(steps, self.B, -1)
+                if t0:
+                    cumulative += readout[:, t0 - 1][None]
+                readout[:, t0:t1] = cumulative.transpose(0, 1)
+        for index, s in enumerate(spikes):
+            if s is None:
+                continue
+            flat = s.reshape(steps * self.B, -1)
+            if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
+                flat = flat.abs()
+            stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
+            counts[:, t0:t1, index] = stats.transpose(0, 1)
+            if self.delay:
+                self.last[index] = s[-1].clone()
+        self.t = t1
+
+
+def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if tensor is None else tensor[start:stop]
+
+
+def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding: str, chunk: int,
+                   delay: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``readout [B, T, C]`` and ``counts [B, T, P, 2]`` (spikes, synaptic events per step
+    and population)."""
+    sim = BatchSimulation(compiled, x, encoding, delay, seed)
+    n_classes = compiled.layers[compiled.output_index].size
+    readout = torch.zeros((x.shape[0], T, n_classes), dtype=x.dtype, device=x.device)
+    counts = torch.zeros((x.shape[0], T, len(compiled.layers), 2), dtype=x.dtype, device=x.device)
+    while sim.t < T:
+        sim.step_chunk(min(chunk, T - sim.t), readout, counts)
+    return readout, counts

@@ -1,0 +1,71 @@
+"""Neuron updates over a time chunk (DESIGN section 4), vectorized over batch and neurons.
+
+The loop runs over the chunk's steps only; each step is a handful of in-place tensor ops on
+``[B, *shape]``. Hidden neurons (non-leaky unless ``decay`` is set):
+
+    v <- decay * v + I(t);  s = [v >= theta];  v <- v - theta * s   (or v <- 0 for reset "zero")
+
+QFFS neurons additionally cap the net spike count at ``spike_cap`` and, with ``negative_spikes``,
+emit -1 when the net count is positive and v < 0 (v gets theta back).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neurodeploy.backends.gpu.compiled import Layer
+
+
+def integrate_and_fire(
+    layer: Layer,
+    v: torch.Tensor,
+    dynamic: torch.Tensor | None,
+    constant: torch.Tensor | None,
+    steps: int,
+    net_count: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Advances ``v`` (``[B, *shape]``, in place) by ``steps`` steps and returns the spikes
+    ``[steps, B, *shape]`` (values 0/1, or -1/0/1 for negative spikes).
+
+    dynamic: per-step input current ``[steps, B, *shape]`` or None.
+    constant: current added every step (bias + static input), broadcastable to ``v``, or None.
+    net_count: QFFS net spike count per neuron (``[B, *shape]``, updated in place).
+    """
+    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
+    fire = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+    theta = layer.threshold
+    unit = isinstance(theta, float) and theta == 1.0
+    qffs = layer.spike_cap is not None or layer.negative_spikes
+    for k in range(steps):
+        if layer.decay is not None:
+            v.mul_(layer.decay)
+        if dynamic is not None:
+            v.add_(dynamic[k])
+        if constant is not None:
+            v.add_(constant)
+        torch.ge(v, theta, out=fire)
+        s = spikes[k]
+        if qffs:
+            _qffs_step(layer, v, fire, s, net_count)
+            continue
+        s.copy_(fire)
+        if layer.reset == "zero":
+            v.masked_fill_(fire, 0.0)
+        elif unit:
+            v.sub_(s)
+        else:
+            v.sub_(s * theta)
+    return spikes
+
+
+def _qffs_step(layer: Layer, v: torch.Tensor, fire: torch.Tensor, s: torch.Tensor, count: torch.Tensor) -> None:
+    if layer.spike_cap is not None:
+        fire &= count < layer.spike_cap
+    s.copy_(fire)
+    if layer.negative_spikes:
+        s.sub_(((v < 0) & (count > 0)).to(s.dtype))
+    count.add_(s)
+    if layer.reset == "zero":
+        v.masked_fill_(s != 0, 0.0)
+    else:
+        v.sub_(s * layer.threshold)

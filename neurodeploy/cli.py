@@ -1,0 +1,200 @@
+"""``neurodeploy`` command line: run, train, convert, info, evaluate, backends."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from neurodeploy.errors import NeurodeployError
+
+console = Console()
+
+
+def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="dataset folder (IDX raw/ layout or CIFAR python); default: embedded MNIST")
+    parser.add_argument("--normalization", default="percentile", choices=["max", "percentile", "percentile_all"],
+                        help="activation scale: max, percentile of non-zero activations, or of all activations")
+    parser.add_argument("--percentile", type=float, help="percentile p (default 99.9; 99.0 for percentile_all)")
+    parser.add_argument("--granularity", default="layer", choices=["layer", "neuron"],
+                        help="one scale per layer, or per channel/neuron")
+    parser.add_argument("--reset", default="subtract", choices=["subtract", "zero"])
+    parser.add_argument("--v-init", default="zero", choices=["zero", "half", "uniform"],
+                        help="initial membrane: 0, theta/2, or uniform in [0, theta) (seeded)")
+    parser.add_argument("--calibration-samples", type=int, default=2000,
+                        help="training items used for activation statistics")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurodeploy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train or load a model, convert it, simulate it and evaluate it")
+    run.add_argument("--backend", default="gpu", help="backend name (see `neurodeploy backends`)")
+    run.add_argument("--arch", default="dense_mnist", help="zoo architecture when no --model is given")
+    run.add_argument("--model", help="model file written by `neurodeploy train`")
+    run.add_argument("--T", "-T", type=int, default=100, help="time steps")
+    run.add_argument("--batch-size", type=int, default=500)
+    run.add_argument("--samples", type=int, help="use only the first N test items")
+    run.add_argument("--epochs", type=int, default=15, help="training epochs when the model is trained here")
+    run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    run.add_argument("--profile", default="ideal", choices=["ideal", "pynn"],
+                     help="gpu backend semantics: zero delay, or one-step delay per projection")
+    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    run.add_argument("--encoding", default="analog", choices=["analog", "if", "poisson"])
+    run.add_argument("--results-dir", default="results")
+    run.add_argument("--run-id", help="folder name under --results-dir; an unfinished run of that name resumes")
+    run.add_argument("--dc-alpha", default="T", help="Dynamic Confidence temperature: T, fit, bits:B or a number")
+    run.add_argument("--dc-tolerance", type=float, default=0.0, help="accuracy loss allowed when picking c")
+    run.add_argument("--dc-validation-fraction", type=float, default=0.5,
+                     help="fraction of the test items used to pick the DC threshold")
+    run.add_argument("--no-progress", action="store_true")
+    _add_conversion_flags(run)
+
+    train = sub.add_parser("train", help="train a zoo architecture and write a model file")
+    train.add_argument("--arch", default="dense_mnist")
+    train.add_argument("--data")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="model file to write (.pt)")
+    train.add_argument("--no-progress", action="store_true")
+
+    conv = sub.add_parser("convert", help="convert a model file into an IR file")
+    conv.add_argument("model", help="model file written by `neurodeploy train`")
+    conv.add_argument("--out", required=True, help="IR file: a .zip archive or a folder")
+    _add_conversion_flags(conv)
+
+    info = sub.add_parser("info", help="print populations, neurons, synapses and fan-in/out of an IR file")
+    info.add_argument("ir")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate and overlay saved results (result.npz)")
+    evaluate.add_argument("results", nargs="+")
+    evaluate.add_argument("--labels", help="comma-separated labels (default: backend/folder names)")
+    evaluate.add_argument("--ann-accuracy", type=float, help="a* when the result does not record it")
+    evaluate.add_argument("--out", default="evaluation", help="folder for the table, JSON, CSV and plots")
+    evaluate.add_argument("--dc-alpha", default="T")
+    evaluate.add_argument("--dc-tolerance", type=float, default=0.0)
+    evaluate.add_argument("--dc-validation-fraction", type=float, default=0.5)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("backends", help="list installed backends")
+    return parser
+
+
+def cmd_run(args) -> None:
+    from neurodeploy.pipeline import JobConfig, run_job
+
+    config = JobConfig(
+        backend=args.backend, arch=args.arch, model=args.model, data=args.data, T=args.T,
+        batch_size=args.batch_size, samples=args.samples, normalization=args.normalization,
+        percentile=args.percentile, granularity=args.granularity, reset=args.reset, v_init=args.v_init,
+        seed=args.seed, device=args.device, profile=args.profile, precision=args.precision,
+        encoding=args.encoding, epochs=args.epochs, calibration_samples=args.calibration_samples,
+        results_dir=args.results_dir, run_id=args.run_id, dc_alpha=args.dc_alpha,
+        dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
+        progress=not args.no_progress,
+    )
+    run_job(config, console)
+
+
+def cmd_train(args) -> None:
+    from neurodeploy.data import load_dataset
+    from neurodeploy.train import TrainConfig, build, evaluate_accuracy, save_model, train_model
+
+    dataset = load_dataset(args.data)
+    model = build(args.arch, dataset.input_shape, dataset.n_classes, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    record = train_model(model, dataset.train, config, progress=not args.no_progress)
+    record["test_accuracy"] = evaluate_accuracy(model, dataset.test)
+    save_model(args.out, model, args.arch, dataset.input_shape, dataset.n_classes, record)
+    console.print(f"{args.arch}: best validation accuracy {record['val_accuracy']:.4f} (epoch "
+                  f"{record['best_epoch']}), test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
+
+
+def cmd_convert(args) -> None:
+    from neurodeploy.convert import convert
+    from neurodeploy.data import load_dataset
+    from neurodeploy.ir import save_network
+    from neurodeploy.train import load_model
+
+    model, info = load_model(args.model)
+    dataset = load_dataset(args.data)
+    network = convert(model, dataset.train.images[: args.calibration_samples], args.normalization,
+                      args.percentile, args.granularity, args.reset, args.v_init, args.seed)
+    save_network(network, args.out)
+    console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
+
+
+def cmd_info(args) -> None:
+    from neurodeploy.ir import load_network, network_summary
+
+    network = load_network(args.ir)
+    table = Table(title=f"{args.ir}")
+    rows = network_summary(network)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    neurons = sum(r["neurons"] for r in rows if r["role"] != "input")
+    console.print(f"{neurons} neurons, {sum(r['synapses_in'] for r in rows)} synapses; "
+                  f"metadata: {network.metadata}")
+
+
+def cmd_evaluate(args) -> None:
+    from neurodeploy.evaluate.report import plot_reports, print_comparison, summarize, write_summary
+    from neurodeploy.evaluate.result import SimulationResult
+
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.results):
+        raise NeurodeployError(f"{len(labels)} labels for {len(args.results)} results")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for i, path in enumerate(args.results):
+        result = SimulationResult.load(path)
+        ann = args.ann_accuracy if args.ann_accuracy is not None else result.metadata.get("ann_accuracy")
+        if ann is None:
+            raise NeurodeployError(f"{path} records no ANN accuracy; pass --ann-accuracy")
+        summary, arrays = summarize(result, ann, args.dc_alpha, args.dc_tolerance, args.dc_validation_fraction,
+                                    args.seed)
+        label = labels[i] if labels else f"{result.metadata.get('backend', '?')}:{Path(path).parent.name}"
+        runs.append((label, summary, arrays))
+    print_comparison([s for _, s, _ in runs], [label for label, _, _ in runs], console)
+    write_summary(out / "evaluation.json", {label: summary for label, summary, _ in runs})
+    plot_reports(out, runs)
+    console.print(f"evaluation written to {out}/")
+
+
+def cmd_backends(args) -> None:
+    from neurodeploy.backends import available_backends
+
+    for name, target in sorted(available_backends().items()):
+        console.print(f"{name:12s} {target}")
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "convert": cmd_convert, "info": cmd_info,
+            "evaluate": cmd_evaluate, "backends": cmd_backends}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except NeurodeployError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; run again with the same --run-id to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""PyTorch model -> spiking IR: torch.fx tracing, batch-norm folding, activation statistics, scaling."""
+
+from neurodeploy.convert.converter import convert
+from neurodeploy.convert.statistics import ExactQuantiles, activation_scales
+
+__all__ = ["ExactQuantiles", "activation_scales", "convert"]

@@ -1,0 +1,110 @@
+"""Folds ``Scale`` ops of a projection chain into its weighted ops (a torch.fx-style plain pass).
+
+Scales come from batch-norm folding (after the weighted op) and from normalization (lambda of the
+source before the chain, 1 / lambda of the target after it). Per-channel scales commute with average
+pooling and identity; before a flatten a per-channel scale becomes a per-feature scale. A scale that
+reaches a weighted op is multiplied into its input columns (moving forward) or output rows (moving
+backward). Chains without a weighted op keep one merged ``Scale``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity, Op, Scale
+
+Shape = tuple[int, ...]
+
+
+def _conv_input_factor(conv: Conv2d, factor: np.ndarray) -> np.ndarray:
+    """Per-input-channel factor laid out as ``conv.weight``'s second axis per group, shape [C_out, C_in/g]."""
+    c_out, c_in_g = conv.weight.shape[:2]
+    group_of_output = np.arange(c_out) // (c_out // conv.groups)
+    channels = group_of_output[:, None] * c_in_g + np.arange(c_in_g)[None, :]
+    return factor[channels]
+
+
+def _fold_into_input(op: Op, factor: np.ndarray) -> Op:
+    if isinstance(op, Dense):
+        return Dense(op.weight * (factor if factor.ndim == 0 else factor[None, :]))
+    assert isinstance(op, Conv2d)
+    scale = factor if factor.ndim == 0 else _conv_input_factor(op, factor)[:, :, None, None]
+    return Conv2d(op.weight * scale, op.stride, op.padding, op.dilation, op.groups)
+
+
+def _fold_into_output(op: Op, factor: np.ndarray) -> Op:
+    shape = (-1,) + (1,) * (op.weight.ndim - 1)
+    weight = op.weight * (factor if factor.ndim == 0 else factor.reshape(shape))
+    if isinstance(op, Dense):
+        return Dense(weight)
+    return Conv2d(weight, op.stride, op.padding, op.dilation, op.groups)
+
+
+def _shapes(ops: list[Op], in_shape: Shape) -> list[Shape]:
+    """Input shape of each op, plus the chain's output shape at the end."""
+    shapes = [tuple(in_shape)]
+    for op in ops:
+        shapes.append(op.out_shape(shapes[-1]))
+    return shapes
+
+
+def _push_forward(ops: list[Op], index: int, in_shape: Shape) -> bool:
+    """Moves the scale at ``index`` one step forward or folds it; False when it cannot move."""
+    scale, nxt = ops[index], ops[index + 1] if index + 1 < len(ops) else None
+    factor = scale.factor
+    if nxt is None:
+        return False
+    if isinstance(nxt, Scale):
+        ops[index: index + 2] = [Scale(_merge(factor, nxt.factor))]
+        return True
+    if nxt.weighted:
+        ops[index: index + 2] = [_fold_into_input(nxt, factor)]
+        return True
+    if isinstance(nxt, (AvgPool2d, Identity)):
+        ops[index], ops[index + 1] = nxt, scale
+        return True
+    if isinstance(nxt, Flatten):
+        shape = _shapes(ops, in_shape)[index]
+        spatial = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        flat = factor if factor.ndim == 0 else np.repeat(factor, spatial)
+        ops[index], ops[index + 1] = nxt, Scale(flat)
+        return True
+    return False
+
+
+def _push_backward(ops: list[Op], index: int) -> bool:
+    scale, prev = ops[index], ops[index - 1] if index > 0 else None
+    if prev is None:
+        return False
+    if isinstance(prev, Scale):
+        ops[index - 1: index + 1] = [Scale(_merge(prev.factor, scale.factor))]
+        return True
+    if prev.weighted:
+        ops[index - 1: index + 1] = [_fold_into_output(prev, scale.factor)]
+        return True
+    if isinstance(prev, (AvgPool2d, Identity)):
+        ops[index - 1], ops[index] = scale, prev
+        return True
+    return False
+
+
+def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(a) * np.asarray(b)
+
+
+def fold_scales(ops: list[Op], in_shape: Shape) -> list[Op]:
+    """Returns an equivalent chain with every foldable ``Scale`` merged into a weighted op."""
+    ops = list(ops)
+    index = 0
+    while index < len(ops):
+        if isinstance(ops[index], Scale) and _push_forward(ops, index, in_shape):
+            continue
+        index += 1
+    index = len(ops) - 1
+    while index >= 0:
+        if isinstance(ops[index], Scale) and _push_backward(ops, index):
+            index = min(index, len(ops) - 1)
+            continue
+        index -= 1
+    trivial = [i for i, op in enumerate(ops) if isinstance(op, Scale) and np.all(op.factor == 1)]
+    return [op for i, op in enumerate(ops) if i not in trivial]

@@ -1,0 +1,30 @@
+"""Exception types. Every error a user can cause derives from :class:`NeurodeployError`;
+the CLI prints its message (no traceback) and exits with status 2."""
+
+
+class NeurodeployError(Exception):
+    """Base class of every user-facing error in neurodeploy."""
+
+
+class IRValidationError(NeurodeployError):
+    """The network IR is inconsistent (the message names the population or projection)."""
+
+
+class IRFormatError(NeurodeployError):
+    """An IR file is missing, corrupt, truncated or of an unknown version."""
+
+
+class UnsupportedOperationError(NeurodeployError):
+    """The converter met a PyTorch operation it cannot turn into spiking neurons."""
+
+
+class DataError(NeurodeployError):
+    """A dataset folder or file is missing or malformed, or inputs have the wrong shape."""
+
+
+class ResultFormatError(NeurodeployError):
+    """A saved SimulationResult is missing, corrupt or of an unknown version."""
+
+
+class BackendError(NeurodeployError):
+    """A backend is unknown, not installed, or cannot run the requested network."""

@@ -1,0 +1,78 @@
+"""Synapse counts of projections: fan-out per source neuron and fan-in per target neuron.
+
+A synapse is a non-zero entry of the projection's composed linear map A (target x source). The count
+is exact: when every source neuron reaches each target through at most one path (no overlapping
+pooling windows, at most one weighted op) the support chain's path counts equal the non-zero counts and
+one forward/backward pass gives them; otherwise A's columns are built explicitly in batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurodeploy.ir.network import Network, Projection
+from neurodeploy.ir.ops import AvgPool2d
+from neurodeploy.ir.torch_ops import compile_chain
+
+_COLUMN_BATCH = 256
+
+
+def _paths_are_unique(projection: Projection) -> bool:
+    weighted = sum(op.weighted for op in projection.ops)
+    overlapping = any(isinstance(op, AvgPool2d) and op.overlapping for op in projection.ops)
+    return weighted <= 1 and not overlapping
+
+
+def projection_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(fan_out, fan_in)``: int64 arrays shaped like the source and target populations."""
+    chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
+    if _paths_are_unique(projection):
+        x = torch.ones((1, *source_shape), dtype=torch.float64, requires_grad=True)
+        y = chain(x)
+        y.sum().backward()
+        fan_out = x.grad[0].round().long().numpy()
+        fan_in = y.detach()[0].round().long().numpy()
+        return fan_out, fan_in
+    n_source = int(np.prod(source_shape))
+    fan_out = np.zeros(n_source, np.int64)
+    fan_in = None
+    with torch.no_grad():
+        for start in range(0, n_source, _COLUMN_BATCH):
+            stop = min(start + _COLUMN_BATCH, n_source)
+            basis = torch.zeros((stop - start, n_source), dtype=torch.float64)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            columns = chain(basis.reshape(-1, *source_shape)) != 0
+            fan_out[start:stop] = columns.flatten(1).sum(1).numpy()
+            counts = columns.sum(0).long().numpy()
+            fan_in = counts if fan_in is None else fan_in + counts
+    return fan_out.reshape(source_shape), fan_in
+
+
+def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Total fan-out per neuron of every population and fan-in per neuron of every target population
+    (summed over projections)."""
+    fan_out = {name: np.zeros(pop.shape, np.int64) for name, pop in network.populations.items()}
+    fan_in = {name: np.zeros(pop.shape, np.int64) for name, pop in network.populations.items()}
+    for projection in network.projections:
+        out, inn = projection_fan(projection, network.populations[projection.source].shape)
+        fan_out[projection.source] += out
+        fan_in[projection.target] += inn
+    return fan_out, fan_in
+
+
+def network_summary(network: Network) -> list[dict]:
+    """One row per population: name, role, shape, neurons, incoming synapses, max fan-in, max fan-out."""
+    fan_out, fan_in = fan_maps(network)
+    rows = []
+    for name, pop in network.populations.items():
+        rows.append({
+            "population": name,
+            "role": pop.role,
+            "shape": list(pop.shape),
+            "neurons": pop.size,
+            "synapses_in": int(fan_in[name].sum()),
+            "max_fan_in": int(fan_in[name].max()),
+            "max_fan_out": int(fan_out[name].max()),
+        })
+    return rows

@@ -1,0 +1,66 @@
+"""Populations (groups of neurons with one shape and one neuron spec) and their neuron model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Role = Literal["input", "hidden", "output"]
+ResetMode = Literal["subtract", "zero"]
+Readout = Literal["membrane", "spikes"]
+#: Named initial membranes, relative to the threshold: 0, theta / 2, i.i.d. uniform in [0, theta).
+VINIT_NAMES = ("zero", "half", "uniform")
+
+
+@dataclass
+class NeuronSpec:
+    """Integrate-and-fire neuron of DESIGN section 4 (discrete time, unit time step).
+
+    threshold: scalar, per channel ``[C]`` or per neuron (population shape); in the unit of membrane
+        potential (after normalization this is 1).
+    reset: "subtract" (v -= theta) or "zero" (v = 0) after a spike.
+    v_init: "zero" | "half" | "uniform" (relative to theta; uniform draws from [0, theta) with
+        ``v_init_seed``), or an absolute value (scalar or array broadcastable to the population).
+    leak_tau: membrane time constant in steps (``v *= exp(-1/leak_tau)`` each step), None = non-leaky.
+    spike_cap: QFFS cap on the net number of spikes per neuron, None = no cap.
+    negative_spikes: QFFS negative spikes (a neuron with positive net count and v < 0 emits -theta).
+    readout: output populations only: "membrane" (never spikes, O(t) = v(t)) or "spikes" (counts).
+    """
+
+    threshold: float | np.ndarray = 1.0
+    reset: ResetMode = "subtract"
+    v_init: str | float | np.ndarray = "zero"
+    v_init_seed: int = 0
+    leak_tau: float | None = None
+    spike_cap: int | None = None
+    negative_spikes: bool = False
+    readout: Readout = "membrane"
+
+
+@dataclass
+class Population:
+    """A group of neurons.
+
+    name: unique name in the network.
+    shape: neuron layout without the batch dimension, e.g. ``(128,)`` or ``(32, 28, 28)``.
+    role: "input" (driven by the encoder, no neuron spec), "hidden" (spiking) or "output" (readout).
+    neuron: the neuron spec (None for the input population).
+    bias: constant input current per step, per neuron (``shape``) or per channel (``[C]``), or None.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: Role
+    neuron: NeuronSpec | None = None
+    bias: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of neurons."""
+        return int(np.prod(self.shape))

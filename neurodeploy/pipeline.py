@@ -1,0 +1,162 @@
+"""The main job as a Python API: get a trained model, convert it, simulate it, evaluate it.
+
+``run_job`` is what ``neurodeploy run`` calls; each step is also usable on its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from neurodeploy.backends import RunOptions, get_backend
+from neurodeploy.convert import convert
+from neurodeploy.data import Dataset, load_dataset
+from neurodeploy.errors import NeurodeployError
+from neurodeploy.evaluate.report import plot_reports, print_summary, summarize, write_curves_csv, write_summary
+from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.ir import Network, save_network
+from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
+
+
+@dataclass
+class JobConfig:
+    """Everything ``neurodeploy run`` needs; defaults run dense MNIST on the embedded data."""
+
+    backend: str = "gpu"
+    arch: str = "dense_mnist"
+    model: str | None = None
+    data: str | None = None
+    T: int = 100
+    batch_size: int = 500
+    samples: int | None = None
+    normalization: str = "percentile"
+    percentile: float | None = None
+    granularity: str = "layer"
+    reset: str = "subtract"
+    v_init: str = "zero"
+    seed: int = 0
+    device: str | None = None
+    profile: str = "ideal"
+    precision: str = "fp32"
+    encoding: str = "analog"
+    epochs: int = 15
+    calibration_samples: int = 2000
+    results_dir: str = "results"
+    run_id: str | None = None
+    dc_alpha: str = "T"
+    dc_tolerance: float = 0.0
+    dc_validation_fraction: float = 0.5
+    progress: bool = True
+    backend_options: dict = field(default_factory=dict)
+
+
+def model_cache_path(results_dir: str | Path, arch: str, dataset: Dataset, epochs: int, seed: int) -> Path:
+    return Path(results_dir) / "models" / f"{arch}-{dataset.name}-n{len(dataset.train)}-e{epochs}-s{seed}.pt"
+
+
+def obtain_model(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
+    """Loads ``config.model``, or the cached zoo model, or trains and caches it."""
+    if config.model:
+        model, info = load_model(config.model)
+        return model, f"{info['arch']} from {config.model}"
+    path = model_cache_path(config.results_dir, config.arch, dataset, config.epochs, config.seed)
+    if path.exists():
+        model, _ = load_model(path)
+        return model, f"{config.arch} (cached {path})"
+    console.print(f"training {config.arch} on {dataset.name} for {config.epochs} epochs (cached afterwards)")
+    model = build(config.arch, dataset.input_shape, dataset.n_classes, seed=config.seed)
+    record = train_model(model, dataset.train, TrainConfig(epochs=config.epochs, seed=config.seed),
+                         progress=config.progress)
+    save_model(path, model, config.arch, dataset.input_shape, dataset.n_classes, record)
+    return model, f"{config.arch} (trained, saved to {path})"
+
+
+def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
+    calibration = dataset.train.images[: config.calibration_samples]
+    return convert(model, calibration, normalization=config.normalization, percentile=config.percentile,
+                   granularity=config.granularity, reset=config.reset, v_init=config.v_init, seed=config.seed)
+
+
+def _run_folder(config: JobConfig) -> Path:
+    run_id = config.run_id or datetime.datetime.now().strftime(f"%Y%m%d-%H%M%S-{config.backend}")
+    return Path(config.results_dir) / run_id
+
+
+def _fingerprint(config: JobConfig) -> str:
+    keep = {k: v for k, v in asdict(config).items() if k not in ("progress", "run_id", "results_dir")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, dict]:
+    """Runs the main job and writes ``results/<run-id>/``; returns the folder and the summary.
+
+    The folder holds config.json, network.zip (the IR), result.npz, summary.json, curves.csv and the
+    PNG plots. Finished batches are kept in ``partial/`` until the run completes, so running again
+    with the same ``run_id`` and settings resumes an interrupted run.
+    """
+    console = console or Console()
+    folder = _run_folder(config)
+    fingerprint = _fingerprint(config)
+    config_path = folder / "config.json"
+    if config_path.exists() and json.loads(config_path.read_text()).get("fingerprint") != fingerprint:
+        raise NeurodeployError(f"{folder} holds a run with other settings; choose another --run-id")
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps({"fingerprint": fingerprint, **asdict(config)}, indent=1))
+
+    dataset = load_dataset(config.data)
+    model, model_label = obtain_model(config, dataset, console)
+    test = dataset.test.head(config.samples)
+    ann_accuracy = evaluate_accuracy(model, test)
+    start = time.perf_counter()
+    network = convert_model(model, dataset, config)
+    convert_s = time.perf_counter() - start
+    save_network(network, folder / "network.zip")
+
+    backend = get_backend(config.backend, **_backend_kwargs(config))
+    device = getattr(backend, "device", None)
+    if device is not None:
+        reason = "" if device.type == "cuda" else " (no CUDA device found)" if not torch.cuda.is_available() else ""
+        console.print(f"backend {config.backend} running on {device}{reason}")
+    partial = folder / "partial"
+    if partial.exists() and any(partial.iterdir()):
+        console.print(f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in {partial}")
+    options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
+                         progress=config.progress)
+    result = backend.run(network, test.images, test.labels, options, checkpoint_dir=partial)
+    result.metadata.update({
+        "ann_accuracy": ann_accuracy, "model": model_label, "dataset": dataset.name,
+        "activation_sparsity": network.metadata["activation_sparsity"],
+        "weight_sparsity": network.metadata["weight_sparsity"], "convert_s": convert_s,
+    })
+    result.save(folder / "result.npz")
+    for path in partial.glob("batch_*.npz"):
+        path.unlink()
+    partial.rmdir()
+    summary = evaluate_into(folder, result, config)
+    print_summary(summary, f"{model_label} on {dataset.name} ({result.n_items} test items), backend "
+                  f"{config.backend}", console)
+    console.print(f"results written to {folder}/")
+    return folder, summary
+
+
+def evaluate_into(folder: Path, result: SimulationResult, config: JobConfig) -> dict:
+    summary, arrays = summarize(result, result.metadata["ann_accuracy"], config.dc_alpha, config.dc_tolerance,
+                                config.dc_validation_fraction, config.seed)
+    write_summary(folder / "summary.json", summary)
+    write_curves_csv(folder / "curves.csv", arrays)
+    plot_reports(folder, [(config.backend, summary, arrays)])
+    return summary
+
+
+def _backend_kwargs(config: JobConfig) -> dict:
+    kwargs = dict(config.backend_options)
+    if config.backend == "gpu":
+        kwargs.update(device=config.device, profile=config.profile, precision=config.precision)
+    return kwargs

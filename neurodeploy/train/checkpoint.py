@@ -1,0 +1,54 @@
+"""Model files: ``torch.save`` of a plain dict (architecture name, its arguments, state dict and
+training record), loaded with ``weights_only=True`` so no code is unpickled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from neurodeploy.errors import NeurodeployError
+from neurodeploy.train.zoo import build
+
+FORMAT_NAME = "neurodeploy-model"
+FORMAT_VERSION = 1
+
+
+class ModelFormatError(NeurodeployError):
+    """A model file is missing, corrupt or not a neurodeploy model."""
+
+
+def save_model(path: str | Path, model: nn.Module, arch: str, input_shape, n_classes: int, record: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "arch": arch, "input_shape": list(input_shape),
+        "n_classes": int(n_classes), "state_dict": model.state_dict(), "record": record,
+    }, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Returns ``(model in eval mode, checkpoint dict without the state dict)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: no such model file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt archives
+        raise ModelFormatError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"{path}: not a {FORMAT_NAME} file (write one with `neurodeploy train`)")
+    if checkpoint.get("version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{path}: model format version {checkpoint.get('version')} is not supported")
+    model = build(checkpoint["arch"], tuple(checkpoint["input_shape"]), checkpoint["n_classes"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ModelFormatError(f"{path}: weights do not fit architecture {checkpoint['arch']!r}: {err}") from None
+    model.eval()
+    info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return model, info

@@ -1,0 +1,65 @@
+"""Seed architectures (DESIGN section 7). Every weighted layer but the last is followed by BatchNorm
+and ReLU; convolutions use "same" padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def _dense_block(n_in: int, n_out: int) -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+
+
+def dense_mnist(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10, hidden: int = 128) -> nn.Module:
+    """FC128-FC128-FC10."""
+    n_in = 1
+    for size in input_shape:
+        n_in *= size
+    return nn.Sequential(nn.Flatten(), *_dense_block(n_in, hidden), *_dense_block(hidden, hidden),
+                         nn.Linear(hidden, n_classes))
+
+
+def conv_mnist(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10) -> nn.Module:
+    """conv3x3x32, conv3x3x32, avgpool2, conv3x3x64, conv3x3x64, avgpool2, FC128, FC10."""
+    c, h, w = input_shape
+    return nn.Sequential(
+        *_conv_block(c, 32), *_conv_block(32, 32), nn.AvgPool2d(2),
+        *_conv_block(32, 64), *_conv_block(64, 64), nn.AvgPool2d(2),
+        nn.Flatten(), *_dense_block(64 * (h // 4) * (w // 4), 128), nn.Linear(128, n_classes),
+    )
+
+
+def conv_cifar(input_shape: tuple[int, ...] = (3, 32, 32), n_classes: int = 10) -> nn.Module:
+    """3x[conv3x3x64], avgpool2, 3x[conv3x3x128], avgpool2, 3x[conv3x3x256], avgpool2, FC512, FC10/100."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for width in (64, 128, 256):
+        for _ in range(3):
+            layers += _conv_block(c, width)
+            c = width
+        layers.append(nn.AvgPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), *_dense_block(256 * (h // 8) * (w // 8), 512),
+                         nn.Linear(512, n_classes))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "dense_mnist": dense_mnist,
+    "conv_mnist": conv_mnist,
+    "conv_cifar": conv_cifar,
+}
+
+
+def build(arch: str, input_shape: tuple[int, ...], n_classes: int, seed: int | None = None) -> nn.Module:
+    """Instantiates a zoo architecture; ``seed`` fixes the weight initialization."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](input_shape=tuple(input_shape), n_classes=n_classes)
