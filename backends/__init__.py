@@ -10,6 +10,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from neurodeploy.backends.base import Backend, RunOptions, run_in_batches
+
 from neurodeploy.errors import BackendError
 
 BUILTIN = {"gpu": "neurodeploy.backends.gpu:GpuBackend"}

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from neurodeploy.errors import NeurodeployError
 
-console = Console()
+# Pipes and log files get a wide console so tables are not squeezed; terminals use their own width.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except NeurodeployError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; run again with the same --run-id to resume")

@@ -19,7 +19,13 @@ from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.convert import convert
 from neurodeploy.data import Dataset, load_dataset
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.evaluate.report import plot_reports, print_summary, summarize, write_curves_csv, write_summary
+from neurodeploy.evaluate.report import (
+    plot_reports,
+    print_summary,
+    summarize,
+    write_curves_csv,
+    write_summary,
+)
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Network, save_network
 from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model

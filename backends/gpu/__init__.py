@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
+from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, compile_network
 from neurodeploy.backends.gpu.encoders import ENCODINGS
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
-from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
+
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network

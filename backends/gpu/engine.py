@@ -13,7 +13,6 @@ Delay profile ``delay = 1`` (PyNN machines): a spike emitted at step t reaches i
 from __future__ import annotations
 
 import torch
-
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.gpu.neurons import integrate_and_fire

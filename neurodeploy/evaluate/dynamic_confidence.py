@@ -7,6 +7,10 @@ item's running maximum of C rises): lowering c below a record value moves that i
 record's step. Thresholds are picked on a validation split and applied to the test split.
 
 Stop times are 1-based steps in [1, T].
+
+Thresholds are searched on the log-odds of the confidence, log(C / (1 - C)) = z_max - logsumexp of the
+other classes' z (z = O_t / alpha): a monotone transform of C, so every decision is the same, but one
+that does not saturate at C = 1.0 in floating point when alpha is small or the readout is large.
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, log_softmax, logsumexp, softmax
 
 
 def confidence(readout: np.ndarray, alpha: float) -> np.ndarray:
     """C_t for every item and step: ``readout [N, T, K]`` -> ``[N, T]``."""
     return softmax(np.asarray(readout, np.float64) / alpha, axis=2).max(axis=2)
+
+
+def confidence_log_odds(readout: np.ndarray, alpha: float) -> np.ndarray:
+    """log(C_t / (1 - C_t)) for every item and step, ``[N, T]``, computed without saturation."""
+    z = np.asarray(readout, np.float64) / alpha
+    top = z.max(axis=2, keepdims=True)
+    first_max = np.argmax(z, axis=2)[..., None]
+    others = z.copy()
+    np.put_along_axis(others, first_max, -np.inf, axis=2)
+    return (top[..., 0] - logsumexp(others, axis=2))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -138,6 +152,7 @@ def validation_test_split(n_items: int, validation_fraction: float, seed: int) -
 def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: float = 0.0,
                                 validation_fraction: float = 0.5, seed: int = 0) -> dict:
     """Picks the threshold on a validation part of ``result`` and applies it to the rest (test part).
+    The sweep's thresholds are log-odds; the summary gives the threshold as a confidence too.
 
     Returns the summary (alpha, threshold, mean latency, accuracy, full-T accuracy, step saving,
     spike and synaptic-event savings on the test part, oracle bound on the test part) plus arrays for
@@ -149,11 +164,10 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     val_index, test_index = validation_test_split(result.n_items, validation_fraction, seed)
     val, test = result.select(val_index), result.select(test_index)
     alpha_value = resolve_alpha(alpha, val.readout, val.labels)
-    val_conf = confidence(val.readout, alpha_value)
-    sweep = threshold_sweep(val_conf, val.correct())
+    sweep = threshold_sweep(confidence_log_odds(val.readout, alpha_value), val.correct())
     chosen = choose_threshold(sweep, tolerance)
     threshold = float(sweep.thresholds[chosen])
-    test_conf = confidence(test.readout, alpha_value)
+    test_conf = confidence_log_odds(test.readout, alpha_value)
     test_correct = test.correct()
     stops = stop_times(test_conf, threshold)
     accuracy = float(test_correct[np.arange(test.n_items), stops - 1].mean())
@@ -165,7 +179,8 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     summary = {
         "alpha": alpha_value,
         "alpha_policy": str(alpha),
-        "threshold": threshold,
+        "threshold": float(expit(threshold)),
+        "threshold_log_odds": threshold,
         "tolerance": tolerance,
         "n_validation": int(val.n_items),
         "n_test": int(test.n_items),
@@ -185,6 +200,6 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     oracle_summary = {key: value for key, value in bound.items() if key != "stop_times"}
     arrays = {
         "sweep": sweep, "front": pareto_front(sweep), "chosen": chosen, "stop_times": stops,
-        "oracle_stop_times": bound["stop_times"], "mean_confidence": test_conf.mean(axis=0),
+        "oracle_stop_times": bound["stop_times"], "mean_confidence": expit(test_conf).mean(axis=0),
     }
     return {"dynamic_confidence": summary, "oracle": oracle_summary, "arrays": arrays}

@@ -1,0 +1,51 @@
+"""Shared fixtures: small networks built by hand and a quickly trained dense MNIST model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from neurodeploy.backends import RunOptions, get_backend
+
+from neurodeploy.data import load_dataset
+from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
+
+
+def constant_current_network(currents, v_init="zero", reset="subtract", threshold=1.0) -> Network:
+    """Input (n,) -> hidden (n,) by identity -> output (n,) by identity: hidden neuron i receives the
+    analog input x_i as a constant current every step."""
+    n = len(currents)
+    net = Network()
+    net.add_population(Population("input", (n,), "input"))
+    net.add_population(Population("hidden", (n,), "hidden",
+                                  NeuronSpec(threshold=threshold, reset=reset, v_init=v_init, v_init_seed=3)))
+    net.add_population(Population("output", (n,), "output", NeuronSpec(readout="membrane")))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "output", [Dense(np.eye(n, dtype=np.float32))])
+    return net.validate()
+
+
+def simulate(net: Network, x: torch.Tensor, T: int, **backend_kwargs):
+    options = RunOptions(T=T, batch_size=max(len(x), 1), progress=False,
+                         encoding=backend_kwargs.pop("encoding", "analog"))
+    labels = torch.zeros(len(x), dtype=torch.long)
+    return get_backend("gpu", device="cpu", **backend_kwargs).run(net, x, labels, options)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return load_dataset()
+
+
+@pytest.fixture(scope="session")
+def small_dense_model(mnist):
+    """dense_mnist (hidden 64) trained 3 epochs on 4,000 embedded digits (a few seconds)."""
+    from neurodeploy.data import Split
+    from neurodeploy.train import TrainConfig, train_model
+    from neurodeploy.train.zoo import dense_mnist
+
+    torch.manual_seed(0)
+    model = dense_mnist(hidden=64)
+    train_model(model, Split(mnist.train.images[:4000], mnist.train.labels[:4000]),
+                TrainConfig(epochs=3, seed=0), progress=False)
+    return model

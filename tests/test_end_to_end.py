@@ -1,0 +1,123 @@
+"""The main job: CLI commands, summary.json, resume, evaluate, and converted dense MNIST accuracy."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from neurodeploy.backends import RunOptions, get_backend
+
+from neurodeploy.cli import main
+from neurodeploy.convert import convert
+from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.train import evaluate_accuracy
+
+SUMMARY_KEYS = {"backend", "T", "n_items", "ann_accuracy", "snn_accuracy", "peak_accuracy", "accuracy_curve",
+                "wall_time_s", "pareto_latency", "pareto_power", "dynamic_confidence", "oracle"}
+
+
+def test_converted_dense_mnist_tracks_the_ann(mnist, small_dense_model):
+    """Scaling bugs (wrong lambda ratio, bias not divided, BN not folded) cost far more than 1 pp."""
+    test = mnist.test.head(1000)
+    ann = evaluate_accuracy(small_dense_model, test)
+    net = convert(small_dense_model, mnist.train.images[:1000])
+    result = get_backend("gpu", device="cpu").run(net, test.images, test.labels, RunOptions(T=60, progress=False))
+    curve = result.accuracy_curve()
+    assert ann > 0.9
+    assert abs(curve[-1] - ann) <= 0.01, (curve[-1], ann)
+    assert curve[4] < curve[-1]  # it is an anytime curve that rises
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    code = main(["run", "--samples", "300", "-T", "30", "--epochs", "2", "--calibration-samples", "500",
+                 "--results-dir", str(root), "--run-id", "first", "--no-progress", "--batch-size", "100"])
+    assert code == 0
+    return root
+
+
+def test_run_writes_the_documented_outputs(run_folder):
+    folder = run_folder / "first"
+    for name in ("result.npz", "summary.json", "curves.csv", "network.zip", "config.json", "accuracy_vs_time.png",
+                 "accuracy_vs_events.png", "dc_pareto_front.png", "stop_time_histogram.png", "mean_confidence.png"):
+        assert (folder / name).is_file(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["n_items"] == 300 and summary["T"] == 30 and len(summary["accuracy_curve"]) == 30
+    assert 0 <= summary["snn_accuracy"] <= 1 and summary["peak_accuracy"] >= summary["snn_accuracy"]
+    assert set(summary["pareto_latency"]) == {"raw", "pareto"}
+    assert {"alpha", "threshold", "mean_latency", "accuracy", "full_T_accuracy", "step_saving"} <= set(
+        summary["dynamic_confidence"])
+    assert {"accuracy", "mean_latency"} <= set(summary["oracle"])
+    result = SimulationResult.load(folder / "result.npz")
+    np.testing.assert_allclose(result.accuracy_curve(), summary["accuracy_curve"])
+    assert (run_folder / "models").is_dir()  # the trained model is cached
+    assert not (folder / "partial").exists()
+
+
+def test_rerun_uses_cached_model_and_resumes(run_folder, capsys):
+    args = ["run", "--samples", "300", "-T", "30", "--epochs", "2", "--calibration-samples", "500",
+            "--results-dir", str(run_folder), "--run-id", "second", "--no-progress", "--batch-size", "100"]
+    partial = run_folder / "second" / "partial"
+    partial.mkdir(parents=True)
+    first = SimulationResult.load(run_folder / "first" / "result.npz")
+    first.select(np.arange(100)).save(partial / "batch_0000000.npz")
+    (run_folder / "second" / "config.json").unlink(missing_ok=True)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cached" in out and "resuming: 1 finished batches" in out
+    second = SimulationResult.load(run_folder / "second" / "result.npz")
+    np.testing.assert_array_equal(second.readout, first.readout)
+
+
+def test_run_id_with_other_settings_is_refused(run_folder, capsys):
+    assert main(["run", "--samples", "50", "-T", "5", "--results-dir", str(run_folder), "--run-id", "first",
+                 "--no-progress"]) == 2
+    assert "holds a run with other settings" in capsys.readouterr().out
+
+
+def test_evaluate_overlays_saved_results(run_folder, tmp_path, capsys):
+    result = run_folder / "first" / "result.npz"
+    assert main(["evaluate", str(result), str(result), "--labels", "a,b", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "evaluation.json").read_text())
+    assert set(data) == {"a", "b"} and data["a"]["snn_accuracy"] == data["b"]["snn_accuracy"]
+    assert (tmp_path / "accuracy_vs_time.png").is_file()
+    assert "comparison" in capsys.readouterr().out
+
+
+def test_train_convert_info(tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    assert main(["train", "--epochs", "1", "--out", str(model), "--no-progress"]) == 0
+    ir = tmp_path / "m.zip"
+    assert main(["convert", str(model), "--out", str(ir), "--granularity", "neuron"]) == 0
+    assert main(["info", str(ir)]) == 0
+    out = capsys.readouterr().out
+    assert "max_fan_in" in out and "784" in out
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"nonsense")
+    assert main(["info", str(bad)]) == 2
+    assert main(["convert", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert "not a readable IR archive" in out and "not a readable model file" in out
+    assert "not a readable result file" in out and "Traceback" not in out
+
+
+def test_result_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    result = SimulationResult(rng.normal(size=(3, 4, 2)).astype(np.float32), np.array([0, 1, 1]),
+                              rng.random((3, 4, 2)).astype(np.float32), rng.random((3, 4, 2)).astype(np.float32),
+                              {"backend": "gpu", "T": 4, "nested": {"a": [1, 2]}})
+    loaded = SimulationResult.load(result.save(tmp_path / "r.npz"))
+    for name in ("readout", "labels", "spike_counts", "synaptic_events"):
+        assert np.array_equal(getattr(loaded, name), getattr(result, name))
+    assert loaded.metadata == result.metadata
+
+
+def test_device_is_reported(run_folder):
+    meta = SimulationResult.load(run_folder / "first" / "result.npz").metadata
+    assert meta["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
