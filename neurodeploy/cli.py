@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dc-tolerance", type=float, default=0.0, help="accuracy loss allowed when picking c")
     run.add_argument("--dc-validation-fraction", type=float, default=0.5,
                      help="fraction of the test items used to pick the DC threshold")
+    run.add_argument("--dc-rule", default="stable", choices=["stable", "fastest"],
+                     help="threshold pick rule (see neurodeploy.evaluate.dynamic_confidence.choose_threshold)")
     run.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(run)
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dc-alpha", default="T")
     evaluate.add_argument("--dc-tolerance", type=float, default=0.0)
     evaluate.add_argument("--dc-validation-fraction", type=float, default=0.5)
+    evaluate.add_argument("--dc-rule", default="stable", choices=["stable", "fastest"])
     evaluate.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("backends", help="list installed backends")
@@ -100,7 +103,7 @@ def cmd_run(args) -> None:
         encoding=args.encoding, epochs=args.epochs, calibration_samples=args.calibration_samples,
         results_dir=args.results_dir, run_id=args.run_id, dc_alpha=args.dc_alpha,
         dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
-        progress=not args.no_progress,
+        dc_rule=args.dc_rule, progress=not args.no_progress,
     )
     run_job(config, console)
 
@@ -165,7 +168,7 @@ def cmd_evaluate(args) -> None:
         if ann is None:
             raise NeurodeployError(f"{path} records no ANN accuracy; pass --ann-accuracy")
         summary, arrays = summarize(result, ann, args.dc_alpha, args.dc_tolerance, args.dc_validation_fraction,
-                                    args.seed)
+                                    args.seed, dc_rule=args.dc_rule)
         label = labels[i] if labels else f"{result.metadata.get('backend', '?')}:{Path(path).parent.name}"
         runs.append((label, summary, arrays))
     print_comparison([s for _, s, _ in runs], [label for label, _, _ in runs], console)

@@ -59,6 +59,7 @@ class JobConfig:
     dc_alpha: str = "T"
     dc_tolerance: float = 0.0
     dc_validation_fraction: float = 0.5
+    dc_rule: str = "stable"
     progress: bool = True
     backend_options: dict = field(default_factory=dict)
 
@@ -154,7 +155,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
 
 def evaluate_into(folder: Path, result: SimulationResult, config: JobConfig) -> dict:
     summary, arrays = summarize(result, result.metadata["ann_accuracy"], config.dc_alpha, config.dc_tolerance,
-                                config.dc_validation_fraction, config.seed)
+                                config.dc_validation_fraction, config.seed, dc_rule=config.dc_rule)
     write_summary(folder / "summary.json", summary)
     write_curves_csv(folder / "curves.csv", arrays)
     plot_reports(folder, [(config.backend, summary, arrays)])

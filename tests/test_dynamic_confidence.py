@@ -66,6 +66,18 @@ def test_sweep_by_hand():
     assert list(sweep.mean_latency[front]) == [1.0, 1.5]
 
 
+def test_stable_rule_stops_at_the_first_drop():
+    from neurodeploy.evaluate.dynamic_confidence import Sweep
+
+    sweep = Sweep(np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([10.0, 8, 6, 4, 2]),
+                  np.array([0.90, 0.91, 0.89, 0.92, 0.5]))
+    assert choose_threshold(sweep, rule="stable") == 1  # 0.89 at index 2 breaks the run
+    assert choose_threshold(sweep, rule="fastest") == 3  # the lucky point far down the sweep
+    assert choose_threshold(sweep, tolerance=0.02, rule="stable") == 3
+    with pytest.raises(ValueError, match="rule must be one of"):
+        choose_threshold(sweep, rule="greedy")
+
+
 def test_tolerance_allows_a_faster_point():
     conf = np.array([[0.5, 0.9, 0.7], [0.8, 0.6, 0.95]])
     correct = np.array([[False, True, True], [True, False, True]])

@@ -121,3 +121,38 @@ def test_result_round_trip(tmp_path):
 def test_device_is_reported(run_folder):
     meta = SimulationResult.load(run_folder / "first" / "result.npz").metadata
     assert meta["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_evaluate_needs_no_simulator(run_folder, tmp_path):
+    """A saved result (from any backend) is evaluated with torch and every simulator unimportable."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'pyNN', 'neuron', 'spynnaker'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from neurodeploy.cli import main\n"
+        f"sys.exit(main(['evaluate', {str(run_folder / 'first' / 'result.npz')!r}, '--out', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "evaluation.json").is_file()
+
+
+@pytest.mark.slow
+def test_quickstart_example_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    done = subprocess.run([sys.executable, str(example), "--samples", "200", "--T", "20", "--epochs", "1",
+                           "--out", str(tmp_path / "plots")], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "gpu/ideal" in done.stdout and "gpu/pynn" in done.stdout
+    assert (tmp_path / "plots" / "accuracy_vs_time.png").is_file()

@@ -35,14 +35,16 @@ class GpuBackend:
 
     device: "cuda", "cpu" or None (CUDA when available).
     profile: "ideal" or "pynn" (see module docstring).
-    memory_budget_mb: bound on the chunk's spike/current tensors; sets the steps per chunk.
+    memory_budget_mb: bound on the chunk's spike/current tensors; sets the steps per chunk. Default:
+        64 MB on CPU (a chunk that stays in cache is faster than one large batched op: measured 40 ms
+        vs 67 ms for dense MNIST, 1000 items, T = 50) and 1024 MB on CUDA (fewer, larger kernels).
     chunk: steps per chunk, overriding the budget (1 = step-major streaming).
     precision: "fp32" or "bf16".
     """
 
     name = "gpu"
 
-    def __init__(self, device: str | None = None, profile: str = "ideal", memory_budget_mb: float = 1024.0,
+    def __init__(self, device: str | None = None, profile: str = "ideal", memory_budget_mb: float | None = None,
                  chunk: int | None = None, precision: str = "fp32"):
         if profile not in PROFILES:
             raise BackendError(f"unknown gpu profile {profile!r}; choose from {sorted(PROFILES)}")
@@ -54,6 +56,8 @@ class GpuBackend:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu")
         self.profile = profile
+        if memory_budget_mb is None:
+            memory_budget_mb = 1024.0 if self.device.type == "cuda" else 64.0
         self.budget = memory_budget_mb * 2**20
         self.chunk = chunk
         self.precision = precision

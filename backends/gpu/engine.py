@@ -103,9 +103,8 @@ class BatchSimulation:
                 spikes[index] = parts[0] if len(parts) == 1 else torch.cat(parts)
                 readout_spikes = spikes[index]
             else:
-                current = torch.zeros((steps, self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
-                if dynamic is not None:
-                    current += dynamic
+                current = dynamic if dynamic is not None else torch.zeros(
+                    (steps, self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
                 if early is not None and split:
                     current[:split] += early
                 if late is not None:

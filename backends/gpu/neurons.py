@@ -31,10 +31,12 @@ def integrate_and_fire(
     net_count: QFFS net spike count per neuron (``[B, *shape]``, updated in place).
     """
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
-    fire = torch.empty(v.shape, dtype=torch.bool, device=v.device)
     theta = layer.threshold
     unit = isinstance(theta, float) and theta == 1.0
     qffs = layer.spike_cap is not None or layer.negative_spikes
+    if dynamic is not None and constant is not None:
+        dynamic = dynamic.add_(constant)  # one pass over the chunk (our own buffer) instead of one add per step
+        constant = None
     for k in range(steps):
         if layer.decay is not None:
             v.mul_(layer.decay)
@@ -42,25 +44,25 @@ def integrate_and_fire(
             v.add_(dynamic[k])
         if constant is not None:
             v.add_(constant)
-        torch.ge(v, theta, out=fire)
         s = spikes[k]
+        torch.ge(v, theta, out=s)  # written straight into the float spike tensor (no bool round trip)
         if qffs:
-            _qffs_step(layer, v, fire, s, net_count)
-            continue
-        s.copy_(fire)
-        if layer.reset == "zero":
-            v.masked_fill_(fire, 0.0)
+            _qffs_step(layer, v, s, net_count)
+        elif layer.reset == "zero":
+            v.addcmul_(v, s, value=-1.0)
         elif unit:
             v.sub_(s)
+        elif isinstance(theta, float):
+            v.sub_(s, alpha=theta)
         else:
-            v.sub_(s * theta)
+            v.addcmul_(s, theta, value=-1.0)
     return spikes
 
 
-def _qffs_step(layer: Layer, v: torch.Tensor, fire: torch.Tensor, s: torch.Tensor, count: torch.Tensor) -> None:
+def _qffs_step(layer: Layer, v: torch.Tensor, s: torch.Tensor, count: torch.Tensor) -> None:
+    """``s`` holds [v >= theta] on entry and the QFFS spikes (-1, 0, 1) on exit."""
     if layer.spike_cap is not None:
-        fire &= count < layer.spike_cap
-    s.copy_(fire)
+        s.mul_(count < layer.spike_cap)
     if layer.negative_spikes:
         s.sub_(((v < 0) & (count > 0)).to(s.dtype))
     count.add_(s)

@@ -113,11 +113,30 @@ def pareto_front(sweep: Sweep) -> np.ndarray:
     return np.array(front, dtype=np.int64)
 
 
-def choose_threshold(sweep: Sweep, tolerance: float = 0.0) -> int:
-    """Index of the lowest-latency point whose accuracy is at least the full-T accuracy minus
-    ``tolerance`` (the first sweep point is the full-T run)."""
-    ok = np.flatnonzero(sweep.accuracy >= sweep.accuracy[0] - tolerance - 1e-12)
-    return int(ok[np.lexsort((-sweep.accuracy[ok], sweep.mean_latency[ok]))[0]])
+PICK_RULES = ("stable", "fastest")
+
+
+def choose_threshold(sweep: Sweep, tolerance: float = 0.0, rule: str = "stable") -> int:
+    """Index of the chosen operating point. The first sweep point is the full-T run; along the sweep
+    thresholds fall and mean latency never rises.
+
+    "fastest": the lowest-latency point whose accuracy is at least the full-T accuracy minus
+        ``tolerance`` (DESIGN section 5's rule, applied to every point).
+    "stable" (default): the same rule restricted to the unbroken run of points, starting at full T,
+        that all stay at or above that accuracy: stop lowering the threshold at the first point that
+        drops below. A single lucky point far down the sweep is then not picked, which matters
+        because the pick must carry over to unseen items (dense MNIST, embedded data, 10 seeded
+        validation/test splits: test-part accuracy change -0.9..+0.1 pp with "fastest", -0.1..0 pp
+        with "stable", at 87 % vs 77 % step saving).
+    """
+    if rule not in PICK_RULES:
+        raise ValueError(f"rule must be one of {PICK_RULES}, not {rule!r}")
+    ok = sweep.accuracy >= sweep.accuracy[0] - tolerance - 1e-12
+    if rule == "stable":
+        first_bad = np.flatnonzero(~ok)
+        ok[first_bad[0] if first_bad.size else len(ok):] = False
+    candidates = np.flatnonzero(ok)
+    return int(candidates[np.lexsort((-sweep.accuracy[candidates], sweep.mean_latency[candidates]))[0]])
 
 
 def stop_times(conf: np.ndarray, threshold: float) -> np.ndarray:
@@ -150,7 +169,7 @@ def validation_test_split(n_items: int, validation_fraction: float, seed: int) -
 
 
 def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: float = 0.0,
-                                validation_fraction: float = 0.5, seed: int = 0) -> dict:
+                                validation_fraction: float = 0.5, seed: int = 0, rule: str = "stable") -> dict:
     """Picks the threshold on a validation part of ``result`` and applies it to the rest (test part).
     The sweep's thresholds are log-odds; the summary gives the threshold as a confidence too.
 
@@ -165,7 +184,7 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     val, test = result.select(val_index), result.select(test_index)
     alpha_value = resolve_alpha(alpha, val.readout, val.labels)
     sweep = threshold_sweep(confidence_log_odds(val.readout, alpha_value), val.correct())
-    chosen = choose_threshold(sweep, tolerance)
+    chosen = choose_threshold(sweep, tolerance, rule)
     threshold = float(sweep.thresholds[chosen])
     test_conf = confidence_log_odds(test.readout, alpha_value)
     test_correct = test.correct()
@@ -182,6 +201,7 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
         "threshold": float(expit(threshold)),
         "threshold_log_odds": threshold,
         "tolerance": tolerance,
+        "pick_rule": rule,
         "n_validation": int(val.n_items),
         "n_test": int(test.n_items),
         "mean_latency": float(stops.mean()),

@@ -29,11 +29,11 @@ from neurodeploy.evaluate.result import SimulationResult  # noqa: E402
 
 def summarize(result: SimulationResult, ann_accuracy: float, dc_alpha: str | float = "T",
               dc_tolerance: float = 0.0, dc_validation_fraction: float = 0.5, seed: int = 0,
-              target_fraction: float = 0.99) -> tuple[dict, dict]:
+              target_fraction: float = 0.99, dc_rule: str = "stable") -> tuple[dict, dict]:
     """Returns ``(summary, plot_arrays)`` for one result."""
     summary = {"backend": result.metadata.get("backend", "unknown")}
     summary.update(anytime_metrics(result, ann_accuracy, target_fraction))
-    dc = evaluate_dynamic_confidence(result, dc_alpha, dc_tolerance, dc_validation_fraction, seed)
+    dc = evaluate_dynamic_confidence(result, dc_alpha, dc_tolerance, dc_validation_fraction, seed, dc_rule)
     summary["dynamic_confidence"] = dc["dynamic_confidence"]
     summary["oracle"] = dc["oracle"]
     summary["wall_time_s"] = float(result.metadata.get("timings", {}).get("run_s", float("nan")))
