@@ -9,8 +9,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from neurodeploy.backends.base import Backend, RunOptions, run_in_batches
-
+from neurodeploy.backends.base import Backend, ExitPolicy, RunOptions, run_in_batches
 from neurodeploy.errors import BackendError
 
 BUILTIN = {"gpu": "neurodeploy.backends.gpu:GpuBackend"}
@@ -38,4 +37,4 @@ def get_backend(name: str, **kwargs) -> Backend:
     return cls(**kwargs)
 
 
-__all__ = ["Backend", "RunOptions", "available_backends", "get_backend", "run_in_batches"]
+__all__ = ["Backend", "ExitPolicy", "RunOptions", "available_backends", "get_backend", "run_in_batches"]

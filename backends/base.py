@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,22 @@ from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
 
 
+@dataclass(frozen=True)
+class ExitPolicy:
+    """Dynamic Confidence early exit: stop an item at the first step whose confidence log-odds
+    log(C_t / (1 - C_t)), C_t = max softmax(O_t / alpha), exceed ``threshold_log_odds``."""
+
+    alpha: float
+    threshold_log_odds: float
+
+    @staticmethod
+    def from_confidence(alpha: float, confidence: float) -> ExitPolicy:
+        """From a confidence threshold c in (0, 1)."""
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"a confidence threshold lies in (0, 1), got {confidence}")
+        return ExitPolicy(alpha, math.log(confidence / (1.0 - confidence)))
+
+
 @dataclass
 class RunOptions:
     """Options shared by all backends.
@@ -26,6 +43,7 @@ class RunOptions:
         or "poisson" (Bernoulli spikes with p = |x| each step, signed).
     seed: seeds the Poisson encoder and any other randomness of the backend.
     progress: show a progress bar.
+    exit_policy: stop items early by confidence (backends that cannot say so).
     """
 
     T: int = 100
@@ -33,6 +51,7 @@ class RunOptions:
     encoding: str = "analog"
     seed: int = 0
     progress: bool = True
+    exit_policy: ExitPolicy | None = None
 
 
 class Backend(Protocol):

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu import default_device
-
 from neurodeploy.convert import convert
 from neurodeploy.data import load_dataset
 from neurodeploy.pipeline import JobConfig, obtain_model

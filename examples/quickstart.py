@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurodeploy.backends import RunOptions, get_backend
 from rich.console import Console
 
+from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.data import load_dataset
 from neurodeploy.evaluate.report import plot_reports, print_comparison, summarize
 from neurodeploy.pipeline import JobConfig, convert_model, obtain_model

@@ -28,6 +28,8 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
                         help="initial membrane: 0, theta/2, or uniform in [0, theta) (seeded)")
     parser.add_argument("--calibration-samples", type=int, default=2000,
                         help="training items used for activation statistics")
+    parser.add_argument("--conversion", default="rate", choices=["rate", "qcfs", "qffs"],
+                        help="rate: normalized ReLU net; qcfs/qffs: quantized activations (run fine-tunes them)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=500)
     run.add_argument("--samples", type=int, help="use only the first N test items")
     run.add_argument("--epochs", type=int, default=15, help="training epochs when the model is trained here")
+    run.add_argument("--quant-bits", type=int, default=2, help="activation bits for qcfs/qffs")
+    run.add_argument("--quant-epochs", type=int, default=5, help="quantization fine-tuning epochs for qcfs/qffs")
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     run.add_argument("--profile", default="ideal", choices=["ideal", "pynn"],
                      help="gpu backend semantics: zero delay, or one-step delay per projection")
@@ -56,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the test items used to pick the DC threshold")
     run.add_argument("--dc-rule", default="stable", choices=["stable", "fastest"],
                      help="threshold pick rule (see neurodeploy.evaluate.dynamic_confidence.choose_threshold)")
+    run.add_argument("--exit", help="early exit in the simulator: 'confidence' (threshold picked on the DC "
+                     "validation part) or 'confidence:C'; reruns the DC test part with exit and reports the saving")
+    run.add_argument("--chunk", type=int, help="steps per chunk (1 = step-major streaming; default from memory budget)")
     run.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(run)
 
@@ -67,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="model file to write (.pt)")
+    train.add_argument("--quantize-bits", type=int, help="then fine-tune with B-bit quantized activations (QCFS/QFFS)")
+    train.add_argument("--quant-epochs", type=int, default=5)
     train.add_argument("--no-progress", action="store_true")
 
     conv = sub.add_parser("convert", help="convert a model file into an IR file")
@@ -103,7 +112,8 @@ def cmd_run(args) -> None:
         encoding=args.encoding, epochs=args.epochs, calibration_samples=args.calibration_samples,
         results_dir=args.results_dir, run_id=args.run_id, dc_alpha=args.dc_alpha,
         dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
-        dc_rule=args.dc_rule, progress=not args.no_progress,
+        dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
+        quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
     )
     run_job(config, console)
 
@@ -116,8 +126,14 @@ def cmd_train(args) -> None:
     model = build(args.arch, dataset.input_shape, dataset.n_classes, seed=args.seed)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     record = train_model(model, dataset.train, config, progress=not args.no_progress)
+    if args.quantize_bits:
+        from neurodeploy.train.quantized import finetune_quantized
+
+        model, record = finetune_quantized(model, dataset.train, args.quantize_bits,
+                                           TrainConfig(epochs=args.quant_epochs, lr=0.01, seed=args.seed),
+                                           progress=not args.no_progress)
     record["test_accuracy"] = evaluate_accuracy(model, dataset.test)
-    save_model(args.out, model, args.arch, dataset.input_shape, dataset.n_classes, record)
+    save_model(args.out, model, args.arch, dataset.input_shape, dataset.n_classes, record, args.quantize_bits)
     console.print(f"{args.arch}: best validation accuracy {record['val_accuracy']:.4f} (epoch "
                   f"{record['best_epoch']}), test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
 
@@ -131,7 +147,8 @@ def cmd_convert(args) -> None:
     model, info = load_model(args.model)
     dataset = load_dataset(args.data)
     network = convert(model, dataset.train.images[: args.calibration_samples], args.normalization,
-                      args.percentile, args.granularity, args.reset, args.v_init, args.seed)
+                      args.percentile, args.granularity, args.reset, args.v_init, args.seed,
+                      conversion=args.conversion)
     save_network(network, args.out)
     console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
 

@@ -12,23 +12,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
-from neurodeploy.backends import RunOptions, get_backend
+from neurodeploy.backends import ExitPolicy, RunOptions, get_backend
 from neurodeploy.convert import convert
 from neurodeploy.data import Dataset, load_dataset
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.evaluate.report import (
-    plot_reports,
-    print_summary,
-    summarize,
-    write_curves_csv,
-    write_summary,
-)
+from neurodeploy.evaluate.dynamic_confidence import validation_test_split
+from neurodeploy.evaluate.report import plot_reports, print_summary, summarize, write_curves_csv, write_summary
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Network, save_network
 from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
+from neurodeploy.train.quantized import finetune_quantized
 
 
 @dataclass
@@ -53,6 +50,11 @@ class JobConfig:
     precision: str = "fp32"
     encoding: str = "analog"
     epochs: int = 15
+    conversion: str = "rate"
+    quant_bits: int = 2
+    quant_epochs: int = 5
+    chunk: int | None = None
+    exit: str | None = None
     calibration_samples: int = 2000
     results_dir: str = "results"
     run_id: str | None = None
@@ -85,10 +87,31 @@ def obtain_model(config: JobConfig, dataset: Dataset, console: Console) -> tuple
     return model, f"{config.arch} (trained, saved to {path})"
 
 
+def obtain_quantized_model(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
+    """The full-precision model of :func:`obtain_model` with ``quant_bits``-bit activations,
+    fine-tuned for ``quant_epochs`` epochs (cached like the full-precision model)."""
+    base, label = obtain_model(config, dataset, console)
+    if config.model:
+        return base, label
+    path = model_cache_path(config.results_dir, config.arch, dataset, config.epochs, config.seed)
+    path = path.with_name(f"{path.stem}-q{config.quant_bits}-e{config.quant_epochs}.pt")
+    if path.exists():
+        model, _ = load_model(path)
+        return model, f"{config.arch} {config.quant_bits}-bit (cached {path})"
+    console.print(f"fine-tuning {config.arch} with {config.quant_bits}-bit activations "
+                  f"for {config.quant_epochs} epochs")
+    model, record = finetune_quantized(base, dataset.train, config.quant_bits,
+                                       TrainConfig(epochs=config.quant_epochs, lr=0.01, seed=config.seed),
+                                       progress=config.progress)
+    save_model(path, model, config.arch, dataset.input_shape, dataset.n_classes, record, config.quant_bits)
+    return model, f"{config.arch} {config.quant_bits}-bit (fine-tuned, saved to {path})"
+
+
 def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
     calibration = dataset.train.images[: config.calibration_samples]
     return convert(model, calibration, normalization=config.normalization, percentile=config.percentile,
-                   granularity=config.granularity, reset=config.reset, v_init=config.v_init, seed=config.seed)
+                   granularity=config.granularity, reset=config.reset, v_init=config.v_init, seed=config.seed,
+                   conversion=config.conversion)
 
 
 def _run_folder(config: JobConfig) -> Path:
@@ -118,7 +141,8 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     config_path.write_text(json.dumps({"fingerprint": fingerprint, **asdict(config)}, indent=1))
 
     dataset = load_dataset(config.data)
-    model, model_label = obtain_model(config, dataset, console)
+    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
+    model, model_label = obtain(config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     start = time.perf_counter()
@@ -147,10 +171,64 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
         path.unlink()
     partial.rmdir()
     summary = evaluate_into(folder, result, config)
+    if config.exit:
+        summary["early_exit"] = run_early_exit(backend, network, test, result, summary, config, folder)
+        write_summary(folder / "summary.json", summary)
     print_summary(summary, f"{model_label} on {dataset.name} ({result.n_items} test items), backend "
                   f"{config.backend}", console)
     console.print(f"results written to {folder}/")
     return folder, summary
+
+
+def parse_exit(spec: str) -> float | None:
+    """``confidence`` -> None (pick the threshold on validation data); ``confidence:C`` -> C."""
+    kind, _, value = spec.partition(":")
+    if kind != "confidence":
+        raise NeurodeployError(f"--exit {spec!r}: the only exit rule is 'confidence' or 'confidence:C'")
+    if not value:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise NeurodeployError(f"--exit {spec!r}: {value!r} is not a number") from None
+    if not 0.0 < threshold < 1.0:
+        raise NeurodeployError(f"--exit {spec!r}: a confidence threshold lies in (0, 1)")
+    return threshold
+
+
+def run_early_exit(backend, network: Network, test, full: SimulationResult, summary: dict, config: JobConfig,
+                   folder: Path) -> dict:
+    """Runs the Dynamic Confidence test part again with early exit in the simulator and compares its
+    wall time with the full-T run of the same items (saved as ``result_exit.npz``)."""
+    dc = summary["dynamic_confidence"]
+    given = parse_exit(config.exit)
+    policy = ExitPolicy(dc["alpha"], dc["threshold_log_odds"]) if given is None else \
+        ExitPolicy.from_confidence(dc["alpha"], given)
+    _, test_index = validation_test_split(full.n_items, config.dc_validation_fraction, config.seed)
+    index = torch.as_tensor(test_index)
+    options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
+                         progress=config.progress, exit_policy=policy)
+    exited = backend.run(network, test.images[index], test.labels[index], options)
+    exited.metadata["ann_accuracy"] = full.metadata["ann_accuracy"]
+    exited.save(folder / "result_exit.npz")
+    full_part = backend.run(network, test.images[index], test.labels[index],
+                            RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding,
+                                       seed=config.seed, progress=config.progress))
+    step_saving = 1.0 - float(exited.stop_times.mean()) / config.T
+    wall, wall_full = exited.metadata["timings"]["run_s"], full_part.metadata["timings"]["run_s"]
+    return {
+        "threshold": float(1.0 / (1.0 + np.exp(-policy.threshold_log_odds))),
+        "threshold_source": "validation" if given is None else "given",
+        "alpha": policy.alpha,
+        "n_items": exited.n_items,
+        "mean_latency": float(exited.stop_times.mean()),
+        "accuracy": float(exited.exit_correct().mean()),
+        "full_T_accuracy": float(full_part.accuracy_curve()[-1]),
+        "step_saving": step_saving,
+        "wall_time_s": wall,
+        "full_T_wall_time_s": wall_full,
+        "wall_saving": 1.0 - wall / wall_full,
+    }
 
 
 def evaluate_into(folder: Path, result: SimulationResult, config: JobConfig) -> dict:
@@ -165,5 +243,5 @@ def evaluate_into(folder: Path, result: SimulationResult, config: JobConfig) -> 
 def _backend_kwargs(config: JobConfig) -> dict:
     kwargs = dict(config.backend_options)
     if config.backend == "gpu":
-        kwargs.update(device=config.device, profile=config.profile, precision=config.precision)
+        kwargs.update(device=config.device, profile=config.profile, precision=config.precision, chunk=config.chunk)
     return kwargs

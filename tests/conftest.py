@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from neurodeploy.backends import RunOptions, get_backend
 
+from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.data import load_dataset
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from neurodeploy.backends import RunOptions, get_backend
 
+from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.cli import main
 from neurodeploy.convert import convert
 from neurodeploy.evaluate.result import SimulationResult
@@ -156,3 +156,42 @@ def test_quickstart_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "gpu/ideal" in done.stdout and "gpu/pynn" in done.stdout
     assert (tmp_path / "plots" / "accuracy_vs_time.png").is_file()
+
+
+DC_REPORT_KEYS = {"ann_accuracy", "full_T", "full_T_accuracy", "dc_accuracy", "dc_mean_latency", "step_saving",
+                  "wall_saving", "spikes_per_neuron_full", "spikes_per_neuron_dc", "oracle_accuracy"}
+
+
+@pytest.mark.slow
+def test_dynamic_confidence_example_writes_its_report(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "dynamic_confidence.py"
+    done = subprocess.run([sys.executable, str(example), "--archs", "dense_mnist", "--samples", "300",
+                           "--epochs", "1", "--quant-epochs", "1", "--T-qcfs", "8", "--T-qffs", "4",
+                           "--latency-items", "3", "--out", str(tmp_path / "dc")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "dc" / "dc_report.json").read_text())
+    assert [(e["method"], e["arch"]) for e in report] == [("qcfs", "dense_mnist"), ("qffs", "dense_mnist")]
+    for entry in report:
+        assert set(entry) >= DC_REPORT_KEYS
+        assert 1 <= entry["dc_mean_latency"] <= entry["full_T"]
+        assert entry["spikes_per_neuron_dc"] <= entry["spikes_per_neuron_full"]
+    assert (tmp_path / "dc" / "stop_times_qcfs_dense_mnist.png").is_file()
+
+
+def test_cli_qcfs_with_early_exit(run_folder):
+    assert main(["run", "--conversion", "qcfs", "--samples", "200", "-T", "12", "--epochs", "2",
+                 "--quant-epochs", "1", "--calibration-samples", "300", "--results-dir", str(run_folder),
+                 "--run-id", "qcfs", "--no-progress", "--exit", "confidence:0.5"]) == 0
+    summary = json.loads((run_folder / "qcfs" / "summary.json").read_text())
+    early = summary["early_exit"]
+    assert early["threshold"] == pytest.approx(0.5) and early["threshold_source"] == "given"
+    assert early["n_items"] == summary["dynamic_confidence"]["n_test"]
+    exited = SimulationResult.load(run_folder / "qcfs" / "result_exit.npz")
+    assert early["mean_latency"] == pytest.approx(exited.stop_times.mean())
+    assert main(["run", "--samples", "20", "-T", "4", "--results-dir", str(run_folder), "--run-id", "bad",
+                 "--no-progress", "--exit", "timeout:3"]) == 2

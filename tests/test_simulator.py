@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 from conftest import constant_current_network, simulate
+
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import chunk_steps
-
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError, DataError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
@@ -128,10 +128,9 @@ def test_checkpointed_run_resumes(conv_net, tmp_path):
     def simulate_batch(xb, yb, first):
         simulated.append(first)
         from neurodeploy.backends.gpu.engine import simulate_batch as engine
-
         from neurodeploy.evaluate.result import SimulationResult
 
-        readout, counts = engine(compiled, xb, 10, "analog", 10, 0, 0)
+        readout, counts, _ = engine(compiled, xb, 10, "analog", 10, 0, 0)
         return SimulationResult(readout.numpy(), yb.numpy(), counts[..., 0].numpy(), counts[..., 1].numpy())
 
     resumed = run_in_batches(simulate_batch, x, labels, 6, tmp_path, progress=False)

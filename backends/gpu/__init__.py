@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, compile_network
 from neurodeploy.backends.gpu.encoders import ENCODINGS
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
-
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
@@ -83,11 +83,12 @@ class GpuBackend:
             x = x.to(self.device, torch.float32)
             chunk = self.chunk or chunk_steps(compiled, x.shape[0], options.T, self.budget)
             with torch.inference_mode():
-                readout, counts = simulate_batch(compiled, x, options.T, options.encoding, chunk, delay,
-                                                 options.seed + first)
+                readout, counts, stop = simulate_batch(compiled, x, options.T, options.encoding, chunk, delay,
+                                                       options.seed + first, options.exit_policy)
             counts = counts.cpu().numpy()
             return SimulationResult(readout.cpu().numpy(), y.cpu().numpy().astype(np.int64),
-                                    counts[..., 0], counts[..., 1])
+                                    counts[..., 0], counts[..., 1],
+                                    stop_times=None if options.exit_policy is None else stop.cpu().numpy())
 
         start = time.perf_counter()
         result = run_in_batches(simulate, inputs, labels, options.batch_size, checkpoint_dir,
@@ -107,6 +108,9 @@ class GpuBackend:
             "n_synapses": compiled.n_synapses,
             "timings": {"build_s": build_s, "run_s": run_s, "per_item_s": run_s / max(len(labels), 1)},
         }
+        if options.exit_policy is not None:
+            result.metadata["exit_policy"] = {"alpha": options.exit_policy.alpha,
+                                              "threshold_log_odds": options.exit_policy.threshold_log_odds}
         return result.validate()
 
 

@@ -27,6 +27,10 @@ class SpikeEncoder:
                 raise DataError("poisson encoding needs inputs in [-1, 1]; rescale the data or use 'analog'")
             self.generator = torch.Generator(device=x.device).manual_seed(seed)
 
+    def compact(self, keep: torch.Tensor) -> None:
+        """Keeps only the items ``keep`` (batch compaction after early exit)."""
+        self.x, self.v = self.x[keep], self.v[keep]
+
     def next(self, steps: int) -> torch.Tensor:
         if self.kind == "poisson":
             draw = torch.rand((steps, *self.x.shape), generator=self.generator, device=self.x.device,

@@ -13,7 +13,10 @@ Delay profile ``delay = 1`` (PyNN machines): a spike emitted at step t reaches i
 from __future__ import annotations
 
 import torch
+
+from neurodeploy.backends.base import ExitPolicy
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
+from neurodeploy.backends.gpu.early_exit import first_exit
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.gpu.neurons import integrate_and_fire
 
@@ -41,6 +44,8 @@ class BatchSimulation:
                           for layer, v in zip(self.layers, self.v, strict=True)]
         self.last = [torch.zeros((self.B, *layer.shape), dtype=x.dtype, device=x.device) for layer in self.layers]
         self.constants = [self._constants(layer) for layer in self.layers]
+        output = self.layers[compiled.output_index]
+        self.spike_readout = torch.zeros((self.B, output.size), dtype=x.dtype, device=x.device)
         self.t = 0
 
     def _initial_v(self, layer: Layer) -> torch.Tensor:
@@ -79,11 +84,14 @@ class BatchSimulation:
             current = part if current is None else current.add_(part)
         return current
 
-    def step_chunk(self, steps: int, readout: torch.Tensor, counts: torch.Tensor) -> None:
-        """Advances every layer by ``steps`` steps; writes readout ``[B, T, C]`` and counts
-        ``[B, T, P, 2]`` (spikes, synaptic events) at steps ``t .. t + steps``."""
+    def step_chunk(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advances every layer by ``steps`` steps; returns the chunk's readout ``[B, steps, C]`` and
+        counts ``[B, steps, P, 2]`` (spikes, synaptic events per population)."""
         spikes: list[torch.Tensor | None] = [None] * len(self.layers)
         t0, t1 = self.t, self.t + steps
+        output = self.layers[self.net.output_index]
+        readout = torch.empty((self.B, steps, output.size), dtype=self.x.dtype, device=self.x.device)
+        counts = torch.zeros((self.B, steps, len(self.layers), 2), dtype=self.x.dtype, device=self.x.device)
         if self.encoder is not None:
             spikes[0] = self.encoder.next(steps)
         for index, layer in enumerate(self.layers):
@@ -101,7 +109,6 @@ class BatchSimulation:
                     parts.append(integrate_and_fire(layer, self.v[index], _rows(dynamic, split, steps), late,
                                                     steps - split, self.net_count[index]))
                 spikes[index] = parts[0] if len(parts) == 1 else torch.cat(parts)
-                readout_spikes = spikes[index]
             else:
                 current = dynamic if dynamic is not None else torch.zeros(
                     (steps, self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
@@ -111,13 +118,12 @@ class BatchSimulation:
                     current[split:] += late
                 membrane = torch.cumsum(current, 0).add_(self.v[index])
                 self.v[index] = membrane[-1].clone()
-                readout[:, t0:t1] = membrane.transpose(0, 1).reshape(self.B, steps, -1)
-                readout_spikes = None
+                readout.copy_(membrane.transpose(0, 1).reshape(self.B, steps, -1))
             if layer.role == "output" and layer.spiking:
-                cumulative = torch.cumsum(readout_spikes, 0).reshape(steps, self.B, -1)
-                if t0:
-                    cumulative += readout[:, t0 - 1][None]
-                readout[:, t0:t1] = cumulative.transpose(0, 1)
+                # a spike readout counts spikes; the running count lives in the (otherwise unused) net count
+                cumulative = torch.cumsum(spikes[index], 0).reshape(steps, self.B, -1) + self.spike_readout[None]
+                self.spike_readout = cumulative[-1].clone()
+                readout.copy_(cumulative.transpose(0, 1))
         for index, s in enumerate(spikes):
             if s is None:
                 continue
@@ -125,10 +131,34 @@ class BatchSimulation:
             if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
                 flat = flat.abs()
             stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
-            counts[:, t0:t1, index] = stats.transpose(0, 1)
+            counts[:, :, index] = stats.transpose(0, 1)
             if self.delay:
                 self.last[index] = s[-1].clone()
         self.t = t1
+        return readout, counts
+
+    def compact(self, keep: torch.Tensor) -> None:
+        """Keeps only the rows ``keep`` (indices into the current batch) of every per-item state."""
+        B = self.B
+
+        def rows(tensor):
+            return tensor[keep] if torch.is_tensor(tensor) and tensor.ndim > 0 and tensor.shape[0] == B else tensor
+
+        self.x = self.x[keep]
+        self.v = [rows(v) for v in self.v]
+        self.net_count = [rows(c) for c in self.net_count]
+        self.last = [rows(s) for s in self.last]
+        self.spike_readout = rows(self.spike_readout)
+        self.constants = [(rows(early), rows(late)) if self._batched(early, late, i) else (early, late)
+                          for i, (early, late) in enumerate(self.constants)]
+        if self.encoder is not None:
+            self.encoder.compact(keep)
+        self.B = int(keep.numel())
+
+    def _batched(self, early, late, index: int) -> bool:
+        """Constants carry a batch axis only when they include the analog input's projection."""
+        shape = self.layers[index].shape
+        return any(torch.is_tensor(c) and c.ndim == len(shape) + 1 for c in (early, late))
 
 
 def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
@@ -136,13 +166,45 @@ def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | 
 
 
 def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding: str, chunk: int,
-                   delay: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``readout [B, T, C]`` and ``counts [B, T, P, 2]`` (spikes, synaptic events per step
-    and population)."""
+                   delay: int, seed: int, exit_policy: ExitPolicy | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``readout [B, T, C]``, ``counts [B, T, P, 2]`` (spikes, synaptic events per step and
+    population) and ``stop [B]`` (1-based exit step; T when the item ran to the end).
+
+    With ``exit_policy`` items stop at the first step whose confidence passes the threshold and leave
+    the batch at the end of that chunk; after its stop an item's readout stays at its value at the
+    stop step and its counts are zero (nothing more was simulated for it).
+    """
     sim = BatchSimulation(compiled, x, encoding, delay, seed)
+    B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
-    readout = torch.zeros((x.shape[0], T, n_classes), dtype=x.dtype, device=x.device)
-    counts = torch.zeros((x.shape[0], T, len(compiled.layers), 2), dtype=x.dtype, device=x.device)
-    while sim.t < T:
-        sim.step_chunk(min(chunk, T - sim.t), readout, counts)
-    return readout, counts
+    readout = torch.zeros((B, T, n_classes), dtype=x.dtype, device=x.device)
+    counts = torch.zeros((B, T, len(compiled.layers), 2), dtype=x.dtype, device=x.device)
+    stop = torch.full((B,), T, dtype=torch.long, device=x.device)
+    rows = torch.arange(B, device=x.device)  # original index of every row still simulated
+    while sim.t < T and sim.B > 0:
+        t0 = sim.t
+        steps = min(chunk, T - t0)
+        chunk_readout, chunk_counts = sim.step_chunk(steps)
+        if exit_policy is None:
+            readout[:, t0:t0 + steps] = chunk_readout
+            counts[:, t0:t0 + steps] = chunk_counts
+            continue
+        first = first_exit(chunk_readout, exit_policy)
+        exited = first >= 0
+        if exited.any():
+            after = torch.arange(steps, device=x.device)[None, :] > first[:, None]
+            after &= exited[:, None]
+            chunk_counts[after] = 0
+            frozen = chunk_readout.gather(1, first.clamp(min=0)[:, None, None].expand(-1, 1, n_classes))
+            chunk_readout = torch.where(after[..., None], frozen, chunk_readout)
+            stop[rows[exited]] = t0 + first[exited] + 1
+        readout[rows, t0:t0 + steps] = chunk_readout
+        counts[rows, t0:t0 + steps] = chunk_counts
+        if exited.any():
+            last = chunk_readout[exited, -1]
+            readout[rows[exited], t0 + steps:] = last[:, None]
+            keep = torch.nonzero(~exited).squeeze(1)
+            sim.compact(keep)
+            rows = rows[keep]
+    return readout, counts, stop

@@ -12,6 +12,7 @@ emit -1 when the net count is positive and v < 0 (v gets theta back).
 from __future__ import annotations
 
 import torch
+
 from neurodeploy.backends.gpu.compiled import Layer
 
 

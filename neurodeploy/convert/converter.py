@@ -12,11 +12,12 @@ import torch.nn as nn
 from neurodeploy.convert.fx_graph import FxConverter
 from neurodeploy.convert.normalize import apply_normalization, channel_lambdas
 from neurodeploy.convert.statistics import activation_scales
-from neurodeploy.errors import DataError
+from neurodeploy.errors import DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import NeuronSpec
 
 DEFAULT_PERCENTILE = {"max": 100.0, "percentile": 99.9, "percentile_all": 99.0}
+CONVERSIONS = ("rate", "qcfs", "qffs")
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -39,6 +40,19 @@ def _batches(data: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         yield data[start: start + batch_size]
 
 
+def _quantized_neuron(name: str, quantizer, conversion: str) -> NeuronSpec:
+    if quantizer is None:
+        raise UnsupportedOperationError(
+            f"population {name!r} comes from a plain ReLU; {conversion.upper()} conversion needs quantized "
+            "activations (QuantReLU): fine-tune with `neurodeploy train --quantize-bits B` or use conversion 'rate'"
+        )
+    levels = quantizer.levels
+    theta = float(quantizer.step.detach().abs()) * levels
+    if conversion == "qcfs":
+        return NeuronSpec(threshold=theta, reset="subtract", v_init="half")
+    return NeuronSpec(threshold=theta, reset="subtract", v_init="half", spike_cap=levels, negative_spikes=True)
+
+
 def convert(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -49,8 +63,14 @@ def convert(
     v_init: str | float = "zero",
     seed: int = 0,
     batch_size: int = 500,
+    conversion: str = "rate",
 ) -> Network:
     """Converts ``model`` into a rate-coded IF network.
+
+    conversion: "rate" (data-based normalization of a ReLU network, threshold 1), or, for models whose
+        hidden activations are ``QuantReLU`` (LSQ step s, Q levels): "qcfs" (no normalization;
+        theta = s * Q, v_init = theta / 2, reset by subtraction) or "qffs" (QCFS plus a cap of Q net
+        spikes per neuron and negative spikes). The normalization arguments are ignored for these.
 
     calibration: input samples ``[N, *input_shape]`` used for activation statistics (float32).
     normalization: "max", "percentile" (over non-zero activations; Rueckauer 2017, default p = 99.9)
@@ -62,6 +82,10 @@ def convert(
     """
     if calibration.ndim < 2 or calibration.shape[0] == 0:
         raise DataError(f"calibration data must be [N, *input_shape] with N > 0, got {tuple(calibration.shape)}")
+    if conversion not in CONVERSIONS:
+        raise ValueError(f"conversion must be one of {CONVERSIONS}, not {conversion!r}")
+    if conversion != "rate":
+        normalization, granularity = "max", "layer"  # statistics only feed the sparsity report
     if normalization not in DEFAULT_PERCENTILE:
         raise ValueError(f"normalization must be one of {sorted(DEFAULT_PERCENTILE)}, not {normalization!r}")
     percentile = DEFAULT_PERCENTILE[normalization] if percentile is None else float(percentile)
@@ -82,12 +106,17 @@ def convert(
         scales, zero_counts = activation_scales(recorded_batches, normalization, percentile, granularity)
     finally:
         model.train(was_training)
-    lambdas = {name: channel_lambdas(scales[name], network.populations[name].shape) for name in scales}
-    apply_normalization(network, lambdas)
+    if conversion == "rate":
+        lambdas = {name: channel_lambdas(scales[name], network.populations[name].shape) for name in scales}
+        apply_normalization(network, lambdas)
     for name, population in network.populations.items():
-        if population.role == "hidden":
+        if population.role != "hidden":
+            pass
+        elif conversion == "rate":
             population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=v_init, v_init_seed=seed)
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
+        else:
+            population.neuron = _quantized_neuron(name, fx.quantizers.get(name), conversion)
         if population.bias is not None:
             population.bias = population.bias.astype(np.float32)
     for projection in network.projections:
@@ -101,6 +130,7 @@ def convert(
     zero_weights = sum(int((w == 0).sum()) for w in weights)
     network.metadata.update({
         "converter": "neurodeploy.convert",
+        "conversion": conversion,
         "source_model": type(model).__name__,
         "normalization": normalization,
         "percentile": percentile,

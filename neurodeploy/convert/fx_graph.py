@@ -24,6 +24,7 @@ from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Op, Scale, chain_out_shape
 from neurodeploy.ir.population import NeuronSpec, Population
 from neurodeploy.ir.torch_ops import compile_op
+from neurodeploy.train.quantized import QuantReLU
 
 SUPPORTED = (
     "nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d (plain averages), nn.BatchNorm1d/2d, "
@@ -95,12 +96,22 @@ def _as_int_pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+class _Tracer(torch.fx.Tracer):
+    """Keeps quantized activations as single graph nodes (their forward has data-dependent code)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, QuantReLU) or super().is_leaf_module(m, module_qualified_name)
+
+
 class FxConverter:
-    """Builds the IR of ``module`` for inputs of shape ``input_shape`` (no batch axis)."""
+    """Builds the IR of ``module`` for inputs of shape ``input_shape`` (no batch axis).
+
+    ``quantizers`` maps each population made from a ``QuantReLU`` to that module (for QCFS/QFFS)."""
 
     def __init__(self, module: nn.Module, input_shape: tuple[int, ...]):
         try:
-            self.graph_module = torch.fx.symbolic_trace(module)
+            graph = _Tracer().trace(module)
+            self.graph_module = torch.fx.GraphModule(module, graph)
         except Exception as err:  # fx raises many types on untraceable code
             raise UnsupportedOperationError(
                 f"torch.fx could not trace {type(module).__name__}: {err}. The converter needs a model "
@@ -111,6 +122,7 @@ class FxConverter:
         self.network = Network()
         #: population name -> fx node whose output holds that population's ANN activation
         self.activation_nodes: dict[str, str] = {}
+        self.quantizers: dict[str, QuantReLU] = {}
 
     def run(self) -> Network:
         values: dict[str, object] = {}
@@ -154,6 +166,10 @@ class FxConverter:
         kind = type(module).__name__
         if isinstance(module, nn.ReLU):
             return self._relu(node, x)
+        if isinstance(module, QuantReLU):
+            out = self._relu(node, x)
+            self.quantizers[out.terms[0].source] = module
+            return out
         if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)):
             return x
         if isinstance(module, nn.Linear):

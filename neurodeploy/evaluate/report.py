@@ -71,7 +71,16 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
          f"{dc['event_saving']:.1%} events"),
         ("oracle bound (test part)", f"accuracy {bound['accuracy']:.4f}, latency {bound['mean_latency']:.2f} steps"),
         ("wall time", f"{summary['wall_time_s']:.2f} s"),
-    ]
+    ] + _early_exit_rows(summary.get("early_exit"))
+
+
+def _early_exit_rows(early: dict | None) -> list[tuple[str, str]]:
+    if not early:
+        return []
+    return [(f"early exit in the simulator (n={early['n_items']}, c={early['threshold']:.4f})",
+             f"latency {early['mean_latency']:.2f} steps, accuracy {early['accuracy']:.4f} (full T "
+             f"{early['full_T_accuracy']:.4f}); saving {early['step_saving']:.1%} steps, {early['wall_saving']:.1%} "
+             f"wall time ({early['wall_time_s']:.2f} s vs {early['full_T_wall_time_s']:.2f} s)")]
 
 
 def print_summary(summary: dict, title: str, console: Console | None = None) -> None:

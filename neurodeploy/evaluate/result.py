@@ -5,6 +5,8 @@ Arrays (per test item n, step t = 1..T, class c, population p):
     labels           int64   [N]
     spike_counts     float32 [N, T, P]  spikes emitted at step t by population p (|spikes| for signed)
     synaptic_events  float32 [N, T, P]  synaptic events caused by those spikes (spikes x fan-out)
+    stop_times       int64   [N]        optional: 1-based exit step of runs with early exit (after it
+                                        the readout is frozen and counts are zero)
 Metadata (JSON): backend, T, dt_ms, profile, pipeline_delay, populations (name, role, size),
 n_neurons, n_synapses, timings, and whatever the producer adds (ann_accuracy, model, ...).
 
@@ -34,6 +36,7 @@ class SimulationResult:
     spike_counts: np.ndarray
     synaptic_events: np.ndarray
     metadata: dict = field(default_factory=dict)
+    stop_times: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -62,14 +65,21 @@ class SimulationResult:
     def select(self, index: np.ndarray) -> SimulationResult:
         """A result holding only the items ``index`` (e.g. a validation or test part)."""
         return SimulationResult(self.readout[index], self.labels[index], self.spike_counts[index],
-                                self.synaptic_events[index], dict(self.metadata))
+                                self.synaptic_events[index], dict(self.metadata),
+                                None if self.stop_times is None else self.stop_times[index])
+
+    def exit_correct(self) -> np.ndarray:
+        """``[N]`` bool: the prediction at each item's stop step is right (needs ``stop_times``)."""
+        return self.correct()[np.arange(self.n_items), self.stop_times - 1]
 
     @staticmethod
     def concatenate(parts: list[SimulationResult]) -> SimulationResult:
         """Joins per-batch results along the item axis (metadata of the first part)."""
+        stops = [p.stop_times for p in parts]
         return SimulationResult(
             *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
             metadata=dict(parts[0].metadata),
+            stop_times=None if any(s is None for s in stops) else np.concatenate(stops),
         )
 
     def validate(self, where: str = "result") -> SimulationResult:
@@ -82,6 +92,9 @@ class SimulationResult:
         for name in ("spike_counts", "synaptic_events"):
             if getattr(self, name).shape[1] != self.T:
                 raise ResultFormatError(f"{where}: {name} has {getattr(self, name).shape[1]} steps, readout {self.T}")
+        if self.stop_times is not None and (self.stop_times.shape != (self.n_items,) or self.stop_times.min(
+                initial=1) < 1 or self.stop_times.max(initial=1) > self.T):
+            raise ResultFormatError(f"{where}: stop_times must hold one step in [1, T] per item")
         if not np.all(np.isfinite(self.readout)):
             raise ResultFormatError(f"{where}: readout contains NaN or infinite values")
         return self
@@ -90,8 +103,9 @@ class SimulationResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "metadata": self.metadata}
+        optional = {} if self.stop_times is None else {"stop_times": self.stop_times}
         np.savez_compressed(path, metadata_json=np.array(json.dumps(header)),
-                            **{name: getattr(self, name) for name in _ARRAYS})
+                            **{name: getattr(self, name) for name in _ARRAYS}, **optional)
         return path
 
     @staticmethod
@@ -103,10 +117,12 @@ class SimulationResult:
             with np.load(path, allow_pickle=False) as npz:
                 header = json.loads(str(npz["metadata_json"]))
                 arrays = {name: npz[name] for name in _ARRAYS}
+                stop_times = npz["stop_times"] if "stop_times" in npz.files else None
         except KeyError as err:
             raise ResultFormatError(f"{path}: missing array {err}") from None
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
             raise ResultFormatError(f"{path}: not a readable result file ({err})") from None
         if header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
             raise ResultFormatError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
-        return SimulationResult(**arrays, metadata=header.get("metadata", {})).validate(str(path))
+        return SimulationResult(**arrays, metadata=header.get("metadata", {}),
+                                stop_times=stop_times).validate(str(path))

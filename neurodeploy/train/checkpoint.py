@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from neurodeploy.errors import NeurodeployError
+from neurodeploy.train.quantized import quantize_activations
 from neurodeploy.train.zoo import build
 
 FORMAT_NAME = "neurodeploy-model"
@@ -19,13 +20,16 @@ class ModelFormatError(NeurodeployError):
     """A model file is missing, corrupt or not a neurodeploy model."""
 
 
-def save_model(path: str | Path, model: nn.Module, arch: str, input_shape, n_classes: int, record: dict) -> Path:
+def save_model(path: str | Path, model: nn.Module, arch: str, input_shape, n_classes: int, record: dict,
+               quant_bits: int | None = None) -> Path:
+    """Writes a model file; ``quant_bits`` marks a model whose ReLUs were replaced by QuantReLU."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "arch": arch, "input_shape": list(input_shape),
         "n_classes": int(n_classes), "state_dict": model.state_dict(), "record": record,
+        "quant_bits": quant_bits,
     }, tmp)
     tmp.replace(path)
     return path
@@ -45,6 +49,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if checkpoint.get("version") != FORMAT_VERSION:
         raise ModelFormatError(f"{path}: model format version {checkpoint.get('version')} is not supported")
     model = build(checkpoint["arch"], tuple(checkpoint["input_shape"]), checkpoint["n_classes"])
+    if checkpoint.get("quant_bits"):
+        model = quantize_activations(model, int(checkpoint["quant_bits"]))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

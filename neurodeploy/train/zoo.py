@@ -49,10 +49,41 @@ def conv_cifar(input_shape: tuple[int, ...] = (3, 32, 32), n_classes: int = 10) 
                          nn.Linear(512, n_classes))
 
 
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the input (or a strided 1x1 conv-BN when the shape changes),
+    then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+def resnet_small(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10) -> nn.Module:
+    """A small ResNet: conv3x3x16 stem, residual blocks 16, 32 (stride 2), 64 (stride 2), global
+    average pooling, FC10. About 9 M multiply-accumulates per 28 x 28 image."""
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        ResidualBlock(16, 16, 1), ResidualBlock(16, 32, 2), ResidualBlock(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes),
+    )
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "dense_mnist": dense_mnist,
     "conv_mnist": conv_mnist,
     "conv_cifar": conv_cifar,
+    "resnet_small": resnet_small,
 }
 
 
