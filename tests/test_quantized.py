@@ -88,15 +88,16 @@ def qcfs_conv():
     return convert(model, x[:100], conversion="qcfs"), x, labels
 
 
-@pytest.mark.parametrize("chunk, profile", [(1, "ideal"), (3, "ideal"), (4, "pynn")])
-def test_exited_items_get_the_full_run_prediction_at_their_exit_step(qcfs_conv, chunk, profile):
+@pytest.mark.parametrize("chunk, profile, encoding", [(1, "ideal", "analog"), (3, "ideal", "analog"),
+                                                     (4, "pynn", "analog"), (5, "ideal", "if")])
+def test_exited_items_get_the_full_run_prediction_at_their_exit_step(qcfs_conv, chunk, profile, encoding):
     net, x, labels = qcfs_conv
     T = 16
     backend = get_backend("gpu", device="cpu", chunk=chunk, profile=profile)
-    full = backend.run(net, x, labels, RunOptions(T=T, batch_size=128, progress=False))
+    full = backend.run(net, x, labels, RunOptions(T=T, batch_size=128, progress=False, encoding=encoding))
     log_odds = confidence_log_odds(full.readout, T)
     threshold = float(np.quantile(log_odds.max(axis=1), 0.5))  # about half the items never exit
-    exited = backend.run(net, x, labels, RunOptions(T=T, batch_size=128, progress=False,
+    exited = backend.run(net, x, labels, RunOptions(T=T, batch_size=128, progress=False, encoding=encoding,
                                                     exit_policy=ExitPolicy(float(T), threshold)))
     expected = stop_times(log_odds, threshold)
     assert 0.2 < (expected < T).mean() < 1.0

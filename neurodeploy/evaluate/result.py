@@ -70,6 +70,8 @@ class SimulationResult:
 
     def exit_correct(self) -> np.ndarray:
         """``[N]`` bool: the prediction at each item's stop step is right (needs ``stop_times``)."""
+        if self.stop_times is None:
+            raise ResultFormatError("this result has no stop times (it was not run with early exit)")
         return self.correct()[np.arange(self.n_items), self.stop_times - 1]
 
     @staticmethod

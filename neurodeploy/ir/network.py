@@ -86,9 +86,8 @@ class Network:
                     raise IRValidationError(f"projection {projection.label}: unknown population {end!r}")
             if self.populations[projection.target].role == "input":
                 raise IRValidationError(f"projection {projection.label}: the input population cannot be a target")
-            if self.populations[projection.source].role == "output" and (
-                self.populations[projection.source].neuron.readout == "membrane"
-            ):
+            source = self.populations[projection.source]
+            if source.role == "output" and (source.neuron is None or source.neuron.readout == "membrane"):
                 raise IRValidationError(f"projection {projection.label}: a membrane readout never spikes")
         if not nx.is_directed_acyclic_graph(self.graph):
             cycle = nx.find_cycle(self.graph)
