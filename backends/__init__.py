@@ -12,7 +12,10 @@ from importlib.metadata import entry_points
 from neurodeploy.backends.base import Backend, ExitPolicy, RunOptions, run_in_batches
 from neurodeploy.errors import BackendError
 
-BUILTIN = {"gpu": "neurodeploy.backends.gpu:GpuBackend"}
+BUILTIN = {
+    "gpu": "neurodeploy.backends.gpu:GpuBackend",
+    "neuron": "neurodeploy.backends.neuron:NeuronBackend",
+}
 ENTRY_POINT_GROUP = "neurodeploy.backends"
 
 

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="threshold pick rule (see neurodeploy.evaluate.dynamic_confidence.choose_threshold)")
     run.add_argument("--exit", help="early exit in the simulator: 'confidence' (threshold picked on the DC "
                      "validation part) or 'confidence:C'; reruns the DC test part with exit and reports the saving")
+    run.add_argument("--workers", type=int, help="neuron backend: worker processes (default: all cores)")
     run.add_argument("--chunk", type=int, help="steps per chunk (1 = step-major streaming; default from memory budget)")
     run.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(run)
@@ -114,6 +115,7 @@ def cmd_run(args) -> None:
         dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
         dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
         quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
+        workers=args.workers,
     )
     run_job(config, console)
 

@@ -55,6 +55,7 @@ class JobConfig:
     quant_epochs: int = 5
     chunk: int | None = None
     exit: str | None = None
+    workers: int | None = None
     calibration_samples: int = 2000
     results_dir: str = "results"
     run_id: str | None = None
@@ -244,4 +245,6 @@ def _backend_kwargs(config: JobConfig) -> dict:
     kwargs = dict(config.backend_options)
     if config.backend == "gpu":
         kwargs.update(device=config.device, profile=config.profile, precision=config.precision, chunk=config.chunk)
+    elif config.backend == "neuron":
+        kwargs.update(workers=config.workers)
     return kwargs

@@ -24,7 +24,7 @@ def test_subtract_reset_spike_count_is_floor_tI_plus_v0(v0_name, v0):
 
 def test_uniform_initial_membrane_is_seeded_and_in_range():
     net = constant_current_network([0.25] * 50, v_init="uniform")
-    v0 = torch.rand(50, generator=torch.Generator().manual_seed(3), dtype=torch.float64).float().numpy()
+    v0 = np.random.default_rng(3).random(50).astype(np.float32)
     assert np.all((v0 >= 0) & (v0 < 1))
     result = simulate(net, torch.full((1, 50), 0.25), 40)
     for t in range(1, 41):

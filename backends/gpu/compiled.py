@@ -10,7 +10,7 @@ import torch
 
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import NeuronSpec, Population
+from neurodeploy.ir.population import Population, initial_membrane
 from neurodeploy.ir.torch_ops import TensorFn, compile_chain
 
 
@@ -57,18 +57,6 @@ def _channel_tensor(value, shape: tuple[int, ...], device, dtype) -> torch.Tenso
     return tensor
 
 
-def _resolve_v_init(neuron: NeuronSpec, threshold, shape, device, dtype) -> torch.Tensor | float:
-    if isinstance(neuron.v_init, str):
-        if neuron.v_init == "zero":
-            return 0.0
-        if neuron.v_init == "half":
-            return threshold * 0.5
-        generator = torch.Generator().manual_seed(int(neuron.v_init_seed))
-        uniform = torch.rand(shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
-        return uniform * threshold
-    return _channel_tensor(neuron.v_init, shape, device, dtype)
-
-
 def _layer(pop: Population, device, dtype) -> Layer:
     layer = Layer(pop.name, pop.role, pop.shape)
     if pop.role == "input":
@@ -78,7 +66,9 @@ def _layer(pop: Population, device, dtype) -> Layer:
     if not (isinstance(layer.threshold, float) and layer.threshold == 1.0):
         layer.amplitude = layer.threshold if torch.is_tensor(layer.threshold) else torch.tensor(
             layer.threshold, device=device, dtype=dtype)
-    layer.v_init = _resolve_v_init(neuron, layer.threshold, pop.shape, device, dtype)
+    v_init = initial_membrane(neuron, pop.shape)
+    layer.v_init = float(v_init.flat[0]) if np.all(v_init == v_init.flat[0]) else torch.as_tensor(
+        v_init, device=device, dtype=dtype)
     layer.reset = neuron.reset
     layer.decay = math.exp(-1.0 / neuron.leak_tau) if neuron.leak_tau else None
     layer.spike_cap = neuron.spike_cap
@@ -123,11 +113,8 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         n_synapses += int(fanout.sum())
         matrix = np.stack([np.ones_like(fanout), fanout], axis=1)
         layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
-    depth = {name: 0 for name in order}
-    for name in order:
-        for projection in network.incoming(name):
-            depth[name] = max(depth[name], depth[projection.source] + 1)
-    return CompiledNetwork(layers, delay * depth[network.output.name], n_synapses, index[network.output.name])
+    output = network.output.name
+    return CompiledNetwork(layers, delay * network.depths()[output], n_synapses, index[output])
 
 
 def _cast_wrapper(fn: TensorFn, op_dtype: torch.dtype, dtype: torch.dtype) -> TensorFn:

@@ -63,6 +63,15 @@ class Network:
         order = {name: i for i, name in enumerate(self.populations)}
         return list(nx.lexicographical_topological_sort(self.graph, key=order.__getitem__))
 
+    def depths(self) -> dict[str, int]:
+        """Projections on the longest path from the input to each population (the input has 0);
+        with one step of delay per projection, the steps a spike needs to get there."""
+        depth = {name: 0 for name in self.populations}
+        for name in self.topological_order():
+            for projection in self.incoming(name):
+                depth[name] = max(depth[name], depth[projection.source] + 1)
+        return depth
+
     def incoming(self, name: str) -> list[Projection]:
         return [p for p in self.projections if p.target == name]
 

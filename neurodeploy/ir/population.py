@@ -39,6 +39,28 @@ class NeuronSpec:
     readout: Readout = "membrane"
 
 
+def initial_membrane(neuron: NeuronSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """The initial membrane of every neuron, float32 array of ``shape``; every backend uses this so
+    "uniform" draws are identical everywhere (numpy PCG64 seeded with ``v_init_seed``)."""
+    theta = per_neuron(neuron.threshold, shape)
+    if isinstance(neuron.v_init, str):
+        if neuron.v_init == "zero":
+            return np.zeros(shape, np.float32)
+        if neuron.v_init == "half":
+            return (0.5 * theta).astype(np.float32)
+        uniform = np.random.default_rng(int(neuron.v_init_seed)).random(shape)
+        return (uniform * theta).astype(np.float32)
+    return per_neuron(neuron.v_init, shape).astype(np.float32)
+
+
+def per_neuron(value, shape: tuple[int, ...]) -> np.ndarray:
+    """A scalar, per-channel ``[C]`` or per-neuron value as a float64 array of ``shape``."""
+    array = np.asarray(value, np.float64)
+    if array.ndim == 1 and len(shape) > 1 and array.shape[0] == shape[0]:
+        array = array.reshape((-1,) + (1,) * (len(shape) - 1))
+    return np.broadcast_to(array, shape).copy()
+
+
 @dataclass
 class Population:
     """A group of neurons.
