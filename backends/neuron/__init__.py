@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
+from neurodeploy.backends.neuron.mechanisms import prepare
 from neurodeploy.backends.pynn.lowering import lower_network
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
@@ -49,6 +50,7 @@ class NeuronBackend:
         check_inputs(network, inputs, labels)
         start = time.perf_counter()
         lowered = lower_network(network, options.encoding)
+        prepare()
         lower_s = time.perf_counter() - start
         order = network.topological_order()
         timings = {"lower_s": lower_s, "build_s": 0.0, "neuron_run_s": 0.0}

@@ -8,6 +8,7 @@ compiler's output.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import platform
 import shutil
@@ -24,10 +25,16 @@ def _library(folder: Path) -> Path:
 
 
 def _nrnivmodl(folder: Path) -> None:
+    """Compiles the .mod files of ``folder`` unless a library is there; a lock file keeps processes that
+    start at the same time from compiling into the same folder at once."""
     executable = shutil.which("nrnivmodl")
     if executable is None:
         raise BackendError("nrnivmodl not found: install the neuron extra (pip install -e '.[neuron]')")
-    done = subprocess.run([executable], cwd=folder, capture_output=True, text=True)
+    with (folder / ".neurodeploy-compile.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _library(folder).exists():
+            return
+        done = subprocess.run([executable], cwd=folder, capture_output=True, text=True)
     if done.returncode != 0 or not _library(folder).exists():
         raise BackendError(f"nrnivmodl failed in {folder}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
@@ -41,6 +48,12 @@ def ensure_pynn_mechanisms() -> None:
     folder = Path(pyNN.__file__).parent / "neuron" / "nmodl"
     if not _library(folder).exists():
         _nrnivmodl(folder)
+
+
+def prepare() -> None:
+    """Compiles everything the workers load, once, before they start."""
+    ensure_pynn_mechanisms()
+    nliaf_library()
 
 
 def nliaf_library() -> Path:
