@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dc-rule", default="stable", choices=["stable", "fastest"])
     evaluate.add_argument("--seed", type=int, default=0)
 
+    compare = sub.add_parser("compare", help="run one converted network on several backends and compare them")
+    compare.add_argument("--backends", default="gpu:pynn,neuron",
+                         help="comma-separated; the first is the reference; gpu:PROFILE picks a profile")
+    compare.add_argument("--arch", default="dense_mnist")
+    compare.add_argument("--model")
+    compare.add_argument("--samples", type=int, default=20)
+    compare.add_argument("--T", "-T", type=int, default=50)
+    compare.add_argument("--batch-size", type=int, default=500)
+    compare.add_argument("--epochs", type=int, default=15)
+    compare.add_argument("--workers", type=int)
+    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--run-id")
+    compare.add_argument("--no-progress", action="store_true")
+    _add_conversion_flags(compare)
+
     sub.add_parser("backends", help="list installed backends")
     return parser
 
@@ -118,6 +133,20 @@ def cmd_run(args) -> None:
         workers=args.workers,
     )
     run_job(config, console)
+
+
+def cmd_compare(args) -> None:
+    from neurodeploy.pipeline import JobConfig, compare_backends
+
+    config = JobConfig(
+        arch=args.arch, model=args.model, data=args.data, T=args.T, batch_size=args.batch_size,
+        samples=args.samples, normalization=args.normalization, percentile=args.percentile,
+        granularity=args.granularity, reset=args.reset, v_init=args.v_init, seed=args.seed, epochs=args.epochs,
+        calibration_samples=args.calibration_samples, results_dir=args.results_dir,
+        run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}",
+        progress=not args.no_progress, conversion=args.conversion, workers=args.workers,
+    )
+    compare_backends(config, args.backends.split(","), console)
 
 
 def cmd_train(args) -> None:
@@ -203,7 +232,7 @@ def cmd_backends(args) -> None:
         console.print(f"{name:12s} {target}")
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "convert": cmd_convert, "info": cmd_info,
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "train": cmd_train, "convert": cmd_convert, "info": cmd_info,
             "evaluate": cmd_evaluate, "backends": cmd_backends}
 
 

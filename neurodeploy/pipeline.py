@@ -248,3 +248,75 @@ def _backend_kwargs(config: JobConfig) -> dict:
     elif config.backend == "neuron":
         kwargs.update(workers=config.workers)
     return kwargs
+
+
+def parse_backend_spec(spec: str) -> tuple[str, dict]:
+    """``gpu``, ``gpu:pynn`` (a profile) or ``neuron`` -> (backend name, constructor kwargs)."""
+    name, _, profile = spec.partition(":")
+    if profile and name != "gpu":
+        raise NeurodeployError(f"{spec!r}: only the gpu backend has profiles (gpu:ideal, gpu:pynn)")
+    return name, ({"profile": profile} if profile else {})
+
+
+def compare_backends(config: JobConfig, specs: list[str], console: Console | None = None) -> tuple[Path, dict]:
+    """Converts once and runs the same items on every backend in ``specs`` (the first is the
+    reference); writes per-backend results, compare.json and overlaid plots into results/<run-id>/."""
+    from neurodeploy.evaluate.compare import comparison_summary
+    from neurodeploy.evaluate.report import print_comparison
+
+    console = console or Console()
+    folder = _run_folder(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data)
+    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
+    model, model_label = obtain(config, dataset, console)
+    test = dataset.test.head(config.samples)
+    ann_accuracy = evaluate_accuracy(model, test)
+    network = convert_model(model, dataset, config)
+    save_network(network, folder / "network.zip")
+    runs, results = [], []
+    for spec in specs:
+        name, kwargs = parse_backend_spec(spec)
+        backend_config = JobConfig(**{**asdict(config), "backend": name})
+        backend = get_backend(name, **{**_backend_kwargs(backend_config), **kwargs})
+        options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
+                             progress=config.progress)
+        result = backend.run(network, test.images, test.labels, options)
+        result.metadata.update(ann_accuracy=ann_accuracy, model=model_label, dataset=dataset.name)
+        label = spec.replace(":", "-")
+        result.save(folder / f"result_{label}.npz")
+        summary, arrays = summarize(result, ann_accuracy, config.dc_alpha, config.dc_tolerance,
+                                    config.dc_validation_fraction, config.seed, dc_rule=config.dc_rule)
+        runs.append((spec, summary, arrays))
+        results.append(result)
+    report = {"reference": specs[0], "n_items": results[0].n_items, "T": config.T, "backends": {}}
+    for (spec, summary, _), result in zip(runs, results, strict=True):
+        timings = result.metadata.get("timings", {})
+        report["backends"][spec] = {
+            "snn_accuracy": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
+            "wall_time_per_item_s": timings.get("per_item_s"), "build_s": timings.get("build_s"),
+            "run_s": timings.get("run_s"), "pipeline_delay": result.metadata.get("pipeline_delay"),
+            "agreement_with_reference": comparison_summary(results[0], result),
+        }
+    write_summary(folder / "compare.json", report)
+    plot_reports(folder, runs)
+    print_comparison([s for _, s, _ in runs], specs, console)
+    _print_agreement(report, console)
+    console.print(f"comparison written to {folder}/")
+    return folder, report
+
+
+def _print_agreement(report: dict, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"agreement with {report['reference']} ({report['n_items']} items, T={report['T']})")
+    for column in ("backend", "predictions equal (mean / min over steps)", "spike counts equal per population",
+                   "max |readout diff|", "wall per item", "build"):
+        table.add_column(column)
+    for spec, entry in report["backends"].items():
+        agreement = entry["agreement_with_reference"]
+        counts = ", ".join(f"{name} {v['equal_fraction']:.4%}" for name, v in agreement["spike_counts"].items())
+        predictions = f"{agreement['prediction_agreement_mean']:.4f} / {agreement['prediction_agreement_min']:.4f}"
+        table.add_row(spec, predictions, counts, f"{agreement['max_readout_difference']:.3g}",
+                      f"{entry['wall_time_per_item_s'] * 1e3:.2f} ms", f"{entry['build_s']:.2f} s")
+    console.print(table)

@@ -1,0 +1,58 @@
+"""Backend comparison metrics by hand, and `neurodeploy compare` across the gpu profiles and NEURON."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neurodeploy.errors import ResultFormatError
+from neurodeploy.evaluate.compare import comparison_summary, prediction_agreement, spike_count_agreement
+from neurodeploy.evaluate.result import SimulationResult
+
+POPS = {"populations": [{"name": "input", "role": "input", "size": 2}, {"name": "h", "role": "hidden", "size": 3},
+                        {"name": "output", "role": "output", "size": 2}]}
+
+
+def _result(readout, spikes):
+    readout = np.asarray(readout, np.float32)
+    return SimulationResult(readout, np.zeros(readout.shape[0], np.int64), np.asarray(spikes, np.float32),
+                            np.asarray(spikes, np.float32), dict(POPS))
+
+
+def test_agreement_by_hand():
+    a = _result([[[1, 0], [1, 0], [0, 1]], [[0, 1], [0, 1], [0, 1]]], np.ones((2, 3, 3)))
+    spikes = np.ones((2, 3, 3))
+    spikes[0, 0, 1] = 2
+    b = _result([[[1, 0], [0, 1], [0, 1]], [[0, 1], [0, 1], [1, 0]]], spikes)
+    np.testing.assert_allclose(prediction_agreement(a, b), [1.0, 0.5, 0.5])
+    counts = spike_count_agreement(a, b)
+    assert counts["h"]["equal_fraction"] == pytest.approx(5 / 6)
+    assert counts["h"]["total_ratio"] == pytest.approx(7 / 6)
+    assert counts["input"]["equal_fraction"] == 1.0
+    summary = comparison_summary(a, b)
+    assert summary["prediction_agreement_min"] == 0.5 and summary["max_readout_difference"] == 1.0
+
+
+def test_different_runs_are_refused():
+    a = _result(np.zeros((2, 3, 2)), np.zeros((2, 3, 3)))
+    b = _result(np.zeros((2, 4, 2)), np.zeros((2, 4, 3)))
+    with pytest.raises(ResultFormatError, match="different items, steps or classes"):
+        prediction_agreement(a, b)
+
+
+@pytest.mark.slow
+def test_cli_compare_gpu_profiles_and_neuron(tmp_path):
+    pytest.importorskip("pyNN", reason="the neuron extra (PyNN + NEURON) is not installed")
+    from neurodeploy.cli import main
+
+    assert main(["compare", "--backends", "gpu:pynn,neuron,gpu:ideal", "--samples", "6", "-T", "20", "--epochs", "1",
+                 "--calibration-samples", "300", "--results-dir", str(tmp_path), "--run-id", "c",
+                 "--workers", "2", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert report["reference"] == "gpu:pynn" and set(report["backends"]) == {"gpu:pynn", "neuron", "gpu:ideal"}
+    neuron = report["backends"]["neuron"]["agreement_with_reference"]
+    assert neuron["prediction_agreement_min"] == 1.0
+    assert all(v["equal_fraction"] >= 0.999 for v in neuron["spike_counts"].values())
+    assert report["backends"]["gpu:ideal"]["pipeline_delay"] == 0
+    assert report["backends"]["neuron"]["pipeline_delay"] == 3
+    assert (tmp_path / "c" / "accuracy_vs_time.png").is_file()
