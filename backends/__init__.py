@@ -15,6 +15,7 @@ from neurodeploy.errors import BackendError
 BUILTIN = {
     "gpu": "neurodeploy.backends.gpu:GpuBackend",
     "neuron": "neurodeploy.backends.neuron:NeuronBackend",
+    "spinnaker": "neurodeploy.backends.spinnaker:SpinnakerBackend",
 }
 ENTRY_POINT_GROUP = "neurodeploy.backends"
 

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit", help="early exit in the simulator: 'confidence' (threshold picked on the DC "
                      "validation part) or 'confidence:C'; reruns the DC test part with exit and reports the saving")
     run.add_argument("--workers", type=int, help="neuron backend: worker processes (default: all cores)")
+    run.add_argument("--hardware-config", help="spinnaker backend: a .cfg from hardware_configs/spinnaker/ "
+                     "(default: the virtual SpiNN-5 board)")
+    run.add_argument("--neurons-per-core", type=int, default=128, help="spinnaker backend: at most 256")
     run.add_argument("--chunk", type=int, help="steps per chunk (1 = step-major streaming; default from memory budget)")
     run.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(run)
@@ -130,7 +133,7 @@ def cmd_run(args) -> None:
         dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
         dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
         quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
-        workers=args.workers,
+        workers=args.workers, hardware_config=args.hardware_config, neurons_per_core=args.neurons_per_core,
     )
     run_job(config, console)
 

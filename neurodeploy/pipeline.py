@@ -56,6 +56,8 @@ class JobConfig:
     chunk: int | None = None
     exit: str | None = None
     workers: int | None = None
+    hardware_config: str | None = None
+    neurons_per_core: int = 128
     calibration_samples: int = 2000
     results_dir: str = "results"
     run_id: str | None = None
@@ -152,6 +154,8 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     save_network(network, folder / "network.zip")
 
     backend = get_backend(config.backend, **_backend_kwargs(config))
+    if config.backend == "spinnaker":
+        return folder, _map_on_spinnaker(backend, network, folder, config, console)
     device = getattr(backend, "device", None)
     if device is not None:
         reason = "" if device.type == "cuda" else " (no CUDA device found)" if not torch.cuda.is_available() else ""
@@ -179,6 +183,25 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
                   f"{config.backend}", console)
     console.print(f"results written to {folder}/")
     return folder, summary
+
+
+def _map_on_spinnaker(backend, network: Network, folder: Path, config: JobConfig, console: Console) -> dict:
+    """Maps the network (the product of a virtual board) and prints the mapping report."""
+    from rich.table import Table
+
+    report = backend.map(network, folder, T=config.T)
+    table = Table(title=f"SpiNNaker mapping on the {report['target']} ({config.hardware_config or 'default config'})")
+    table.add_column("population")
+    table.add_column("cores")
+    table.add_column("max fan-in")
+    for name, cores in report["cores_per_population"].items():
+        table.add_row(name, str(cores), str(report["max_fan_in"].get(name, "")))
+    console.print(table)
+    console.print(f"{report['cores']} cores on {report['chips']} chips, {report['n_synapses']} synapses, "
+                  f"{report['neurons_per_core']} neurons per core; sPyNNaker reports in {report['reports']}")
+    if report["virtual"]:
+        console.print("a virtual board maps the network and produces no spikes: no accuracy is measured")
+    return report
 
 
 def parse_exit(spec: str) -> float | None:
@@ -247,6 +270,8 @@ def _backend_kwargs(config: JobConfig) -> dict:
         kwargs.update(device=config.device, profile=config.profile, precision=config.precision, chunk=config.chunk)
     elif config.backend == "neuron":
         kwargs.update(workers=config.workers)
+    elif config.backend == "spinnaker":
+        kwargs.update(hardware_config=config.hardware_config, neurons_per_core=config.neurons_per_core)
     return kwargs
 
 

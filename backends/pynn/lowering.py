@@ -93,9 +93,11 @@ def projection_synapses(projection: Projection, source_shape: tuple[int, ...], a
                        np.concatenate(weight))
 
 
-def lower_network(network: Network, encoding: str = "analog") -> LoweredNetwork:
+def lower_network(network: Network, encoding: str = "analog", input_as_synapses: bool = False) -> LoweredNetwork:
     """Lowers a validated IR network. Raises BackendError for what PyNN machines cannot express
-    here: QFFS spike caps and negative spikes, leaky neurons, spike readouts, spiking encodings."""
+    here: QFFS spike caps and negative spikes, leaky neurons, spike readouts, spiking encodings.
+    ``input_as_synapses`` unrolls the input projections into synapses from a spike-source
+    population (for machines that receive input as spikes) instead of the per-item drive current."""
     network.validate()
     if encoding != "analog":
         raise BackendError(f"the PyNN backends take the analog encoding (current injection), not {encoding!r}")
@@ -125,8 +127,10 @@ def lower_network(network: Network, encoding: str = "analog") -> LoweredNetwork:
     synapses, inputs = [], []
     for projection in network.projections:
         source = network.populations[projection.source]
-        if source.role == "input":
+        if source.role == "input" and not input_as_synapses:
             inputs.append(projection)
+        elif source.role == "input":
+            synapses.append(projection_synapses(projection, source.shape, np.ones(source.size)))
         else:
             synapses.append(projection_synapses(projection, source.shape, amplitudes[projection.source]))
     return LoweredNetwork(populations, synapses, inputs, network.input.shape)

@@ -1,0 +1,76 @@
+"""sPyNNaker on a virtual SpiNN-5 board: real partitioning, placement and routing, no hardware.
+
+Skipped, with the reason, only where the spinnaker extra is not installed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from neurodeploy.backends.spinnaker.config import load_hardware_config
+from neurodeploy.backends.spinnaker.fixed_point import S1615_MAX, check_s1615, lost_to_resolution
+from neurodeploy.convert import convert
+from neurodeploy.errors import BackendError
+
+
+def test_s1615_range_check_names_population_and_value():
+    check_s1615("h", "threshold", np.array([1.0, -65535.5, S1615_MAX]))
+    with pytest.raises(BackendError, match=r"population 'h': threshold of neuron 1 is 70000, outside the S16.15"):
+        check_s1615("h", "threshold", np.array([1.0, 70000.0]))
+    with pytest.raises(BackendError, match="neuron 0 is nan"):
+        check_s1615("h", "bias", np.array([np.nan]))
+    assert lost_to_resolution(np.array([0.0, 1e-6, 1.0, 2.0**-15])) == pytest.approx(1 / 3)
+
+
+def test_hardware_configs_are_documented_and_validated(tmp_path):
+    assert load_hardware_config().virtual
+    for name in ("spinn3.cfg", "spinn5.cfg", "spalloc.cfg"):
+        config = load_hardware_config(load_hardware_config().path.with_name(name))
+        assert not config.virtual and config.path.read_text().startswith("#")
+    (tmp_path / "empty.cfg").write_text("[Machine]\nversion = 5\n")
+    with pytest.raises(BackendError, match="needs virtual_board = True, a machine_name or a spalloc_server"):
+        load_hardware_config(tmp_path / "empty.cfg")
+    with pytest.raises(BackendError, match="no such hardware config"):
+        load_hardware_config(tmp_path / "missing.cfg")
+    folder = load_hardware_config().write_for_run(tmp_path / "run")
+    text = (folder / ".spynnaker.cfg").read_text()
+    assert "virtual_board = True" in text and str((tmp_path / "run" / "reports").resolve()) in text
+
+
+@pytest.mark.slow
+def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, monkeypatch):
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.backends import get_backend
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                          nn.Linear(128, 10)).eval()
+    network = convert(model, torch.rand(64, 1, 28, 28))
+    report = get_backend("spinnaker", neurons_per_core=64).map(network, tmp_path / "run")
+    cores = report["cores_per_population"]
+    assert cores["relu_2"] == 2 and cores["relu_4"] == 2 and cores["output"] == 1  # 128 neurons at 64 per core
+    assert report["chips"] >= 1 and report["n_synapses"] == 784 * 128 + 128 * 128 + 128 * 10
+    assert report["max_fan_in"]["relu_2"] == 784 and report["virtual"]
+    assert json.loads((tmp_path / "run" / "mapping.json").read_text())["cores"] == report["cores"]
+    # sPyNNaker left nothing in the user's home (no .spynnaker.cfg template, no reports); matplotlib's
+    # ordinary font cache may appear because this fake home has none yet
+    assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
+    with pytest.raises(BackendError, match="virtual SpiNNaker board maps the network and produces no spikes"):
+        get_backend("spinnaker").run(network, torch.rand(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), None)
+
+
+@pytest.mark.slow
+def test_out_of_range_parameter_is_refused_before_spynnaker(tmp_path):
+    from neurodeploy.backends import get_backend
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    network = convert(model, torch.rand(16, 4))
+    hidden = next(p for p in network.populations.values() if p.role == "hidden")
+    hidden.neuron.threshold = 1e6
+    with pytest.raises(BackendError, match="threshold of neuron 0 is 1e\\+06, outside the S16.15"):
+        get_backend("spinnaker").map(network, tmp_path)
