@@ -12,11 +12,13 @@ import torch.nn as nn
 pytest.importorskip("pyNN", reason="the neuron extra (PyNN + NEURON) is not installed")
 pytest.importorskip("neuron", reason="the neuron extra (PyNN + NEURON) is not installed")
 
+from conftest import constant_current_network  # noqa: E402
+
 from neurodeploy.backends import RunOptions, get_backend  # noqa: E402
 from neurodeploy.backends.pynn import lower_network  # noqa: E402
 from neurodeploy.convert import convert  # noqa: E402
 from neurodeploy.errors import BackendError  # noqa: E402
-from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population  # noqa: E402
+from neurodeploy.ir import Identity, Network, NeuronSpec, Population  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +62,7 @@ def test_constant_current_analytic():
     """One neuron per current, theta = 1, subtract reset: floor(t I) spikes by step t, arriving at the
     output one step later (PyNN delay)."""
     currents = [0.125, 0.25, 0.5, 0.75]
-    net = Network()
-    net.add_population(Population("input", (4,), "input"))
-    net.add_population(Population("h", (4,), "hidden", NeuronSpec()))
-    net.add_population(Population("output", (4,), "output", NeuronSpec()))
-    net.connect("input", "h", [Identity()])
-    net.connect("h", "output", [Dense(np.eye(4, dtype=np.float32))])
+    net = constant_current_network(currents)
     result = get_backend("neuron", workers=1).run(net, torch.tensor([currents]), torch.zeros(1, dtype=torch.long),
                                                   RunOptions(T=24, progress=False))
     t = np.arange(1, 25)[:, None]

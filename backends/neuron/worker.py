@@ -19,7 +19,7 @@ TIMESTEP_MS = 0.25
 HUGE_THRESHOLD = 1e30
 
 
-def _cell_type(sim, h):
+def _cell_type(h):
     from neuron import hclass
     from pyNN.neuron.cells import NativeCellType
 
@@ -67,7 +67,7 @@ def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int) -> dict:
 
     load_nliaf(h)
     sim.setup(timestep=TIMESTEP_MS, min_delay=DELAY_MS, max_delay=DELAY_MS)
-    cell_type = _cell_type(sim, h)
+    cell_type = _cell_type(h)
     pops = {}
     for pop in lowered.populations:
         theta = pop.threshold if pop.spiking else np.full(pop.size, HUGE_THRESHOLD)

@@ -18,7 +18,6 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from neurodeploy.backends.base import RunOptions
@@ -27,6 +26,7 @@ from neurodeploy.backends.spinnaker.config import HardwareConfig, load_hardware_
 from neurodeploy.backends.spinnaker.fixed_point import check_s1615
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 
 
@@ -75,11 +75,9 @@ class SpinnakerBackend:
             except Exception as err:  # sPyNNaker raises many types, e.g. when a board is unreachable
                 raise BackendError(f"sPyNNaker failed on the {self.config.target} ({type(err).__name__}: {err})") \
                     from None
-        fan_in = {p.name: int(np.bincount(np.concatenate(
-            [s.post for s in lowered.synapses if s.target == p.name] or [np.zeros(0, int)]), minlength=1).max())
-            for p in lowered.populations}
+        _, fan_in = fan_maps(network)
         report.update(target=self.config.target, config=str(self.config.path), virtual=self.config.virtual,
-                      max_fan_in=fan_in,
+                      max_fan_in={p.name: int(fan_in[p.name].max()) for p in lowered.populations},
                       note="a virtual board maps the network and produces no spikes" if self.config.virtual else "")
         (run_dir / "mapping.json").write_text(json.dumps(report, indent=1))
         return report
