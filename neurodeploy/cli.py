@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="model file to write (.pt)")
     train.add_argument("--quantize-bits", type=int, help="then fine-tune with B-bit quantized activations (QCFS/QFFS)")
+    train.add_argument("--init", help="start from this model file instead of training from scratch")
+    train.add_argument("--finetune-sparsity", action="store_true",
+                       help="then fine-tune for activation and weight sparsity and prune (Dutson et al. phase 1)")
+    train.add_argument("--sparsity-epochs", type=int, default=6)
+    train.add_argument("--lambda-a", type=float, default=10.0, help="activation penalty weight")
+    train.add_argument("--lambda-w", type=float, default=50.0, help="weight penalty weight")
+    train.add_argument("--prune", type=float, default=5e-3, help="weights with |w| below this become 0")
     train.add_argument("--quant-epochs", type=int, default=5)
     train.add_argument("--no-progress", action="store_true")
 
@@ -154,12 +161,23 @@ def cmd_compare(args) -> None:
 
 def cmd_train(args) -> None:
     from neurodeploy.data import load_dataset
-    from neurodeploy.train import TrainConfig, build, evaluate_accuracy, save_model, train_model
+    from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
 
     dataset = load_dataset(args.data)
-    model = build(args.arch, dataset.input_shape, dataset.n_classes, seed=args.seed)
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    record = train_model(model, dataset.train, config, progress=not args.no_progress)
+    if args.init:
+        model, info = load_model(args.init)
+        args.arch, record = info["arch"], dict(info.get("record", {}))
+    else:
+        model = build(args.arch, dataset.input_shape, dataset.n_classes, seed=args.seed)
+        config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        record = train_model(model, dataset.train, config, progress=not args.no_progress)
+    if args.finetune_sparsity:
+        from neurodeploy.train.sparsity import SparsityConfig, finetune_sparsity
+
+        sparsity = SparsityConfig(epochs=args.sparsity_epochs, lambda_a=args.lambda_a, lambda_w=args.lambda_w,
+                                  prune_threshold=args.prune, seed=args.seed)
+        record["sparsity"] = finetune_sparsity(model, dataset.train, sparsity, progress=not args.no_progress)
+        _print_sparsity(record["sparsity"])
     if args.quantize_bits:
         from neurodeploy.train.quantized import finetune_quantized
 
@@ -170,6 +188,17 @@ def cmd_train(args) -> None:
     save_model(args.out, model, args.arch, dataset.input_shape, dataset.n_classes, record, args.quantize_bits)
     console.print(f"{args.arch}: best validation accuracy {record['val_accuracy']:.4f} (epoch "
                   f"{record['best_epoch']}), test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
+
+
+def _print_sparsity(report: dict) -> None:
+    table = Table(title="sparsity fine-tuning (validation part of the training split)")
+    for column in ("", "accuracy", "S_a", "S_w", "S_c"):
+        table.add_column(column)
+    for when in ("before", "after"):
+        r = report[when]
+        table.add_row(when, f"{r['accuracy']:.4f}", f"{r['activation_sparsity']:.4f}", f"{r['weight_sparsity']:.4f}",
+                      f"{r['combined_sparsity']:.4f}")
+    console.print(table)
 
 
 def cmd_convert(args) -> None:

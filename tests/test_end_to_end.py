@@ -195,3 +195,17 @@ def test_cli_qcfs_with_early_exit(run_folder):
     assert early["mean_latency"] == pytest.approx(exited.stop_times.mean())
     assert main(["run", "--samples", "20", "-T", "4", "--results-dir", str(run_folder), "--run-id", "bad",
                  "--no-progress", "--exit", "timeout:3"]) == 2
+
+
+def test_train_with_sparsity_finetuning(tmp_path, capsys):
+    base = tmp_path / "base.pt"
+    assert main(["train", "--epochs", "1", "--out", str(base), "--no-progress"]) == 0
+    sparse = tmp_path / "sparse.pt"
+    assert main(["train", "--init", str(base), "--finetune-sparsity", "--sparsity-epochs", "1", "--out", str(sparse),
+                 "--no-progress"]) == 0
+    assert "sparsity fine-tuning" in capsys.readouterr().out
+    from neurodeploy.train import load_model
+
+    _, info = load_model(sparse)
+    report = info["record"]["sparsity"]
+    assert report["after"]["weight_sparsity"] > report["before"]["weight_sparsity"]
