@@ -68,6 +68,10 @@ class JobConfig:
     progress: bool = True
     backend_options: dict = field(default_factory=dict)
 
+    def run_options(self, exit_policy: ExitPolicy | None = None) -> RunOptions:
+        return RunOptions(T=self.T, batch_size=self.batch_size, encoding=self.encoding, seed=self.seed,
+                          progress=self.progress, exit_policy=exit_policy)
+
 
 def model_cache_path(results_dir: str | Path, arch: str, dataset: Dataset, epochs: int, seed: int) -> Path:
     return Path(results_dir) / "models" / f"{arch}-{dataset.name}-n{len(dataset.train)}-e{epochs}-s{seed}.pt"
@@ -110,6 +114,12 @@ def obtain_quantized_model(config: JobConfig, dataset: Dataset, console: Console
     return model, f"{config.arch} {config.quant_bits}-bit (fine-tuned, saved to {path})"
 
 
+def obtain_for_conversion(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
+    """The model ``config.conversion`` needs: full precision for "rate", quantized for QCFS/QFFS."""
+    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
+    return obtain(config, dataset, console)
+
+
 def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
     calibration = dataset.train.images[: config.calibration_samples]
     return convert(model, calibration, normalization=config.normalization, percentile=config.percentile,
@@ -144,8 +154,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     config_path.write_text(json.dumps({"fingerprint": fingerprint, **asdict(config)}, indent=1))
 
     dataset = load_dataset(config.data)
-    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
-    model, model_label = obtain(config, dataset, console)
+    model, model_label = obtain_for_conversion(config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     start = time.perf_counter()
@@ -163,8 +172,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     partial = folder / "partial"
     if partial.exists() and any(partial.iterdir()):
         console.print(f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in {partial}")
-    options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
-                         progress=config.progress)
+    options = config.run_options()
     result = backend.run(network, test.images, test.labels, options, checkpoint_dir=partial)
     result.metadata.update({
         "ann_accuracy": ann_accuracy, "model": model_label, "dataset": dataset.name,
@@ -230,14 +238,10 @@ def run_early_exit(backend, network: Network, test, full: SimulationResult, summ
         ExitPolicy.from_confidence(dc["alpha"], given)
     _, test_index = validation_test_split(full.n_items, config.dc_validation_fraction, config.seed)
     index = torch.as_tensor(test_index)
-    options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
-                         progress=config.progress, exit_policy=policy)
-    exited = backend.run(network, test.images[index], test.labels[index], options)
+    exited = backend.run(network, test.images[index], test.labels[index], config.run_options(policy))
     exited.metadata["ann_accuracy"] = full.metadata["ann_accuracy"]
     exited.save(folder / "result_exit.npz")
-    full_part = backend.run(network, test.images[index], test.labels[index],
-                            RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding,
-                                       seed=config.seed, progress=config.progress))
+    full_part = backend.run(network, test.images[index], test.labels[index], config.run_options())
     step_saving = 1.0 - float(exited.stop_times.mean()) / config.T
     wall, wall_full = exited.metadata["timings"]["run_s"], full_part.metadata["timings"]["run_s"]
     return {
@@ -293,8 +297,7 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
     folder = _run_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data)
-    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
-    model, model_label = obtain(config, dataset, console)
+    model, model_label = obtain_for_conversion(config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     network = convert_model(model, dataset, config)
@@ -304,8 +307,7 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
         name, kwargs = parse_backend_spec(spec)
         backend_config = JobConfig(**{**asdict(config), "backend": name})
         backend = get_backend(name, **{**_backend_kwargs(backend_config), **kwargs})
-        options = RunOptions(T=config.T, batch_size=config.batch_size, encoding=config.encoding, seed=config.seed,
-                             progress=config.progress)
+        options = config.run_options()
         result = backend.run(network, test.images, test.labels, options)
         result.metadata.update(ann_accuracy=ann_accuracy, model=model_label, dataset=dataset.name)
         label = spec.replace(":", "-")

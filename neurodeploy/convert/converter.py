@@ -15,6 +15,7 @@ from neurodeploy.convert.statistics import activation_scales
 from neurodeploy.errors import DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import NeuronSpec
+from neurodeploy.train.sparsity import weight_sparsity
 
 DEFAULT_PERCENTILE = {"max": 100.0, "percentile": 99.9, "percentile_all": 99.0}
 CONVERSIONS = ("rate", "qcfs", "qffs")
@@ -125,9 +126,6 @@ def convert(
                 setattr(op, key, np.asarray(array, dtype=np.float32))
     zeros = sum(z for z, _ in zero_counts.values())
     total = sum(t for _, t in zero_counts.values())
-    weights = [p.weight.detach() for p in model.modules() if isinstance(p, (nn.Linear, nn.Conv2d))]
-    n_weights = sum(w.numel() for w in weights)
-    zero_weights = sum(int((w == 0).sum()) for w in weights)
     network.metadata.update({
         "converter": "neurodeploy.convert",
         "conversion": conversion,
@@ -137,6 +135,6 @@ def convert(
         "granularity": granularity,
         "calibration_samples": int(calibration.shape[0]),
         "activation_sparsity": zeros / total if total else 0.0,
-        "weight_sparsity": zero_weights / n_weights if n_weights else 0.0,
+        "weight_sparsity": weight_sparsity(model),
     })
     return network.validate()

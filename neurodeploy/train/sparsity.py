@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from neurodeploy.data.datasets import Split
-from neurodeploy.train.trainer import evaluate_accuracy, split_validation
+from neurodeploy.evaluate.metrics import combined_sparsity
+from neurodeploy.train.trainer import evaluate_accuracy, split_validation, train_epoch
 
 
 @dataclass
@@ -67,16 +67,23 @@ def weight_penalty(sizes: LayerSizes) -> torch.Tensor:
     return torch.stack([s / total * layer.weight.abs().mean() for layer, s in sizes.synapses.items()]).sum()
 
 
+def _weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """S_w: fraction of the linear and convolution weights that are exactly zero."""
+    weights = [m.weight.detach() for m in _weighted_layers(model)]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
+
+
 def prune(model: nn.Module, threshold: float) -> float:
     """Zeroes weights with |w| < threshold; returns the fraction of weights that are now zero (S_w)."""
-    zeros = total = 0
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                module.weight[module.weight.abs() < threshold] = 0.0
-                zeros += int((module.weight == 0).sum())
-                total += module.weight.numel()
-    return zeros / max(total, 1)
+        for module in _weighted_layers(model):
+            module.weight[module.weight.abs() < threshold] = 0.0
+    return weight_sparsity(model)
 
 
 def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
@@ -122,29 +129,22 @@ def finetune_sparsity(model: nn.Module, train: Split, config: SparsityConfig, pr
     fit, val = split_validation(train, 0.1, config.seed)
 
     def report() -> dict:
-        s_a = activation_sparsity(model, val.images)
-        s_w = prune(model, 0.0)  # counts zeros without pruning
+        s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
         return {"accuracy": evaluate_accuracy(model, val), "activation_sparsity": s_a, "weight_sparsity": s_w,
-                "combined_sparsity": 1 - (1 - s_a) * (1 - s_w)}
+                "combined_sparsity": combined_sparsity(s_a, s_w)}
 
     before = report()
     sizes = measure_sizes(model, fit.images[:1])
     optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
+
+    def penalty() -> torch.Tensor:
+        return config.lambda_a * activation_penalty(sizes) + config.lambda_w * weight_penalty(sizes)
+
     for epoch in tqdm(range(config.epochs), desc="sparsity fine-tuning", disable=not progress, leave=False):
         for group in optimizer.param_groups:
             group["lr"] = 5e-3 if epoch < (config.epochs + 1) // 2 else 1e-3
-        model.train()
-        order = torch.randperm(len(fit), generator=generator)
-        for i in range(0, len(fit), config.batch_size):
-            index = order[i:i + config.batch_size]
-            if index.numel() < 2:
-                continue
-            loss = F.cross_entropy(model(fit.images[index]), fit.labels[index])
-            loss = loss + config.lambda_a * activation_penalty(sizes) + config.lambda_w * weight_penalty(sizes)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        train_epoch(model, fit, optimizer, config.batch_size, generator, penalty=penalty)
     prune(model, config.prune_threshold)
     model.eval()
     return {"before": before, "after": report(), "config": config.__dict__}

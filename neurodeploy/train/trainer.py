@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,29 @@ def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
     return Split(train.images[fit], train.labels[fit]), Split(train.images[val], train.labels[val])
 
 
+def train_epoch(model: nn.Module, fit: Split, optimizer: torch.optim.Optimizer, batch_size: int,
+                generator: torch.Generator, penalty: Callable[[], torch.Tensor] | None = None,
+                after_step: Callable[[], None] | None = None) -> float:
+    """One shuffled pass of SGD over ``fit`` with cross-entropy (plus ``penalty()`` when given); calls
+    ``after_step`` after every optimizer step. Returns the mean cross-entropy."""
+    model.train()
+    order = torch.randperm(len(fit), generator=generator)
+    total = 0.0
+    for i in range(0, len(fit), batch_size):
+        index = order[i:i + batch_size]
+        if index.numel() < 2:
+            continue  # batch norm needs two samples
+        cross_entropy = F.cross_entropy(model(fit.images[index]), fit.labels[index])
+        loss = cross_entropy if penalty is None else cross_entropy + penalty()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        total += cross_entropy.item() * index.numel()
+    return total / len(fit)
+
+
 def train_model(model: nn.Module, train: Split, config: TrainConfig, progress: bool = True) -> dict:
     """Trains ``model`` in place and loads the weights of the epoch with the best validation accuracy.
     Returns the training record (per-epoch loss and validation accuracy, best epoch, wall time)."""
@@ -62,22 +86,10 @@ def train_model(model: nn.Module, train: Split, config: TrainConfig, progress: b
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
-        model.train()
-        order = torch.randperm(len(fit), generator=generator)
-        total = 0.0
-        for i in range(0, len(fit), config.batch_size):
-            index = order[i:i + config.batch_size]
-            if index.numel() < 2:
-                continue  # batch norm needs two samples
-            loss = F.cross_entropy(model(fit.images[index]), fit.labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * index.numel()
+        loss = train_epoch(model, fit, optimizer, config.batch_size, generator, after_step=scheduler.step)
         accuracy = evaluate_accuracy(model, val) if len(val) else 0.0
-        history.append({"epoch": epoch + 1, "loss": total / len(fit), "val_accuracy": accuracy})
-        bar.set_postfix(loss=f"{total / len(fit):.3f}", val=f"{accuracy:.4f}")
+        history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": accuracy})
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{accuracy:.4f}")
         if accuracy > best[0]:
             best = (accuracy, epoch + 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
