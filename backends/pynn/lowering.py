@@ -19,9 +19,7 @@ from neurodeploy.errors import BackendError
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.population import initial_membrane, per_neuron
-from neurodeploy.ir.torch_ops import compile_chain
-
-_COLUMN_BATCH = 512
+from neurodeploy.ir.torch_ops import chain_columns, compile_chain
 
 
 @dataclass
@@ -76,19 +74,13 @@ class LoweredNetwork:
 def projection_synapses(projection: Projection, source_shape: tuple[int, ...], amplitude: np.ndarray) -> SynapseList:
     """Unrolls the op chain into the non-zero entries of its matrix (columns built from one-hot
     inputs in batches, in float64); weights are multiplied by the source amplitude."""
-    chain = compile_chain(projection.ops, dtype=torch.float64)
-    n_source = int(np.prod(source_shape))
     pre, post, weight = [], [], []
-    with torch.no_grad():
-        for start in range(0, n_source, _COLUMN_BATCH):
-            stop = min(start + _COLUMN_BATCH, n_source)
-            basis = torch.zeros((stop - start, n_source), dtype=torch.float64)
-            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-            columns = chain(basis.reshape(-1, *source_shape)).reshape(stop - start, -1).numpy()
-            j, i = np.nonzero(columns)
-            pre.append(j + start)
-            post.append(i)
-            weight.append(columns[j, i] * amplitude[j + start])
+    for start, columns in chain_columns(compile_chain(projection.ops, dtype=torch.float64), source_shape):
+        columns = columns.numpy()
+        j, i = np.nonzero(columns)
+        pre.append(j + start)
+        post.append(i)
+        weight.append(columns[j, i] * amplitude[j + start])
     return SynapseList(projection.source, projection.target, np.concatenate(pre), np.concatenate(post),
                        np.concatenate(weight))
 

@@ -12,10 +12,8 @@ import numpy as np
 import torch
 
 from neurodeploy.ir.network import Network, Projection
-from neurodeploy.ir.ops import AvgPool2d
-from neurodeploy.ir.torch_ops import compile_chain
-
-_COLUMN_BATCH = 256
+from neurodeploy.ir.ops import AvgPool2d, chain_out_shape
+from neurodeploy.ir.torch_ops import chain_columns, compile_chain
 
 
 def _paths_are_unique(projection: Projection) -> bool:
@@ -34,19 +32,13 @@ def projection_fan(projection: Projection, source_shape: tuple[int, ...]) -> tup
         fan_out = x.grad[0].round().long().numpy()
         fan_in = y.detach()[0].round().long().numpy()
         return fan_out, fan_in
-    n_source = int(np.prod(source_shape))
-    fan_out = np.zeros(n_source, np.int64)
-    fan_in = None
-    with torch.no_grad():
-        for start in range(0, n_source, _COLUMN_BATCH):
-            stop = min(start + _COLUMN_BATCH, n_source)
-            basis = torch.zeros((stop - start, n_source), dtype=torch.float64)
-            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-            columns = chain(basis.reshape(-1, *source_shape)) != 0
-            fan_out[start:stop] = columns.flatten(1).sum(1).numpy()
-            counts = columns.sum(0).long().numpy()
-            fan_in = counts if fan_in is None else fan_in + counts
-    return fan_out.reshape(source_shape), fan_in
+    fan_out = np.zeros(int(np.prod(source_shape)), np.int64)
+    fan_in = 0
+    for start, columns in chain_columns(chain, source_shape):
+        nonzero = (columns != 0).numpy()
+        fan_out[start:start + len(nonzero)] = nonzero.sum(1)
+        fan_in = fan_in + nonzero.sum(0)
+    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(chain_out_shape(projection.ops, source_shape))
 
 
 def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

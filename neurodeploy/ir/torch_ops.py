@@ -7,7 +7,7 @@ already on the target device and dtype; ``support_chain`` builds the same chain 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,3 +64,16 @@ def compile_chain(ops: list[Op], device: torch.device | str = "cpu", dtype: torc
         return x
 
     return apply
+
+
+def chain_columns(chain: TensorFn, source_shape: tuple[int, ...], batch: int = 512
+                  ) -> Iterator[tuple[int, torch.Tensor]]:
+    """The columns of a chain's matrix, built from one-hot inputs ``batch`` at a time (float64):
+    yields ``(first source index, columns [n, n_target])``."""
+    n_source = int(np.prod(source_shape))
+    with torch.no_grad():
+        for start in range(0, n_source, batch):
+            stop = min(start + batch, n_source)
+            basis = torch.zeros((stop - start, n_source), dtype=torch.float64)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            yield start, chain(basis.reshape(-1, *source_shape)).reshape(stop - start, -1)
