@@ -1,4 +1,4 @@
-"""``neurodeploy`` command line: run, train, convert, info, evaluate, backends."""
+"""``neurodeploy`` command line: run, optimize, train, convert, info, evaluate, compare, backends."""
 
 from __future__ import annotations
 
@@ -21,16 +21,34 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalization", default="percentile", choices=["max", "percentile", "percentile_all"],
                         help="activation scale: max, percentile of non-zero activations, or of all activations")
     parser.add_argument("--percentile", type=float, help="percentile p (default 99.9; 99.0 for percentile_all)")
-    parser.add_argument("--granularity", default="layer", choices=["layer", "neuron"],
-                        help="one scale per layer, or per channel/neuron")
+    parser.add_argument("--granularity", choices=["layer", "neuron"],
+                        help="one scale per layer, or per channel/neuron (default: layer; neuron with optimization)")
     parser.add_argument("--reset", default="subtract", choices=["subtract", "zero"])
-    parser.add_argument("--v-init", default="zero", choices=["zero", "half", "uniform"],
-                        help="initial membrane: 0, theta/2, or uniform in [0, theta) (seeded)")
+    parser.add_argument("--v-init", choices=["zero", "half", "uniform"],
+                        help="initial membrane: 0, theta/2, or uniform in [0, theta) (seeded); default: zero, "
+                        "half with optimization")
     parser.add_argument("--calibration-samples", type=int, default=2000,
                         help="training items used for activation statistics")
     parser.add_argument("--conversion", default="rate", choices=["rate", "qcfs", "qffs"],
                         help="rate: normalized ReLU net; qcfs/qffs: quantized activations (run fine-tunes them)")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _add_optimization_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimize-method", default="coarse_to_fine", choices=["coarse_to_fine", "subplex"],
+                        help="coarse_to_fine (staged SUBPLEX over tied channel groups) or subplex (every channel)")
+    parser.add_argument("--optimize-evals", type=int, default=250, help="simulations of the optimization set")
+    parser.add_argument("--optimize-T", type=int, help="steps per optimization simulation (default: -T)")
+    parser.add_argument("--optimize-items", type=int, help="use only N held-out training items (default: all 800)")
+    parser.add_argument("--lambda-e", type=float, default=200.0,
+                        help="weight of (1 - peak accuracy) in L_SNN (paper: 200 MNIST, 50 CIFAR)")
+    parser.add_argument("--no-sparsity", action="store_true", help="skip sparsity fine-tuning (phase 1)")
+
+
+def _optimization_settings(args) -> dict:
+    return {"optimize_method": args.optimize_method, "optimize_evals": args.optimize_evals,
+            "optimize_T": args.optimize_T, "optimize_items": args.optimize_items, "lambda_e": args.lambda_e,
+            "sparsity": not args.no_sparsity}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--neurons-per-core", type=int, default=128, help="spinnaker backend: at most 256")
     run.add_argument("--chunk", type=int, help="steps per chunk (1 = step-major streaming; default from memory budget)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--optimize", action="store_true",
+                     help="Dutson et al.'s three phases: sparsity fine-tuning, neuron-level scales optimized for "
+                     "L_SNN on held-out training items, half-threshold initial membrane")
     _add_conversion_flags(run)
+    _add_optimization_flags(run)
+
+    optimize = sub.add_parser("optimize", help="sparsity fine-tuning + conversion + formal scale optimization; "
+                              "writes the optimized IR")
+    optimize.add_argument("--arch", default="dense_mnist")
+    optimize.add_argument("--model", help="model file written by `neurodeploy train`")
+    optimize.add_argument("--out", required=True, help="IR file to write: a .zip archive or a folder")
+    optimize.add_argument("--T", "-T", type=int, default=100, help="time steps of the anytime metrics")
+    optimize.add_argument("--epochs", type=int, default=15)
+    optimize.add_argument("--results-dir", default="results")
+    optimize.add_argument("--run-id", help="folder for the report and the replay log; the same id resumes")
+    optimize.add_argument("--device")
+    optimize.add_argument("--no-progress", action="store_true")
+    _add_conversion_flags(optimize)
+    _add_optimization_flags(optimize)
 
     train = sub.add_parser("train", help="train a zoo architecture and write a model file")
     train.add_argument("--arch", default="dense_mnist")
@@ -141,8 +177,22 @@ def cmd_run(args) -> None:
         dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
         quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
         workers=args.workers, hardware_config=args.hardware_config, neurons_per_core=args.neurons_per_core,
+        optimize=args.optimize, **_optimization_settings(args),
     )
     run_job(config, console)
+
+
+def cmd_optimize(args) -> None:
+    from neurodeploy.pipeline import JobConfig, optimize_job
+
+    config = JobConfig(
+        arch=args.arch, model=args.model, data=args.data, T=args.T, normalization=args.normalization,
+        percentile=args.percentile, granularity=args.granularity, reset=args.reset, v_init=args.v_init,
+        seed=args.seed, device=args.device, epochs=args.epochs, calibration_samples=args.calibration_samples,
+        results_dir=args.results_dir, run_id=args.run_id or f"optimize-{Path(args.out).stem}",
+        progress=not args.no_progress, conversion=args.conversion, optimize=True, **_optimization_settings(args),
+    )
+    optimize_job(config, args.out, console)
 
 
 def cmd_compare(args) -> None:
@@ -210,7 +260,7 @@ def cmd_convert(args) -> None:
     model, info = load_model(args.model)
     dataset = load_dataset(args.data)
     network = convert(model, dataset.train.images[: args.calibration_samples], args.normalization,
-                      args.percentile, args.granularity, args.reset, args.v_init, args.seed,
+                      args.percentile, args.granularity or "layer", args.reset, args.v_init or "zero", args.seed,
                       conversion=args.conversion)
     save_network(network, args.out)
     console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
@@ -264,7 +314,8 @@ def cmd_backends(args) -> None:
         console.print(f"{name:12s} {target}")
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "train": cmd_train, "convert": cmd_convert, "info": cmd_info,
+COMMANDS = {"run": cmd_run, "optimize": cmd_optimize, "compare": cmd_compare,
+            "train": cmd_train, "convert": cmd_convert, "info": cmd_info,
             "evaluate": cmd_evaluate, "backends": cmd_backends}
 
 

@@ -41,9 +41,9 @@ class JobConfig:
     samples: int | None = None
     normalization: str = "percentile"
     percentile: float | None = None
-    granularity: str = "layer"
+    granularity: str | None = None
     reset: str = "subtract"
-    v_init: str = "zero"
+    v_init: str | None = None
     seed: int = 0
     device: str | None = None
     profile: str = "ideal"
@@ -67,6 +67,20 @@ class JobConfig:
     dc_rule: str = "stable"
     progress: bool = True
     backend_options: dict = field(default_factory=dict)
+    optimize: bool = False
+    optimize_method: str = "coarse_to_fine"
+    optimize_evals: int = 250
+    optimize_T: int | None = None
+    optimize_items: int | None = None
+    lambda_e: float = 200.0
+    sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        # Dutson et al.'s pipeline: neuron-level scales and a non-zero initial membrane by default
+        if self.granularity is None:
+            self.granularity = "neuron" if self.optimize else "layer"
+        if self.v_init is None:
+            self.v_init = "half" if self.optimize else "zero"
 
     def run_options(self, exit_policy: ExitPolicy | None = None) -> RunOptions:
         return RunOptions(T=self.T, batch_size=self.batch_size, encoding=self.encoding, seed=self.seed,
@@ -114,10 +128,65 @@ def obtain_quantized_model(config: JobConfig, dataset: Dataset, console: Console
     return model, f"{config.arch} {config.quant_bits}-bit (fine-tuned, saved to {path})"
 
 
+def obtain_sparse_model(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
+    """The model of :func:`obtain_model` after sparsity fine-tuning with the default
+    :class:`SparsityConfig` (phase 1 of Dutson et al.), cached beside it."""
+    from neurodeploy.train.sparsity import SparsityConfig, finetune_sparsity
+
+    model, label = obtain_model(config, dataset, console)
+    sparsity = SparsityConfig(seed=config.seed)
+    base = Path(config.model) if config.model else model_cache_path(config.results_dir, config.arch, dataset,
+                                                                    config.epochs, config.seed)
+    path = Path(config.results_dir) / "models" / f"{base.stem}-sparse{sparsity.epochs}.pt"
+    if path.exists():
+        model, _ = load_model(path)
+        return model, f"{label}, sparsity fine-tuned (cached {path})"
+    console.print(f"sparsity fine-tuning for {sparsity.epochs} epochs (lambda_a {sparsity.lambda_a}, "
+                  f"lambda_w {sparsity.lambda_w}, pruning below {sparsity.prune_threshold})")
+    report = finetune_sparsity(model, dataset.train, sparsity, progress=config.progress)
+    arch = load_model(config.model)[1]["arch"] if config.model else config.arch
+    save_model(path, model, arch, dataset.input_shape, dataset.n_classes, {"sparsity": report})
+    return model, f"{label}, sparsity fine-tuned (saved to {path})"
+
+
 def obtain_for_conversion(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
-    """The model ``config.conversion`` needs: full precision for "rate", quantized for QCFS/QFFS."""
-    obtain = obtain_model if config.conversion == "rate" else obtain_quantized_model
-    return obtain(config, dataset, console)
+    """The model ``config.conversion`` needs: full precision for "rate", quantized for QCFS/QFFS;
+    sparsity fine-tuned when the job optimizes (and ``config.sparsity``)."""
+    if config.conversion != "rate":
+        return obtain_quantized_model(config, dataset, console)
+    if config.optimize and config.sparsity:
+        return obtain_sparse_model(config, dataset, console)
+    return obtain_model(config, dataset, console)
+
+
+def optimization_split(dataset: Dataset, config: JobConfig):
+    """The held-out part of the training split (never trained on, never the test split) on which the
+    scales are optimized: the validation items of :func:`train_model` and of sparsity fine-tuning."""
+    from neurodeploy.train.trainer import split_validation
+
+    _, validation = split_validation(dataset.train, TrainConfig().val_fraction, config.seed)
+    return validation.head(config.optimize_items)
+
+
+def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,
+                     console: Console) -> tuple[Network, dict]:
+    """Formal scale optimization of ``network`` (H0) on :func:`optimization_split`; the replay log in
+    ``folder/optimize_log.jsonl`` makes an interrupted search resume. Returns the network and a report."""
+    from neurodeploy.optimize import OptimizeConfig, optimize_scales
+
+    items = optimization_split(dataset, config)
+    settings = OptimizeConfig(method=config.optimize_method, max_evals=config.optimize_evals,
+                              T=config.optimize_T or config.T, lambda_e=config.lambda_e)
+    ann = evaluate_accuracy(model, items)
+    console.print(f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
+                  f"held-out training items, T={settings.T})")
+    optimized, result = optimize_scales(network, items.images, items.labels, ann, settings,
+                                        folder / "optimize_log.jsonl", config.device or "cpu", config.progress)
+    report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
+              **result.as_dict()}
+    console.print(f"L_SNN {result.start_loss:.4f} -> {result.best_loss:.4f} in {result.evaluations} simulations "
+                  f"({result.replayed} from the log), {result.wall_time_s:.1f} s")
+    return optimized, report
 
 
 def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
@@ -160,6 +229,9 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     start = time.perf_counter()
     network = convert_model(model, dataset, config)
     convert_s = time.perf_counter() - start
+    optimization = None
+    if config.optimize:
+        network, optimization = optimize_network(network, model, dataset, config, folder, console)
     save_network(network, folder / "network.zip")
 
     backend = get_backend(config.backend, **_backend_kwargs(config))
@@ -184,6 +256,9 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
         path.unlink()
     partial.rmdir()
     summary = evaluate_into(folder, result, config)
+    if optimization is not None:
+        summary["scale_optimization"] = optimization
+        write_summary(folder / "summary.json", summary)
     if config.exit:
         summary["early_exit"] = run_early_exit(backend, network, test, result, summary, config, folder)
         write_summary(folder / "summary.json", summary)
@@ -191,6 +266,24 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
                   f"{config.backend}", console)
     console.print(f"results written to {folder}/")
     return folder, summary
+
+
+def optimize_job(config: JobConfig, out: str | Path, console: Console | None = None) -> tuple[Network, dict]:
+    """``neurodeploy optimize``: phases 1 and 2 of Dutson et al. without the test run. Obtains the
+    (sparsity fine-tuned) model, converts it, optimizes its scales and writes the IR to ``out``; the
+    report and the replay log go to ``results/<run-id>/``."""
+    console = console or Console()
+    folder = _run_folder(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data)
+    model, model_label = obtain_for_conversion(config, dataset, console)
+    network, report = optimize_network(convert_model(model, dataset, config), model, dataset, config, folder,
+                                       console)
+    report["model"] = model_label
+    save_network(network, out)
+    write_summary(folder / "optimization.json", report)
+    console.print(f"optimized network written to {out}; report in {folder / 'optimization.json'}")
+    return network, report
 
 
 def _map_on_spinnaker(backend, network: Network, folder: Path, config: JobConfig, console: Console) -> dict:

@@ -62,13 +62,7 @@ def _layer(pop: Population, device, dtype) -> Layer:
     if pop.role == "input":
         return layer
     neuron = pop.neuron
-    layer.threshold = _channel_tensor(neuron.threshold, pop.shape, device, dtype)
-    if not (isinstance(layer.threshold, float) and layer.threshold == 1.0):
-        layer.amplitude = layer.threshold if torch.is_tensor(layer.threshold) else torch.tensor(
-            layer.threshold, device=device, dtype=dtype)
-    v_init = initial_membrane(neuron, pop.shape)
-    layer.v_init = float(v_init.flat[0]) if np.all(v_init == v_init.flat[0]) else torch.as_tensor(
-        v_init, device=device, dtype=dtype)
+    _set_threshold_and_v_init(layer, pop, device, dtype)
     layer.reset = neuron.reset
     layer.decay = math.exp(-1.0 / neuron.leak_tau) if neuron.leak_tau else None
     layer.spike_cap = neuron.spike_cap
@@ -79,6 +73,18 @@ def _layer(pop: Population, device, dtype) -> Layer:
         if isinstance(layer.bias, float):
             layer.bias = torch.tensor(layer.bias, device=device, dtype=dtype)
     return layer
+
+
+def _set_threshold_and_v_init(layer: Layer, pop: Population, device, dtype) -> None:
+    """Threshold, spike amplitude (= threshold) and initial membrane of ``pop`` onto ``layer``."""
+    layer.threshold = _channel_tensor(pop.neuron.threshold, pop.shape, device, dtype)
+    layer.amplitude = None
+    if not (isinstance(layer.threshold, float) and layer.threshold == 1.0):
+        layer.amplitude = layer.threshold if torch.is_tensor(layer.threshold) else torch.tensor(
+            layer.threshold, device=device, dtype=dtype)
+    v_init = initial_membrane(pop.neuron, pop.shape)
+    layer.v_init = float(v_init.flat[0]) if np.all(v_init == v_init.flat[0]) else torch.as_tensor(
+        v_init, device=device, dtype=dtype)
 
 
 @dataclass
@@ -115,6 +121,17 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
     output = network.output.name
     return CompiledNetwork(layers, delay * network.depths()[output], n_synapses, index[output])
+
+
+def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch.device,
+                      dtype: torch.dtype = torch.float32) -> CompiledNetwork:
+    """Takes the thresholds and initial membranes of ``network``'s populations into ``compiled`` in
+    place, keeping its compiled projections: for networks that differ from the compiled one only in
+    those neuron parameters (the scale optimizer evaluates thousands of such variants)."""
+    for layer in compiled.layers:
+        if layer.role != "input":
+            _set_threshold_and_v_init(layer, network.populations[layer.name], device, dtype)
+    return compiled
 
 
 def _cast_wrapper(fn: TensorFn, op_dtype: torch.dtype, dtype: torch.dtype) -> TensorFn:

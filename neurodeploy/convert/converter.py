@@ -116,6 +116,7 @@ def convert(
         elif conversion == "rate":
             population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=v_init, v_init_seed=seed)
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
+            population.metadata["lambda"] = [float(v) for v in lambdas[name]]
         else:
             population.neuron = _quantized_neuron(name, fx.quantizers.get(name), conversion)
         if population.bias is not None:

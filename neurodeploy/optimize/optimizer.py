@@ -1,0 +1,180 @@
+"""``optimize_scales``: formal optimization of a converted network's per-channel scale factors (and
+optionally its initial membranes) for the anytime loss L_SNN (see :mod:`neurodeploy.optimize.objective`).
+
+The search starts at the heuristic scaling H0 (the network as converted), evaluates H0 first, and
+returns the best point it evaluated, so its loss on the optimization set is never above H0's. Every
+evaluation goes to a replay log (:mod:`neurodeploy.optimize.replay_log`): run again with the same log
+and settings and an interrupted search resumes with the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from neurodeploy.errors import NeurodeployError
+from neurodeploy.ir.network import Network
+from neurodeploy.optimize.methods import coarse_to_fine, subplex
+from neurodeploy.optimize.objective import AnytimeObjective, CachedSimulator, Measurement
+from neurodeploy.optimize.parameters import ScaleSpace
+from neurodeploy.optimize.replay_log import ReplayLog
+
+METHODS = ("coarse_to_fine", "subplex")
+
+
+@dataclass
+class OptimizeConfig:
+    """method: "coarse_to_fine" (ours, default) or "subplex" (nlopt LN_SBPLX over every channel).
+    max_evals: simulations of the optimization set, H0 included. T: steps per simulation.
+    lambda_e: weight of (1 - peak accuracy) (the paper: 200 for MNIST models, 50 for CIFAR).
+    max_factor: scale factors stay within [1/max_factor, max_factor] of H0.
+    initial_step: first simplex step in log-scale units (0.3 = a factor of 1.35).
+    v_init: also search one initial membrane (fraction of threshold) per population.
+    groups, evals_per_dimension: the stages of coarse_to_fine (channel groups per population; None =
+    every channel) and the evaluations each stage may spend per searched dimension.
+    """
+
+    method: str = "coarse_to_fine"
+    max_evals: int = 400
+    T: int = 100
+    lambda_e: float = 200.0
+    max_factor: float = 8.0
+    initial_step: float = 0.3
+    v_init: bool = False
+    groups: tuple[int | None, ...] = (1, 4, 16)
+    evals_per_dimension: tuple[int, ...] = (25, 10, 6)
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise NeurodeployError(f"optimization method must be one of {METHODS}, not {self.method!r}")
+        if self.max_evals < 1:
+            raise NeurodeployError(f"max_evals must be at least 1, got {self.max_evals}")
+        if not self.max_factor > 1.0:
+            raise NeurodeployError(f"max_factor must exceed 1, got {self.max_factor}")
+        if len(self.groups) != len(self.evals_per_dimension):
+            raise NeurodeployError("groups and evals_per_dimension need one entry per stage")
+
+
+@dataclass
+class OptimizeResult:
+    """x: best parameter vector; start / best: their measurements on the optimization set;
+    losses: L_SNN of every evaluation in order; evaluations: how many; replayed: how many came from
+    the log; wall_time_s: this call's wall time."""
+
+    x: np.ndarray
+    start: Measurement
+    best: Measurement
+    start_loss: float
+    best_loss: float
+    lambdas: dict
+    evaluations: int
+    replayed: int
+    losses: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"start": self.start.as_dict(), "best": self.best.as_dict(), "start_loss": self.start_loss,
+                "best_loss": self.best_loss, "lambdas": self.lambdas, "evaluations": self.evaluations,
+                "replayed": self.replayed, "wall_time_s": self.wall_time_s,
+                "scale_factor_range": [float(np.exp(self.x.min())), float(np.exp(self.x.max()))]}
+
+
+def search_fingerprint(network: Network, images: torch.Tensor, labels: torch.Tensor, ann_accuracy: float,
+                       space: ScaleSpace, config: OptimizeConfig) -> str:
+    """Hash of everything a search's path depends on: network parameters, data, a*, space and settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"config": asdict(config), "space": asdict(space), "ann": ann_accuracy},
+                             sort_keys=True, default=str).encode())
+    for name in network.topological_order():
+        population = network.populations[name]
+        digest.update(repr((name, population.shape, population.neuron)).encode())
+        if population.bias is not None:
+            digest.update(np.ascontiguousarray(population.bias).tobytes())
+    for projection in network.projections:
+        for op in projection.ops:
+            for array in op.arrays().values():
+                digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(images.contiguous().numpy().tobytes())
+    digest.update(labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+class _Search:
+    """The loss as the methods see it: logged, counted, tracked for the best point, with progress."""
+
+    def __init__(self, objective: AnytimeObjective, log: ReplayLog, max_evals: int, progress: bool,
+                 on_evaluation: Callable[[int], None] | None):
+        self.objective, self.log, self.max_evals = objective, log, max_evals
+        self.on_evaluation = on_evaluation
+        self.losses: list[float] = []
+        self.best_x: np.ndarray | None = None
+        self.best: Measurement | None = None
+        self.bar = tqdm(total=max_evals, desc="optimizing scales", unit="sim", disable=not progress, leave=False)
+
+    def __call__(self, x: np.ndarray) -> float:
+        if len(self.losses) >= self.max_evals:
+            return self.losses[-1] if self.best is None else self.objective.loss(self.best)
+        measurement = self.log.evaluate(x, self.objective.measure)
+        loss = self.objective.loss(measurement)
+        self.losses.append(loss)
+        if self.best is None or loss < self.objective.loss(self.best):
+            self.best, self.best_x = measurement, np.array(x, np.float64)
+        self.bar.update(1)
+        self.bar.set_postfix(best=f"{self.objective.loss(self.best):.4f}", replay=self.log.replaying)
+        if self.on_evaluation is not None:
+            self.on_evaluation(len(self.losses))
+        return loss
+
+
+def optimize_scales(network: Network, images: torch.Tensor, labels: torch.Tensor, ann_accuracy: float,
+                    config: OptimizeConfig | None = None, log_path: str | Path | None = None,
+                    device: str = "cpu", progress: bool = True,
+                    on_evaluation: Callable[[int], None] | None = None) -> tuple[Network, OptimizeResult]:
+    """Searches scale factors of ``network`` (as converted: H0) that minimize L_SNN on the optimization
+    set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set.
+
+    log_path: the replay log (JSON lines); an existing log of the same search resumes it.
+    on_evaluation: called with the evaluation count after each evaluation (progress hooks, tests).
+    Returns the optimized network and the :class:`OptimizeResult`.
+    """
+    config = config or OptimizeConfig()
+    start_time = time.perf_counter()
+    space = ScaleSpace.of(network, v_init=config.v_init)
+    simulator = CachedSimulator(network, images, labels, config.T, device, config.batch_size)
+    objective = AnytimeObjective(simulator, space, network, ann_accuracy, config.lambda_e)
+    log = ReplayLog(log_path, search_fingerprint(network, images, labels, ann_accuracy, space, config))
+    replayed = len(log.records)
+    x0 = space.start(network)
+    lower, upper = space.bounds(config.max_factor)
+    start = log.evaluate(x0, objective.measure)
+    objective.calibrate(start)
+    log.cursor = 0  # H0 is the first evaluation of the search too (answered from the log)
+    search = _Search(objective, log, config.max_evals, progress, on_evaluation)
+    try:
+        search(x0)
+        if config.method == "subplex":
+            subplex(search, x0, lower, upper, config.max_evals - 1, config.initial_step)
+        else:
+            coarse_to_fine(search, lambda: search.best_x, network, space, lower, upper, config.max_evals - 1,
+                           config.initial_step, config.groups, config.evals_per_dimension)
+    finally:
+        search.bar.close()
+    result = OptimizeResult(
+        x=search.best_x, start=start, best=search.best, start_loss=objective.loss(start),
+        best_loss=objective.loss(search.best),
+        lambdas={"lambda_e": objective.lambda_e, "lambda_l": objective.lambda_l, "lambda_p": objective.lambda_p},
+        evaluations=len(search.losses), replayed=min(replayed, len(search.losses)), losses=search.losses,
+        wall_time_s=time.perf_counter() - start_time)
+    optimized = space.apply(network, result.x)
+    optimized.metadata = {**network.metadata, "scale_optimization": {
+        "method": config.method, **{k: v for k, v in result.as_dict().items() if k != "losses"}}}
+    return optimized.validate(), result
