@@ -24,6 +24,7 @@ from neurodeploy.evaluate.dynamic_confidence import validation_test_split
 from neurodeploy.evaluate.report import plot_reports, print_summary, summarize, write_curves_csv, write_summary
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Network, save_network
+from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
 from neurodeploy.train.quantized import finetune_quantized
 
@@ -196,6 +197,20 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
                    conversion=config.conversion)
 
 
+def targets_spinnaker(config: JobConfig) -> bool:
+    """The run deploys to SpiNNaker or predicts it (gpu backend, spinnaker profile)."""
+    return config.backend == "spinnaker" or (config.backend == "gpu" and config.profile == "spinnaker")
+
+
+def prepare_for_spinnaker(network: Network, dataset: Dataset, config: JobConfig, console: Console) -> Network:
+    """Stores each population's expected summed weight per step (for the ring buffers) from the rate
+    model on the first 256 training items."""
+    calibration = dataset.train.images[:256].numpy()
+    annotate_summed_weights(network, calibration, config.encoding)
+    console.print("SpiNNaker ring buffers sized from firing rates on 256 training items")
+    return network
+
+
 def _run_folder(config: JobConfig) -> Path:
     run_id = config.run_id or datetime.datetime.now().strftime(f"%Y%m%d-%H%M%S-{config.backend}")
     return Path(config.results_dir) / run_id
@@ -232,6 +247,8 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     optimization = None
     if config.optimize:
         network, optimization = optimize_network(network, model, dataset, config, folder, console)
+    if targets_spinnaker(config):
+        network = prepare_for_spinnaker(network, dataset, config, console)
     save_network(network, folder / "network.zip")
 
     backend = get_backend(config.backend, **_backend_kwargs(config))
@@ -376,7 +393,7 @@ def parse_backend_spec(spec: str) -> tuple[str, dict]:
     """``gpu``, ``gpu:pynn`` (a profile) or ``neuron`` -> (backend name, constructor kwargs)."""
     name, _, profile = spec.partition(":")
     if profile and name != "gpu":
-        raise NeurodeployError(f"{spec!r}: only the gpu backend has profiles (gpu:ideal, gpu:pynn)")
+        raise NeurodeployError(f"{spec!r}: only the gpu backend has profiles (gpu:ideal, gpu:pynn, gpu:spinnaker)")
     return name, ({"profile": profile} if profile else {})
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 
 from neurodeploy.backends.spinnaker.config import load_hardware_config
-from neurodeploy.backends.spinnaker.fixed_point import S1615_MAX, check_s1615, lost_to_resolution
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError
+from neurodeploy.passes.fixed_point import S1615_MAX, check_s1615, lost_to_resolution
 
 
 def test_s1615_range_check_names_population_and_value():

@@ -1,7 +1,8 @@
 """``gpu``: the fast, vectorized PyTorch reference simulator (CUDA when present, else CPU).
 
-Profiles: "ideal" (zero synaptic delay, spikes cross every layer within a step) and "pynn" (one-step
-delay per projection, the semantics of PyNN machines, for spike-for-spike comparison).
+Profiles: "ideal" (zero synaptic delay, spikes cross every layer within a step), "pynn" (one-step
+delay per projection, the semantics of PyNN machines, for spike-for-spike comparison) and "spinnaker"
+(one-step delays plus SpiNNaker's cell and arithmetic, see ``spinnaker_profile``).
 Precision: "fp32", or "bf16" (projection weights and spikes in bfloat16, spikes stay exact, membranes
 and currents in float32).
 """
@@ -18,11 +19,12 @@ from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, compile_network
 from neurodeploy.backends.gpu.encoders import ENCODINGS
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
+from neurodeploy.backends.gpu.spinnaker_profile import DEFAULT_TAU_M, PARTS, apply_spinnaker_arithmetic
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
 
-PROFILES = {"ideal": 0, "pynn": 1}
+PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -34,7 +36,10 @@ class GpuBackend:
     """Reference simulator.
 
     device: "cuda", "cpu" or None (CUDA when available).
-    profile: "ideal" or "pynn" (see module docstring).
+    profile: "ideal", "pynn" or "spinnaker" (see module docstring).
+    tau_m: membrane time constant (ms) of the spinnaker profile's IF_curr_delta cell.
+    spinnaker_parts: which parts of SpiNNaker's semantics the spinnaker profile applies (default all;
+        see ``spinnaker_profile.PARTS``), to measure what each costs.
     memory_budget_mb: bound on the chunk's spike/current tensors; sets the steps per chunk. Default:
         64 MB on CPU (a chunk that stays in cache is faster than one large batched op: measured 40 ms
         vs 67 ms for dense MNIST, 1000 items, T = 50) and 1024 MB on CUDA (fewer, larger kernels).
@@ -45,7 +50,8 @@ class GpuBackend:
     name = "gpu"
 
     def __init__(self, device: str | None = None, profile: str = "ideal", memory_budget_mb: float | None = None,
-                 chunk: int | None = None, precision: str = "fp32"):
+                 chunk: int | None = None, precision: str = "fp32", tau_m: float = DEFAULT_TAU_M,
+                 spinnaker_parts: tuple[str, ...] = PARTS):
         if profile not in PROFILES:
             raise BackendError(f"unknown gpu profile {profile!r}; choose from {sorted(PROFILES)}")
         if precision not in PRECISIONS:
@@ -61,10 +67,17 @@ class GpuBackend:
         self.budget = memory_budget_mb * 2**20
         self.chunk = chunk
         self.precision = precision
+        self.tau_m = tau_m
+        self.spinnaker_parts = tuple(spinnaker_parts)
+        self.arithmetic_report: dict | None = None
 
-    def compile(self, network: Network) -> CompiledNetwork:
-        return compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
-                               PROFILES[self.profile])
+    def compile(self, network: Network, encoding: str = "analog") -> CompiledNetwork:
+        compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
+                                   PROFILES[self.profile])
+        if self.profile == "spinnaker":
+            self.arithmetic_report = apply_spinnaker_arithmetic(compiled, network, encoding, self.device,
+                                                                tau_m=self.tau_m, parts=self.spinnaker_parts)
+        return compiled
 
     def run(self, network: Network, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions,
             checkpoint_dir: str | Path | None = None) -> SimulationResult:
@@ -75,7 +88,7 @@ class GpuBackend:
             raise BackendError(f"T must be at least 1 step, got {options.T}")
         check_inputs(network, inputs, labels)
         start = time.perf_counter()
-        compiled = self.compile(network)
+        compiled = self.compile(network, options.encoding)
         build_s = time.perf_counter() - start
         delay = PROFILES[self.profile]
 
@@ -108,6 +121,8 @@ class GpuBackend:
             "n_synapses": compiled.n_synapses,
             "timings": {"build_s": build_s, "run_s": run_s, "per_item_s": run_s / max(len(labels), 1)},
         }
+        if self.arithmetic_report is not None:
+            result.metadata["spinnaker_arithmetic"] = self.arithmetic_report
         if options.exit_policy is not None:
             result.metadata["exit_policy"] = {"alpha": options.exit_policy.alpha,
                                               "threshold_log_odds": options.exit_policy.threshold_log_odds}

@@ -16,10 +16,13 @@ from neurodeploy.ir.torch_ops import TensorFn, compile_chain
 
 @dataclass
 class Incoming:
-    """One projection into a layer: ``fn`` maps source spikes ``[n, *src_shape]`` to current."""
+    """One projection into a layer: ``fn`` maps source spikes ``[n, *src_shape]`` to current; with
+    separate receptors (spinnaker profile) ``fn`` gives the excitatory and ``fn_inh`` the inhibitory
+    current, both as magnitudes."""
 
     source: int
     fn: TensorFn
+    fn_inh: TensorFn | None = None
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Layer:
     negative_spikes: bool = False
     spiking: bool = True
     count_matrix: torch.Tensor | None = None  # [size, 2]: columns (1, fan-out) -> spikes, events
+    fixed_point: bool = False                 # round the membrane to S16.15 after every update
+    saturation: tuple[float, float] | None = None  # per-step limit of excitatory, inhibitory input
 
     @property
     def size(self) -> int:

@@ -19,6 +19,7 @@ from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
 from neurodeploy.backends.gpu.early_exit import first_exit
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.gpu.neurons import integrate_and_fire
+from neurodeploy.passes.fixed_point import round_s1615
 
 
 def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: float, itemsize: int = 4) -> int:
@@ -74,14 +75,22 @@ class BatchSimulation:
         return s
 
     def _dynamic_current(self, layer: Layer, spikes: list, steps: int) -> torch.Tensor | None:
-        current = None
+        current = inhibitory = None
         for incoming in layer.incoming:
             if incoming.source == 0 and self.encoding == "analog":
                 continue
             src = self._source_spikes(incoming.source, spikes, steps)
-            part = incoming.fn(src.reshape(steps * self.B, *src.shape[2:]))
-            part = part.reshape(steps, self.B, *layer.shape)
+            src = src.reshape(steps * self.B, *src.shape[2:])
+            part = incoming.fn(src).reshape(steps, self.B, *layer.shape)
             current = part if current is None else current.add_(part)
+            if incoming.fn_inh is not None:
+                part = incoming.fn_inh(src).reshape(steps, self.B, *layer.shape)
+                inhibitory = part if inhibitory is None else inhibitory.add_(part)
+        if layer.saturation is not None and current is not None:
+            # separate receptors whose per-step sums saturate (SpiNNaker's 16-bit ring buffers)
+            current = current.clamp_(max=layer.saturation[0])
+            if inhibitory is not None:
+                current = current.sub_(inhibitory.clamp_(max=layer.saturation[1]))
         return current
 
     def step_chunk(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +125,7 @@ class BatchSimulation:
                     current[:split] += early
                 if late is not None:
                     current[split:] += late
-                membrane = torch.cumsum(current, 0).add_(self.v[index])
+                membrane = _integrate(layer, current, self.v[index])
                 self.v[index] = membrane[-1].clone()
                 readout.copy_(membrane.transpose(0, 1).reshape(self.B, steps, -1))
             if layer.role == "output" and layer.spiking:
@@ -159,6 +168,22 @@ class BatchSimulation:
         """Constants carry a batch axis only when they include the analog input's projection."""
         shape = self.layers[index].shape
         return any(torch.is_tensor(c) and c.ndim == len(shape) + 1 for c in (early, late))
+
+
+def _integrate(layer: Layer, current: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """Membrane of a non-spiking layer after each step of ``current [steps, B, *shape]``."""
+    if layer.decay is None and not layer.fixed_point:
+        return torch.cumsum(current, 0).add_(v0)
+    membrane = torch.empty_like(current)
+    v = v0.clone()
+    for k in range(current.shape[0]):
+        if layer.decay is not None:
+            v.mul_(layer.decay)
+        v.add_(current[k])
+        if layer.fixed_point:
+            round_s1615(v)
+        membrane[k] = v
+    return membrane
 
 
 def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:

@@ -5,6 +5,8 @@ The loop runs over the chunk's steps only; each step is a handful of in-place te
 
     v <- decay * v + I(t);  s = [v >= theta];  v <- v - theta * s   (or v <- 0 for reset "zero")
 
+With ``fixed_point`` (spinnaker profile) v is rounded to S16.15 after the update, before the test.
+
 QFFS neurons additionally cap the net spike count at ``spike_cap`` and, with ``negative_spikes``,
 emit -1 when the net count is positive and v < 0 (v gets theta back).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from neurodeploy.backends.gpu.compiled import Layer
+from neurodeploy.passes.fixed_point import round_s1615
 
 
 def integrate_and_fire(
@@ -45,6 +48,8 @@ def integrate_and_fire(
             v.add_(dynamic[k])
         if constant is not None:
             v.add_(constant)
+        if layer.fixed_point:
+            round_s1615(v)
         s = spikes[k]
         torch.ge(v, theta, out=s)  # written straight into the float spike tensor (no bool round trip)
         if qffs:

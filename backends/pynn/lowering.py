@@ -19,7 +19,8 @@ from neurodeploy.errors import BackendError
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.population import initial_membrane, per_neuron
-from neurodeploy.ir.torch_ops import chain_columns, compile_chain
+from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.passes.synapse_matrix import synapse_matrix
 
 
 @dataclass
@@ -72,17 +73,11 @@ class LoweredNetwork:
 
 
 def projection_synapses(projection: Projection, source_shape: tuple[int, ...], amplitude: np.ndarray) -> SynapseList:
-    """Unrolls the op chain into the non-zero entries of its matrix (columns built from one-hot
-    inputs in batches, in float64); weights are multiplied by the source amplitude."""
-    pre, post, weight = [], [], []
-    for start, columns in chain_columns(compile_chain(projection.ops, dtype=torch.float64), source_shape):
-        columns = columns.numpy()
-        j, i = np.nonzero(columns)
-        pre.append(j + start)
-        post.append(i)
-        weight.append(columns[j, i] * amplitude[j + start])
-    return SynapseList(projection.source, projection.target, np.concatenate(pre), np.concatenate(post),
-                       np.concatenate(weight))
+    """Unrolls the op chain into the non-zero entries of its matrix; weights are multiplied by the
+    source amplitude."""
+    matrix = synapse_matrix(projection, source_shape, amplitude).tocoo()
+    return SynapseList(projection.source, projection.target, matrix.col.astype(np.int64),
+                       matrix.row.astype(np.int64), matrix.data)
 
 
 def lower_network(network: Network, encoding: str = "analog", input_as_synapses: bool = False) -> LoweredNetwork:

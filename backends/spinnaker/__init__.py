@@ -23,11 +23,11 @@ import torch
 from neurodeploy.backends.base import RunOptions
 from neurodeploy.backends.pynn.lowering import lower_network
 from neurodeploy.backends.spinnaker.config import HardwareConfig, load_hardware_config
-from neurodeploy.backends.spinnaker.fixed_point import check_s1615
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
+from neurodeploy.passes.fixed_point import check_s1615
 
 
 def _map(args):

@@ -1,0 +1,122 @@
+"""Expected summed synaptic weight per step of every population, from firing-rate statistics.
+
+SpiNNaker sums the weights of the spikes a neuron receives in one step in a 16-bit buffer per receptor;
+the buffer's scale (its "ring-buffer shift") must cover the largest sum that occurs, or sums saturate,
+and must not be much larger, or small weights round to zero. sPyNNaker guesses the sum from assumed
+Poisson rates; here it comes from the network's own rates on calibration items.
+
+Rates: the rate model of the converted network (DESIGN section 4): an input neuron fires at rate
+|x| (spiking encodings), a hidden neuron at ``clip((sum of incoming rate x weight + bias) / theta, 0, 1)``
+spikes per step. Per target neuron and receptor the summed weight of one step has mean
+``sum_j w_j r_j`` and, for independent Bernoulli spikes, variance ``sum_j w_j^2 r_j (1 - r_j)``; the
+expected maximum is ``max over items and neurons of mean + sigma * sd`` (sPyNNaker's own default
+sigma is 5), never more than the sum of all the weights (every source firing at once).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurodeploy.ir.network import Network
+from neurodeploy.ir.population import per_neuron
+from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.passes.synapse_matrix import synapse_matrix
+
+METADATA_KEY = "max_expected_summed_weight"
+
+
+def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog") -> dict[str, np.ndarray]:
+    """Spikes per step ``[B, size]`` of every spiking population (and of the input population for
+    spiking encodings) under the rate model, for items ``x [B, *input_shape]``."""
+    rates: dict[str, np.ndarray] = {}
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    currents: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name in network.topological_order():
+            pop = network.populations[name]
+            if pop.role == "input":
+                if encoding != "analog":
+                    rates[name] = x.abs().clamp(max=1.0).reshape(len(x), -1).numpy()
+                signal = x
+            else:
+                current = currents.get(name, torch.zeros((len(x), *pop.shape), dtype=torch.float64))
+                if pop.bias is not None:
+                    current = current + torch.as_tensor(per_neuron(pop.bias, pop.shape))
+                if pop.role != "hidden":
+                    continue
+                theta = torch.as_tensor(per_neuron(pop.neuron.threshold, pop.shape))
+                rate = (current / theta).clamp(0.0, 1.0)
+                rates[name] = rate.reshape(len(x), -1).numpy()
+                signal = rate * theta
+            for projection in network.projections:
+                if projection.source == name:
+                    part = compile_chain(projection.ops, dtype=torch.float64)(signal)
+                    currents[projection.target] = currents.get(projection.target, 0.0) + part
+    return rates
+
+
+def expected_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0
+                            ) -> dict[str, list[float]]:
+    """``{population: [excitatory, inhibitory]}``: the expected maximum summed weight per step of
+    each receptor (magnitudes; 0 where a receptor gets no spikes). Projections from an analog input
+    are current injection, not synapses, and do not count."""
+    rates = firing_rates(network, x, encoding)
+    stats: dict[str, list] = {}
+    for projection in network.projections:
+        source = network.populations[projection.source]
+        if projection.source not in rates:
+            continue
+        amplitude = None if source.role == "input" else per_neuron(source.neuron.threshold, source.shape).reshape(-1)
+        matrix = synapse_matrix(projection, source.shape, amplitude).tocsr()
+        r = rates[projection.source]
+        entry = stats.setdefault(projection.target, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        for receptor, part in enumerate((matrix.maximum(0), -matrix.minimum(0))):
+            mean = np.asarray(part @ r.T).T
+            variance = np.asarray(part.multiply(part) @ (r * (1 - r)).T).T
+            entry[receptor][0] = entry[receptor][0] + mean
+            entry[receptor][1] = entry[receptor][1] + variance
+            entry[receptor][2] = entry[receptor][2] + np.asarray(part.sum(axis=1)).ravel()
+    result = {}
+    for name, pop in network.populations.items():
+        if pop.role == "input":
+            continue
+        summed = []
+        for mean, variance, bound in stats.get(name, [[0.0, 0.0, 0.0]] * 2):
+            expected = np.max(mean + sigma * np.sqrt(variance), initial=0.0)
+            summed.append(float(min(expected, np.max(bound, initial=0.0))))
+        result[name] = summed
+    return result
+
+
+def annotate_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0) -> Network:
+    """Stores :func:`expected_summed_weights` in each population's metadata (in place), with how it
+    was measured; the spinnaker backend and the reference simulator's spinnaker profile read it."""
+    for name, summed in expected_summed_weights(network, x, encoding, sigma).items():
+        network.populations[name].metadata[METADATA_KEY] = summed
+        network.populations[name].metadata[METADATA_KEY + "_from"] = (
+            f"rate model on {len(x)} calibration items, mean + {sigma:g} sd")
+    return network
+
+
+def summed_weights_or_bound(network: Network, encoding: str = "analog") -> dict[str, list[float]]:
+    """The annotated summed weights, or, for populations without them, the bound that never saturates
+    (every source spiking in the same step)."""
+    missing = [n for n, p in network.populations.items() if p.role != "input" and METADATA_KEY not in p.metadata]
+    bound = _worst_case(network, encoding) if missing else {}
+    return {name: list(pop.metadata.get(METADATA_KEY, bound.get(name, [0.0, 0.0])))
+            for name, pop in network.populations.items() if pop.role != "input"}
+
+
+def _worst_case(network: Network, encoding: str) -> dict[str, list[float]]:
+    result: dict[str, list[float]] = {}
+    for projection in network.projections:
+        source = network.populations[projection.source]
+        if source.role == "input" and encoding == "analog":
+            continue
+        amplitude = None if source.role == "input" else per_neuron(source.neuron.threshold, source.shape).reshape(-1)
+        matrix = synapse_matrix(projection, source.shape, amplitude).tocsr()
+        totals = result.setdefault(projection.target, [np.zeros(matrix.shape[0]), np.zeros(matrix.shape[0])])
+        totals[0] = totals[0] + np.asarray(matrix.maximum(0).sum(axis=1)).ravel()
+        totals[1] = totals[1] + np.asarray((-matrix.minimum(0)).sum(axis=1)).ravel()
+    return {name: [float(t.max(initial=0.0)) for t in totals] for name, totals in result.items()}
