@@ -67,7 +67,9 @@ def check_inputs(network: Network, inputs: torch.Tensor, labels: torch.Tensor) -
     """Raises DataError when inputs do not fit the network's input population."""
     expected = network.input.shape
     if tuple(inputs.shape[1:]) != tuple(expected):
-        raise DataError(f"inputs have shape {tuple(inputs.shape[1:])} per item, the network expects {expected}")
+        hint = (" (its fan-in pass moved the input's pooling to the host: pass the items through "
+                "neurodeploy.passes.fan_in.pool_inputs first)" if network.metadata.get("input_pooling") else "")
+        raise DataError(f"inputs have shape {tuple(inputs.shape[1:])} per item, the network expects {expected}{hint}")
     if labels.shape[0] != inputs.shape[0]:
         raise DataError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels")
     if not torch.isfinite(inputs).all():

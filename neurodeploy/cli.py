@@ -32,6 +32,11 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conversion", default="rate", choices=["rate", "qcfs", "qffs"],
                         help="rate: normalized ReLU net; qcfs/qffs: quantized activations (run fine-tunes them)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-fan-in", type=int,
+                        help="fan-in pass: pool the inputs of dense layers (fine-tuning the model) and split pooling "
+                             "into pool populations until no neuron has more synapses; default: 256 for SpiNNaker "
+                             "targets, none otherwise; 0 turns the pass off")
+    parser.add_argument("--fan-in-epochs", type=int, default=3, help="fine-tuning epochs after the fan-in pooling")
 
 
 def _add_optimization_flags(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +184,8 @@ def cmd_run(args) -> None:
         dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
         quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
         workers=args.workers, hardware_config=args.hardware_config, neurons_per_core=args.neurons_per_core,
-        optimize=args.optimize, **_optimization_settings(args),
+        optimize=args.optimize, max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs,
+        **_optimization_settings(args),
     )
     run_job(config, console)
 
@@ -257,13 +263,25 @@ def cmd_convert(args) -> None:
     from neurodeploy.convert import convert
     from neurodeploy.data import load_dataset
     from neurodeploy.ir import save_network
+    from neurodeploy.passes.fan_in import materialize_pooling
+    from neurodeploy.pipeline import JobConfig, fan_in_limit, obtain_fan_in_model, print_fan_in_changes
     from neurodeploy.train import load_model
 
     model, info = load_model(args.model)
     dataset = load_dataset(args.data)
+    job = JobConfig(model=args.model, data=args.data, seed=args.seed, conversion=args.conversion,
+                    max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs)
+    limit = fan_in_limit(job)
+    changes = None
+    if limit is not None:
+        model, _, changes = obtain_fan_in_model(model, info["arch"], job, dataset, console)
     network = convert(model, dataset.train.images[: args.calibration_samples], args.normalization,
                       args.percentile, args.granularity or "layer", args.reset, args.v_init or "zero", args.seed,
                       conversion=args.conversion)
+    if changes is not None:
+        changes += [c.as_dict() for c in materialize_pooling(network, limit)]
+        network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
+        print_fan_in_changes(changes, limit, console)
     save_network(network, args.out)
     console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
 

@@ -18,15 +18,20 @@ from rich.console import Console
 
 from neurodeploy.backends import ExitPolicy, RunOptions, get_backend
 from neurodeploy.convert import convert
-from neurodeploy.data import Dataset, load_dataset
+from neurodeploy.data import Dataset, Split, load_dataset
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.evaluate.dynamic_confidence import validation_test_split
 from neurodeploy.evaluate.report import plot_reports, print_summary, summarize, write_curves_csv, write_summary
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Network, save_network
+from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
 from neurodeploy.train.quantized import finetune_quantized
+
+#: the fan-in the pass enforces on SpiNNaker targets unless --max-fan-in says otherwise (the 2x2 input
+#: pooling of Dutson et al.'s SpiNNaker dense MNIST model brings 784 to 196)
+SPINNAKER_MAX_FAN_IN = 256
 
 
 @dataclass
@@ -75,6 +80,8 @@ class JobConfig:
     optimize_items: int | None = None
     lambda_e: float = 200.0
     sparsity: bool = True
+    max_fan_in: int | None = None
+    fan_in_epochs: int = 3
 
     def __post_init__(self) -> None:
         # Dutson et al.'s pipeline: neuron-level scales and a non-zero initial membrane by default
@@ -197,6 +204,48 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
                    conversion=config.conversion)
 
 
+def fan_in_limit(config: JobConfig) -> int | None:
+    """``max_fan_in`` (0: no pass), or for SpiNNaker targets (where the pass is automatic)
+    :data:`SPINNAKER_MAX_FAN_IN`; None means no fan-in pass."""
+    if config.max_fan_in is not None:
+        return config.max_fan_in or None  # 0 turns the pass off
+    return SPINNAKER_MAX_FAN_IN if targets_spinnaker(config) else None
+
+
+def obtain_fan_in_model(model: torch.nn.Module, label: str, config: JobConfig, dataset: Dataset, console: Console
+                        ) -> tuple[torch.nn.Module, str, list[dict]]:
+    """Step 1 of the fan-in pass: pools the inputs of dense layers above the limit and fine-tunes the
+    model for ``fan_in_epochs`` epochs (cached by the weights it started from); returns the model, its
+    label and the changes (with the test accuracy before and after)."""
+    limit = fan_in_limit(config)
+    plan, changes = plan_dense_pooling(model, dataset.input_shape, limit)
+    report = [c.as_dict() for c in changes]
+    if not plan:
+        return model, label, report
+    digest = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
+    path = Path(config.results_dir) / "models" / f"pooled-{digest[:12]}-fanin{limit}-e{config.fan_in_epochs}.pt"
+    test = dataset.test.head(config.samples)
+    before = evaluate_accuracy(model, test)
+    if path.exists():
+        pooled, _ = load_model(path)
+        origin = f"cached {path}"
+    else:
+        console.print(f"fan-in pass: pooling before {len(plan)} dense layer(s), fine-tuning {config.fan_in_epochs} "
+                      "epochs")
+        pooled = apply_dense_pooling(model, dataset.input_shape, plan)
+        record = train_model(pooled, dataset.train, TrainConfig(epochs=config.fan_in_epochs, lr=0.01,
+                                                                 seed=config.seed), progress=config.progress)
+        arch = load_model(config.model)[1]["arch"] if config.model else config.arch
+        bits = config.quant_bits if config.conversion != "rate" else None
+        save_model(path, pooled, arch, dataset.input_shape, dataset.n_classes, record, bits, pooling=plan)
+        origin = f"saved to {path}"
+    after = evaluate_accuracy(pooled, test)
+    for entry in report:
+        entry.update(test_accuracy_before=before, test_accuracy_after=after)
+    console.print(f"fan-in pass: ANN test accuracy {before:.4f} -> {after:.4f} after pooling and fine-tuning")
+    return pooled, f"{label}, input pooled for fan-in <= {limit} ({origin})", report
+
+
 def targets_spinnaker(config: JobConfig) -> bool:
     """The run deploys to SpiNNaker or predicts it (gpu backend, spinnaker profile)."""
     return config.backend == "spinnaker" or (config.backend == "gpu" and config.profile == "spinnaker")
@@ -205,8 +254,9 @@ def targets_spinnaker(config: JobConfig) -> bool:
 def prepare_for_spinnaker(network: Network, dataset: Dataset, config: JobConfig, console: Console) -> Network:
     """Stores each population's expected summed weight per step (for the ring buffers) from the rate
     model on the first 256 training items."""
-    calibration = dataset.train.images[:256].numpy()
-    annotate_summed_weights(network, calibration, config.encoding)
+    calibration = pool_inputs(network, dataset.train.images[:256]).numpy()
+    # the board gets its input as spikes from a spike source (the mapping builds it so)
+    annotate_summed_weights(network, calibration, "if" if config.backend == "spinnaker" else config.encoding)
     console.print("SpiNNaker ring buffers sized from firing rates on 256 training items")
     return network
 
@@ -239,6 +289,9 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
 
     dataset = load_dataset(config.data)
     model, model_label = obtain_for_conversion(config, dataset, console)
+    fan_in_changes = None
+    if fan_in_limit(config) is not None:
+        model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     start = time.perf_counter()
@@ -247,6 +300,11 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     optimization = None
     if config.optimize:
         network, optimization = optimize_network(network, model, dataset, config, folder, console)
+    if fan_in_changes is not None:
+        fan_in_changes += [c.as_dict() for c in materialize_pooling(network, fan_in_limit(config))]
+        network.metadata["fan_in_pass"] = {"max_fan_in": fan_in_limit(config), "changes": fan_in_changes}
+        print_fan_in_changes(fan_in_changes, fan_in_limit(config), console)
+        test = Split(pool_inputs(network, test.images), test.labels)
     if targets_spinnaker(config):
         network = prepare_for_spinnaker(network, dataset, config, console)
     save_network(network, folder / "network.zip")
@@ -273,6 +331,9 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
         path.unlink()
     partial.rmdir()
     summary = evaluate_into(folder, result, config)
+    if fan_in_changes is not None:
+        summary["fan_in_pass"] = network.metadata["fan_in_pass"]
+        write_summary(folder / "summary.json", summary)
     if optimization is not None:
         summary["scale_optimization"] = optimization
         write_summary(folder / "summary.json", summary)
@@ -303,11 +364,25 @@ def optimize_job(config: JobConfig, out: str | Path, console: Console | None = N
     return network, report
 
 
+def print_fan_in_changes(changes: list[dict], limit: int, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fan-in pass (max fan-in {limit})")
+    for column in ("where", "fan-in before", "after", "action"):
+        table.add_column(column)
+    for change in changes:
+        table.add_row(change["where"], str(change["fan_in_before"]), str(change["fan_in_after"]), change["action"])
+    console.print(table if changes else f"fan-in pass: every fan-in is at most {limit}, nothing changed")
+
+
 def _map_on_spinnaker(backend, network: Network, folder: Path, config: JobConfig, console: Console) -> dict:
     """Maps the network (the product of a virtual board) and prints the mapping report."""
     from rich.table import Table
 
     report = backend.map(network, folder, T=config.T)
+    if "fan_in_pass" in network.metadata:
+        report["fan_in_pass"] = network.metadata["fan_in_pass"]
+        write_summary(folder / "mapping.json", report)
     table = Table(title=f"SpiNNaker mapping on the {report['target']} ({config.hardware_config or 'default config'})")
     table.add_column("population")
     table.add_column("cores")

@@ -1,8 +1,12 @@
 """``spinnaker``: SpiNNaker through sPyNNaker (``pyNN.spiNNaker``, 1!7.4.x).
 
 Cells are ``IF_curr_delta`` (delta synapses, hard reset to 0, ``tau_refrac = 0``; ``tau_m`` large so the
-leak is small but inside fixed-point limits); excitatory and inhibitory synapses are separate receptors
-with positive weights; every parameter is checked against the S16.15 range before sPyNNaker sees it.
+leak is small but inside fixed-point limits, ``cm`` chosen so an input of w moves the membrane by w, see
+``passes.fixed_point.DeltaCell``); excitatory and inhibitory synapses are separate receptors with
+positive weights; every parameter is checked against the S16.15 range before sPyNNaker sees it; each
+population's ring buffers are sized by ``max_expected_summed_weight`` from the firing-rate statistics the
+``ring_buffers`` pass stored in the IR (without them: the sum of all incoming weights, which never
+saturates but wastes resolution). The reference simulator's ``spinnaker`` profile computes the same.
 sPyNNaker runs in a child process whose config folder is the run's own (see ``config.py``).
 
 What is built: mapping. On a virtual board (the default config) a run partitions, places and routes the
@@ -27,7 +31,8 @@ from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.passes.fixed_point import check_s1615
+from neurodeploy.passes.fixed_point import DeltaCell, check_s1615
+from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 
 
 def _map(args):
@@ -48,7 +53,7 @@ class SpinnakerBackend:
             raise BackendError(f"neurons_per_core must lie in 1..256, got {neurons_per_core}")
         self.config: HardwareConfig = load_hardware_config(hardware_config)
         self.neurons_per_core = neurons_per_core
-        self.tau_m = tau_m
+        self.cell = DeltaCell.for_tau(tau_m)
 
     def check(self, network: Network):
         """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
@@ -66,16 +71,18 @@ class SpinnakerBackend:
         run_dir = Path(run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         lowered = self.check(network)
+        summed = summed_weights_or_bound(network, "if")
         config_dir = self.config.write_for_run(run_dir)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context) as pool:
             try:
                 report = pool.submit(_map, (lowered, str(config_dir), str(run_dir), T, self.neurons_per_core,
-                                            self.tau_m)).result()
+                                            self.cell, summed)).result()
             except Exception as err:  # sPyNNaker raises many types, e.g. when a board is unreachable
                 raise BackendError(f"sPyNNaker failed on the {self.config.target} ({type(err).__name__}: {err})") \
                     from None
         _, fan_in = fan_maps(network)
+        report.update(max_expected_summed_weight=summed)
         report.update(target=self.config.target, config=str(self.config.path), virtual=self.config.virtual,
                       max_fan_in={p.name: int(fan_in[p.name].max()) for p in lowered.populations},
                       note="a virtual board maps the network and produces no spikes" if self.config.virtual else "")

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from neurodeploy.backends.pynn.lowering import LoweredNetwork
+from neurodeploy.passes.fixed_point import DeltaCell
 
 #: v_thresh of the non-spiking output population: high, but inside S16.15
 OUTPUT_THRESHOLD = 32768.0
 
 
 def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, neurons_per_core: int,
-                tau_m: float) -> dict:
+                cell: DeltaCell, summed_weights: dict[str, list[float]]) -> dict:
+    """Builds and runs (maps) the network; ``summed_weights`` sets each population's ring buffers."""
     os.environ["XDG_CONFIG_HOME"] = config_dir
     os.chdir(run_dir)
     start = time.perf_counter()
@@ -30,9 +32,11 @@ def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, 
                                     label="input")}
     for pop in lowered.populations:
         threshold = pop.threshold if pop.spiking else np.full(pop.size, OUTPUT_THRESHOLD)
-        cell = sim.IF_curr_delta(tau_m=tau_m, cm=1.0, v_rest=0.0, v_reset=0.0, tau_refrac=0.0,
-                                 v_thresh=threshold, i_offset=pop.bias)
-        pops[pop.name] = sim.Population(pop.size, cell, label=pop.name, initial_values={"v": pop.v_init})
+        model = sim.IF_curr_delta(tau_m=cell.tau_m, cm=cell.cm, v_rest=0.0, v_reset=0.0, tau_refrac=0.0,
+                                  v_thresh=threshold, i_offset=pop.bias)
+        pops[pop.name] = sim.Population(pop.size, model, label=pop.name, initial_values={"v": pop.v_init},
+                                        additional_parameters={
+                                            "max_expected_summed_weight": summed_weights[pop.name]})
     n_synapses = 0
     for synapses in lowered.synapses:
         for receptor, mask in (("excitatory", synapses.weight > 0), ("inhibitory", synapses.weight < 0)):
@@ -52,7 +56,10 @@ def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, 
         label = getattr(app_vertex, "label", None)
         cores[label if label in pops else "system (monitors, routing, extra monitors)"] += 1
         chips.add((placement.x, placement.y))
+    shifts = {name: [int(s) for s in pop._vertex.get_ring_buffer_shifts()] for name, pop in pops.items()
+              if name != "input"}
     report = {
+        "ring_buffer_shifts": shifts,
         "cores_per_population": dict(cores),
         "cores": int(sum(cores.values())),
         "chips": len(chips),

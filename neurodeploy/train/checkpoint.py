@@ -21,15 +21,16 @@ class ModelFormatError(NeurodeployError):
 
 
 def save_model(path: str | Path, model: nn.Module, arch: str, input_shape, n_classes: int, record: dict,
-               quant_bits: int | None = None) -> Path:
-    """Writes a model file; ``quant_bits`` marks a model whose ReLUs were replaced by QuantReLU."""
+               quant_bits: int | None = None, pooling: list[dict] | None = None) -> Path:
+    """Writes a model file; ``quant_bits`` marks a model whose ReLUs were replaced by QuantReLU,
+    ``pooling`` one with pools inserted by the fan-in pass (``passes.fan_in.plan_dense_pooling``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "arch": arch, "input_shape": list(input_shape),
         "n_classes": int(n_classes), "state_dict": model.state_dict(), "record": record,
-        "quant_bits": quant_bits,
+        "quant_bits": quant_bits, "pooling": pooling or [],
     }, tmp)
     tmp.replace(path)
     return path
@@ -49,6 +50,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if checkpoint.get("version") != FORMAT_VERSION:
         raise ModelFormatError(f"{path}: model format version {checkpoint.get('version')} is not supported")
     model = build(checkpoint["arch"], tuple(checkpoint["input_shape"]), checkpoint["n_classes"])
+    if checkpoint.get("pooling"):
+        from neurodeploy.passes.fan_in import apply_dense_pooling
+
+        model = apply_dense_pooling(model, tuple(checkpoint["input_shape"]), checkpoint["pooling"], init_weights=False)
     if checkpoint.get("quant_bits"):
         model = quantize_activations(model, int(checkpoint["quant_bits"]))
     try:
