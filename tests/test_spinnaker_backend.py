@@ -74,3 +74,27 @@ def test_out_of_range_parameter_is_refused_before_spynnaker(tmp_path):
     hidden.neuron.threshold = 1e6
     with pytest.raises(BackendError, match="threshold of neuron 0 is 1e\\+06, outside the S16.15"):
         get_backend("spinnaker").map(network, tmp_path)
+
+
+@pytest.mark.slow
+def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_shifts(tmp_path):
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.backends import get_backend
+    from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
+    from neurodeploy.passes.fixed_point import ring_buffer_shift
+    from neurodeploy.passes.ring_buffers import annotate_summed_weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                          nn.Linear(128, 10)).eval()
+    plan, _ = plan_dense_pooling(model, (1, 28, 28), 256)
+    pooled = apply_dense_pooling(model, (1, 28, 28), plan)
+    x = torch.rand(64, 1, 28, 28)
+    network = convert(pooled, x)
+    materialize_pooling(network, 256)
+    annotate_summed_weights(network, pool_inputs(network, x).numpy(), encoding="if")
+    report = get_backend("spinnaker").map(network, tmp_path / "run")
+    assert report["max_fan_in"]["relu_3"] == 196 and report["n_synapses"] == 196 * 128 + 128 * 128 + 128 * 10
+    assert report["cores_per_population"]["input"] == 1 and report["chips"] >= 1 and report["cores"] >= 4
+    for name, shifts in report["ring_buffer_shifts"].items():
+        assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
