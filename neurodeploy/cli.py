@@ -263,8 +263,7 @@ def cmd_convert(args) -> None:
     from neurodeploy.convert import convert
     from neurodeploy.data import load_dataset
     from neurodeploy.ir import save_network
-    from neurodeploy.passes.fan_in import materialize_pooling
-    from neurodeploy.pipeline import JobConfig, fan_in_limit, obtain_fan_in_model, print_fan_in_changes
+    from neurodeploy.pipeline import JobConfig, fan_in_limit, finish_fan_in_pass, obtain_fan_in_model
     from neurodeploy.train import load_model
 
     model, info = load_model(args.model)
@@ -279,9 +278,7 @@ def cmd_convert(args) -> None:
                       args.percentile, args.granularity or "layer", args.reset, args.v_init or "zero", args.seed,
                       conversion=args.conversion)
     if changes is not None:
-        changes += [c.as_dict() for c in materialize_pooling(network, limit)]
-        network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
-        print_fan_in_changes(changes, limit, console)
+        finish_fan_in_pass(network, changes, limit, console)
     save_network(network, args.out)
     console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
 

@@ -136,6 +136,11 @@ def obtain_quantized_model(config: JobConfig, dataset: Dataset, console: Console
     return model, f"{config.arch} {config.quant_bits}-bit (fine-tuned, saved to {path})"
 
 
+def model_arch(config: JobConfig) -> str:
+    """The architecture name of the job's model: the model file's, or ``config.arch``."""
+    return load_model(config.model)[1]["arch"] if config.model else config.arch
+
+
 def obtain_sparse_model(config: JobConfig, dataset: Dataset, console: Console) -> tuple[torch.nn.Module, str]:
     """The model of :func:`obtain_model` after sparsity fine-tuning with the default
     :class:`SparsityConfig` (phase 1 of Dutson et al.), cached beside it."""
@@ -152,8 +157,7 @@ def obtain_sparse_model(config: JobConfig, dataset: Dataset, console: Console) -
     console.print(f"sparsity fine-tuning for {sparsity.epochs} epochs (lambda_a {sparsity.lambda_a}, "
                   f"lambda_w {sparsity.lambda_w}, pruning below {sparsity.prune_threshold})")
     report = finetune_sparsity(model, dataset.train, sparsity, progress=config.progress)
-    arch = load_model(config.model)[1]["arch"] if config.model else config.arch
-    save_model(path, model, arch, dataset.input_shape, dataset.n_classes, {"sparsity": report})
+    save_model(path, model, model_arch(config), dataset.input_shape, dataset.n_classes, {"sparsity": report})
     return model, f"{label}, sparsity fine-tuned (saved to {path})"
 
 
@@ -235,7 +239,7 @@ def obtain_fan_in_model(model: torch.nn.Module, label: str, config: JobConfig, d
         pooled = apply_dense_pooling(model, dataset.input_shape, plan)
         record = train_model(pooled, dataset.train, TrainConfig(epochs=config.fan_in_epochs, lr=0.01,
                                                                  seed=config.seed), progress=config.progress)
-        arch = load_model(config.model)[1]["arch"] if config.model else config.arch
+        arch = model_arch(config)
         bits = config.quant_bits if config.conversion != "rate" else None
         save_model(path, pooled, arch, dataset.input_shape, dataset.n_classes, record, bits, pooling=plan)
         origin = f"saved to {path}"
@@ -301,9 +305,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     if config.optimize:
         network, optimization = optimize_network(network, model, dataset, config, folder, console)
     if fan_in_changes is not None:
-        fan_in_changes += [c.as_dict() for c in materialize_pooling(network, fan_in_limit(config))]
-        network.metadata["fan_in_pass"] = {"max_fan_in": fan_in_limit(config), "changes": fan_in_changes}
-        print_fan_in_changes(fan_in_changes, fan_in_limit(config), console)
+        finish_fan_in_pass(network, fan_in_changes, fan_in_limit(config), console)
         test = Split(pool_inputs(network, test.images), test.labels)
     if targets_spinnaker(config):
         network = prepare_for_spinnaker(network, dataset, config, console)
@@ -331,11 +333,11 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
         path.unlink()
     partial.rmdir()
     summary = evaluate_into(folder, result, config)
-    if fan_in_changes is not None:
-        summary["fan_in_pass"] = network.metadata["fan_in_pass"]
-        write_summary(folder / "summary.json", summary)
-    if optimization is not None:
-        summary["scale_optimization"] = optimization
+    if fan_in_changes is not None or optimization is not None:
+        if fan_in_changes is not None:
+            summary["fan_in_pass"] = network.metadata["fan_in_pass"]
+        if optimization is not None:
+            summary["scale_optimization"] = optimization
         write_summary(folder / "summary.json", summary)
     if config.exit:
         summary["early_exit"] = run_early_exit(backend, network, test, result, summary, config, folder)
@@ -362,6 +364,15 @@ def optimize_job(config: JobConfig, out: str | Path, console: Console | None = N
     write_summary(folder / "optimization.json", report)
     console.print(f"optimized network written to {out}; report in {folder / 'optimization.json'}")
     return network, report
+
+
+def finish_fan_in_pass(network: Network, changes: list[dict], limit: int, console: Console) -> None:
+    """Step 2 of the fan-in pass on the converted ``network`` (in place): pool populations and host-side
+    input pooling; records every change of both steps in ``network.metadata["fan_in_pass"]`` and prints
+    them."""
+    changes = changes + [c.as_dict() for c in materialize_pooling(network, limit)]
+    network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
+    print_fan_in_changes(changes, limit, console)
 
 
 def print_fan_in_changes(changes: list[dict], limit: int, console: Console) -> None:

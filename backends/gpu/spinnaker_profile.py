@@ -23,7 +23,6 @@ import torch
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming
 from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import per_neuron
 from neurodeploy.ir.torch_ops import compile_chain
 from neurodeploy.passes.fixed_point import (
     DeltaCell,
@@ -33,7 +32,7 @@ from neurodeploy.passes.fixed_point import (
     round_s1615,
 )
 from neurodeploy.passes.ring_buffers import summed_weights_or_bound
-from neurodeploy.passes.synapse_matrix import synapse_matrix
+from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 
 DEFAULT_TAU_M = 1000.0
 #: the parts of SpiNNaker's semantics the profile applies; leaving some out measures what each costs
@@ -104,14 +103,13 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
             chain = compile_chain(projection.ops, device=device, dtype=dtype)
             target.incoming.append(Incoming(0, (lambda x, chain=chain: round_s1615(chain(x))) if fixed else chain))
             continue
-        amplitude = None if source.role == "input" else per_neuron(source.neuron.threshold, source.shape).reshape(-1)
-        matrix = synapse_matrix(projection, source.shape, amplitude)
+        matrix = projection_matrix(network, projection)
         if "weights" not in parts:
             target.incoming.append(Incoming(index[projection.source], _sparse_fn(matrix, device, dtype, target.shape)))
             continue
         entry = report["populations"][projection.target]
         receptors = []
-        for receptor, part in enumerate((matrix.maximum(0), -matrix.minimum(0))):
+        for receptor, part in enumerate(receptor_parts(matrix)):
             part = part.tocoo()
             quantized, clipped = quantize_weights(part.data, entry["ring_buffer_shift"][receptor])
             entry["weights_to_zero"] += int(((quantized == 0) & (part.data != 0)).sum())

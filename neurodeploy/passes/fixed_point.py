@@ -104,8 +104,3 @@ class DeltaCell:
         cm = float(round_s1615(tau_m * (1.0 - decay)))
         resistance = float(round_s1615(tau_m / cm))
         return DeltaCell(tau_m, cm, decay, resistance * (1.0 - decay))
-
-    @property
-    def max_input(self) -> float:
-        """Largest |input| per step before ``R * I`` overflows S16.15."""
-        return S1615_MAX * (1.0 - self.decay) / self.gain

@@ -21,7 +21,7 @@ import torch
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import per_neuron
 from neurodeploy.ir.torch_ops import compile_chain
-from neurodeploy.passes.synapse_matrix import synapse_matrix
+from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 
 METADATA_KEY = "max_expected_summed_weight"
 
@@ -56,33 +56,36 @@ def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog") -> d
     return rates
 
 
+def _receptor_sums(network: Network, rates: dict[str, np.ndarray]) -> dict[str, list[list]]:
+    """Per target population and receptor: ``[mean [B, n], variance [B, n], bound [n]]`` of the weight
+    summed in one step when the sources in ``rates`` fire independently at those rates (projections
+    from other sources do not count)."""
+    sums: dict[str, list[list]] = {}
+    for projection in network.projections:
+        if projection.source not in rates:
+            continue
+        matrix = projection_matrix(network, projection).tocsr()
+        r = rates[projection.source]
+        entry = sums.setdefault(projection.target, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        for receptor, part in enumerate(receptor_parts(matrix)):
+            entry[receptor][0] = entry[receptor][0] + np.asarray(part @ r.T).T
+            entry[receptor][1] = entry[receptor][1] + np.asarray(part.multiply(part) @ (r * (1 - r)).T).T
+            entry[receptor][2] = entry[receptor][2] + np.asarray(part.sum(axis=1)).ravel()
+    return sums
+
+
 def expected_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0
                             ) -> dict[str, list[float]]:
     """``{population: [excitatory, inhibitory]}``: the expected maximum summed weight per step of
     each receptor (magnitudes; 0 where a receptor gets no spikes). Projections from an analog input
     are current injection, not synapses, and do not count."""
-    rates = firing_rates(network, x, encoding)
-    stats: dict[str, list] = {}
-    for projection in network.projections:
-        source = network.populations[projection.source]
-        if projection.source not in rates:
-            continue
-        amplitude = None if source.role == "input" else per_neuron(source.neuron.threshold, source.shape).reshape(-1)
-        matrix = synapse_matrix(projection, source.shape, amplitude).tocsr()
-        r = rates[projection.source]
-        entry = stats.setdefault(projection.target, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-        for receptor, part in enumerate((matrix.maximum(0), -matrix.minimum(0))):
-            mean = np.asarray(part @ r.T).T
-            variance = np.asarray(part.multiply(part) @ (r * (1 - r)).T).T
-            entry[receptor][0] = entry[receptor][0] + mean
-            entry[receptor][1] = entry[receptor][1] + variance
-            entry[receptor][2] = entry[receptor][2] + np.asarray(part.sum(axis=1)).ravel()
+    sums = _receptor_sums(network, firing_rates(network, x, encoding))
     result = {}
     for name, pop in network.populations.items():
         if pop.role == "input":
             continue
         summed = []
-        for mean, variance, bound in stats.get(name, [[0.0, 0.0, 0.0]] * 2):
+        for mean, variance, bound in sums.get(name, [[0.0, 0.0, 0.0]] * 2):
             expected = np.max(mean + sigma * np.sqrt(variance), initial=0.0)
             summed.append(float(min(expected, np.max(bound, initial=0.0))))
         result[name] = summed
@@ -109,14 +112,8 @@ def summed_weights_or_bound(network: Network, encoding: str = "analog") -> dict[
 
 
 def _worst_case(network: Network, encoding: str) -> dict[str, list[float]]:
-    result: dict[str, list[float]] = {}
-    for projection in network.projections:
-        source = network.populations[projection.source]
-        if source.role == "input" and encoding == "analog":
-            continue
-        amplitude = None if source.role == "input" else per_neuron(source.neuron.threshold, source.shape).reshape(-1)
-        matrix = synapse_matrix(projection, source.shape, amplitude).tocsr()
-        totals = result.setdefault(projection.target, [np.zeros(matrix.shape[0]), np.zeros(matrix.shape[0])])
-        totals[0] = totals[0] + np.asarray(matrix.maximum(0).sum(axis=1)).ravel()
-        totals[1] = totals[1] + np.asarray((-matrix.minimum(0)).sum(axis=1)).ravel()
-    return {name: [float(t.max(initial=0.0)) for t in totals] for name, totals in result.items()}
+    """Every spiking source firing in the same step (rate 1)."""
+    firing = {name: np.ones((1, pop.size)) for name, pop in network.populations.items()
+              if pop.role == "hidden" or (pop.role == "input" and encoding != "analog")}
+    return {name: [float(np.max(bound, initial=0.0)) for _, _, bound in receptors]
+            for name, receptors in _receptor_sums(network, firing).items()}

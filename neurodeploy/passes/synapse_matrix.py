@@ -6,8 +6,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from neurodeploy.ir.network import Projection
+from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.ops import chain_out_shape
+from neurodeploy.ir.population import Population, per_neuron
 from neurodeploy.ir.torch_ops import chain_columns, compile_chain
 
 
@@ -30,3 +31,22 @@ def synapse_matrix(projection: Projection, source_shape: tuple[int, ...], amplit
     matrix = sp.coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
                            shape=(n_target, n_source))
     return matrix.tocsc()
+
+
+def spike_amplitude(population: Population) -> np.ndarray | None:
+    """Per-neuron amplitude ``[size]`` of the spikes ``population`` sends (its threshold), or None for
+    the input population, whose spikes are unit spikes."""
+    if population.role == "input":
+        return None
+    return per_neuron(population.neuron.threshold, population.shape).reshape(-1)
+
+
+def projection_matrix(network: Network, projection: Projection) -> sp.csc_matrix:
+    """:func:`synapse_matrix` of one of ``network``'s projections, its source's spike amplitude folded in."""
+    source = network.populations[projection.source]
+    return synapse_matrix(projection, source.shape, spike_amplitude(source))
+
+
+def receptor_parts(matrix: sp.spmatrix) -> tuple[sp.spmatrix, sp.spmatrix]:
+    """(excitatory, inhibitory) synapses of a signed matrix, both as non-negative magnitudes."""
+    return matrix.maximum(0), -matrix.minimum(0)
