@@ -44,6 +44,8 @@ class RunOptions:
     seed: seeds the Poisson encoder and any other randomness of the backend.
     progress: show a progress bar.
     exit_policy: stop items early by confidence (backends that cannot say so).
+    record_neuron_counts: also return every neuron's spike count over the run
+        (``SimulationResult.neuron_counts``), for spike-for-spike checks between backends.
     """
 
     T: int = 100
@@ -52,6 +54,7 @@ class RunOptions:
     seed: int = 0
     progress: bool = True
     exit_policy: ExitPolicy | None = None
+    record_neuron_counts: bool = False
 
 
 class Backend(Protocol):

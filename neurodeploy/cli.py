@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quant-bits", type=int, default=2, help="activation bits for qcfs/qffs")
     run.add_argument("--quant-epochs", type=int, default=5, help="quantization fine-tuning epochs for qcfs/qffs")
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    run.add_argument("--profile", default="ideal", choices=["ideal", "pynn", "spinnaker"],
-                     help="gpu backend semantics: zero delay; one-step delay per projection (PyNN machines); or "
-                          "SpiNNaker's cell and arithmetic (hard reset, leak, S16.15, 16-bit ring buffers), which "
-                          "predicts the board's accuracy")
+    run.add_argument("--profile", choices=["ideal", "pynn", "spinnaker", "exact", "standard"],
+                     help="gpu backend semantics (default ideal): zero delay; one-step delay per projection (PyNN "
+                          "machines); or SpiNNaker's cell and arithmetic (hard reset, leak, S16.15, 16-bit ring "
+                          "buffers), which predicts the board's accuracy. neuron backend cell (default exact): "
+                          "the exact NL-IAF NMODL cell, or PyNN's standard IF_curr_exp")
     run.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     run.add_argument("--encoding", default="analog", choices=["analog", "if", "poisson"])
     run.add_argument("--results-dir", default="results")

@@ -9,7 +9,7 @@ import datetime
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ class JobConfig:
     v_init: str | None = None
     seed: int = 0
     device: str | None = None
-    profile: str = "ideal"
+    profile: str | None = None  # backend default: gpu "ideal", neuron "exact"
     precision: str = "fp32"
     encoding: str = "analog"
     epochs: int = 15
@@ -466,20 +466,26 @@ def evaluate_into(folder: Path, result: SimulationResult, config: JobConfig) -> 
 
 def _backend_kwargs(config: JobConfig) -> dict:
     kwargs = dict(config.backend_options)
+    if config.profile is not None and config.backend not in ("gpu", "neuron"):
+        raise NeurodeployError(f"--profile {config.profile} applies to the gpu and neuron backends, not "
+                               f"{config.backend!r}")
     if config.backend == "gpu":
-        kwargs.update(device=config.device, profile=config.profile, precision=config.precision, chunk=config.chunk)
+        kwargs.update(device=config.device, profile=config.profile or "ideal", precision=config.precision,
+                      chunk=config.chunk)
     elif config.backend == "neuron":
-        kwargs.update(workers=config.workers)
+        kwargs.update(workers=config.workers, profile=config.profile or "exact")
     elif config.backend == "spinnaker":
         kwargs.update(hardware_config=config.hardware_config, neurons_per_core=config.neurons_per_core)
     return kwargs
 
 
 def parse_backend_spec(spec: str) -> tuple[str, dict]:
-    """``gpu``, ``gpu:pynn`` (a profile) or ``neuron`` -> (backend name, constructor kwargs)."""
+    """``gpu``, ``gpu:pynn``, ``neuron:standard`` (a profile) or ``neuron`` -> (backend name,
+    constructor kwargs)."""
     name, _, profile = spec.partition(":")
-    if profile and name != "gpu":
-        raise NeurodeployError(f"{spec!r}: only the gpu backend has profiles (gpu:ideal, gpu:pynn, gpu:spinnaker)")
+    if profile and name not in ("gpu", "neuron"):
+        raise NeurodeployError(f"{spec!r}: only the gpu (gpu:ideal, gpu:pynn, gpu:spinnaker) and neuron "
+                               "(neuron:exact, neuron:standard) backends have profiles")
     return name, ({"profile": profile} if profile else {})
 
 
@@ -503,7 +509,7 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
         name, kwargs = parse_backend_spec(spec)
         backend_config = JobConfig(**{**asdict(config), "backend": name})
         backend = get_backend(name, **{**_backend_kwargs(backend_config), **kwargs})
-        options = config.run_options()
+        options = replace(config.run_options(), record_neuron_counts=True)
         result = backend.run(network, test.images, test.labels, options)
         result.metadata.update(ann_accuracy=ann_accuracy, model=model_label, dataset=dataset.name)
         label = spec.replace(":", "-")
@@ -534,12 +540,14 @@ def _print_agreement(report: dict, console: Console) -> None:
 
     table = Table(title=f"agreement with {report['reference']} ({report['n_items']} items, T={report['T']})")
     for column in ("backend", "predictions equal (mean / min over steps)", "spike counts equal per population",
-                   "max |readout diff|", "wall per item", "build"):
+                   "neurons with equal counts", "max |readout diff|", "wall per item", "build"):
         table.add_column(column)
     for spec, entry in report["backends"].items():
         agreement = entry["agreement_with_reference"]
         counts = ", ".join(f"{name} {v['equal_fraction']:.4%}" for name, v in agreement["spike_counts"].items())
+        neurons = agreement.get("neuron_counts", {}).get("all")
         predictions = f"{agreement['prediction_agreement_mean']:.4f} / {agreement['prediction_agreement_min']:.4f}"
-        table.add_row(spec, predictions, counts, f"{agreement['max_readout_difference']:.3g}",
+        table.add_row(spec, predictions, counts, "n/a" if neurons is None else f"{neurons['equal_fraction']:.4%}",
+                      f"{agreement['max_readout_difference']:.3g}",
                       f"{entry['wall_time_per_item_s'] * 1e3:.2f} ms", f"{entry['build_s']:.2f} s")
     console.print(table)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from neurodeploy.errors import ResultFormatError
-from neurodeploy.evaluate.compare import comparison_summary, prediction_agreement, spike_count_agreement
+from neurodeploy.evaluate.compare import (
+    comparison_summary,
+    neuron_count_agreement,
+    prediction_agreement,
+    spike_count_agreement,
+)
 from neurodeploy.evaluate.result import SimulationResult
 
 POPS = {"populations": [{"name": "input", "role": "input", "size": 2}, {"name": "h", "role": "hidden", "size": 3},
@@ -31,6 +36,24 @@ def test_agreement_by_hand():
     assert counts["input"]["equal_fraction"] == 1.0
     summary = comparison_summary(a, b)
     assert summary["prediction_agreement_min"] == 0.5 and summary["max_readout_difference"] == 1.0
+
+
+def test_neuron_count_agreement_by_hand():
+    a = _result(np.zeros((2, 3, 2)), np.zeros((2, 3, 3)))
+    b = _result(np.zeros((2, 3, 2)), np.zeros((2, 3, 3)))
+    # per item: input (2, ignored), h (3), output (2)
+    a.neuron_counts = np.array([[5, 5, 1, 2, 3, 0, 0], [0, 0, 4, 4, 4, 0, 0]], np.float32)
+    b.neuron_counts = np.array([[0, 0, 1, 2, 5, 0, 0], [0, 0, 4, 3, 4, 0, 1]], np.float32)
+    agreement = neuron_count_agreement(a, b)
+    assert "input" not in agreement
+    assert agreement["h"] == {"equal_fraction": pytest.approx(4 / 6), "max_difference": 2.0}
+    assert agreement["output"] == {"equal_fraction": pytest.approx(3 / 4), "max_difference": 1.0}
+    assert agreement["all"] == {"equal_fraction": pytest.approx(7 / 10), "max_difference": 2.0}
+    assert comparison_summary(a, b)["neuron_counts"]["all"]["equal_fraction"] == pytest.approx(0.7)
+    a.neuron_counts = None
+    assert "neuron_counts" not in comparison_summary(a, b)
+    with pytest.raises(ResultFormatError, match="no per-neuron counts"):
+        neuron_count_agreement(a, b)
 
 
 def test_different_runs_are_refused():

@@ -6,11 +6,12 @@ import torch
 import torch.nn as nn
 from conftest import constant_current_network, simulate
 
-from neurodeploy.backends import RunOptions, get_backend
+from neurodeploy.backends import ExitPolicy, RunOptions, get_backend
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import chunk_steps
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError, DataError
+from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 
 
@@ -130,7 +131,7 @@ def test_checkpointed_run_resumes(conv_net, tmp_path):
         from neurodeploy.backends.gpu.engine import simulate_batch as engine
         from neurodeploy.evaluate.result import SimulationResult
 
-        readout, counts, _ = engine(compiled, xb, 10, "analog", 10, 0, 0)
+        readout, counts, _, _ = engine(compiled, xb, 10, "analog", 10, 0, 0)
         return SimulationResult(readout.numpy(), yb.numpy(), counts[..., 0].numpy(), counts[..., 1].numpy())
 
     resumed = run_in_batches(simulate_batch, x, labels, 6, tmp_path, progress=False)
@@ -156,3 +157,27 @@ def test_bf16_precision_runs_close_to_fp32(conv_net):
     bf16 = simulate(net, x, 30, precision="bf16")
     agreement = (fp32.predictions()[:, -1] == bf16.predictions()[:, -1]).mean()
     assert agreement >= 0.9
+
+
+@pytest.mark.parametrize("profile, steps_with_input", [("ideal", 40), ("pynn", 39)])
+def test_neuron_counts_are_floor_of_steps_times_current(profile, steps_with_input, tmp_path):
+    """Hidden neuron i with constant current c_i (theta 1, subtract reset, v0 0) spikes floor(n c_i) times
+    in n steps with input; under the pynn profile the analog input arrives one step late."""
+    currents = [0.0, 1 / 64, 0.25, 21 / 64, 0.75, 1.0]
+    net = constant_current_network(currents)
+    x = torch.tensor([currents, currents[::-1]])
+    options = RunOptions(T=40, batch_size=1, progress=False, record_neuron_counts=True)
+    result = get_backend("gpu", device="cpu", profile=profile, chunk=7).run(net, x, torch.zeros(2, dtype=torch.long),
+                                                                            options)
+    per_pop = result.population_neuron_counts()
+    expected = np.floor(steps_with_input * x.numpy())
+    np.testing.assert_array_equal(per_pop["hidden"], expected)
+    assert not per_pop["input"].any() and not per_pop["output"].any()
+    np.testing.assert_array_equal(per_pop["hidden"].sum(1), result.spike_counts[:, :, 1].sum(1))
+    loaded = SimulationResult.load(result.save(tmp_path / "r.npz"))
+    np.testing.assert_array_equal(loaded.neuron_counts, result.neuron_counts)
+    np.testing.assert_array_equal(result.select(np.array([1])).neuron_counts, result.neuron_counts[1:])
+    with pytest.raises(BackendError, match="full runs"):
+        get_backend("gpu", device="cpu").run(net, x, torch.zeros(2, dtype=torch.long),
+                                             RunOptions(T=5, progress=False, record_neuron_counts=True,
+                                                        exit_policy=ExitPolicy(1.0, 0.0)))

@@ -98,3 +98,40 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
     assert report["cores_per_population"]["input"] == 1 and report["chips"] >= 1 and report["cores"] >= 4
     for name, shifts in report["ring_buffer_shifts"].items():
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
+
+
+@pytest.mark.slow
+def test_conv_mnist_architecture_maps_with_the_fan_in_pass(tmp_path):
+    """The conv MNIST layer structure at 1/8 width (channels 4 and 8; the full width takes sPyNNaker
+    ~45 s per million synapses to map, see BENCHMARKS.md) maps on the virtual board; cores and synapses
+    read back from sPyNNaker against hand counts."""
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.backends import get_backend
+    from neurodeploy.passes.fan_in import materialize_pooling
+    from neurodeploy.passes.fixed_point import ring_buffer_shift
+    from neurodeploy.passes.ring_buffers import annotate_summed_weights
+    from neurodeploy.train.zoo import conv_mnist
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    network = convert(conv_mnist(channels=(4, 8)).eval(), x)
+    materialize_pooling(network, 256)
+    annotate_summed_weights(network, x.numpy(), encoding="if")
+    report = get_backend("spinnaker").map(network, tmp_path / "run")
+    # A same-padded 3x3 conv on H x W has (3H - 2)(3W - 2) valid (position, tap) pairs per channel pair.
+    taps28, taps14 = (3 * 28 - 2) ** 2, (3 * 14 - 2) ** 2
+    expected = (1 * 4 * taps28 + 4 * 4 * taps28  # conv1 (from the spike-source input), conv2
+                + 4 * 8 * taps14 * 4  # conv3 reads the 2x2 average pool unrolled (fan-in 144 <= 256)
+                + 8 * 8 * taps14  # conv4
+                + 8 * 7 * 7 * 4  # pool population before FC128 (unrolled, FC128 would have fan-in 1568)
+                + 8 * 7 * 7 * 128 + 128 * 10)
+    assert report["n_synapses"] == expected == 494704
+    assert report["max_fan_in"]["relu_9"] == 144 and report["max_fan_in"]["relu_17_pool"] == 4
+    cores = report["cores_per_population"]
+    sizes = {"relu_2": 4 * 784, "relu_5": 4 * 784, "relu_9": 8 * 196, "relu_12": 8 * 196, "relu_17_pool": 8 * 49,
+             "relu_17": 128, "output": 10}
+    for name, size in sizes.items():
+        assert cores[name] == -(-size // 128), name  # neurons per core 128
+    assert report["chips"] >= 2
+    for name, shifts in report["ring_buffer_shifts"].items():
+        assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name

@@ -87,6 +87,8 @@ class GpuBackend:
         if options.T < 1:
             raise BackendError(f"T must be at least 1 step, got {options.T}")
         check_inputs(network, inputs, labels)
+        if options.record_neuron_counts and options.exit_policy is not None:
+            raise BackendError("per-neuron spike counts are recorded for full runs; run without early exit")
         start = time.perf_counter()
         compiled = self.compile(network, options.encoding)
         build_s = time.perf_counter() - start
@@ -96,12 +98,14 @@ class GpuBackend:
             x = x.to(self.device, torch.float32)
             chunk = self.chunk or chunk_steps(compiled, x.shape[0], options.T, self.budget)
             with torch.inference_mode():
-                readout, counts, stop = simulate_batch(compiled, x, options.T, options.encoding, chunk, delay,
-                                                       options.seed + first, options.exit_policy)
+                readout, counts, stop, neurons = simulate_batch(
+                    compiled, x, options.T, options.encoding, chunk, delay, options.seed + first,
+                    options.exit_policy, options.record_neuron_counts)
             counts = counts.cpu().numpy()
             return SimulationResult(readout.cpu().numpy(), y.cpu().numpy().astype(np.int64),
                                     counts[..., 0], counts[..., 1],
-                                    stop_times=None if options.exit_policy is None else stop.cpu().numpy())
+                                    stop_times=None if options.exit_policy is None else stop.cpu().numpy(),
+                                    neuron_counts=None if neurons is None else neurons.cpu().numpy())
 
         start = time.perf_counter()
         result = run_in_batches(simulate, inputs, labels, options.batch_size, checkpoint_dir,

@@ -32,7 +32,8 @@ def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: flo
 class BatchSimulation:
     """Simulates one batch ``x [B, *input_shape]``; call :meth:`run` once."""
 
-    def __init__(self, compiled: CompiledNetwork, x: torch.Tensor, encoding: str, delay: int, seed: int):
+    def __init__(self, compiled: CompiledNetwork, x: torch.Tensor, encoding: str, delay: int, seed: int,
+                 record_neurons: bool = False):
         self.net = compiled
         self.layers = compiled.layers
         self.B = x.shape[0]
@@ -47,6 +48,9 @@ class BatchSimulation:
         self.constants = [self._constants(layer) for layer in self.layers]
         output = self.layers[compiled.output_index]
         self.spike_readout = torch.zeros((self.B, output.size), dtype=x.dtype, device=x.device)
+        #: spikes per neuron so far, ``[B, size]`` per layer (only when recording)
+        self.neuron_counts = ([torch.zeros((self.B, layer.size), dtype=x.dtype, device=x.device)
+                               for layer in self.layers] if record_neurons else None)
         self.t = 0
 
     def _initial_v(self, layer: Layer) -> torch.Tensor:
@@ -139,6 +143,8 @@ class BatchSimulation:
             flat = s.reshape(steps * self.B, -1)
             if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
                 flat = flat.abs()
+            if self.neuron_counts is not None:
+                self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
             stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
             counts[:, :, index] = stats.transpose(0, 1)
             if self.delay:
@@ -191,16 +197,20 @@ def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | 
 
 
 def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding: str, chunk: int,
-                   delay: int, seed: int, exit_policy: ExitPolicy | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   delay: int, seed: int, exit_policy: ExitPolicy | None = None, record_neurons: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Returns ``readout [B, T, C]``, ``counts [B, T, P, 2]`` (spikes, synaptic events per step and
-    population) and ``stop [B]`` (1-based exit step; T when the item ran to the end).
+    population), ``stop [B]`` (1-based exit step; T when the item ran to the end) and, with
+    ``record_neurons`` (not with early exit), every neuron's spikes over the run ``[B, M]`` (layers
+    concatenated in order).
 
     With ``exit_policy`` items stop at the first step whose confidence passes the threshold and leave
     the batch at the end of that chunk; after its stop an item's readout stays at its value at the
     stop step and its counts are zero (nothing more was simulated for it).
     """
-    sim = BatchSimulation(compiled, x, encoding, delay, seed)
+    if record_neurons and exit_policy is not None:
+        raise ValueError("per-neuron counts are recorded for full runs, not with early exit")
+    sim = BatchSimulation(compiled, x, encoding, delay, seed, record_neurons)
     B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
     readout = torch.zeros((B, T, n_classes), dtype=x.dtype, device=x.device)
@@ -232,4 +242,5 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
             keep = torch.nonzero(~exited).squeeze(1)
             sim.compact(keep)
             rows = rows[keep]
-    return readout, counts, stop
+    neurons = torch.cat(sim.neuron_counts, dim=1) if record_neurons else None
+    return readout, counts, stop, neurons

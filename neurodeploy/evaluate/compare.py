@@ -37,8 +37,29 @@ def spike_count_agreement(reference: SimulationResult, other: SimulationResult) 
     return out
 
 
+def neuron_count_agreement(reference: SimulationResult, other: SimulationResult) -> dict[str, dict]:
+    """Per population: the fraction of (item, neuron) pairs whose spike counts over the run are equal,
+    and the largest difference; ``"all"`` pools every non-input neuron. Needs both results'
+    ``neuron_counts``."""
+    _check_same_run(reference, other)
+    a, b = reference.population_neuron_counts(), other.population_neuron_counts()
+    out = {}
+    for pop in reference.populations:
+        if pop["role"] == "input":
+            continue
+        name = pop["name"]
+        out[name] = {"equal_fraction": float((a[name] == b[name]).mean()),
+                     "max_difference": float(np.abs(a[name] - b[name]).max(initial=0.0))}
+    pooled = [(a[n] == b[n]).ravel() for n in out]
+    out["all"] = {"equal_fraction": float(np.concatenate(pooled).mean()) if pooled else 1.0,
+                  "max_difference": max((v["max_difference"] for v in out.values()), default=0.0)}
+    return out
+
+
 def comparison_summary(reference: SimulationResult, other: SimulationResult) -> dict:
     agreement = prediction_agreement(reference, other)
+    neurons = ({"neuron_counts": neuron_count_agreement(reference, other)}
+               if reference.neuron_counts is not None and other.neuron_counts is not None else {})
     return {
         "prediction_agreement_mean": float(agreement.mean()),
         "prediction_agreement_min": float(agreement.min()),
@@ -46,4 +67,5 @@ def comparison_summary(reference: SimulationResult, other: SimulationResult) -> 
         "prediction_agreement_curve": [float(a) for a in agreement],
         "spike_counts": spike_count_agreement(reference, other),
         "max_readout_difference": float(np.abs(reference.readout - other.readout).max()),
+        **neurons,
     }

@@ -26,13 +26,16 @@ def dense_mnist(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10,
                          nn.Linear(hidden, n_classes))
 
 
-def conv_mnist(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10) -> nn.Module:
-    """conv3x3x32, conv3x3x32, avgpool2, conv3x3x64, conv3x3x64, avgpool2, FC128, FC10."""
+def conv_mnist(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10,
+               channels: tuple[int, int] = (32, 64), hidden: int = 128) -> nn.Module:
+    """conv3x3x32, conv3x3x32, avgpool2, conv3x3x64, conv3x3x64, avgpool2, FC128, FC10. ``channels`` and
+    ``hidden`` change the widths only (narrow instances keep the layer structure for quick checks)."""
     c, h, w = input_shape
+    c1, c2 = channels
     return nn.Sequential(
-        *_conv_block(c, 32), *_conv_block(32, 32), nn.AvgPool2d(2),
-        *_conv_block(32, 64), *_conv_block(64, 64), nn.AvgPool2d(2),
-        nn.Flatten(), *_dense_block(64 * (h // 4) * (w // 4), 128), nn.Linear(128, n_classes),
+        *_conv_block(c, c1), *_conv_block(c1, c1), nn.AvgPool2d(2),
+        *_conv_block(c1, c2), *_conv_block(c2, c2), nn.AvgPool2d(2),
+        nn.Flatten(), *_dense_block(c2 * (h // 4) * (w // 4), hidden), nn.Linear(hidden, n_classes),
     )
 
 
