@@ -214,6 +214,7 @@ def cmd_compare(args) -> None:
         calibration_samples=args.calibration_samples, results_dir=args.results_dir,
         run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}",
         progress=not args.no_progress, conversion=args.conversion, workers=args.workers,
+        max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs,
     )
     compare_backends(config, args.backends.split(","), console)
 

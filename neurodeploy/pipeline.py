@@ -500,9 +500,22 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
     folder.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data)
     model, model_label = obtain_for_conversion(config, dataset, console)
+    # one IR for every backend: when one of them is SpiNNaker's, all get its fan-in pass and ring buffers
+    deploys_spinnaker = any(targets_spinnaker(JobConfig(backend=name, profile=kwargs.get("profile")))
+                            for name, kwargs in map(parse_backend_spec, specs))
+    fan_in_config = replace(config, backend="spinnaker") if deploys_spinnaker else config
+    fan_in_changes = None
+    if fan_in_limit(fan_in_config) is not None:
+        model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, fan_in_config, dataset,
+                                                                 console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     network = convert_model(model, dataset, config)
+    if fan_in_changes is not None:
+        finish_fan_in_pass(network, fan_in_changes, fan_in_limit(fan_in_config), console)
+        test = Split(pool_inputs(network, test.images), test.labels)
+    if deploys_spinnaker:
+        network = prepare_for_spinnaker(network, dataset, config, console)
     save_network(network, folder / "network.zip")
     runs, results = [], []
     for spec in specs:

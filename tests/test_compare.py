@@ -67,15 +67,22 @@ def test_different_runs_are_refused():
 def test_cli_compare_gpu_profiles_and_neuron(tmp_path):
     pytest.importorskip("pyNN", reason="the neuron extra (PyNN + NEURON) is not installed")
     from neurodeploy.cli import main
+    from neurodeploy.ir import load_network
 
-    assert main(["compare", "--backends", "gpu:pynn,neuron,gpu:ideal", "--samples", "6", "-T", "20", "--epochs", "1",
+    backends = "gpu:pynn,neuron,gpu:ideal,gpu:spinnaker,neuron:standard"
+    assert main(["compare", "--backends", backends, "--samples", "6", "-T", "20", "--epochs", "1",
                  "--calibration-samples", "300", "--results-dir", str(tmp_path), "--run-id", "c",
-                 "--workers", "2", "--no-progress"]) == 0
+                 "--workers", "2", "--no-progress", "--max-fan-in", "200", "--fan-in-epochs", "1"]) == 0
     report = json.loads((tmp_path / "c" / "compare.json").read_text())
-    assert report["reference"] == "gpu:pynn" and set(report["backends"]) == {"gpu:pynn", "neuron", "gpu:ideal"}
+    assert report["reference"] == "gpu:pynn" and set(report["backends"]) == set(backends.split(","))
     neuron = report["backends"]["neuron"]["agreement_with_reference"]
     assert neuron["prediction_agreement_min"] == 1.0
     assert all(v["equal_fraction"] >= 0.999 for v in neuron["spike_counts"].values())
+    assert neuron["neuron_counts"]["all"]["equal_fraction"] >= 0.999
+    # the fan-in pass (784 inputs > 200: the input pooled 2x2 on the host) and ring buffers reach every backend
+    network = load_network(tmp_path / "c" / "network.zip")
+    assert network.input.shape == (1, 14, 14) and network.metadata["fan_in_pass"]["max_fan_in"] == 200
+    assert all("max_expected_summed_weight" in p.metadata for p in network.populations.values() if p.role != "input")
     assert report["backends"]["gpu:ideal"]["pipeline_delay"] == 0
     assert report["backends"]["neuron"]["pipeline_delay"] == 3
     assert (tmp_path / "c" / "accuracy_vs_time.png").is_file()

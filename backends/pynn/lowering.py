@@ -20,7 +20,7 @@ from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.population import initial_membrane, per_neuron
 from neurodeploy.ir.torch_ops import compile_chain
-from neurodeploy.passes.synapse_matrix import synapse_matrix
+from neurodeploy.passes.synapse_matrix import projection_matrix
 
 
 @dataclass
@@ -72,10 +72,10 @@ class LoweredNetwork:
         return out
 
 
-def projection_synapses(projection: Projection, source_shape: tuple[int, ...], amplitude: np.ndarray) -> SynapseList:
+def projection_synapses(network: Network, projection: Projection) -> SynapseList:
     """Unrolls the op chain into the non-zero entries of its matrix; weights are multiplied by the
-    source amplitude."""
-    matrix = synapse_matrix(projection, source_shape, amplitude).tocoo()
+    source's spike amplitude."""
+    matrix = projection_matrix(network, projection).tocoo()
     return SynapseList(projection.source, projection.target, matrix.col.astype(np.int64),
                        matrix.row.astype(np.int64), matrix.data)
 
@@ -89,7 +89,6 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
     if encoding != "analog":
         raise BackendError(f"the PyNN backends take the analog encoding (current injection), not {encoding!r}")
     populations = []
-    amplitudes = {}
     fan_out, _ = fan_maps(network)
     for name in network.topological_order():
         pop = network.populations[name]
@@ -106,19 +105,15 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
                                "cell does not implement; use the gpu backend")
         threshold = per_neuron(neuron.threshold, pop.shape).reshape(-1)
         bias = np.zeros(pop.size) if pop.bias is None else per_neuron(pop.bias, pop.shape).reshape(-1)
-        amplitudes[name] = threshold
         populations.append(LoweredPopulation(name, pop.role, pop.size, threshold, bias,
                                              initial_membrane(neuron, pop.shape).reshape(-1).astype(np.float64),
                                              neuron.reset == "zero", pop.role == "hidden",
                                              fan_out[name].reshape(-1).astype(np.float64)))
     synapses, inputs = [], []
     for projection in network.projections:
-        source = network.populations[projection.source]
-        if source.role == "input" and not input_as_synapses:
+        if network.populations[projection.source].role == "input" and not input_as_synapses:
             inputs.append(projection)
-        elif source.role == "input":
-            synapses.append(projection_synapses(projection, source.shape, np.ones(source.size)))
         else:
-            synapses.append(projection_synapses(projection, source.shape, amplitudes[projection.source]))
+            synapses.append(projection_synapses(network, projection))
     return LoweredNetwork(populations, synapses, inputs, network.input.shape)
 
