@@ -265,22 +265,18 @@ def cmd_convert(args) -> None:
     from neurodeploy.convert import convert
     from neurodeploy.data import load_dataset
     from neurodeploy.ir import save_network
-    from neurodeploy.pipeline import JobConfig, fan_in_limit, finish_fan_in_pass, obtain_fan_in_model
+    from neurodeploy.pipeline import JobConfig, finish_fan_in_pass, obtain_fan_in_model
     from neurodeploy.train import load_model
 
     model, info = load_model(args.model)
     dataset = load_dataset(args.data)
     job = JobConfig(model=args.model, data=args.data, seed=args.seed, conversion=args.conversion,
                     max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs)
-    limit = fan_in_limit(job)
-    changes = None
-    if limit is not None:
-        model, _, changes = obtain_fan_in_model(model, info["arch"], job, dataset, console)
+    model, _, changes = obtain_fan_in_model(model, info["arch"], job, dataset, console)
     network = convert(model, dataset.train.images[: args.calibration_samples], args.normalization,
                       args.percentile, args.granularity or "layer", args.reset, args.v_init or "zero", args.seed,
                       conversion=args.conversion)
-    if changes is not None:
-        finish_fan_in_pass(network, changes, limit, console)
+    finish_fan_in_pass(network, changes, job, console)
     save_network(network, args.out)
     console.print(f"converted {info['arch']} ({len(network.populations)} populations) -> {args.out}")
 

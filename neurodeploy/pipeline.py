@@ -217,11 +217,13 @@ def fan_in_limit(config: JobConfig) -> int | None:
 
 
 def obtain_fan_in_model(model: torch.nn.Module, label: str, config: JobConfig, dataset: Dataset, console: Console
-                        ) -> tuple[torch.nn.Module, str, list[dict]]:
+                        ) -> tuple[torch.nn.Module, str, list[dict] | None]:
     """Step 1 of the fan-in pass: pools the inputs of dense layers above the limit and fine-tunes the
     model for ``fan_in_epochs`` epochs (cached by the weights it started from); returns the model, its
-    label and the changes (with the test accuracy before and after)."""
+    label and the changes (with the test accuracy before and after), None when the job has no pass."""
     limit = fan_in_limit(config)
+    if limit is None:
+        return model, label, None
     plan, changes = plan_dense_pooling(model, dataset.input_shape, limit)
     report = [c.as_dict() for c in changes]
     if not plan:
@@ -293,9 +295,7 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
 
     dataset = load_dataset(config.data)
     model, model_label = obtain_for_conversion(config, dataset, console)
-    fan_in_changes = None
-    if fan_in_limit(config) is not None:
-        model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, config, dataset, console)
+    model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     start = time.perf_counter()
@@ -304,9 +304,8 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
     optimization = None
     if config.optimize:
         network, optimization = optimize_network(network, model, dataset, config, folder, console)
-    if fan_in_changes is not None:
-        finish_fan_in_pass(network, fan_in_changes, fan_in_limit(config), console)
-        test = Split(pool_inputs(network, test.images), test.labels)
+    finish_fan_in_pass(network, fan_in_changes, config, console)
+    test = Split(pool_inputs(network, test.images), test.labels)
     if targets_spinnaker(config):
         network = prepare_for_spinnaker(network, dataset, config, console)
     save_network(network, folder / "network.zip")
@@ -366,10 +365,13 @@ def optimize_job(config: JobConfig, out: str | Path, console: Console | None = N
     return network, report
 
 
-def finish_fan_in_pass(network: Network, changes: list[dict], limit: int, console: Console) -> None:
+def finish_fan_in_pass(network: Network, changes: list[dict] | None, config: JobConfig, console: Console) -> None:
     """Step 2 of the fan-in pass on the converted ``network`` (in place): pool populations and host-side
     input pooling; records every change of both steps in ``network.metadata["fan_in_pass"]`` and prints
-    them."""
+    them. ``changes`` are step 1's (None: the job has no pass, nothing to do)."""
+    if changes is None:
+        return
+    limit = fan_in_limit(config)
     changes = changes + [c.as_dict() for c in materialize_pooling(network, limit)]
     network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
     print_fan_in_changes(changes, limit, console)
@@ -504,16 +506,12 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
     deploys_spinnaker = any(targets_spinnaker(JobConfig(backend=name, profile=kwargs.get("profile")))
                             for name, kwargs in map(parse_backend_spec, specs))
     fan_in_config = replace(config, backend="spinnaker") if deploys_spinnaker else config
-    fan_in_changes = None
-    if fan_in_limit(fan_in_config) is not None:
-        model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, fan_in_config, dataset,
-                                                                 console)
+    model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, fan_in_config, dataset, console)
     test = dataset.test.head(config.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     network = convert_model(model, dataset, config)
-    if fan_in_changes is not None:
-        finish_fan_in_pass(network, fan_in_changes, fan_in_limit(fan_in_config), console)
-        test = Split(pool_inputs(network, test.images), test.labels)
+    finish_fan_in_pass(network, fan_in_changes, fan_in_config, console)
+    test = Split(pool_inputs(network, test.images), test.labels)
     if deploys_spinnaker:
         network = prepare_for_spinnaker(network, dataset, config, console)
     save_network(network, folder / "network.zip")

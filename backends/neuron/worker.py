@@ -73,6 +73,11 @@ def _nliaf_type(h):
     return NLIAFType
 
 
+def _threshold(pop: LoweredPopulation) -> np.ndarray:
+    """Per-neuron firing threshold; the non-spiking output gets one it never reaches."""
+    return pop.threshold if pop.spiking else np.full(pop.size, HUGE_THRESHOLD)
+
+
 class _Exact:
     """The NL-IAF cell: spikes on the step grid, drive set per item."""
 
@@ -88,7 +93,7 @@ class _Exact:
         self.cell_type = _nliaf_type(h)
 
     def population(self, sim, pop: LoweredPopulation):
-        theta = pop.threshold if pop.spiking else np.full(pop.size, HUGE_THRESHOLD)
+        theta = _threshold(pop)
         return sim.Population(pop.size, self.cell_type(v0=pop.v_init, theta=theta, bias=pop.bias,
                                                        reset_zero=float(pop.reset_zero)), label=pop.name)
 
@@ -114,7 +119,7 @@ class _Standard:
 
     @staticmethod
     def population(sim, pop: LoweredPopulation):
-        theta = pop.threshold if pop.spiking else np.full(pop.size, HUGE_THRESHOLD)
+        theta = _threshold(pop)
         cell = sim.IF_curr_exp(tau_m=STANDARD_TAU_M_MS, cm=1.0, v_rest=0.0, v_reset=0.0, tau_refrac=0.0,
                                tau_syn_E=STANDARD_TAU_SYN_MS, tau_syn_I=STANDARD_TAU_SYN_MS, v_thresh=theta,
                                i_offset=pop.bias)
