@@ -39,6 +39,20 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fan-in-epochs", type=int, default=3, help="fine-tuning epochs after the fan-in pooling")
 
 
+def _add_quantization_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quant-bits", type=int, default=2, help="activation bits for qcfs/qffs")
+    parser.add_argument("--quant-epochs", type=int, default=5, help="quantization fine-tuning epochs for qcfs/qffs")
+
+
+def _conversion_settings(args) -> dict:
+    """The JobConfig fields of the conversion, quantization and fan-in flags (run, optimize, compare)."""
+    return {"data": args.data, "normalization": args.normalization, "percentile": args.percentile,
+            "granularity": args.granularity, "reset": args.reset, "v_init": args.v_init, "seed": args.seed,
+            "calibration_samples": args.calibration_samples, "conversion": args.conversion,
+            "quant_bits": args.quant_bits, "quant_epochs": args.quant_epochs, "max_fan_in": args.max_fan_in,
+            "fan_in_epochs": args.fan_in_epochs}
+
+
 def _add_optimization_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimize-method", default="coarse_to_fine", choices=["coarse_to_fine", "subplex"],
                         help="coarse_to_fine (staged SUBPLEX over tied channel groups) or subplex (every channel)")
@@ -68,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=500)
     run.add_argument("--samples", type=int, help="use only the first N test items")
     run.add_argument("--epochs", type=int, default=15, help="training epochs when the model is trained here")
-    run.add_argument("--quant-bits", type=int, default=2, help="activation bits for qcfs/qffs")
-    run.add_argument("--quant-epochs", type=int, default=5, help="quantization fine-tuning epochs for qcfs/qffs")
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     run.add_argument("--profile", choices=["ideal", "pynn", "spinnaker", "exact", "standard"],
                      help="gpu backend semantics (default ideal): zero delay; one-step delay per projection (PyNN "
@@ -98,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Dutson et al.'s three phases: sparsity fine-tuning, neuron-level scales optimized for "
                      "L_SNN on held-out training items, half-threshold initial membrane")
     _add_conversion_flags(run)
+    _add_quantization_flags(run)
     _add_optimization_flags(run)
 
     optimize = sub.add_parser("optimize", help="sparsity fine-tuning + conversion + formal scale optimization; "
@@ -112,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--device")
     optimize.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(optimize)
+    _add_quantization_flags(optimize)
     _add_optimization_flags(optimize)
 
     train = sub.add_parser("train", help="train a zoo architecture and write a model file")
@@ -166,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--run-id")
     compare.add_argument("--no-progress", action="store_true")
     _add_conversion_flags(compare)
+    _add_quantization_flags(compare)
 
     sub.add_parser("backends", help="list installed backends")
     return parser
@@ -175,18 +190,13 @@ def cmd_run(args) -> None:
     from neurodeploy.pipeline import JobConfig, run_job
 
     config = JobConfig(
-        backend=args.backend, arch=args.arch, model=args.model, data=args.data, T=args.T,
-        batch_size=args.batch_size, samples=args.samples, normalization=args.normalization,
-        percentile=args.percentile, granularity=args.granularity, reset=args.reset, v_init=args.v_init,
-        seed=args.seed, device=args.device, profile=args.profile, precision=args.precision,
-        encoding=args.encoding, epochs=args.epochs, calibration_samples=args.calibration_samples,
-        results_dir=args.results_dir, run_id=args.run_id, dc_alpha=args.dc_alpha,
-        dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
-        dc_rule=args.dc_rule, progress=not args.no_progress, conversion=args.conversion,
-        quant_bits=args.quant_bits, quant_epochs=args.quant_epochs, chunk=args.chunk, exit=args.exit,
+        backend=args.backend, arch=args.arch, model=args.model, T=args.T, batch_size=args.batch_size,
+        samples=args.samples, device=args.device, profile=args.profile, precision=args.precision,
+        encoding=args.encoding, epochs=args.epochs, results_dir=args.results_dir, run_id=args.run_id,
+        dc_alpha=args.dc_alpha, dc_tolerance=args.dc_tolerance, dc_validation_fraction=args.dc_validation_fraction,
+        dc_rule=args.dc_rule, progress=not args.no_progress, chunk=args.chunk, exit=args.exit,
         workers=args.workers, hardware_config=args.hardware_config, neurons_per_core=args.neurons_per_core,
-        optimize=args.optimize, max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs,
-        **_optimization_settings(args),
+        optimize=args.optimize, **_conversion_settings(args), **_optimization_settings(args),
     )
     run_job(config, console)
 
@@ -195,11 +205,9 @@ def cmd_optimize(args) -> None:
     from neurodeploy.pipeline import JobConfig, optimize_job
 
     config = JobConfig(
-        arch=args.arch, model=args.model, data=args.data, T=args.T, normalization=args.normalization,
-        percentile=args.percentile, granularity=args.granularity, reset=args.reset, v_init=args.v_init,
-        seed=args.seed, device=args.device, epochs=args.epochs, calibration_samples=args.calibration_samples,
+        arch=args.arch, model=args.model, T=args.T, device=args.device, epochs=args.epochs,
         results_dir=args.results_dir, run_id=args.run_id or f"optimize-{Path(args.out).stem}",
-        progress=not args.no_progress, conversion=args.conversion, optimize=True, **_optimization_settings(args),
+        progress=not args.no_progress, optimize=True, **_conversion_settings(args), **_optimization_settings(args),
     )
     optimize_job(config, args.out, console)
 
@@ -208,13 +216,10 @@ def cmd_compare(args) -> None:
     from neurodeploy.pipeline import JobConfig, compare_backends
 
     config = JobConfig(
-        arch=args.arch, model=args.model, data=args.data, T=args.T, batch_size=args.batch_size,
-        samples=args.samples, normalization=args.normalization, percentile=args.percentile,
-        granularity=args.granularity, reset=args.reset, v_init=args.v_init, seed=args.seed, epochs=args.epochs,
-        calibration_samples=args.calibration_samples, results_dir=args.results_dir,
+        arch=args.arch, model=args.model, T=args.T, batch_size=args.batch_size, samples=args.samples,
+        epochs=args.epochs, results_dir=args.results_dir,
         run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}",
-        progress=not args.no_progress, conversion=args.conversion, workers=args.workers,
-        max_fan_in=args.max_fan_in, fan_in_epochs=args.fan_in_epochs,
+        progress=not args.no_progress, workers=args.workers, **_conversion_settings(args),
     )
     compare_backends(config, args.backends.split(","), console)
 

@@ -349,15 +349,20 @@ def run_job(config: JobConfig, console: Console | None = None) -> tuple[Path, di
 
 def optimize_job(config: JobConfig, out: str | Path, console: Console | None = None) -> tuple[Network, dict]:
     """``neurodeploy optimize``: phases 1 and 2 of Dutson et al. without the test run. Obtains the
-    (sparsity fine-tuned) model, converts it, optimizes its scales and writes the IR to ``out``; the
-    report and the replay log go to ``results/<run-id>/``."""
+    (sparsity fine-tuned) model, applies the fan-in pass where the job has one (as ``run`` does),
+    converts it, optimizes its scales and writes the IR to ``out``; the report and the replay log go to
+    ``results/<run-id>/``."""
     console = console or Console()
     folder = _run_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data)
     model, model_label = obtain_for_conversion(config, dataset, console)
+    model, model_label, fan_in_changes = obtain_fan_in_model(model, model_label, config, dataset, console)
     network, report = optimize_network(convert_model(model, dataset, config), model, dataset, config, folder,
                                        console)
+    finish_fan_in_pass(network, fan_in_changes, config, console)
+    if fan_in_changes is not None:
+        report["fan_in_pass"] = network.metadata["fan_in_pass"]
     report["model"] = model_label
     save_network(network, out)
     write_summary(folder / "optimization.json", report)

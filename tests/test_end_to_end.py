@@ -209,3 +209,20 @@ def test_train_with_sparsity_finetuning(tmp_path, capsys):
     _, info = load_model(sparse)
     report = info["record"]["sparsity"]
     assert report["after"]["weight_sparsity"] > report["before"]["weight_sparsity"]
+
+
+def test_optimize_applies_the_fan_in_pass_and_quantization_flags(tmp_path):
+    """`optimize` takes --max-fan-in and --quant-bits like `run` (both were once accepted and ignored)."""
+    from neurodeploy.ir import load_network
+
+    out = tmp_path / "optimized.zip"
+    assert main(["optimize", "--out", str(out), "--epochs", "1", "--conversion", "qcfs", "--quant-bits", "3",
+                 "--quant-epochs", "1", "--max-fan-in", "200", "--fan-in-epochs", "1", "--no-sparsity",
+                 "--optimize-evals", "3", "--optimize-items", "100", "-T", "8", "--calibration-samples", "300",
+                 "--results-dir", str(tmp_path), "--run-id", "o", "--no-progress"]) == 0
+    network = load_network(out)
+    # 784 inputs > 200: the input is pooled 2x2 on the host
+    assert network.input.shape == (1, 14, 14) and network.metadata["fan_in_pass"]["max_fan_in"] == 200
+    report = json.loads((tmp_path / "o" / "optimization.json").read_text())
+    assert report["fan_in_pass"] == network.metadata["fan_in_pass"]
+    assert "3-bit" in report["model"]

@@ -100,24 +100,40 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
 
 
-@pytest.mark.slow
-def test_conv_mnist_architecture_maps_with_the_fan_in_pass(tmp_path):
-    """The conv MNIST layer structure at 1/8 width (channels 4 and 8; the full width takes sPyNNaker
-    ~45 s per million synapses to map, see BENCHMARKS.md) maps on the virtual board; cores and synapses
-    read back from sPyNNaker against hand counts."""
+def _map_conv_mnist(channels: tuple[int, int], run_dir) -> dict:
+    """Maps conv MNIST with random weights (mapping does not depend on them) after the fan-in pass
+    (limit 256) on the virtual board, ring buffers from the rate model on 32 random images."""
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
     from neurodeploy.backends import get_backend
     from neurodeploy.passes.fan_in import materialize_pooling
-    from neurodeploy.passes.fixed_point import ring_buffer_shift
     from neurodeploy.passes.ring_buffers import annotate_summed_weights
     from neurodeploy.train.zoo import conv_mnist
 
     torch.manual_seed(0)
     x = torch.rand(32, 1, 28, 28)
-    network = convert(conv_mnist(channels=(4, 8)).eval(), x)
+    network = convert(conv_mnist(channels=channels).eval(), x)
     materialize_pooling(network, 256)
     annotate_summed_weights(network, x.numpy(), encoding="if")
-    report = get_backend("spinnaker").map(network, tmp_path / "run")
+    return get_backend("spinnaker").map(network, run_dir)
+
+
+def _assert_cores_and_shifts(report: dict, sizes: dict[str, int]) -> None:
+    """Cores read from sPyNNaker's placements are ceil(size / 128) (neurons per core 128), and the ring
+    buffer shifts it chose are ours."""
+    from neurodeploy.passes.fixed_point import ring_buffer_shift
+
+    cores = report["cores_per_population"]
+    for name, size in sizes.items():
+        assert cores[name] == -(-size // 128), name
+    for name, shifts in report["ring_buffer_shifts"].items():
+        assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
+
+
+@pytest.mark.slow
+def test_conv_mnist_architecture_maps_with_the_fan_in_pass(tmp_path):
+    """The conv MNIST layer structure at 1/8 width (channels 4 and 8) maps on the virtual board; cores
+    and synapses read back from sPyNNaker against hand counts. The full width is the next test."""
+    report = _map_conv_mnist((4, 8), tmp_path / "run")
     # A same-padded 3x3 conv on H x W has (3H - 2)(3W - 2) valid (position, tap) pairs per channel pair.
     taps28, taps14 = (3 * 28 - 2) ** 2, (3 * 14 - 2) ** 2
     expected = (1 * 4 * taps28 + 4 * 4 * taps28  # conv1 (from the spike-source input), conv2
@@ -127,11 +143,30 @@ def test_conv_mnist_architecture_maps_with_the_fan_in_pass(tmp_path):
                 + 8 * 7 * 7 * 128 + 128 * 10)
     assert report["n_synapses"] == expected == 494704
     assert report["max_fan_in"]["relu_9"] == 144 and report["max_fan_in"]["relu_17_pool"] == 4
-    cores = report["cores_per_population"]
-    sizes = {"relu_2": 4 * 784, "relu_5": 4 * 784, "relu_9": 8 * 196, "relu_12": 8 * 196, "relu_17_pool": 8 * 49,
-             "relu_17": 128, "output": 10}
-    for name, size in sizes.items():
-        assert cores[name] == -(-size // 128), name  # neurons per core 128
     assert report["chips"] >= 2
-    for name, shifts in report["ring_buffer_shifts"].items():
-        assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
+    _assert_cores_and_shifts(report, {"relu_2": 4 * 784, "relu_5": 4 * 784, "relu_9": 8 * 196, "relu_12": 8 * 196,
+                                      "relu_17_pool": 8 * 49, "relu_17": 128, "output": 10})
+
+
+@pytest.mark.slow
+def test_full_width_conv_mnist_maps_with_the_fan_in_pass(tmp_path):
+    """Conv MNIST at full width (32, 64 channels; 84,810 neurons) maps onto one virtual SpiNN-5 board.
+    About 10 minutes on 2 cores: sPyNNaker writes the 17.4 M synaptic rows on the host (BENCHMARKS.md)."""
+    report = _map_conv_mnist((32, 64), tmp_path / "run")
+    taps28, taps14 = (3 * 28 - 2) ** 2, (3 * 14 - 2) ** 2
+    expected = (1 * 32 * taps28 + 32 * 32 * taps28  # conv1 (from the spike-source input), conv2
+                + 32 * 14 * 14 * 4  # pool population before conv3 (conv3 would read 32 x 9 x 4 = 1152 inputs)
+                + 32 * 64 * taps14 + 64 * 64 * taps14  # conv3, conv4
+                + 64 * 7 * 7 * 4  # pool population before FC128 (FC128 would have fan-in 12544)
+                + 64 * 7 * 7 * 128 + 128 * 10)
+    assert report["n_synapses"] == expected == 17_371_264
+    # What pooling cannot reduce stays: conv2 and conv4 read 32 x 9 and 64 x 9 inputs.
+    assert report["max_fan_in"]["relu_5"] == 288 and report["max_fan_in"]["relu_12"] == 576
+    assert report["max_fan_in"]["relu_9_pool"] == 4 and report["max_fan_in"]["relu_9"] == 288
+    sizes = {"relu_2": 32 * 784, "relu_5": 32 * 784, "relu_9_pool": 32 * 196, "relu_9": 64 * 196,
+             "relu_12": 64 * 196, "relu_17_pool": 64 * 49, "relu_17": 128, "output": 10}
+    _assert_cores_and_shifts(report, sizes)
+    neuron_cores = sum(-(-size // 128) for size in sizes.values())
+    assert neuron_cores == 664 and report["cores"] >= neuron_cores + report["cores_per_population"]["input"]
+    # A SpiNN-5 chip has at most 17 application cores, and a board 48 chips.
+    assert -(-neuron_cores // 17) <= report["chips"] <= 48
