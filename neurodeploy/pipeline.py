@@ -523,7 +523,7 @@ def compare_backends(config: JobConfig, specs: list[str], console: Console | Non
     runs, results = [], []
     for spec in specs:
         name, kwargs = parse_backend_spec(spec)
-        backend_config = JobConfig(**{**asdict(config), "backend": name})
+        backend_config = replace(config, backend=name)
         backend = get_backend(name, **{**_backend_kwargs(backend_config), **kwargs})
         options = replace(config.run_options(), record_neuron_counts=True)
         result = backend.run(network, test.images, test.labels, options)

@@ -19,6 +19,7 @@ from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
 from neurodeploy.backends.gpu.early_exit import first_exit
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.gpu.neurons import integrate_and_fire
+from neurodeploy.errors import BackendError
 from neurodeploy.passes.fixed_point import round_s1615
 
 
@@ -209,7 +210,7 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
     stop step and its counts are zero (nothing more was simulated for it).
     """
     if record_neurons and exit_policy is not None:
-        raise ValueError("per-neuron counts are recorded for full runs, not with early exit")
+        raise BackendError("per-neuron spike counts are recorded for full runs; run without early exit")
     sim = BatchSimulation(compiled, x, encoding, delay, seed, record_neurons)
     B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
