@@ -12,7 +12,7 @@ import torch.nn as nn
 from neurodeploy.backends.spinnaker.config import load_hardware_config
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError
-from neurodeploy.passes.fixed_point import S1615_MAX, check_s1615, lost_to_resolution
+from neurodeploy.targets.spinnaker import S1615_MAX, check_s1615, lost_to_resolution
 
 
 def test_s1615_range_check_names_population_and_value():
@@ -81,8 +81,8 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
     from neurodeploy.backends import get_backend
     from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
-    from neurodeploy.passes.fixed_point import ring_buffer_shift
     from neurodeploy.passes.ring_buffers import annotate_summed_weights
+    from neurodeploy.targets.spinnaker import ring_buffer_shift
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
@@ -120,7 +120,7 @@ def _map_conv_mnist(channels: tuple[int, int], run_dir) -> dict:
 def _assert_cores_and_shifts(report: dict, sizes: dict[str, int]) -> None:
     """Cores read from sPyNNaker's placements are ceil(size / 128) (neurons per core 128), and the ring
     buffer shifts it chose are ours."""
-    from neurodeploy.passes.fixed_point import ring_buffer_shift
+    from neurodeploy.targets.spinnaker import ring_buffer_shift
 
     cores = report["cores_per_population"]
     for name, size in sizes.items():

@@ -13,14 +13,14 @@ from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
-from neurodeploy.passes.fixed_point import (
+from neurodeploy.passes.ring_buffers import METADATA_KEY, expected_summed_weights, firing_rates
+from neurodeploy.targets.spinnaker import (
     DeltaCell,
     quantize_weights,
     ring_buffer_limit,
     ring_buffer_shift,
     round_s1615,
 )
-from neurodeploy.passes.ring_buffers import METADATA_KEY, expected_summed_weights, firing_rates
 
 Q = 2.0**-15
 

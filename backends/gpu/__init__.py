@@ -19,10 +19,11 @@ from neurodeploy.backends.base import RunOptions, check_inputs, run_in_batches
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, compile_network
 from neurodeploy.backends.gpu.encoders import ENCODINGS
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
-from neurodeploy.backends.gpu.spinnaker_profile import DEFAULT_TAU_M, PARTS, apply_spinnaker_arithmetic
+from neurodeploy.backends.gpu.spinnaker_profile import PARTS, apply_spinnaker_arithmetic
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
+from neurodeploy.targets.spinnaker import DEFAULT_TAU_M
 
 PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}

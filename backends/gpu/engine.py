@@ -20,7 +20,7 @@ from neurodeploy.backends.gpu.early_exit import first_exit
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.gpu.neurons import integrate_and_fire
 from neurodeploy.errors import BackendError
-from neurodeploy.passes.fixed_point import round_s1615
+from neurodeploy.targets.spinnaker import round_s1615
 
 
 def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: float, itemsize: int = 4) -> int:

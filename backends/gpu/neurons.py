@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from neurodeploy.backends.gpu.compiled import Layer
-from neurodeploy.passes.fixed_point import round_s1615
+from neurodeploy.targets.spinnaker import round_s1615
 
 
 def integrate_and_fire(

@@ -3,7 +3,7 @@
 
 What changes against the ``pynn`` profile (one-step delays stay):
 - the cell is IF_curr_delta: hard reset to 0 and the leak ``v <- e v + I`` with the S16.15 constants of
-  :class:`~neurodeploy.passes.fixed_point.DeltaCell` (the output population leaks too);
+  :class:`~neurodeploy.targets.spinnaker.DeltaCell` (the output population leaks too);
 - thresholds, biases, initial membranes and the membrane after every update are rounded to S16.15;
 - synapses are the projections' explicit matrices (source thresholds folded in), split into excitatory
   and inhibitory receptors, their magnitudes rounded to the 16-bit ring-buffer weights of the target's
@@ -24,17 +24,17 @@ from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming
 from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.torch_ops import compile_chain
-from neurodeploy.passes.fixed_point import (
+from neurodeploy.passes.ring_buffers import summed_weights_or_bound
+from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
+from neurodeploy.targets.spinnaker import (
+    DEFAULT_TAU_M,
     DeltaCell,
     quantize_weights,
     ring_buffer_limit,
     ring_buffer_shift,
     round_s1615,
 )
-from neurodeploy.passes.ring_buffers import summed_weights_or_bound
-from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 
-DEFAULT_TAU_M = 1000.0
 #: the parts of SpiNNaker's semantics the profile applies; leaving some out measures what each costs
 PARTS = ("hard_reset", "leak", "fixed_point", "weights")
 

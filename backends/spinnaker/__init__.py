@@ -2,7 +2,7 @@
 
 Cells are ``IF_curr_delta`` (delta synapses, hard reset to 0, ``tau_refrac = 0``; ``tau_m`` large so the
 leak is small but inside fixed-point limits, ``cm`` chosen so an input of w moves the membrane by w, see
-``passes.fixed_point.DeltaCell``); excitatory and inhibitory synapses are separate receptors with
+``neurodeploy.targets.spinnaker.DeltaCell``); excitatory and inhibitory synapses are separate receptors with
 positive weights; every parameter is checked against the S16.15 range before sPyNNaker sees it; each
 population's ring buffers are sized by ``max_expected_summed_weight`` from the firing-rate statistics the
 ``ring_buffers`` pass stored in the IR (without them: the sum of all incoming weights, which never
@@ -31,8 +31,8 @@ from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.passes.fixed_point import DeltaCell, check_s1615
 from neurodeploy.passes.ring_buffers import summed_weights_or_bound
+from neurodeploy.targets.spinnaker import DeltaCell, check_s1615
 
 
 def _map(args):

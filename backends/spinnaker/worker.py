@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodeploy.backends.pynn.lowering import LoweredNetwork
-from neurodeploy.passes.fixed_point import DeltaCell
+from neurodeploy.targets.spinnaker import DeltaCell
 
 #: v_thresh of the non-spiking output population: high, but inside S16.15
 OUTPUT_THRESHOLD = 32768.0

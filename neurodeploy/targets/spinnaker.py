@@ -1,5 +1,6 @@
-"""SpiNNaker's arithmetic (sPyNNaker 1!7.4.x), shared by the spinnaker backend and the reference
-simulator's ``spinnaker`` profile so both compute the same numbers.
+"""SpiNNaker as a target (sPyNNaker 1!7.4.x): its number formats, ring-buffer rule, cell constants and
+limits, the one place the spinnaker backend, the reference simulator's ``spinnaker`` profile and the
+fan-in pass read them from, so all compute the same numbers (``docs/semantics.md``, "SpiNNaker").
 
 S16.15: membrane parameters and state are signed 32-bit accums, range about +/-65536, resolution
 2^-15. Ring buffers: each neuron accumulates the integer weights of the spikes arriving in a step in a
@@ -18,6 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodeploy.errors import BackendError
+
+#: the fan-in the fan-in pass enforces on SpiNNaker targets unless the user says otherwise (the 2x2
+#: input pooling of Dutson et al.'s SpiNNaker dense MNIST model brings 784 to 196)
+MAX_FAN_IN = 256
+#: neurons per core: at most 256 for ordinary synapses; 128 leaves room for the synaptic matrices
+MAX_NEURONS_PER_CORE = 256
+DEFAULT_NEURONS_PER_CORE = 128
+#: membrane time constant (ms) of the IF_curr_delta cell: large, so the leak is small, and inside S16.15
+DEFAULT_TAU_M = 1000.0
 
 S1615_MAX = 65535.0 + (2**15 - 1) / 2**15
 S1615_RESOLUTION = 2.0**-15
