@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from neurodeploy.backends.base import Backend, ExitPolicy, RunOptions, run_in_batches
-from neurodeploy.errors import BackendError
+from neurodeploy.backends.base import Backend, ExitPolicy, Option, Requirements, RunOptions, Session, run_in_batches
+from neurodeploy.errors import BackendError, ConfigError
 
 BUILTIN = {
     "gpu": "neurodeploy.backends.gpu:GpuBackend",
@@ -28,17 +28,25 @@ def available_backends() -> dict[str, str]:
     return found
 
 
-def get_backend(name: str, **kwargs) -> Backend:
-    """Instantiates the backend called ``name`` (kwargs go to its constructor)."""
+def backend_class(name: str) -> type[Backend]:
+    """The class of the backend called ``name`` (importing it runs no simulator)."""
     known = available_backends()
     if name not in known:
-        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(sorted(known))}")
     module_name, _, class_name = known[name].partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as err:
-        raise BackendError(f"backend {name!r} is not installed ({err}); see the README for its extra") from None
-    return cls(**kwargs)
+    except (ImportError, AttributeError) as err:
+        raise BackendError(f"backend {name!r} cannot be loaded ({err}); see the README for its extra") from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(f"backend {name!r} ({known[name]}) does not derive from neurodeploy.backends.Backend")
+    return cls
 
 
-__all__ = ["Backend", "ExitPolicy", "RunOptions", "available_backends", "get_backend", "run_in_batches"]
+def get_backend(name: str, **options) -> Backend:
+    """Instantiates the backend called ``name`` with its ``options`` (validated by the backend)."""
+    return backend_class(name)(**options)
+
+
+__all__ = ["Backend", "ExitPolicy", "Option", "Requirements", "RunOptions", "Session", "available_backends",
+           "backend_class", "get_backend", "run_in_batches"]

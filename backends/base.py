@@ -1,20 +1,33 @@
-"""What every backend offers, and the batched runner that makes long runs resumable."""
+"""The backend contract: what every backend offers, and what the base class does once for all of them.
+
+A backend declares its options (:class:`Option`; validated when the backend is made, and shown by the
+CLI as the backend's own flag group), what it needs of a network (:meth:`Backend.requirements`), the
+passes it applies to one (:meth:`Backend.prepare`), optionally a mapping onto hardware
+(:meth:`Backend.map`), and how it simulates one batch (:meth:`Backend.compile` and
+:meth:`Backend.simulate_batch`). The base class's :meth:`Backend.run` checks the inputs and options,
+batches and checkpoints the items and writes the result metadata, the same way for every backend. The
+orchestrator (``neurodeploy.jobs``) only talks to this interface and never tests a backend's name.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neurodeploy.errors import DataError, ResultFormatError
+from neurodeploy.errors import BackendError, ConfigError, DataError, ResultFormatError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
+
+#: encodings of the input, see ``docs/semantics.md`` ("Input encodings")
+ENCODINGS = ("analog", "if", "poisson")
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class ExitPolicy:
     def from_confidence(alpha: float, confidence: float) -> ExitPolicy:
         """From a confidence threshold c in (0, 1)."""
         if not 0.0 < confidence < 1.0:
-            raise ValueError(f"a confidence threshold lies in (0, 1), got {confidence}")
+            raise ConfigError(f"a confidence threshold lies in (0, 1), got {confidence}")
         return ExitPolicy(alpha, math.log(confidence / (1.0 - confidence)))
 
 
@@ -56,14 +69,191 @@ class RunOptions:
     exit_policy: ExitPolicy | None = None
     record_neuron_counts: bool = False
 
+    def validate(self) -> RunOptions:
+        """Raises ConfigError naming the first option out of range."""
+        if not isinstance(self.T, int) or self.T < 1:
+            raise ConfigError(f"T must be at least 1 step, got {self.T}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size must be positive, got {self.batch_size}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"unknown encoding {self.encoding!r}; choose from {', '.join(ENCODINGS)}")
+        return self
 
-class Backend(Protocol):
+
+@dataclass(frozen=True)
+class Option:
+    """One option a backend declares: its name (a keyword of the backend's constructor and, with
+    ``-`` for ``_``, a CLI flag), default, help text, and how a value is checked.
+
+    kind: the Python type a value must have (``int`` values may be given for ``float``).
+    choices: the allowed values, or None. minimum / maximum: bounds of a number (inclusive).
+    cli: also offered on the command line (options of the Python API only are not).
+    """
+
     name: str
+    default: Any
+    help: str
+    kind: type = str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, backend: str, value: Any) -> Any:
+        """Returns ``value`` if it is valid for this option (None stands for "the default" where the
+        default is None); raises ConfigError naming the backend, the option and what is allowed."""
+        if value is None and self.default is None:
+            return None
+        kinds = (int, float) if self.kind is float else (self.kind,)
+        if not isinstance(value, kinds) or (self.kind is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{backend} backend: {self.flag} must be a {self.kind.__name__}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{backend} backend: {self.flag} {value!r} is not one of "
+                              f"{', '.join(map(str, self.choices))}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{backend} backend: {self.flag} must be at least {self.minimum:g}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{backend} backend: {self.flag} must be at most {self.maximum:g}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a backend needs of a network before it can run it.
+
+    max_fan_in: synapses per neuron the target stores at most (None: no limit); the fan-in pass
+        enforces it. It is known before conversion, because the pass pools and fine-tunes the model.
+    input_encoding: the encoding the target receives its input in, when it cannot take another.
+    """
+
+    max_fan_in: int | None = None
+    input_encoding: str | None = None
+
+
+@dataclass
+class Session:
+    """A network built for a backend once, before its batches run: ``state`` is the backend's own
+    (a compiled network, a lowered one), ``metadata`` what the result records about it."""
+
+    state: Any
+    metadata: dict = field(default_factory=dict)
+
+
+class Backend:
+    """Base class of every backend (see the module docstring).
+
+    Subclasses set :attr:`name` and :attr:`options` and implement :meth:`compile` and
+    :meth:`simulate_batch`; they may override :meth:`requirements`, :meth:`prepare`, :meth:`map`,
+    :meth:`describe` and :meth:`predictor`. Options are validated in ``__init__`` and available as
+    attributes (``self.profile``, ...).
+    """
+
+    name: ClassVar[str] = "backend"
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: whether :attr:`RunOptions.exit_policy` (early exit inside the simulator) is implemented
+    supports_early_exit: ClassVar[bool] = False
+    #: whether :attr:`RunOptions.record_neuron_counts` is implemented
+    supports_neuron_counts: ClassVar[bool] = False
+
+    def __init__(self, **values: Any):
+        for key, value in self.validate_options(values).items():
+            setattr(self, key, value)
+
+    @classmethod
+    def validate_options(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Every declared option's value (defaults filled in); raises ConfigError for an unknown option
+        or a bad value, before any work is done."""
+        known = {option.name: option for option in cls.options}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            flags = ", ".join(known[k].flag if k in known else "--" + k.replace("_", "-") for k in unknown)
+            offered = ", ".join(option.flag for option in cls.options if option.cli) or "none"
+            raise ConfigError(f"{cls.name} backend has no option {flags} (its options: {offered})")
+        return {name: option.check(cls.name, values.get(name, option.default)) for name, option in known.items()}
+
+    def option_values(self) -> dict[str, Any]:
+        """The command-line options as this backend resolved them (JSON types; e.g. the device chosen)."""
+        values = {option.name: getattr(self, option.name) for option in self.options if option.cli}
+        return {k: v if isinstance(v, str | int | float | bool | type(None)) else str(v) for k, v in values.items()}
+
+    # --- what the orchestrator asks -------------------------------------------------------------
+
+    def describe(self) -> str:
+        """One line on where this backend runs (device, machine, profile)."""
+        return self.name
+
+    def requirements(self) -> Requirements:
+        """What this backend needs of a network (see :class:`Requirements`)."""
+        return Requirements()
+
+    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
+        """Passes this backend needs on the converted network, given calibration items from the
+        training split ``[N, *input_shape]`` (already through any host-side input pooling) and the
+        encoding the run will use; returns the network (changed in place or new). Default: none."""
+        return network
+
+    def map(self, network: Network, run_dir: str | Path) -> dict | None:
+        """Places the network on the target machine and returns the mapping report, or None where the
+        backend has no placement (simulators)."""
+        return None
+
+    def predictor(self) -> tuple[str, dict] | None:
+        """The backend (name, options) whose results predict this one's when this one returns no data
+        (a virtual board); None where this backend's own results are the data."""
+        return None
+
+    # --- running ------------------------------------------------------------------------------
+
+    def compile(self, network: Network, options: RunOptions) -> Session:
+        """Builds the network once for a run (compilation, lowering)."""
+        raise NotImplementedError
+
+    def simulate_batch(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,
+                       options: RunOptions) -> SimulationResult:
+        """Simulates one batch ``inputs [B, *input_shape]`` (items ``first .. first + B - 1`` of the run)."""
+        raise NotImplementedError
 
     def run(self, network: Network, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions,
             checkpoint_dir: str | Path | None = None) -> SimulationResult:
-        """Simulates every item of ``inputs`` ``[N, *input_shape]`` for ``options.T`` steps."""
-        ...
+        """Simulates every item of ``inputs [N, *input_shape]`` for ``options.T`` steps.
+
+        With ``checkpoint_dir`` finished batches are kept there, and a run that finds them resumes.
+        The result's metadata records the backend, its options, T, dt, the encoding, timings and what
+        :meth:`compile` reported (pipeline delay, neuron and synapse counts, populations).
+        """
+        options.validate()
+        if options.exit_policy is not None and not self.supports_early_exit:
+            raise BackendError(f"early exit inside the simulator is not implemented by the {self.name} backend")
+        if options.record_neuron_counts and not self.supports_neuron_counts:
+            raise BackendError(f"per-neuron spike counts are not implemented by the {self.name} backend")
+        check_inputs(network, inputs, labels)
+        start = time.perf_counter()
+        session = self.compile(network, options)
+        build_s = time.perf_counter() - start
+
+        def simulate(x: torch.Tensor, y: torch.Tensor, first: int) -> SimulationResult:
+            return self.simulate_batch(session, x, y, first, options)
+
+        start = time.perf_counter()
+        result = run_in_batches(simulate, inputs, labels, options.batch_size, checkpoint_dir, options.progress,
+                                self.describe())
+        run_s = time.perf_counter() - start
+        timings = {"build_s": build_s, **session.metadata.pop("timings", {}), "run_s": run_s,
+                   "per_item_s": run_s / max(len(labels), 1)}
+        result.metadata = {
+            "backend": self.name,
+            "options": self.option_values(),
+            "encoding": options.encoding, "T": options.T, "dt_ms": 1.0,
+            **session.metadata, "timings": timings,
+        }
+        if options.exit_policy is not None:
+            result.metadata["exit_policy"] = {"alpha": options.exit_policy.alpha,
+                                              "threshold_log_odds": options.exit_policy.threshold_log_odds}
+        return result.validate()
 
 
 def check_inputs(network: Network, inputs: torch.Tensor, labels: torch.Tensor) -> None:
@@ -75,6 +265,8 @@ def check_inputs(network: Network, inputs: torch.Tensor, labels: torch.Tensor) -
         raise DataError(f"inputs have shape {tuple(inputs.shape[1:])} per item, the network expects {expected}{hint}")
     if labels.shape[0] != inputs.shape[0]:
         raise DataError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels")
+    if inputs.shape[0] == 0:
+        raise DataError("no items to simulate")
     if not torch.isfinite(inputs).all():
         raise DataError("inputs contain NaN or infinite values")
 
@@ -95,7 +287,7 @@ def run_in_batches(
     simulated again, so a long run resumes where it stopped.
     """
     if batch_size < 1:
-        raise DataError(f"batch size must be positive, got {batch_size}")
+        raise ConfigError(f"batch size must be positive, got {batch_size}")
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

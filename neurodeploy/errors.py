@@ -28,3 +28,12 @@ class ResultFormatError(NeurodeployError):
 
 class BackendError(NeurodeployError):
     """A backend is unknown, not installed, or cannot run the requested network."""
+
+
+class ConfigError(NeurodeployError, ValueError):
+    """A setting is out of range, of the wrong kind, or names something that does not exist (the
+    message names the setting); raised before any training, conversion or simulation starts."""
+
+
+class ModelFormatError(NeurodeployError):
+    """A model file is missing, corrupt or not a model this project can read."""

@@ -10,12 +10,23 @@ import numpy as np
 import pytest
 import torch
 
+from neurodeploy.backends.gpu import GpuBackend
 from neurodeploy.convert import convert
 from neurodeploy.convert.normalize import apply_normalization
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.optimize import CachedSimulator, OptimizeConfig, ScaleSpace, channel_groups, optimize_scales
+from neurodeploy.optimize import OptimizeConfig, ScaleSpace, channel_groups, optimize_scales
 from neurodeploy.train import evaluate_accuracy
 from neurodeploy.train.trainer import split_validation
+
+
+def simulator(network, images, labels, T):
+    return GpuBackend(device="cpu").anytime_simulator(network, images, labels, T)
+
+
+def search(network, images, labels, ann, config, *args, **kwargs):
+    """The scale search on the reference simulator."""
+    return optimize_scales(network, simulator(network, images, labels, config.T), images, labels, ann, config,
+                           *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +52,9 @@ def test_threshold_factors_equal_rescaled_weights(setup):
                                      for i, name in enumerate(space.populations)})
     for name in space.populations:  # half threshold in the rescaled units
         by_threshold.populations[name].neuron.v_init = "zero"
-    simulator = CachedSimulator(network, images, labels, T=30)
-    a1, e1 = simulator.curves(by_threshold)
-    a2, e2 = CachedSimulator(by_weights, images, labels, T=30).curves(by_weights)
+    cached = simulator(network, images, labels, 30)
+    a1, e1 = cached.curves(by_threshold)
+    a2, e2 = simulator(by_weights, images, labels, 30).curves(by_weights)
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_allclose(e1, e2, rtol=1e-6)
 
@@ -67,20 +78,20 @@ def test_channel_groups_follow_heuristic_scale(setup):
 def test_search_never_worse_than_start(setup, method):
     network, images, labels, ann = setup
     config = OptimizeConfig(method=method, max_evals=25, T=20, groups=(1, 2), evals_per_dimension=(5, 5))
-    optimized, result = optimize_scales(network, images, labels, ann, config, progress=False)
+    optimized, result = search(network, images, labels, ann, config, progress=False)
     assert result.evaluations == 25
     assert result.losses[0] == pytest.approx(result.start_loss)
     assert result.best_loss <= result.start_loss
     assert result.best_loss == pytest.approx(min(result.losses))
     # the returned network measures what the search recorded
-    again = CachedSimulator(network, images, labels, T=20).curves(optimized)[0]
+    again = simulator(network, images, labels, 20).curves(optimized)[0]
     assert again.max() == pytest.approx(result.best.peak_accuracy)
 
 
 def test_interrupted_search_resumes_to_same_result(setup, tmp_path):
     network, images, labels, ann = setup
     config = OptimizeConfig(max_evals=30, T=20, groups=(1, 2), evals_per_dimension=(8, 6))
-    _, whole = optimize_scales(network, images, labels, ann, config, tmp_path / "whole.jsonl", progress=False)
+    _, whole = search(network, images, labels, ann, config, tmp_path / "whole.jsonl", progress=False)
 
     def interrupt(count: int) -> None:
         if count == 12:
@@ -88,11 +99,11 @@ def test_interrupted_search_resumes_to_same_result(setup, tmp_path):
 
     log = tmp_path / "cut.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        optimize_scales(network, images, labels, ann, config, log, progress=False, on_evaluation=interrupt)
+        search(network, images, labels, ann, config, log, progress=False, on_evaluation=interrupt)
     assert len(log.read_text().splitlines()) == 1 + 12
     with log.open("a") as handle:
         handle.write('{"x": [0.1, ')  # a line cut off mid-write
-    _, resumed = optimize_scales(network, images, labels, ann, config, log, progress=False)
+    _, resumed = search(network, images, labels, ann, config, log, progress=False)
     assert resumed.replayed == 12
     assert resumed.losses == whole.losses
     np.testing.assert_array_equal(resumed.x, whole.x)
@@ -102,18 +113,18 @@ def test_interrupted_search_resumes_to_same_result(setup, tmp_path):
 def test_log_of_another_search_is_refused(setup, tmp_path):
     network, images, labels, ann = setup
     log = tmp_path / "log.jsonl"
-    optimize_scales(network, images, labels, ann, OptimizeConfig(max_evals=3, T=10), log, progress=False)
+    search(network, images, labels, ann, OptimizeConfig(max_evals=3, T=10), log, progress=False)
     with pytest.raises(NeurodeployError, match="other settings"):
-        optimize_scales(network, images, labels, ann, OptimizeConfig(max_evals=3, T=12), log, progress=False)
+        search(network, images, labels, ann, OptimizeConfig(max_evals=3, T=12), log, progress=False)
     log.write_text(json.dumps({"format": "something else"}) + "\n")
     with pytest.raises(NeurodeployError, match="not a version-1"):
-        optimize_scales(network, images, labels, ann, OptimizeConfig(max_evals=3, T=10), log, progress=False)
+        search(network, images, labels, ann, OptimizeConfig(max_evals=3, T=10), log, progress=False)
 
 
 def test_loss_is_the_papers_formula(setup):
     """L_SNN = lambda_e (1 - peak) + P_l / P_l(H0) + P_p / P_p(H0): at H0 it is lambda_e (1 - peak) + 2."""
     network, images, labels, ann = setup
-    _, result = optimize_scales(network, images, labels, ann, OptimizeConfig(max_evals=1, T=15, lambda_e=50.0),
+    _, result = search(network, images, labels, ann, OptimizeConfig(max_evals=1, T=15, lambda_e=50.0),
                                 progress=False)
     start = result.start
     assert result.start_loss == pytest.approx(50.0 * (1 - start.peak_accuracy) + 2.0)

@@ -10,7 +10,7 @@ from neurodeploy.backends import ExitPolicy, RunOptions, get_backend
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import chunk_steps
 from neurodeploy.convert import convert
-from neurodeploy.errors import BackendError, DataError
+from neurodeploy.errors import BackendError, ConfigError, DataError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 
@@ -123,7 +123,7 @@ def test_checkpointed_run_resumes(conv_net, tmp_path):
     # An interrupted run: the last batch never finished and another was cut off mid-write.
     files[-1].unlink()
     files[1].write_bytes(files[1].read_bytes()[:100])
-    compiled = backend.compile(net)
+    compiled = backend.compile(net, options).state
     simulated = []
 
     def simulate_batch(xb, yb, first):
@@ -145,9 +145,11 @@ def test_bad_inputs_and_options(conv_net):
     backend = get_backend("gpu", device="cpu")
     with pytest.raises(DataError, match=r"inputs have shape \(1, 9, 9\) per item, the network expects \(1, 8, 8\)"):
         backend.run(net, torch.rand(2, 1, 9, 9), torch.zeros(2, dtype=torch.long), RunOptions(T=2, progress=False))
-    with pytest.raises(BackendError, match="unknown gpu profile"):
+    with pytest.raises(ConfigError, match="gpu backend: --profile 'fast' is not one of ideal, pynn, spinnaker"):
         get_backend("gpu", profile="fast")
-    with pytest.raises(BackendError, match="unknown backend 'loihi'"):
+    with pytest.raises(ConfigError, match="gpu backend has no option --workers"):
+        get_backend("gpu", workers=2)
+    with pytest.raises(ConfigError, match="unknown backend 'loihi'"):
         get_backend("loihi")
 
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 from conftest import constant_current_network, simulate
 
 from neurodeploy.convert import convert
-from neurodeploy.errors import BackendError
+from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.passes.ring_buffers import METADATA_KEY, expected_summed_weights, firing_rates
@@ -92,7 +92,7 @@ def test_parts_can_be_left_out_and_unknown_parts_are_refused():
     only_leak = simulate(net, x, 12, profile="spinnaker", spinnaker_parts=("leak",))
     pynn = simulate(net, x, 12, profile="pynn")
     assert only_leak.spike_counts.sum() == pynn.spike_counts.sum() == 3  # the leak alone loses no spike here
-    with pytest.raises(BackendError, match="unknown spinnaker profile parts"):
+    with pytest.raises(ConfigError, match="unknown spinnaker profile parts"):
         simulate(net, x, 2, profile="spinnaker", spinnaker_parts=("hard_reset", "magic"))
 
 

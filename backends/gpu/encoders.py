@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from neurodeploy.errors import DataError
-
-ENCODINGS = ("analog", "if", "poisson")
+from neurodeploy.errors import ConfigError, DataError
 
 
 class SpikeEncoder:
@@ -19,7 +17,7 @@ class SpikeEncoder:
 
     def __init__(self, kind: str, x: torch.Tensor, seed: int):
         if kind not in ("if", "poisson"):
-            raise ValueError(f"not a spiking encoding: {kind!r}")
+            raise ConfigError(f"not a spiking encoding: {kind!r}")
         self.kind, self.x = kind, x
         self.v = torch.zeros_like(x)
         if kind == "poisson":

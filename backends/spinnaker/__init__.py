@@ -10,9 +10,8 @@ saturates but wastes resolution). The reference simulator's ``spinnaker`` profil
 sPyNNaker runs in a child process whose config folder is the run's own (see ``config.py``).
 
 What is built: mapping. On a virtual board (the default config) a run partitions, places and routes the
-network and yields a mapping report (cores per population, chips), and no spikes. Running test items
-on a physical board and reading their spikes back is not built yet, and cannot be tested here (no
-board is reachable); ``run`` says so.
+network and yields a mapping report (cores per population, chips), and no spikes; the orchestrator then
+asks :meth:`SpinnakerBackend.predictor` (the gpu backend's spinnaker profile) for the predicted accuracy.
 """
 
 from __future__ import annotations
@@ -24,15 +23,18 @@ from pathlib import Path
 
 import torch
 
-from neurodeploy.backends.base import RunOptions
-from neurodeploy.backends.pynn.lowering import lower_network
+from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
+from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
 from neurodeploy.backends.spinnaker.config import HardwareConfig, load_hardware_config
 from neurodeploy.errors import BackendError
-from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.passes.ring_buffers import summed_weights_or_bound
+from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
+from neurodeploy.targets import spinnaker
 from neurodeploy.targets.spinnaker import DeltaCell, check_s1615
+
+#: the encoding a board receives its input in: spikes from a spike source
+BOARD_ENCODING = "if"
 
 
 def _map(args):
@@ -41,21 +43,40 @@ def _map(args):
     return map_network(*args)
 
 
-class SpinnakerBackend:
-    """hardware_config: a .cfg file (default: hardware_configs/spinnaker/virtual-spinn5.cfg);
-    neurons_per_core: at most 256 for ordinary synapses; tau_m: membrane time constant in ms."""
+class SpinnakerBackend(Backend):
+    """sPyNNaker; its options are declared in :attr:`options`."""
 
     name = "spinnaker"
+    options = (
+        Option("hardware_config", None, "sPyNNaker machine config: a .cfg file or the name of one in "
+               "hardware_configs/spinnaker/ (default: the virtual SpiNN-5 board)"),
+        Option("neurons_per_core", spinnaker.DEFAULT_NEURONS_PER_CORE, "neurons per core (ordinary synapses)",
+               kind=int, minimum=1, maximum=spinnaker.MAX_NEURONS_PER_CORE),
+        Option("tau_m", spinnaker.DEFAULT_TAU_M, "membrane time constant (ms) of the IF_curr_delta cell",
+               kind=float, minimum=1.0, maximum=16384.0, cli=False),
+    )
 
-    def __init__(self, hardware_config: str | Path | None = None, neurons_per_core: int = 128,
-                 tau_m: float = 1000.0):
-        if not 1 <= neurons_per_core <= 256:
-            raise BackendError(f"neurons_per_core must lie in 1..256, got {neurons_per_core}")
-        self.config: HardwareConfig = load_hardware_config(hardware_config)
-        self.neurons_per_core = neurons_per_core
-        self.cell = DeltaCell.for_tau(tau_m)
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.config: HardwareConfig = load_hardware_config(self.hardware_config)
+        self.cell = DeltaCell.for_tau(self.tau_m)
 
-    def check(self, network: Network):
+    def describe(self) -> str:
+        return f"spinnaker[{self.config.target}]"
+
+    def requirements(self) -> Requirements:
+        return Requirements(max_fan_in=spinnaker.MAX_FAN_IN, input_encoding=BOARD_ENCODING)
+
+    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
+        """Sizes each population's ring buffers from firing rates on the calibration items, with the
+        input as the spikes of the board's spike source (``passes.ring_buffers``)."""
+        return annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
+
+    def predictor(self) -> tuple[str, dict] | None:
+        """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""
+        return ("gpu", {"profile": "spinnaker", "tau_m": self.tau_m}) if self.config.virtual else None
+
+    def check(self, network: Network) -> LoweredNetwork:
         """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
         lowered = lower_network(network, input_as_synapses=True)
         for pop in lowered.populations:
@@ -71,7 +92,7 @@ class SpinnakerBackend:
         run_dir = Path(run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         lowered = self.check(network)
-        summed = summed_weights_or_bound(network, "if")
+        summed = summed_weights_or_bound(network, BOARD_ENCODING)
         config_dir = self.config.write_for_run(run_dir)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context) as pool:
@@ -86,15 +107,16 @@ class SpinnakerBackend:
         report.update(target=self.config.target, config=str(self.config.path), virtual=self.config.virtual,
                       max_fan_in={p.name: int(fan_in[p.name].max()) for p in lowered.populations},
                       note="a virtual board maps the network and produces no spikes" if self.config.virtual else "")
+        if "fan_in_pass" in network.metadata:
+            report["fan_in_pass"] = network.metadata["fan_in_pass"]
         (run_dir / "mapping.json").write_text(json.dumps(report, indent=1))
         return report
 
-    def run(self, network: Network, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions,
-            checkpoint_dir: str | Path | None = None) -> SimulationResult:
+    def compile(self, network: Network, options: RunOptions) -> Session:
         if self.config.virtual:
             raise BackendError("a virtual SpiNNaker board maps the network and produces no spikes: use "
-                               "`neurodeploy run --backend spinnaker` for its mapping report, or pass a real board "
-                               "with --hardware-config")
+                               "`neurodeploy run --backend spinnaker` for its mapping report and predicted accuracy, "
+                               "or pass a real board with --hardware-config")
         raise BackendError(f"running test items on the {self.config.target} is not built yet; "
                            "`neurodeploy run --backend spinnaker` maps the network onto it")
 

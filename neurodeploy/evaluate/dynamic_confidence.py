@@ -21,6 +21,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, logsumexp, softmax
 
+from neurodeploy.errors import ConfigError
+
 
 def confidence(readout: np.ndarray, alpha: float) -> np.ndarray:
     """C_t for every item and step: ``readout [N, T, K]`` -> ``[N, T]``."""
@@ -130,7 +132,7 @@ def choose_threshold(sweep: Sweep, tolerance: float = 0.0, rule: str = "stable")
         with "stable", at 87 % vs 77 % step saving).
     """
     if rule not in PICK_RULES:
-        raise ValueError(f"rule must be one of {PICK_RULES}, not {rule!r}")
+        raise ConfigError(f"rule must be one of {PICK_RULES}, not {rule!r}")
     ok = sweep.accuracy >= sweep.accuracy[0] - tolerance - 1e-12
     if rule == "stable":
         first_bad = np.flatnonzero(~ok)
@@ -162,7 +164,7 @@ def oracle(correct: np.ndarray) -> dict:
 def validation_test_split(n_items: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded disjoint index arrays (validation, test) over ``n_items`` items."""
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation fraction must lie in (0, 1), got {validation_fraction}")
+        raise ConfigError(f"validation fraction must lie in (0, 1), got {validation_fraction}")
     order = np.random.default_rng(seed).permutation(n_items)
     n_val = max(1, min(n_items - 1, int(round(validation_fraction * n_items))))
     return np.sort(order[:n_val]), np.sort(order[n_val:])

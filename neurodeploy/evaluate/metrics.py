@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 
 FORMS = ("raw", "pareto")
@@ -29,13 +30,13 @@ def pareto_envelope(accuracy: np.ndarray, ann_accuracy: float) -> np.ndarray:
 
 def _gap(accuracy: np.ndarray, ann_accuracy: float, form: str) -> np.ndarray:
     if ann_accuracy <= 0:
-        raise ValueError("the ANN accuracy a* must be positive")
+        raise ConfigError("the ANN accuracy a* must be positive")
     if form == "raw":
         curve = np.asarray(accuracy, np.float64)
     elif form == "pareto":
         curve = pareto_envelope(accuracy, ann_accuracy)
     else:
-        raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+        raise ConfigError(f"form must be one of {FORMS}, not {form!r}")
     return (ann_accuracy - curve) / ann_accuracy
 
 

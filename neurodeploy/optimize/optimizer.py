@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.ir.network import Network
 from neurodeploy.optimize.methods import coarse_to_fine, subplex
-from neurodeploy.optimize.objective import AnytimeObjective, CachedSimulator, Measurement
+from neurodeploy.optimize.objective import AnytimeObjective, Measurement, Simulator
 from neurodeploy.optimize.parameters import ScaleSpace
 from neurodeploy.optimize.replay_log import ReplayLog
 
@@ -51,7 +51,6 @@ class OptimizeConfig:
     v_init: bool = False
     groups: tuple[int | None, ...] = (1, 4, 16)
     evals_per_dimension: tuple[int, ...] = (25, 10, 6)
-    batch_size: int = 1000
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -135,13 +134,16 @@ class _Search:
         return loss
 
 
-def optimize_scales(network: Network, images: torch.Tensor, labels: torch.Tensor, ann_accuracy: float,
-                    config: OptimizeConfig | None = None, log_path: str | Path | None = None,
-                    device: str = "cpu", progress: bool = True,
+def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor, labels: torch.Tensor,
+                    ann_accuracy: float, config: OptimizeConfig | None = None, log_path: str | Path | None = None,
+                    progress: bool = True,
                     on_evaluation: Callable[[int], None] | None = None) -> tuple[Network, OptimizeResult]:
     """Searches scale factors of ``network`` (as converted: H0) that minimize L_SNN on the optimization
     set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set.
 
+    simulator: built for ``network`` on that set, for ``config.T`` steps (e.g.
+    ``GpuBackend.anytime_simulator(network, images, labels, config.T)``); the images and labels key
+    the replay log.
     log_path: the replay log (JSON lines); an existing log of the same search resumes it.
     on_evaluation: called with the evaluation count after each evaluation (progress hooks, tests).
     Returns the optimized network and the :class:`OptimizeResult`.
@@ -149,7 +151,6 @@ def optimize_scales(network: Network, images: torch.Tensor, labels: torch.Tensor
     config = config or OptimizeConfig()
     start_time = time.perf_counter()
     space = ScaleSpace.of(network, v_init=config.v_init)
-    simulator = CachedSimulator(network, images, labels, config.T, device, config.batch_size)
     objective = AnytimeObjective(simulator, space, network, ann_accuracy, config.lambda_e)
     log = ReplayLog(log_path, search_fingerprint(network, images, labels, ann_accuracy, space, config))
     replayed = len(log.records)

@@ -8,16 +8,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from neurodeploy.errors import NeurodeployError
+from neurodeploy.errors import ModelFormatError
 from neurodeploy.train.quantized import quantize_activations
 from neurodeploy.train.zoo import build
 
 FORMAT_NAME = "neurodeploy-model"
 FORMAT_VERSION = 1
-
-
-class ModelFormatError(NeurodeployError):
-    """A model file is missing, corrupt or not a neurodeploy model."""
 
 
 def save_model(path: str | Path, model: nn.Module, arch: str, input_shape, n_classes: int, record: dict,

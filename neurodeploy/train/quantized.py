@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from neurodeploy.data.datasets import Split
+from neurodeploy.errors import ConfigError
 from neurodeploy.train.trainer import TrainConfig, train_model
 
 
@@ -33,7 +34,7 @@ class QuantReLU(nn.Module):
     def __init__(self, bits: int = 2):
         super().__init__()
         if bits < 1:
-            raise ValueError(f"bits must be at least 1, got {bits}")
+            raise ConfigError(f"bits must be at least 1, got {bits}")
         self.bits = bits
         self.levels = 2**bits - 1
         self.step = nn.Parameter(torch.tensor(1.0))

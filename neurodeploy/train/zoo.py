@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from neurodeploy.errors import ConfigError
+
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -95,5 +97,5 @@ def build(arch: str, input_shape: tuple[int, ...], n_classes: int, seed: int | N
     if seed is not None:
         torch.manual_seed(seed)
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+        raise ConfigError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](input_shape=tuple(input_shape), n_classes=n_classes)
