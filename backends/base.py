@@ -186,6 +186,10 @@ class Backend:
         """One line on where this backend runs (device, machine, profile)."""
         return self.name
 
+    def check_target(self) -> None:
+        """Checks, within seconds and before any other work, that the machine this backend runs on can
+        be reached; raises BackendError naming the machine and the cause. Default: nothing to check."""
+
     def requirements(self) -> Requirements:
         """What this backend needs of a network (see :class:`Requirements`)."""
         return Requirements()

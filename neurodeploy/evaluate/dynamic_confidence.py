@@ -51,18 +51,39 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(best.x))
 
 
+def parse_alpha(spec: str | float) -> str | float:
+    """Checks an alpha policy before any work: "T", "fit", "bits:B" (B a whole number 1..16) or a positive
+    number (given as a number or its text); returns it as :func:`resolve_alpha` takes it."""
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        value = float(spec)
+    elif spec in ("T", "fit"):
+        return spec
+    elif isinstance(spec, str) and spec.startswith("bits:"):
+        bits = spec.split(":", 1)[1]
+        if not (bits.isdigit() and 1 <= int(bits) <= 16):
+            raise ConfigError(f"--dc-alpha {spec!r}: bits:B takes a whole number of bits from 1 to 16")
+        return spec
+    else:
+        try:
+            value = float(spec)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--dc-alpha {spec!r}: use T, fit, bits:B or a positive number") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ConfigError(f"--dc-alpha {spec!r}: a temperature must be a positive finite number")
+    return value
+
+
 def resolve_alpha(policy: str | float, readout: np.ndarray, labels: np.ndarray) -> float:
     """alpha from a policy: "T" (number of steps), "bits:B" (2^B - 1, QFFS), "fit" (temperature
     scaling of O_T on these items) or a number."""
-    if isinstance(policy, (int, float)):
-        return float(policy)
+    policy = parse_alpha(policy)
+    if isinstance(policy, float):
+        return policy
     if policy == "T":
         return float(readout.shape[1])
     if policy.startswith("bits:"):
         return float(2 ** int(policy.split(":", 1)[1]) - 1)
-    if policy == "fit":
-        return fit_temperature(readout[:, -1], labels)
-    return float(policy)
+    return fit_temperature(readout[:, -1], labels)
 
 
 @dataclass

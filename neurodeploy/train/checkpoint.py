@@ -40,7 +40,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt archives
-        raise ModelFormatError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]  # torch's messages run to many lines
+        raise ModelFormatError(f"{path}: not a readable model file ({type(err).__name__}: {first_line})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_NAME:
         raise ModelFormatError(f"{path}: not a {FORMAT_NAME} file (write one with `neurodeploy train`)")
     if checkpoint.get("version") != FORMAT_VERSION:

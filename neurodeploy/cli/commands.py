@@ -1,0 +1,167 @@
+"""The subcommands: each turns its arguments into validated settings, calls a job, and leaves the
+showing to ``render``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neurodeploy.cli.render import comparison_table, console, render, sparsity_table
+from neurodeploy.errors import ConfigError, NeurodeployError
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.jobs.config import JobConfig
+    from neurodeploy.jobs.run import run_job
+
+    config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
+                       model=settings.model(args), **settings.conversion(args),
+                       optimization=settings.optimization(args, args.optimize), run=settings.run(args),
+                       evaluation=settings.evaluation(args), results_dir=args.results_dir, run_id=args.run_id)
+    run_job(config, render)
+
+
+def cmd_optimize(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.jobs.config import JobConfig, RunSettings
+    from neurodeploy.jobs.optimize import optimize_job
+
+    config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
+                       model=settings.model(args),
+                       **settings.conversion(args), optimization=settings.optimization(args, True),
+                       run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
+                       run_id=args.run_id or f"optimize-{Path(args.out).stem}")
+    optimize_job(config, args.out, render)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.jobs.compare import compare_backends
+    from neurodeploy.jobs.config import JobConfig
+
+    specs = args.backends.split(",")
+    config = JobConfig(model=settings.model(args), **settings.conversion(args), run=settings.run(args),
+                       evaluation=settings.evaluation(args),
+                       results_dir=args.results_dir,
+                       run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}")
+    compare_backends(config, specs, settings.backend_options(args), render)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.data import load_dataset
+    from neurodeploy.jobs.checks import whole
+    from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
+
+    model_settings = settings.model(args)
+    whole("--batch-size", args.batch_size, 1)
+    whole("--quantize-bits", args.quantize_bits, 1, 8, optional=True)
+    whole("--quant-epochs", args.quant_epochs, 1)
+    whole("--sparsity-epochs", args.sparsity_epochs, 1)
+    if args.init is not None and not Path(args.init).is_file():
+        raise ConfigError(f"--init {args.init}: no such file")
+    progress = not args.no_progress
+    dataset = load_dataset(model_settings.data)
+    if args.init:
+        model, info = load_model(args.init)
+        arch, record = info["arch"], dict(info.get("record", {}))
+    else:
+        arch = model_settings.arch
+        model = build(arch, dataset.input_shape, dataset.n_classes, seed=args.seed)
+        config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        record = train_model(model, dataset.train, config, progress=progress)
+    if args.finetune_sparsity:
+        from neurodeploy.train.sparsity import SparsityConfig, finetune_sparsity
+
+        sparsity = SparsityConfig(epochs=args.sparsity_epochs, lambda_a=args.lambda_a, lambda_w=args.lambda_w,
+                                  prune_threshold=args.prune, seed=args.seed)
+        record["sparsity"] = finetune_sparsity(model, dataset.train, sparsity, progress=progress)
+        console.print(sparsity_table(record["sparsity"]))
+    if args.quantize_bits:
+        from neurodeploy.train.quantized import finetune_quantized
+
+        model, record = finetune_quantized(model, dataset.train, args.quantize_bits,
+                                           TrainConfig(epochs=args.quant_epochs, lr=0.01, seed=args.seed),
+                                           progress=progress)
+    record["test_accuracy"] = evaluate_accuracy(model, dataset.test)
+    save_model(args.out, model, arch, dataset.input_shape, dataset.n_classes, record, args.quantize_bits)
+    console.print(f"{arch}: best validation accuracy {record['val_accuracy']:.4f} (epoch "
+                  f"{record['best_epoch']}), test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.jobs.config import JobConfig, ModelSettings, RunSettings
+    from neurodeploy.jobs.prepare import convert_job
+
+    config = JobConfig(model=ModelSettings(model=args.model, data=args.data, seed=args.seed),
+                       **settings.conversion(args), run=RunSettings(progress=not args.no_progress),
+                       results_dir=args.results_dir)
+    convert_job(config, args.out, render)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from neurodeploy.ir import load_network, network_summary
+
+    network = load_network(args.ir)
+    table = Table(title=f"{args.ir}")
+    rows = network_summary(network)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    neurons = sum(r["neurons"] for r in rows if r["role"] != "input")
+    console.print(f"{neurons} neurons, {sum(r['synapses_in'] for r in rows)} synapses; "
+                  f"metadata: {network.metadata}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
+    from neurodeploy.evaluate.plots import plot_reports
+    from neurodeploy.evaluate.result import SimulationResult
+    from neurodeploy.evaluate.summary import summarize, write_json
+    from neurodeploy.jobs.checks import choice, number, whole
+
+    alpha = parse_alpha(args.dc_alpha)
+    number("--dc-tolerance", args.dc_tolerance, 0.0, 1.0)
+    number("--dc-validation-fraction", args.dc_validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    choice("--dc-rule", args.dc_rule, PICK_RULES)
+    whole("--seed", args.seed, 0)
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.results):
+        raise ConfigError(f"{len(labels)} labels for {len(args.results)} results")
+    results = [SimulationResult.load(path) for path in args.results]
+    runs = []
+    for i, (path, result) in enumerate(zip(args.results, results, strict=True)):
+        ann = args.ann_accuracy if args.ann_accuracy is not None else result.metadata.get("ann_accuracy")
+        if ann is None:
+            raise NeurodeployError(f"{path} records no ANN accuracy; pass --ann-accuracy")
+        summary, arrays = summarize(result, ann, alpha, args.dc_tolerance, args.dc_validation_fraction, args.seed,
+                                    dc_rule=args.dc_rule)
+        label = labels[i] if labels else f"{result.metadata.get('backend', '?')}:{Path(path).parent.name}"
+        runs.append((label, summary, arrays))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(comparison_table([s for _, s, _ in runs], [label for label, _, _ in runs]))
+    write_json(out / "evaluation.json", {label: summary for label, summary, _ in runs})
+    plot_reports(out, runs)
+    console.print(f"evaluation written to {out}/")
+
+
+def cmd_backends(args: argparse.Namespace) -> None:
+    from neurodeploy.backends import available_backends, backend_class
+
+    for name, target in sorted(available_backends().items()):
+        try:
+            options = ", ".join(o.flag for o in backend_class(name).options if o.cli) or "no options"
+        except NeurodeployError as err:
+            options = f"cannot be loaded: {err}"
+        console.print(f"{name:12s} {target}  ({options})", highlight=False)
+
+
+COMMANDS = {"run": cmd_run, "optimize": cmd_optimize, "compare": cmd_compare, "train": cmd_train,
+            "convert": cmd_convert, "info": cmd_info, "evaluate": cmd_evaluate, "backends": cmd_backends}

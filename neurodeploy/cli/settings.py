@@ -1,0 +1,53 @@
+"""Parsed arguments -> validated job settings (``neurodeploy.jobs.config``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from neurodeploy.jobs.config import (
+    ConversionSettings,
+    EvaluationSettings,
+    FanInSettings,
+    ModelSettings,
+    OptimizationSettings,
+    RunSettings,
+)
+
+
+def model(args: argparse.Namespace) -> ModelSettings:
+    return ModelSettings(arch=args.arch, model=args.model, data=args.data, epochs=getattr(args, "epochs", 15),
+                         seed=args.seed)
+
+
+def conversion(args: argparse.Namespace) -> dict:
+    return {
+        "conversion": ConversionSettings(
+            conversion=args.conversion, normalization=args.normalization, percentile=args.percentile,
+            granularity=args.granularity, reset=args.reset, v_init=args.v_init,
+            calibration_samples=args.calibration_samples, quant_bits=args.quant_bits, quant_epochs=args.quant_epochs),
+        "fan_in": FanInSettings(max_fan_in=args.max_fan_in, epochs=args.fan_in_epochs),
+    }
+
+
+def evaluation(args: argparse.Namespace) -> EvaluationSettings:
+    return EvaluationSettings(dc_alpha=args.dc_alpha, dc_tolerance=args.dc_tolerance,
+                              dc_validation_fraction=args.dc_validation_fraction, dc_rule=args.dc_rule)
+
+
+def optimization(args: argparse.Namespace, enabled: bool) -> OptimizationSettings:
+    return OptimizationSettings(enabled=enabled, method=args.optimize_method, evals=args.optimize_evals,
+                                T=args.optimize_T, items=args.optimize_items, lambda_e=args.lambda_e,
+                                sparsity=not args.no_sparsity)
+
+
+def run(args: argparse.Namespace) -> RunSettings:
+    return RunSettings(T=args.T, batch_size=args.batch_size, samples=args.samples, encoding=args.encoding,
+                       exit=getattr(args, "exit", None), progress=not args.no_progress)
+
+
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The backend options given on the command line (not the defaults: each backend fills its own)."""
+    prefix = "backend_option_"
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}

@@ -1,0 +1,90 @@
+"""``neurodeploy compare``: one converted network on several backends, each compared with the first
+(the reference) on predictions per step, spike counts per population and per neuron, and wall time."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from neurodeploy.backends import backend_class, get_backend
+from neurodeploy.data import load_dataset
+from neurodeploy.errors import ConfigError
+from neurodeploy.evaluate.compare import comparison_summary
+from neurodeploy.evaluate.summary import write_json
+from neurodeploy.ir import save_network
+from neurodeploy.jobs.config import JobConfig
+from neurodeploy.jobs.events import Event, Listener, silent
+from neurodeploy.jobs.folders import prepare_folder, record_in_config
+from neurodeploy.jobs.prepare import prepare_network
+from neurodeploy.jobs.run import evaluate, run_options
+
+
+def parse_backend_spec(spec: str, shared: dict | None = None) -> tuple[str, dict]:
+    """``name`` or ``name:profile`` -> (backend name, validated options). ``shared`` options (given once
+    for the whole comparison, e.g. workers) go to the backends that declare them."""
+    name, _, profile = spec.partition(":")
+    cls = backend_class(name)
+    declared = {option.name for option in cls.options}
+    options = {k: v for k, v in (shared or {}).items() if k in declared}
+    if profile:
+        if "profile" not in declared:
+            raise ConfigError(f"{spec!r}: the {name} backend has no profiles")
+        options["profile"] = profile
+    return name, cls.validate_options(options)
+
+
+def parse_backend_specs(specs: list[str], shared: dict) -> list[tuple[str, str, dict]]:
+    """(spec, name, options) of every spec; raises ConfigError for an empty list, a repeated spec, or
+    a shared option no backend in the list declares."""
+    if not specs or any(not s for s in specs):
+        raise ConfigError("--backends needs a comma-separated list of backends, e.g. gpu:pynn,neuron")
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"--backends lists a backend twice: {','.join(specs)}")
+    parsed = [(spec, *parse_backend_spec(spec, shared)) for spec in specs]
+    declared = {option.name for _, name, _ in parsed for option in backend_class(name).options}
+    unused = sorted(set(shared) - declared)
+    if unused:
+        raise ConfigError(f"--{unused[0].replace('_', '-')} applies to none of the backends {','.join(specs)}")
+    return parsed
+
+
+def compare_backends(config: JobConfig, specs: list[str], shared_options: dict | None = None,
+                     emit: Listener = silent) -> tuple[Path, dict]:
+    """Converts once and runs the same items on every backend in ``specs`` (the first is the
+    reference); writes per-backend results, compare.json and overlaid plots into the run folder."""
+    from neurodeploy.evaluate.plots import plot_reports
+
+    parsed = parse_backend_specs(specs, shared_options or {})
+    backends = [get_backend(name, **options) for _, name, options in parsed]
+    for backend in backends:
+        backend.check_target()
+    folder = prepare_folder(config)
+    dataset = load_dataset(config.model.data)
+    prepared = prepare_network(config, dataset, backends, folder, emit)
+    network, test = prepared.network, prepared.test
+    record_in_config(folder, models=prepared.models, backends={spec: options for spec, _, options in parsed})
+    save_network(network, folder / "network.zip")
+    runs, results = [], []
+    options = replace(run_options(config), record_neuron_counts=True)
+    for (spec, _, _), backend in zip(parsed, backends, strict=True):
+        emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {backend.describe()}"))
+        result = backend.run(network, test.images, test.labels, options)
+        result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name)
+        result.save(folder / f"result_{spec.replace(':', '-')}.npz")
+        summary, arrays = evaluate(result, config)
+        runs.append((spec, summary, arrays))
+        results.append(result)
+    report = {"reference": specs[0], "n_items": results[0].n_items, "T": config.run.T, "backends": {}}
+    for (spec, summary, _), result in zip(runs, results, strict=True):
+        timings = result.metadata.get("timings", {})
+        report["backends"][spec] = {
+            "snn_accuracy": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
+            "wall_time_per_item_s": timings.get("per_item_s"), "build_s": timings.get("build_s"),
+            "run_s": timings.get("run_s"), "pipeline_delay": result.metadata.get("pipeline_delay"),
+            "agreement_with_reference": comparison_summary(results[0], result),
+        }
+    write_json(folder / "compare.json", report)
+    plot_reports(folder, runs)
+    emit(Event("comparison", data={"report": report, "summaries": [(spec, s) for spec, s, _ in runs]}))
+    emit(Event("done", f"comparison written to {folder}/"))
+    return folder, report

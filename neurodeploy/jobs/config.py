@@ -1,0 +1,222 @@
+"""Job settings: typed, nested, and validated when made, before any training, conversion or simulation.
+
+A :class:`JobConfig` holds one section per concern (model, conversion, fan-in, optimization, run,
+evaluation) and the backend's name and options; it holds no backend-specific field: each backend
+declares and checks its own options (``neurodeploy.backends.base.Option``). Every check raises
+:class:`~neurodeploy.errors.ConfigError` naming the setting by its command-line flag. Choices come from
+the modules that own them.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import asdict, dataclass, field, replace
+
+from neurodeploy.backends import backend_class
+from neurodeploy.backends.base import ENCODINGS
+from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+from neurodeploy.errors import ConfigError
+from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
+from neurodeploy.ir.population import VINIT_NAMES, ResetMode
+from neurodeploy.jobs.checks import choice, existing, number, whole
+from neurodeploy.optimize.optimizer import METHODS
+from neurodeploy.train.zoo import ARCHITECTURES
+
+GRANULARITIES = ("layer", "neuron")
+RESETS = typing.get_args(ResetMode)
+#: run ids are folder names under the results folder: no separators, no leading dot
+RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which trained ANN: a model file, or a zoo architecture trained (and cached) here.
+
+    arch: zoo architecture (``neurodeploy.train.zoo``); model: a model file (then arch is its own);
+    data: dataset folder (None: the embedded MNIST subset); epochs: training epochs; seed: seeds
+    training, conversion and the evaluation's random splits.
+    """
+
+    arch: str = "dense_mnist"
+    model: str | None = None
+    data: str | None = None
+    epochs: int = 15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choice("--arch", self.arch, tuple(ARCHITECTURES))
+        existing("--model", self.model, folder=False)
+        existing("--data", self.data, folder=True)
+        whole("--epochs", self.epochs, 1)
+        whole("--seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class ConversionSettings:
+    """ANN -> SNN conversion (``docs/semantics.md``, "Conversion").
+
+    granularity and v_init None: "layer" and "zero", or "neuron" and "half" when the job optimizes
+    (Dutson et al.'s pipeline); :class:`JobConfig` resolves them. percentile None: the normalization's
+    default (99.9 for ``percentile``, 99.0 for ``percentile_all``).
+    """
+
+    conversion: str = "rate"
+    normalization: str = "percentile"
+    percentile: float | None = None
+    granularity: str | None = None
+    reset: str = "subtract"
+    v_init: str | None = None
+    calibration_samples: int = 2000
+    quant_bits: int = 2
+    quant_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        choice("--conversion", self.conversion, CONVERSIONS)
+        choice("--normalization", self.normalization, tuple(DEFAULT_PERCENTILE))
+        number("--percentile", self.percentile, 0.0, 100.0, low_open=True, optional=True)
+        if self.granularity is not None:
+            choice("--granularity", self.granularity, GRANULARITIES)
+        choice("--reset", self.reset, RESETS)
+        if self.v_init is not None:
+            choice("--v-init", self.v_init, VINIT_NAMES)
+        whole("--calibration-samples", self.calibration_samples, 1)
+        whole("--quant-bits", self.quant_bits, 1, 8)
+        whole("--quant-epochs", self.quant_epochs, 1)
+
+    @property
+    def resolved_percentile(self) -> float:
+        return DEFAULT_PERCENTILE[self.normalization] if self.percentile is None else float(self.percentile)
+
+
+@dataclass(frozen=True)
+class FanInSettings:
+    """The fan-in pass (``neurodeploy.passes.fan_in``). max_fan_in: None = what the backend requires
+    (none for simulators, 256 for SpiNNaker), 0 = off, N = at most N synapses per neuron; epochs:
+    fine-tuning epochs after pooling."""
+
+    max_fan_in: int | None = None
+    epochs: int = 3
+
+    def __post_init__(self) -> None:
+        whole("--max-fan-in", self.max_fan_in, 0, optional=True)
+        whole("--fan-in-epochs", self.epochs, 1)
+
+
+@dataclass(frozen=True)
+class OptimizationSettings:
+    """Dutson et al.'s anytime optimizations (``neurodeploy.optimize``): enabled, the search method,
+    simulations, steps per simulation (None: the run's T), held-out training items simulated per
+    evaluation, lambda_e, and whether phase 1 (sparsity fine-tuning) runs."""
+
+    enabled: bool = False
+    method: str = "coarse_to_fine"
+    evals: int = 250
+    T: int | None = None
+    items: int = 800
+    lambda_e: float = 200.0
+    sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        choice("--optimize-method", self.method, METHODS)
+        whole("--optimize-evals", self.evals, 1)
+        whole("--optimize-T", self.T, 1, optional=True)
+        whole("--optimize-items", self.items, 1)
+        number("--lambda-e", self.lambda_e, 0.0)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The simulation: T steps, items per batch, the first ``samples`` test items (None: all), the
+    input encoding, early exit ("confidence" or "confidence:C"), progress bars."""
+
+    T: int = 100
+    batch_size: int = 500
+    samples: int | None = None
+    encoding: str = "analog"
+    exit: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        whole("-T/--steps", self.T, 1)
+        whole("--batch-size", self.batch_size, 1)
+        whole("--samples", self.samples, 1, optional=True)
+        choice("--encoding", self.encoding, ENCODINGS)
+        if self.exit is not None:
+            self.exit_threshold  # noqa: B018  (parses, raising ConfigError)
+
+    @property
+    def exit_threshold(self) -> float | None:
+        """``confidence`` -> None (pick the threshold on validation data); ``confidence:C`` -> C."""
+        kind, _, value = self.exit.partition(":")
+        if kind != "confidence":
+            raise ConfigError(f"--exit {self.exit!r}: the only exit rule is 'confidence' or 'confidence:C'")
+        if not value:
+            return None
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ConfigError(f"--exit {self.exit!r}: {value!r} is not a number") from None
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"--exit {self.exit!r}: a confidence threshold lies in (0, 1)")
+        return threshold
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Dynamic Confidence (``docs/semantics.md``, "Dynamic Confidence"): the temperature policy, the
+    accuracy loss allowed when picking the threshold, the fraction of test items used to pick it, and
+    the pick rule."""
+
+    dc_alpha: str | float = "T"
+    dc_tolerance: float = 0.0
+    dc_validation_fraction: float = 0.5
+    dc_rule: str = "stable"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dc_alpha", parse_alpha(self.dc_alpha))
+        number("--dc-tolerance", self.dc_tolerance, 0.0, 1.0)
+        number("--dc-validation-fraction", self.dc_validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        choice("--dc-rule", self.dc_rule, PICK_RULES)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job needs; the defaults run dense MNIST on the embedded data on the gpu backend.
+
+    backend_options: the backend's own options (validated by the backend class; defaults filled in).
+    results_dir / run_id: the run folder ``results_dir/run_id`` (run_id None: a time-stamped name).
+    """
+
+    backend: str = "gpu"
+    backend_options: dict = field(default_factory=dict)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    conversion: ConversionSettings = field(default_factory=ConversionSettings)
+    fan_in: FanInSettings = field(default_factory=FanInSettings)
+    optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    results_dir: str = "results"
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        options = backend_class(self.backend).validate_options(self.backend_options)
+        object.__setattr__(self, "backend_options", options)
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
+            raise ConfigError(f"--run-id {self.run_id!r}: use letters, digits, '_', '-' and '.' (a folder name, "
+                              "not a path)")
+        optimizing = self.optimization.enabled
+        conversion = self.conversion
+        object.__setattr__(self, "conversion", replace(
+            conversion, granularity=conversion.granularity or ("neuron" if optimizing else "layer"),
+            v_init=conversion.v_init or ("half" if optimizing else "zero")))
+
+    def with_backend(self, name: str, options: dict) -> JobConfig:
+        """The same job on another backend (validated anew)."""
+        return replace(self, backend=name, backend_options=options)
+
+    def as_dict(self) -> dict:
+        """Every resolved setting (JSON types)."""
+        values = asdict(self)
+        values["conversion"]["percentile"] = self.conversion.resolved_percentile
+        return values

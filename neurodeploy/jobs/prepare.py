@@ -1,0 +1,197 @@
+"""Model -> IR for the job's backends: obtain the model (quantized or sparsity fine-tuned as the job
+asks), apply the fan-in pass the backends require, convert, optimize the scales when asked, and give
+each backend its own passes (``Backend.prepare``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from neurodeploy.backends import Backend
+from neurodeploy.convert import convert
+from neurodeploy.data import Dataset, Split
+from neurodeploy.ir import Network
+from neurodeploy.jobs.config import JobConfig
+from neurodeploy.jobs.events import Event, Listener
+from neurodeploy.jobs.models import CachedModel, ModelCache, derived_model, file_model, trained_model
+from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
+from neurodeploy.train import TrainConfig, evaluate_accuracy, train_model
+from neurodeploy.train.quantized import finetune_quantized
+
+#: training items the backends' passes calibrate on (ring-buffer sizing)
+BACKEND_CALIBRATION_ITEMS = 256
+
+
+@dataclass
+class PreparedNetwork:
+    """What a job runs: the network, the test items as the network takes them (through the input
+    transform of the fan-in pass), a* of the model on those items, and what was done on the way."""
+
+    network: Network
+    test: Split
+    ann_accuracy: float
+    model: CachedModel
+    input_transform: Callable[[torch.Tensor], torch.Tensor]
+    convert_s: float
+    models: list[dict] = field(default_factory=list)
+    optimization: dict | None = None
+
+
+def model_cache(config: JobConfig, emit: Listener) -> ModelCache:
+    return ModelCache(Path(config.results_dir) / "models", emit)
+
+
+def source_model(config: JobConfig, dataset: Dataset, cache: ModelCache) -> CachedModel:
+    """The model file, or the zoo architecture trained on ``dataset``."""
+    if config.model.model:
+        return file_model(config.model.model)
+    return trained_model(cache, dataset, config.model.arch, config.model.epochs, config.model.seed,
+                         config.run.progress)
+
+
+def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache) -> list[CachedModel]:
+    """The chain of models the conversion starts from (the last one is converted): the source model,
+    then its quantized version (QCFS/QFFS from a zoo model; a model file is taken as quantized already)
+    or its sparsity fine-tuned version (phase 1 of the anytime optimizations)."""
+    base = source_model(config, dataset, cache)
+    conversion, seed, progress = config.conversion, config.model.seed, config.run.progress
+    if conversion.conversion != "rate":
+        if config.model.model:
+            return [base]
+        settings = {"bits": conversion.quant_bits, "train": asdict(TrainConfig(epochs=conversion.quant_epochs,
+                                                                               lr=0.01, seed=seed))}
+
+        def quantize():
+            cache.emit(Event("stage", f"fine-tuning with {conversion.quant_bits}-bit activations for "
+                                      f"{conversion.quant_epochs} epochs"))
+            model, record = finetune_quantized(base.model, dataset.train, conversion.quant_bits,
+                                               TrainConfig(**settings["train"]), progress=progress)
+            return model, {**_shape(base, dataset), "quant_bits": conversion.quant_bits}, record
+
+        return [base, derived_model(cache, base, dataset, f"q{conversion.quant_bits}",
+                                     f"{conversion.quant_bits}-bit activations", settings, quantize)]
+    if config.optimization.enabled and config.optimization.sparsity:
+        from neurodeploy.train.sparsity import SparsityConfig, finetune_sparsity
+
+        sparsity = SparsityConfig(seed=seed)
+
+        def sparsify():
+            cache.emit(Event("stage", f"sparsity fine-tuning for {sparsity.epochs} epochs (lambda_a "
+                                      f"{sparsity.lambda_a}, lambda_w {sparsity.lambda_w}, pruning below "
+                                      f"{sparsity.prune_threshold})"))
+            model = copy.deepcopy(base.model)
+            report = finetune_sparsity(model, dataset.train, sparsity, progress=progress)
+            return model, _shape(base, dataset), {"sparsity": report}
+
+        return [base, derived_model(cache, base, dataset, "sparse", "sparsity fine-tuned", asdict(sparsity),
+                                     sparsify)]
+    return [base]
+
+
+def _shape(parent: CachedModel, dataset: Dataset) -> dict:
+    return {"arch": parent.info["arch"], "input_shape": dataset.input_shape, "n_classes": dataset.n_classes,
+            "quant_bits": parent.info.get("quant_bits"), "pooling": parent.info.get("pooling") or None}
+
+
+def fan_in_limit(config: JobConfig, backends: list[Backend]) -> int | None:
+    """``--max-fan-in`` (0: no pass), else the smallest limit the backends require; None: no pass."""
+    if config.fan_in.max_fan_in is not None:
+        return config.fan_in.max_fan_in or None
+    limits = [b.requirements().max_fan_in for b in backends if b.requirements().max_fan_in is not None]
+    return min(limits) if limits else None
+
+
+def pooled_model(config: JobConfig, dataset: Dataset, cache: ModelCache, parent: CachedModel, limit: int
+                 ) -> tuple[CachedModel, list[dict]]:
+    """Step 1 of the fan-in pass: pools the inputs of dense layers above ``limit`` and fine-tunes the
+    model (cached); returns the model and the changes with the test accuracy before and after."""
+    plan, changes = plan_dense_pooling(parent.model, dataset.input_shape, limit)
+    report = [c.as_dict() for c in changes]
+    if not plan:
+        return parent, report
+    epochs = config.fan_in.epochs
+    settings = {"max_fan_in": limit, "plan": plan, "train": asdict(TrainConfig(epochs=epochs, lr=0.01,
+                                                                               seed=config.model.seed))}
+
+    def pool():
+        cache.emit(Event("stage", f"fan-in pass: pooling before {len(plan)} dense layer(s), fine-tuning "
+                                  f"{epochs} epochs"))
+        model = apply_dense_pooling(parent.model, dataset.input_shape, plan)
+        record = train_model(model, dataset.train, TrainConfig(**settings["train"]), progress=config.run.progress)
+        return model, {**_shape(parent, dataset), "pooling": plan}, record
+
+    pooled = derived_model(cache, parent, dataset, f"fanin{limit}", f"input pooled for fan-in <= {limit}",
+                           settings, pool)
+    test = dataset.test.head(config.run.samples)
+    before, after = evaluate_accuracy(parent.model, test), evaluate_accuracy(pooled.model, test)
+    for entry in report:
+        entry.update(test_accuracy_before=before, test_accuracy_after=after)
+    cache.emit(Event("stage", f"fan-in pass: ANN test accuracy {before:.4f} -> {after:.4f} after pooling and "
+                              "fine-tuning"))
+    return pooled, report
+
+
+def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
+    """Converts with the job's conversion settings, calibrating on the first training items."""
+    c = config.conversion
+    calibration = dataset.train.images[: c.calibration_samples]
+    return convert(model, calibration, normalization=c.normalization, percentile=c.percentile,
+                   granularity=c.granularity, reset=c.reset, v_init=c.v_init, seed=config.model.seed,
+                   conversion=c.conversion)
+
+
+def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend], folder: Path,
+                    emit: Listener) -> PreparedNetwork:
+    """One IR for every backend in ``backends``: when one needs the fan-in pass, all get it."""
+    cache = model_cache(config, emit)
+    chain = model_for_conversion(config, dataset, cache)
+    limit = fan_in_limit(config, backends)
+    changes = None
+    if limit is not None:
+        pooled, changes = pooled_model(config, dataset, cache, chain[-1], limit)
+        if pooled is not chain[-1]:
+            chain.append(pooled)
+    source = chain[-1]
+    test = dataset.test.head(config.run.samples)
+    ann_accuracy = evaluate_accuracy(source.model, test)
+    start = time.perf_counter()
+    network = convert_model(source.model, dataset, config)
+    convert_s = time.perf_counter() - start
+    optimization = None
+    if config.optimization.enabled:
+        from neurodeploy.jobs.optimize import optimize_network
+
+        network, optimization = optimize_network(network, source.model, dataset, config, folder, emit)
+    if limit is not None:
+        changes = changes + [c.as_dict() for c in materialize_pooling(network, limit)]
+        network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
+        emit(Event("fan_in", data=network.metadata["fan_in_pass"]))
+
+    def transform(images: torch.Tensor) -> torch.Tensor:
+        return pool_inputs(network, images)
+
+    calibration = transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
+    for backend in backends:
+        network = backend.prepare(network, calibration, config.run.encoding)
+    return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
+                           convert_s, [m.record() for m in chain], optimization)
+
+
+def convert_job(config: JobConfig, out: str | Path, emit: Listener) -> Network:
+    """``neurodeploy convert``: the job's model -> IR (with the fan-in pass when ``--max-fan-in`` asks)
+    written to ``out``; no simulation."""
+    from neurodeploy.data import load_dataset
+    from neurodeploy.ir import save_network
+
+    dataset = load_dataset(config.model.data)
+    prepared = prepare_network(config, dataset, [], Path(config.results_dir), emit)
+    save_network(prepared.network, out)
+    emit(Event("done", f"converted {prepared.model.label} ({len(prepared.network.populations)} populations) "
+                       f"-> {out}"))
+    return prepared.network

@@ -1,0 +1,143 @@
+"""``neurodeploy run``: the main job. Model -> IR (``prepare``) -> the backend's mapping, if it has one
+-> simulation (or, where the backend returns no data, the backend that predicts it) -> the shared
+evaluator -> ``results/<run-id>/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurodeploy.backends import Backend, ExitPolicy, RunOptions, get_backend
+from neurodeploy.data import Split, load_dataset
+from neurodeploy.evaluate.dynamic_confidence import validation_test_split
+from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.evaluate.summary import summarize, write_curves_csv, write_json
+from neurodeploy.ir import Network, save_network
+from neurodeploy.jobs.config import JobConfig
+from neurodeploy.jobs.events import Event, Listener, silent
+from neurodeploy.jobs.folders import prepare_folder, record_in_config
+from neurodeploy.jobs.prepare import prepare_network
+
+
+def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None) -> RunOptions:
+    r = config.run
+    return RunOptions(T=r.T, batch_size=r.batch_size, encoding=r.encoding, seed=config.model.seed,
+                      progress=r.progress, exit_policy=exit_policy)
+
+
+def evaluate(result: SimulationResult, config: JobConfig, ann_accuracy: float | None = None) -> tuple[dict, dict]:
+    """The shared evaluator with the job's Dynamic Confidence settings."""
+    e = config.evaluation
+    a_star = result.metadata["ann_accuracy"] if ann_accuracy is None else ann_accuracy
+    return summarize(result, a_star, e.dc_alpha, e.dc_tolerance, e.dc_validation_fraction, config.model.seed,
+                     dc_rule=e.dc_rule)
+
+
+def write_evaluation(folder: Path, label: str, summary: dict, arrays: dict) -> None:
+    """summary.json, curves.csv and the plots of one run."""
+    from neurodeploy.evaluate.plots import plot_reports
+
+    write_json(folder / "summary.json", summary)
+    write_curves_csv(folder / "curves.csv", arrays)
+    plot_reports(folder, [(label, summary, arrays)])
+
+
+def runner_for(backend: Backend, emit: Listener) -> tuple[Backend, str | None]:
+    """The backend that produces the run's data: ``backend`` itself, or the one that predicts it
+    where it returns none (with a note saying so)."""
+    predictor = backend.predictor()
+    if predictor is None:
+        return backend, None
+    name, options = predictor
+    runner = get_backend(name, **options)
+    note = (f"{backend.describe()} returns no data: accuracy and spikes are predicted by {runner.describe()} "
+            "on the same IR")
+    emit(Event("stage", note))
+    return runner, note
+
+
+def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
+    """Runs the main job and writes ``results/<run-id>/``; returns the folder and the summary.
+
+    The folder holds config.json, network.zip (the IR), result.npz, summary.json, curves.csv, the PNG
+    plots and, for backends that place networks on hardware, mapping.json. Finished batches are kept in
+    ``partial/`` until the run completes, so running again with the same ``run_id`` and settings
+    resumes an interrupted run.
+    """
+    backend = get_backend(config.backend, **config.backend_options)
+    backend.check_target()
+    folder = prepare_folder(config)
+    dataset = load_dataset(config.model.data)
+    prepared = prepare_network(config, dataset, [backend], folder, emit)
+    network, test = prepared.network, prepared.test
+    record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
+                     models=prepared.models)
+    save_network(network, folder / "network.zip")
+    mapping = backend.map(network, folder)
+    if mapping is not None:
+        emit(Event("mapping", data=mapping))
+    runner, prediction_note = runner_for(backend, emit)
+    emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
+    partial = folder / "partial"
+    if partial.exists() and any(partial.glob("batch_*.npz")):
+        emit(Event("stage", f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in "
+                            f"{partial}"))
+    result = runner.run(network, test.images, test.labels, run_options(config), checkpoint_dir=partial)
+    result.metadata.update({
+        "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
+        "activation_sparsity": network.metadata["activation_sparsity"],
+        "weight_sparsity": network.metadata["weight_sparsity"], "convert_s": prepared.convert_s,
+    })
+    if prediction_note:
+        result.metadata["predicted_for"] = {"backend": backend.name, "note": prediction_note}
+    result.save(folder / "result.npz")
+    for path in partial.glob("batch_*.npz"):
+        path.unlink()
+    partial.rmdir()
+    summary, arrays = evaluate(result, config)
+    for key, value in (("fan_in_pass", network.metadata.get("fan_in_pass")),
+                       ("scale_optimization", prepared.optimization), ("mapping", mapping),
+                       ("prediction", prediction_note)):
+        if value is not None:
+            summary[key] = value
+    if config.run.exit:
+        summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder)
+    label = backend.name if prediction_note is None else f"{runner.name} predicting {backend.name}"
+    write_evaluation(folder, label, summary, arrays)
+    emit(Event("summary", f"{prepared.model.label} on {dataset.name} ({result.n_items} test items), backend "
+                          f"{backend.describe()}", data=summary))
+    emit(Event("done", f"results written to {folder}/"))
+    return folder, summary
+
+
+def run_early_exit(backend: Backend, network: Network, test: Split, full: SimulationResult, summary: dict,
+                   config: JobConfig, folder: Path) -> dict:
+    """Runs the Dynamic Confidence test part again with early exit in the simulator and compares its
+    wall time with the full-T run of the same items (saved as ``result_exit.npz``)."""
+    dc = summary["dynamic_confidence"]
+    given = config.run.exit_threshold
+    policy = ExitPolicy(dc["alpha"], dc["threshold_log_odds"]) if given is None else \
+        ExitPolicy.from_confidence(dc["alpha"], given)
+    _, test_index = validation_test_split(full.n_items, config.evaluation.dc_validation_fraction, config.model.seed)
+    index = torch.as_tensor(test_index)
+    exited = backend.run(network, test.images[index], test.labels[index], run_options(config, policy))
+    exited.metadata["ann_accuracy"] = full.metadata["ann_accuracy"]
+    exited.save(folder / "result_exit.npz")
+    full_part = backend.run(network, test.images[index], test.labels[index], run_options(config))
+    wall, wall_full = exited.metadata["timings"]["run_s"], full_part.metadata["timings"]["run_s"]
+    return {
+        "threshold": float(1.0 / (1.0 + np.exp(-policy.threshold_log_odds))),
+        "threshold_source": "validation" if given is None else "given",
+        "alpha": policy.alpha,
+        "n_items": exited.n_items,
+        "mean_latency": float(exited.stop_times.mean()),
+        "accuracy": float(exited.exit_correct().mean()),
+        "full_T_accuracy": float(full_part.accuracy_curve()[-1]),
+        "step_saving": 1.0 - float(exited.stop_times.mean()) / config.run.T,
+        "wall_time_s": wall,
+        "full_T_wall_time_s": wall_full,
+        "wall_saving": 1.0 - wall / wall_full,
+    }
+

@@ -1,0 +1,89 @@
+"""Every error a user can cause on the command line: one line, exit status 2, no traceback, within
+seconds, and before any model is trained (the settings are checked before any work starts)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from neurodeploy.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad-files")
+    (folder / "corrupt.pt").write_bytes(b"not a model at all")
+    (folder / "corrupt.zip").write_bytes(b"PK\x03\x04 truncated")
+    (folder / "corrupt.npz").write_bytes(b"\x93NUMPY garbage")
+    (folder / "empty-data").mkdir()
+    return folder
+
+
+BAD = [
+    (["run", "--arch", "tinynet"], "tinynet"),
+    (["run", "--backend", "foo"], "foo"),
+    (["run", "--profile", "fast"], "fast"),
+    (["run", "--profile", "exact"], "gpu backend: --profile 'exact' is not one of"),
+    (["run", "--samples", "0"], "--samples must be at least 1"),
+    (["run", "-T", "0"], "-T/--steps must be at least 1"),
+    (["run", "-T", "abc"], "invalid int value"),
+    (["run", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["run", "--epochs", "0"], "--epochs must be at least 1"),
+    (["run", "--dc-alpha", "abc"], "--dc-alpha 'abc'"),
+    (["run", "--dc-alpha", "bits:x"], "bits:B takes a whole number"),
+    (["run", "--dc-alpha", "-3"], "positive finite number"),
+    (["run", "--dc-validation-fraction", "1.5"], "--dc-validation-fraction must lie in (0, 1)"),
+    (["run", "--dc-tolerance", "-1"], "--dc-tolerance must lie in [0, 1]"),
+    (["run", "--percentile", "150"], "--percentile must lie in (0, 100]"),
+    (["run", "--exit", "confidence:2"], "a confidence threshold lies in (0, 1)"),
+    (["run", "--exit", "speed"], "the only exit rule is"),
+    (["run", "--quant-bits", "0"], "--quant-bits must be from 1 to 8"),
+    (["run", "--max-fan-in", "-1"], "--max-fan-in must be at least 0"),
+    (["run", "--optimize-evals", "0"], "--optimize-evals must be at least 1"),
+    (["run", "--encoding", "morse"], "morse"),
+    (["run", "--backend", "neuron", "--workers", "0"], "neuron backend: --workers must be at least 1"),
+    (["run", "--workers", "2"], "gpu backend has no option --workers"),
+    (["run", "--chunk", "0"], "gpu backend: --chunk must be at least 1"),
+    (["run", "--device", "tpu"], "is not a device"),
+    (["run", "--backend", "spinnaker", "--neurons-per-core", "300"], "--neurons-per-core must be at most 256"),
+    (["run", "--backend", "spinnaker", "--hardware-config", "no-such-board.cfg"], "no-such-board.cfg"),
+    (["run", "--run-id", "../../x"], "--run-id '../../x'"),
+    (["run", "--model", "{files}/missing.pt"], "missing.pt: no such file"),
+    (["run", "--model", "{files}/corrupt.pt"], "corrupt.pt: not a readable model file"),
+    (["run", "--data", "{files}/no-such-folder"], "no-such-folder: no such folder"),
+    (["run", "--data", "{files}/empty-data"], "empty-data"),
+    (["compare", "--backends", "gpu:fast"], "gpu backend: --profile 'fast' is not one of"),
+    (["compare", "--backends", "foo"], "unknown backend 'foo'"),
+    (["compare", "--backends", "gpu,gpu"], "lists a backend twice"),
+    (["compare", "--backends", "gpu:pynn", "--workers", "2"], "--workers applies to none of the backends"),
+    (["evaluate", "{files}/missing.npz"], "missing.npz"),
+    (["evaluate", "{files}/corrupt.npz"], "corrupt.npz"),
+    (["info", "{files}/corrupt.zip"], "corrupt.zip"),
+    (["convert", "{files}/missing.pt", "--out", "{files}/x.zip"], "missing.pt: no such file"),
+    (["train", "--out", "{files}/m.pt", "--epochs", "0"], "--epochs must be at least 1"),
+    (["optimize", "--out", "{files}/o.zip", "--optimize-items", "0"], "--optimize-items must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD, ids=[" ".join(argv) for argv, _ in BAD])
+def test_bad_invocation_is_one_clear_line(argv, needle, files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh results folder: ./results
+    argv = [word.replace("{files}", str(files)) for word in argv]
+    start = time.perf_counter()
+    try:
+        code = main(argv)
+    except SystemExit as done:  # usage errors from the parser
+        code = done.code
+    seconds = time.perf_counter() - start
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and needle in lines[0], lines[0]
+    assert seconds < 5.0
+    assert not (tmp_path / "results" / "models").exists()  # nothing was trained
+
+
+def test_there_are_at_least_25_cases():
+    assert len(BAD) >= 25
