@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from neurodeploy.convert.fx_graph import FxConverter
 from neurodeploy.convert.normalize import apply_normalization, channel_lambdas
+from neurodeploy.convert.refusals import REFUSALS
 from neurodeploy.convert.statistics import activation_scales
 from neurodeploy.errors import DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
@@ -41,11 +42,12 @@ def _batches(data: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         yield data[start: start + batch_size]
 
 
-def _quantized_neuron(name: str, quantizer, conversion: str) -> NeuronSpec:
+def _quantized_neuron(name: str, node: str, quantizer, conversion: str) -> NeuronSpec:
     if quantizer is None:
+        advice = REFUSALS["plain ReLU with conversion 'qcfs' or 'qffs'"]
         raise UnsupportedOperationError(
-            f"population {name!r} comes from a plain ReLU; {conversion.upper()} conversion needs quantized "
-            "activations (QuantReLU): fine-tune with `neurodeploy train --quantize-bits B` or use conversion 'rate'"
+            f"cannot convert population {name!r} (graph node {node!r}), a plain ReLU: {conversion.upper()} "
+            f"conversion needs quantized activations (QuantReLU); {advice}"
         )
     levels = quantizer.levels
     theta = float(quantizer.step.detach().abs()) * levels
@@ -78,8 +80,9 @@ def convert(
         or "percentile_all" (over all activations; SaRNN, default p = 99.0).
     granularity: "layer" (one lambda per population) or "neuron" (one per channel; Dutson et al.).
     reset, v_init, seed: neuron spec of every hidden population (see :class:`NeuronSpec`).
-    Returns a validated :class:`Network` whose metadata records the settings and the ANN's activation
-    sparsity S_a and weight sparsity S_w.
+    Returns a validated :class:`Network` whose metadata records the settings, the ANN's activation
+    sparsity S_a and weight sparsity S_w, and ``conversion_notes``: what the conversion changed without
+    changing predictions (a dropped final softmax), one line each.
     """
     if calibration.ndim < 2 or calibration.shape[0] == 0:
         raise DataError(f"calibration data must be [N, *input_shape] with N > 0, got {tuple(calibration.shape)}")
@@ -118,7 +121,8 @@ def convert(
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
             population.metadata["lambda"] = [float(v) for v in lambdas[name]]
         else:
-            population.neuron = _quantized_neuron(name, fx.quantizers.get(name), conversion)
+            population.neuron = _quantized_neuron(name, population.metadata["fx_node"], fx.quantizers.get(name),
+                                                  conversion)
         if population.bias is not None:
             population.bias = population.bias.astype(np.float32)
     for projection in network.projections:
@@ -137,5 +141,6 @@ def convert(
         "calibration_samples": int(calibration.shape[0]),
         "activation_sparsity": zeros / total if total else 0.0,
         "weight_sparsity": weight_sparsity(model),
+        "conversion_notes": fx.notes,
     })
     return network.validate()
