@@ -205,6 +205,11 @@ class Backend:
         backend has no placement (simulators)."""
         return None
 
+    def exact_reference(self) -> tuple[str, dict] | None:
+        """The backend (name, options) whose spike counts this one claims to equal neuron for neuron on
+        the same network and items (checked by the conformance tests), or None."""
+        return None
+
     def predictor(self) -> tuple[str, dict] | None:
         """The backend (name, options) whose results predict this one's when this one returns no data
         (a virtual board); None where this backend's own results are the data."""

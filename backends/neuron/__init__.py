@@ -53,6 +53,10 @@ class NeuronBackend(Backend):
     def describe(self) -> str:
         return f"neuron[{self.workers} workers, profile {self.profile}]"
 
+    def exact_reference(self) -> tuple[str, dict] | None:
+        """The exact cell equals the reference simulator's pynn profile spike for spike."""
+        return ("gpu", {"profile": "pynn", "device": "cpu"}) if self.profile == "exact" else None
+
     def compile(self, network: Network, options: RunOptions) -> Session:
         start = time.perf_counter()
         lowered = lower_network(network, options.encoding)

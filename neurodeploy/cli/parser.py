@@ -80,8 +80,9 @@ def _model_group(parser: argparse.ArgumentParser, epochs: bool = True) -> None:
 
 def _conversion_group(parser: argparse.ArgumentParser) -> None:
     from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+    from neurodeploy.convert.statistics import GRANULARITIES
     from neurodeploy.ir.population import VINIT_NAMES
-    from neurodeploy.jobs.config import GRANULARITIES, RESETS
+    from neurodeploy.jobs.config import RESETS
 
     group = parser.add_argument_group("conversion")
     group.add_argument("--conversion", default="rate", choices=CONVERSIONS,

@@ -13,7 +13,7 @@ from neurodeploy.convert.fx_graph import FxConverter
 from neurodeploy.convert.normalize import apply_normalization, channel_lambdas
 from neurodeploy.convert.refusals import REFUSALS
 from neurodeploy.convert.statistics import activation_scales
-from neurodeploy.errors import DataError, UnsupportedOperationError
+from neurodeploy.errors import ConfigError, DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import NeuronSpec
 from neurodeploy.train.sparsity import weight_sparsity
@@ -87,11 +87,11 @@ def convert(
     if calibration.ndim < 2 or calibration.shape[0] == 0:
         raise DataError(f"calibration data must be [N, *input_shape] with N > 0, got {tuple(calibration.shape)}")
     if conversion not in CONVERSIONS:
-        raise ValueError(f"conversion must be one of {CONVERSIONS}, not {conversion!r}")
+        raise ConfigError(f"conversion must be one of {CONVERSIONS}, not {conversion!r}")
     if conversion != "rate":
         normalization, granularity = "max", "layer"  # statistics only feed the sparsity report
     if normalization not in DEFAULT_PERCENTILE:
-        raise ValueError(f"normalization must be one of {sorted(DEFAULT_PERCENTILE)}, not {normalization!r}")
+        raise ConfigError(f"normalization must be one of {sorted(DEFAULT_PERCENTILE)}, not {normalization!r}")
     percentile = DEFAULT_PERCENTILE[normalization] if percentile is None else float(percentile)
     was_training = model.training
     model.eval()

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurodeploy.errors import ConfigError
+
 N_BINS = 4096
 Method = str  # "max" | "percentile" (non-zero activations) | "percentile_all"
+
+
+#: one scale per layer, or per channel (first axis after the batch; "neuron" in Dutson et al.'s words)
+GRANULARITIES = ("layer", "neuron")
 
 
 def grouped(activation: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -29,7 +35,7 @@ def grouped(activation: torch.Tensor, granularity: str) -> torch.Tensor:
         return x.reshape(1, -1)
     if granularity == "neuron":
         return x.transpose(0, 1).reshape(x.shape[1], -1)
-    raise ValueError(f"granularity must be 'layer' or 'neuron', not {granularity!r}")
+    raise ConfigError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
 
 
 @dataclass
@@ -44,7 +50,7 @@ class ExactQuantiles:
 
     def __init__(self, n_groups: int, percentile: float, nonzero_only: bool):
         if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must lie in [0, 100], got {percentile}")
+            raise ConfigError(f"percentile must lie in [0, 100], got {percentile}")
         self.n_groups = n_groups
         self.percentile = percentile
         self.nonzero_only = nonzero_only
@@ -126,7 +132,7 @@ def activation_scales(
     and ``(zeros, total)`` activation counts per layer (for activation sparsity).
     """
     if method not in ("max", "percentile", "percentile_all"):
-        raise ValueError(f"normalization must be 'max', 'percentile' or 'percentile_all', not {method!r}")
+        raise ConfigError(f"normalization must be 'max', 'percentile' or 'percentile_all', not {method!r}")
     quantiles: dict[str, ExactQuantiles] = {}
     for acts in batches():
         for name, act in acts.items():

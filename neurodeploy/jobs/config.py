@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from neurodeploy.backends import backend_class
 from neurodeploy.backends.base import ENCODINGS
 from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+from neurodeploy.convert.statistics import GRANULARITIES
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
 from neurodeploy.ir.population import VINIT_NAMES, ResetMode
@@ -23,7 +24,6 @@ from neurodeploy.jobs.checks import choice, existing, number, whole
 from neurodeploy.optimize.optimizer import METHODS
 from neurodeploy.train.zoo import ARCHITECTURES
 
-GRANULARITIES = ("layer", "neuron")
 RESETS = typing.get_args(ResetMode)
 #: run ids are folder names under the results folder: no separators, no leading dot
 RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")

@@ -105,7 +105,7 @@ def trained_model(cache: ModelCache, dataset: Dataset, arch: str, epochs: int, s
     """The zoo architecture ``arch`` trained on ``dataset`` (or its cached copy)."""
     settings = TrainConfig(epochs=epochs, seed=seed)
     key = {"kind": "trained", "arch": arch, "data": data_fingerprint(dataset), "train": asdict(settings),
-           "input_shape": list(dataset.input_shape), "n_classes": dataset.n_classes, "torch": torch.__version__}
+           "input_shape": list(dataset.input_shape), "n_classes": dataset.n_classes, "torch": str(torch.__version__)}
 
     def make():
         cache.emit(Event("stage", f"training {arch} on {dataset.name} for {epochs} epochs (cached afterwards)"))
@@ -128,6 +128,6 @@ def derived_model(cache: ModelCache, parent: CachedModel, dataset: Dataset, what
     """A model made from ``parent`` by ``make`` (fine-tuning, pooling) under ``settings``; cached with
     the parent's key, the data and the settings. ``what`` tags the file name, ``description`` the label."""
     key = {"kind": what, "parent": parent.key, "data": data_fingerprint(dataset), "settings": settings,
-           "torch": torch.__version__}
+           "torch": str(torch.__version__)}
     arch = parent.info["arch"]
     return cache.get(f"{arch}-{what}", key, f"{parent.label.split(' (')[0]}, {description}", make)

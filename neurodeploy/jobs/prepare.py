@@ -163,6 +163,8 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
     start = time.perf_counter()
     network = convert_model(source.model, dataset, config)
     convert_s = time.perf_counter() - start
+    for note in network.metadata.get("conversion_notes", []):
+        emit(Event("stage", f"conversion: {note}"))
     optimization = None
     if config.optimization.enabled:
         from neurodeploy.jobs.optimize import optimize_network
