@@ -14,12 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
-
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.data import load_dataset
-from neurodeploy.evaluate.report import summarize
-from neurodeploy.pipeline import JobConfig, convert_model, obtain_quantized_model, run_early_exit
+from neurodeploy.evaluate.summary import summarize
+from neurodeploy.jobs.config import ConversionSettings, JobConfig, ModelSettings, RunSettings
+from neurodeploy.jobs.events import silent
+from neurodeploy.jobs.prepare import convert_model, model_cache, model_for_conversion
+from neurodeploy.jobs.run import run_early_exit
 from neurodeploy.train import evaluate_accuracy
 
 
@@ -32,14 +33,15 @@ def main() -> None:
     parser.add_argument("--quant-epochs", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).with_name("early_exit.json")))
     args = parser.parse_args()
-    config = JobConfig(arch=args.arch, epochs=args.epochs, quant_epochs=args.quant_epochs, conversion=args.conversion,
-                       T=args.T, batch_size=1000, exit="confidence", progress=False)
+    config = JobConfig(model=ModelSettings(arch=args.arch, epochs=args.epochs),
+                       conversion=ConversionSettings(conversion=args.conversion, quant_epochs=args.quant_epochs),
+                       run=RunSettings(T=args.T, batch_size=1000, exit="confidence", progress=False))
     dataset = load_dataset()
-    model, _ = obtain_quantized_model(config, dataset, Console(quiet=True))
+    model = model_for_conversion(config, dataset, model_cache(config, silent))[-1].model
     network = convert_model(model, dataset, config)
     backend = get_backend("gpu")
     full = backend.run(network, dataset.test.images, dataset.test.labels,
-                       RunOptions(T=config.T, batch_size=1000, progress=False))
+                       RunOptions(T=config.run.T, batch_size=1000, progress=False))
     full.metadata["ann_accuracy"] = evaluate_accuracy(model, dataset.test)
     summary, _ = summarize(full, full.metadata["ann_accuracy"])
     early = run_early_exit(backend, network, dataset.test, full, summary, config, Path("/tmp"))

@@ -26,7 +26,9 @@ from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu import default_device
 from neurodeploy.convert import convert
 from neurodeploy.data import load_dataset
-from neurodeploy.pipeline import JobConfig, obtain_model
+from neurodeploy.jobs.config import JobConfig, RunSettings
+from neurodeploy.jobs.events import silent
+from neurodeploy.jobs.prepare import model_cache, source_model
 from neurodeploy.train import build
 
 
@@ -52,9 +54,8 @@ def ann_forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 
 
 def dense_mnist_case(items: int):
     dataset = load_dataset()
-    from rich.console import Console
-
-    model, _ = obtain_model(JobConfig(progress=False), dataset, Console(quiet=True))
+    config = JobConfig(run=RunSettings(progress=False))
+    model = source_model(config, dataset, model_cache(config, silent)).model
     x = dataset.test.images[:items]
     return model, x, dataset.train.images[:2000], dataset.test.labels[:items]
 

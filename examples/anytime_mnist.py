@@ -21,19 +21,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
 
+from neurodeploy.backends.gpu import GpuBackend  # noqa: E402
+from neurodeploy.cli.render import console, render  # noqa: E402
 from neurodeploy.convert import convert  # noqa: E402
 from neurodeploy.data import load_dataset  # noqa: E402
 from neurodeploy.evaluate.metrics import pareto_latency, pareto_power  # noqa: E402
-from neurodeploy.optimize import CachedSimulator  # noqa: E402
-from neurodeploy.pipeline import JobConfig, obtain_model, run_job  # noqa: E402
+from neurodeploy.jobs.config import JobConfig, ModelSettings, OptimizationSettings, RunSettings  # noqa: E402
+from neurodeploy.jobs.prepare import model_cache, source_model  # noqa: E402
+from neurodeploy.jobs.run import run_job  # noqa: E402
 from neurodeploy.train import evaluate_accuracy  # noqa: E402
 
-#: per model: training epochs, steps, and the optimization budget (conv MNIST simulates ~50x slower)
+#: per model: training epochs, steps, and the optimization budget (``OptimizationSettings`` fields: simulations,
+#: held-out items, steps per simulation; conv MNIST simulates ~50x slower)
 SETTINGS = {
-    "dense_mnist": {"epochs": 15, "T": 100, "optimize_evals": 250},
-    "conv_mnist": {"epochs": 6, "T": 50, "optimize_evals": 40, "optimize_items": 200, "optimize_T": 30},
+    "dense_mnist": {"epochs": 15, "T": 100, "optimization": {"evals": 250}},
+    "conv_mnist": {"epochs": 6, "T": 50, "optimization": {"evals": 40, "items": 200, "T": 30}},
 }
 ROW_KEYS = ("peak_accuracy", "pareto_latency", "pareto_power", "time_to_target", "events_to_target")
 
@@ -45,16 +48,18 @@ def row(summary: dict) -> dict:
             "target_accuracy": summary["target_accuracy"], "accuracy_curve": summary["accuracy_curve"]}
 
 
-def init_table(arch: str, epochs: int, T: int, console: Console) -> list[dict]:
-    """Phases 2 and 3 alone on the plain model: granularity x initial membrane on the test split."""
+def init_table(config: JobConfig) -> list[dict]:
+    """Phases 2 and 3 alone on the plain model of ``config``: granularity x initial membrane on the test split."""
     dataset = load_dataset()
-    model, _ = obtain_model(JobConfig(arch=arch, epochs=epochs), dataset, console)
+    model = source_model(config, dataset, model_cache(config, render)).model
     ann = evaluate_accuracy(model, dataset.test)
+    backend, T = GpuBackend(device="cpu"), config.run.T
     rows = []
     for granularity in ("layer", "neuron"):
         for v_init in ("zero", "half", "uniform"):
             network = convert(model, dataset.train.images[:2000], granularity=granularity, v_init=v_init)
-            accuracy, events = CachedSimulator(network, dataset.test.images, dataset.test.labels, T).curves(network)
+            simulator = backend.anytime_simulator(network, dataset.test.images, dataset.test.labels, T)
+            accuracy, events = simulator.curves(network)
             rows.append({"granularity": granularity, "v_init": v_init, "peak_accuracy": float(accuracy.max()),
                          "pareto_latency": pareto_latency(accuracy, ann),
                          "pareto_power": pareto_power(accuracy, ann, events)})
@@ -109,17 +114,19 @@ def main() -> None:
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    console = Console()
     out = Path(args.results_dir) / "anytime"
     out.mkdir(parents=True, exist_ok=True)
     report = {"data": "embedded MNIST (8,000 train / 2,000 test)", "form": "pareto", "models": {}}
     for arch in args.archs.split(","):
         settings = SETTINGS[arch]
-        common = {"arch": arch, "epochs": settings["epochs"], "T": settings["T"], "results_dir": args.results_dir,
-                  "progress": not args.no_progress}
-        _, before = run_job(JobConfig(**common, run_id=f"anytime-{arch}-before"), console)
-        extra = {k: v for k, v in settings.items() if k.startswith("optimize_")}
-        _, after = run_job(JobConfig(**common, **extra, optimize=True, run_id=f"anytime-{arch}-after"), console)
+        # a fresh JobConfig for each: it resolves granularity and v_init from whether it optimizes
+        # (dataclasses.replace on a resolved config would keep the plain "layer" / "zero")
+        common = {"model": ModelSettings(arch=arch, epochs=settings["epochs"]),
+                  "run": RunSettings(T=settings["T"], progress=not args.no_progress), "results_dir": args.results_dir}
+        plain = JobConfig(**common, run_id=f"anytime-{arch}-before")
+        _, before = run_job(plain, render)
+        optimized = OptimizationSettings(enabled=True, **settings["optimization"])
+        _, after = run_job(JobConfig(**common, optimization=optimized, run_id=f"anytime-{arch}-after"), render)
         b, a = row(before), row(after)
         report["models"][arch] = {
             "T": settings["T"], "before": b, "after": a,
@@ -132,7 +139,7 @@ def main() -> None:
         }
         plot(arch, b, a, out / f"accuracy_{arch}.png")
         if arch == "dense_mnist":
-            report["init_table"] = init_table(arch, settings["epochs"], settings["T"], console)
+            report["init_table"] = init_table(plain)
         (out / "anytime_report.json").write_text(json.dumps(report, indent=1))
         (out / "anytime_report.md").write_text(markdown(report))
     console.print(markdown(report))

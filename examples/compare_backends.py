@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from neurodeploy.pipeline import JobConfig, compare_backends
+from neurodeploy.cli.render import render
+from neurodeploy.jobs.compare import compare_backends
+from neurodeploy.jobs.config import JobConfig, ModelSettings, RunSettings
 
 
 def main() -> None:
@@ -22,9 +24,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out-id", default="compare-example")
     args = parser.parse_args()
-    config = JobConfig(arch=args.arch, samples=args.samples, T=args.T, epochs=args.epochs, run_id=args.out_id,
-                       progress=False)
-    folder, report = compare_backends(config, args.backends.split(","))
+    config = JobConfig(model=ModelSettings(arch=args.arch, epochs=args.epochs),
+                       run=RunSettings(T=args.T, samples=args.samples, progress=False), run_id=args.out_id)
+    folder, report = compare_backends(config, args.backends.split(","), emit=render)  # prints the CLI's tables
     for spec, entry in report["backends"].items():
         agreement = entry["agreement_with_reference"]["prediction_agreement_mean"]
         print(f"{spec:12s} accuracy at T {entry['snn_accuracy']:.4f}, agreement with {report['reference']} "

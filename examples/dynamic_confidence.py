@@ -25,10 +25,19 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from neurodeploy.backends import ExitPolicy, RunOptions, get_backend  # noqa: E402
+from neurodeploy.cli.render import render  # noqa: E402
 from neurodeploy.data import load_dataset  # noqa: E402
 from neurodeploy.evaluate.dynamic_confidence import validation_test_split  # noqa: E402
-from neurodeploy.evaluate.report import summarize  # noqa: E402
-from neurodeploy.pipeline import JobConfig, convert_model, obtain_quantized_model, run_early_exit  # noqa: E402
+from neurodeploy.evaluate.summary import summarize  # noqa: E402
+from neurodeploy.jobs.config import (  # noqa: E402
+    ConversionSettings,
+    EvaluationSettings,
+    JobConfig,
+    ModelSettings,
+    RunSettings,
+)
+from neurodeploy.jobs.prepare import convert_model, model_cache, model_for_conversion  # noqa: E402
+from neurodeploy.jobs.run import run_early_exit  # noqa: E402
 from neurodeploy.train import evaluate_accuracy  # noqa: E402
 
 
@@ -39,33 +48,37 @@ def streaming_latency(backend_kwargs: dict, network, images, labels, T: int, pol
     return backend.run(network, images, labels, options).metadata["timings"]["per_item_s"]
 
 
-def evaluate_entry(method: str, arch: str, args, dataset, console: Console, out: Path) -> dict:
-    config = JobConfig(arch=arch, epochs=args.epochs, conversion=method, quant_bits=args.bits,
-                       quant_epochs=args.quant_epochs, progress=False, batch_size=1000, seed=args.seed,
-                       T=args.T_qcfs if method == "qcfs" else args.T_qffs or 2**args.bits - 1, exit="confidence")
-    model, label = obtain_quantized_model(config, dataset, console)
+def evaluate_entry(method: str, arch: str, args, dataset, out: Path) -> dict:
+    alpha = "T" if method == "qcfs" else f"bits:{args.bits}"
+    config = JobConfig(
+        model=ModelSettings(arch=arch, epochs=args.epochs, seed=args.seed),
+        conversion=ConversionSettings(conversion=method, quant_bits=args.bits, quant_epochs=args.quant_epochs),
+        run=RunSettings(T=args.T_qcfs if method == "qcfs" else args.T_qffs or 2**args.bits - 1, batch_size=1000,
+                        exit="confidence", progress=False),
+        evaluation=EvaluationSettings(dc_alpha=alpha))
+    T = config.run.T
+    cached = model_for_conversion(config, dataset, model_cache(config, render))[-1]
+    model, label = cached.model, cached.label
     test = dataset.test.head(args.samples)
     ann_accuracy = evaluate_accuracy(model, test)
     network = convert_model(model, dataset, config)
     backend = get_backend("gpu")
-    full = backend.run(network, test.images, test.labels, RunOptions(T=config.T, batch_size=1000, progress=False))
+    full = backend.run(network, test.images, test.labels, RunOptions(T=T, batch_size=1000, progress=False))
     full.metadata["ann_accuracy"] = ann_accuracy
-    alpha = "T" if method == "qcfs" else f"bits:{args.bits}"
-    config.dc_alpha = alpha
     summary, arrays = summarize(full, ann_accuracy, dc_alpha=alpha, seed=args.seed)
     dc, bound = summary["dynamic_confidence"], summary["oracle"]
     entry_folder = out / f"{method}_{arch}"
     entry_folder.mkdir(parents=True, exist_ok=True)
     full.save(entry_folder / "result.npz")
     early = run_early_exit(backend, network, test, full, summary, config, entry_folder)
-    _, test_index = validation_test_split(full.n_items, config.dc_validation_fraction, config.seed)
+    _, test_index = validation_test_split(full.n_items, config.evaluation.dc_validation_fraction, config.model.seed)
     few = test_index[: args.latency_items]
     policy = ExitPolicy(dc["alpha"], dc["threshold_log_odds"])
-    latency_full = streaming_latency({}, network, test.images[few], test.labels[few], config.T, None)
-    latency_dc = streaming_latency({}, network, test.images[few], test.labels[few], config.T, policy)
+    latency_full = streaming_latency({}, network, test.images[few], test.labels[few], T, None)
+    latency_dc = streaming_latency({}, network, test.images[few], test.labels[few], T, policy)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(arrays["stop_times"], bins=np.arange(0.5, config.T + 1.5), alpha=0.7, label="DC")
-    ax.hist(arrays["oracle_stop_times"], bins=np.arange(0.5, config.T + 1.5), histtype="step", label="oracle")
+    ax.hist(arrays["stop_times"], bins=np.arange(0.5, T + 1.5), alpha=0.7, label="DC")
+    ax.hist(arrays["oracle_stop_times"], bins=np.arange(0.5, T + 1.5), histtype="step", label="oracle")
     ax.set(xlabel="stop step", ylabel="test items", title=f"{method.upper()} {arch}: stop times")
     ax.legend()
     fig.tight_layout()
@@ -73,7 +86,7 @@ def evaluate_entry(method: str, arch: str, args, dataset, console: Console, out:
     plt.close(fig)
     return {
         "method": method, "arch": arch, "model": label, "bits": args.bits, "n_items": full.n_items,
-        "ann_accuracy": ann_accuracy, "full_T": config.T, "full_T_accuracy": dc["full_T_accuracy"],
+        "ann_accuracy": ann_accuracy, "full_T": T, "full_T_accuracy": dc["full_T_accuracy"],
         "snn_accuracy_all_items": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
         "dc_accuracy": dc["accuracy"], "dc_mean_latency": dc["mean_latency"], "step_saving": dc["step_saving"],
         "wall_saving": early["wall_saving"], "early_exit_step_saving": early["step_saving"],
@@ -110,7 +123,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/dynamic_confidence")
     args = parser.parse_args()
-    console = Console(width=200)
+    console = Console(width=200)  # the report table has 15 columns
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset()
@@ -118,7 +131,7 @@ def main() -> None:
     for arch in args.archs.split(","):
         for method in args.methods.split(","):
             console.print(f"{method} / {arch} ...")
-            entries.append(evaluate_entry(method, arch, args, dataset, console, out))
+            entries.append(evaluate_entry(method, arch, args, dataset, out))
             (out / "dc_report.json").write_text(json.dumps(entries, indent=1))  # incremental: nothing is lost
     table = Table(title="Dynamic Confidence (embedded MNIST test items; DC picked on a validation part)")
     for name, _ in COLUMNS:

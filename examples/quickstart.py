@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-
 from neurodeploy.backends import RunOptions, get_backend
+from neurodeploy.cli.render import comparison_table, console, render
 from neurodeploy.data import load_dataset
-from neurodeploy.evaluate.report import plot_reports, print_comparison, summarize
-from neurodeploy.pipeline import JobConfig, convert_model, obtain_model
+from neurodeploy.evaluate.plots import plot_reports
+from neurodeploy.evaluate.summary import summarize
+from neurodeploy.jobs.config import JobConfig, ModelSettings, RunSettings
+from neurodeploy.jobs.prepare import convert_model, model_cache, source_model
 from neurodeploy.train import evaluate_accuracy
 
 
@@ -25,11 +26,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", default="results/quickstart")
     args = parser.parse_args()
-    console = Console()
 
-    config = JobConfig(epochs=args.epochs, progress=False)
+    config = JobConfig(model=ModelSettings(epochs=args.epochs), run=RunSettings(progress=False))
     dataset = load_dataset()                                    # embedded MNIST subset
-    model, label = obtain_model(config, dataset, console)       # trained once, then cached
+    cached = source_model(config, dataset, model_cache(config, render))  # trained once, then cached
+    model, label = cached.model, cached.label
     network = convert_model(model, dataset, config)             # IR with normalized weights
     test = dataset.test.head(args.samples)
     ann_accuracy = evaluate_accuracy(model, test)
@@ -40,7 +41,7 @@ def main() -> None:
         result = backend.run(network, test.images, test.labels, RunOptions(T=args.T, progress=False))
         summary, arrays = summarize(result, ann_accuracy)
         runs.append((f"gpu/{profile}", summary, arrays))
-    print_comparison([s for _, s, _ in runs], [name for name, _, _ in runs], console)
+    console.print(comparison_table([s for _, s, _ in runs], [name for name, _, _ in runs]))
     paths = plot_reports(Path(args.out), runs)
     console.print(f"{label}: plots in {Path(args.out)}/ ({len(paths)} PNG files)")
 

@@ -57,8 +57,8 @@ class ConversionSettings:
     """ANN -> SNN conversion (``docs/semantics.md``, "Conversion").
 
     granularity and v_init None: "layer" and "zero", or "neuron" and "half" when the job optimizes
-    (Dutson et al.'s pipeline); :class:`JobConfig` resolves them. percentile None: the normalization's
-    default (99.9 for ``percentile``, 99.0 for ``percentile_all``).
+    (Dutson et al.'s pipeline); ``JobConfig.resolved_conversion`` fills them in. percentile None: the
+    normalization's default (99.9 for ``percentile``, 99.0 for ``percentile_all``).
     """
 
     conversion: str = "rate"
@@ -205,11 +205,16 @@ class JobConfig:
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ConfigError(f"--run-id {self.run_id!r}: use letters, digits, '_', '-' and '.' (a folder name, "
                               "not a path)")
-        optimizing = self.optimization.enabled
-        conversion = self.conversion
-        object.__setattr__(self, "conversion", replace(
-            conversion, granularity=conversion.granularity or ("neuron" if optimizing else "layer"),
-            v_init=conversion.v_init or ("half" if optimizing else "zero")))
+
+    @property
+    def resolved_conversion(self) -> ConversionSettings:
+        """The conversion settings with the job's defaults filled in: granularity "layer" and v_init
+        "zero", or "neuron" and "half" when the job optimizes (Dutson et al.'s pipeline). Resolved on
+        use, so a config made with ``dataclasses.replace`` resolves by its own optimization setting."""
+        optimizing, c = self.optimization.enabled, self.conversion
+        return replace(c, granularity=c.granularity or ("neuron" if optimizing else "layer"),
+                       v_init=c.v_init or ("half" if optimizing else "zero"),
+                       percentile=c.resolved_percentile)
 
     def with_backend(self, name: str, options: dict) -> JobConfig:
         """The same job on another backend (validated anew)."""
@@ -217,6 +222,4 @@ class JobConfig:
 
     def as_dict(self) -> dict:
         """Every resolved setting (JSON types)."""
-        values = asdict(self)
-        values["conversion"]["percentile"] = self.conversion.resolved_percentile
-        return values
+        return {**asdict(self), "conversion": asdict(self.resolved_conversion)}

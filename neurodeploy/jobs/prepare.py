@@ -139,9 +139,10 @@ def pooled_model(config: JobConfig, dataset: Dataset, cache: ModelCache, parent:
 
 def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -> Network:
     """Converts with the job's conversion settings, calibrating on the first training items."""
-    c = config.conversion
+    c = config.resolved_conversion
     calibration = dataset.train.images[: c.calibration_samples]
-    return convert(model, calibration, normalization=c.normalization, percentile=c.percentile,
+    # the percentile as given: None lets the converter pick its own (it differs for QCFS/QFFS)
+    return convert(model, calibration, normalization=c.normalization, percentile=config.conversion.percentile,
                    granularity=c.granularity, reset=c.reset, v_init=c.v_init, seed=config.model.seed,
                    conversion=c.conversion)
 
