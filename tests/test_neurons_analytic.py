@@ -1,4 +1,4 @@
-"""Neuron dynamics against closed forms (DESIGN section 4)."""
+"""Neuron dynamics against closed forms (docs/semantics.md, "Neuron model")."""
 
 import math
 

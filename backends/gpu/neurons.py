@@ -1,4 +1,4 @@
-"""Neuron updates over a time chunk (DESIGN section 4), vectorized over batch and neurons.
+"""Neuron updates over a time chunk (``docs/semantics.md``, "Neuron model"), vectorized over batch and neurons.
 
 The loop runs over the chunk's steps only; each step is a handful of in-place tensor ops on
 ``[B, *shape]``. Hidden neurons (non-leaky unless ``decay`` is set):

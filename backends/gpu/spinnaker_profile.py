@@ -1,5 +1,5 @@
 """The reference simulator's ``spinnaker`` profile: SpiNNaker's arithmetic on a compiled network, so
-``run --backend gpu --profile spinnaker`` predicts what the board computes (DESIGN section 6).
+``run --backend gpu --profile spinnaker`` predicts what the board computes (``docs/semantics.md``, "SpiNNaker").
 
 What changes against the ``pynn`` profile (one-step delays stay):
 - the cell is IF_curr_delta: hard reset to 0 and the leak ``v <- e v + I`` with the S16.15 constants of

@@ -1,4 +1,4 @@
-"""IR -> plain arrays a PyNN script can build from (DESIGN section 6, "PyNN lowering").
+"""IR -> plain arrays a PyNN script can build from (``docs/semantics.md``, "PyNN lowering").
 
 Every projection's op chain (pooling, flatten, dense or convolution) is unrolled into an explicit
 list of synapses (pre index, post index, weight) with the source's spike amplitude (its threshold)

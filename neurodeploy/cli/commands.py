@@ -152,6 +152,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     console.print(f"evaluation written to {out}/")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from neurodeploy.ir import load_network
+    from neurodeploy.ir.nir import write_nir
+    from neurodeploy.jobs.checks import whole
+
+    whole("--reference", args.reference, 0)
+    whole("-T/--steps", args.T, 1)
+    network = load_network(args.ir)
+    reference = None
+    if args.reference:
+        from neurodeploy.data import load_dataset
+        from neurodeploy.passes.fan_in import pool_inputs
+
+        reference = pool_inputs(network, load_dataset(args.data).test.images[: args.reference])
+    path = write_nir(network, args.out, fold_thresholds=args.fold_thresholds, delays=args.delays,
+                     reference=reference, T=args.T if args.reference else None, dialect=args.dialect)
+    trace = f", with a reference trace of {args.reference} items x {args.T} steps" if args.reference else ""
+    console.print(f"wrote {path} (NIR, dialect {args.dialect}{trace})", highlight=False)
+
+
 def cmd_backends(args: argparse.Namespace) -> None:
     from neurodeploy.backends import available_backends, backend_class
 
@@ -164,4 +184,5 @@ def cmd_backends(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"run": cmd_run, "optimize": cmd_optimize, "compare": cmd_compare, "train": cmd_train,
-            "convert": cmd_convert, "info": cmd_info, "evaluate": cmd_evaluate, "backends": cmd_backends}
+            "convert": cmd_convert, "info": cmd_info, "evaluate": cmd_evaluate, "export": cmd_export,
+            "backends": cmd_backends}

@@ -190,6 +190,7 @@ HELP = {
     "convert": "convert a model file into an IR file",
     "info": "print populations, neurons, synapses and fan-in/out of an IR file",
     "evaluate": "evaluate and overlay saved results (result.npz)",
+    "export": "write an IR file in an interchange format (NIR) for other simulators and chips",
     "backends": "list installed backends and their options",
 }
 
@@ -268,6 +269,28 @@ def _info_flags(info: argparse.ArgumentParser) -> None:
     info.add_argument("ir", help="IR file (.zip archive or folder)")
 
 
+def _export_flags(export: argparse.ArgumentParser) -> None:
+    from neurodeploy.ir.nir import DIALECTS
+
+    export.add_argument("ir", help="IR file written by convert, optimize or run (.zip archive or folder)")
+    export.add_argument("out", help="file to write (.nir)")
+    export.add_argument("--to", default="nir", choices=("nir",), help="format (default: %(default)s)")
+    export.add_argument("--dialect", default="nir", choices=DIALECTS,
+                        help="nir: every node and the metadata of docs/nir.md; sinabs: only what sinabs.from_nir "
+                        "imports (default: %(default)s)")
+    export.add_argument("--fold-thresholds", action="store_true",
+                        help="threshold 1 everywhere, thresholds folded into the weights (importers that take one "
+                        "threshold or unit spikes)")
+    export.add_argument("--delays", action="store_true",
+                        help="one-step Delay nodes on every projection (the pynn profile's timing)")
+    export.add_argument("--reference", type=int, default=0, metavar="N",
+                        help="embed a reference trace of the first N test items of --data, so the receiver can "
+                        "check itself (default: none)")
+    export.add_argument("--data", help="dataset folder for --reference (default: the embedded MNIST subset)")
+    export.add_argument("-T", "--steps", dest="T", type=int, default=50,
+                        help="steps of the reference trace (default: %(default)s)")
+
+
 def _evaluate_flags(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("results", nargs="+", help="result.npz files")
     evaluate.add_argument("--labels", help="comma-separated labels (default: backend and folder names)")
@@ -279,7 +302,8 @@ def _evaluate_flags(evaluate: argparse.ArgumentParser) -> None:
 
 
 FLAGS = {"run": _run_flags, "optimize": _optimize_flags, "compare": _compare_flags, "train": _train_flags,
-         "convert": _convert_flags, "info": _info_flags, "evaluate": _evaluate_flags, "backends": lambda p: None}
+         "convert": _convert_flags, "info": _info_flags, "evaluate": _evaluate_flags, "export": _export_flags,
+         "backends": lambda p: None}
 
 
 def build_parser(command: str | None = None) -> Parser:

@@ -1,4 +1,4 @@
-"""Data-based normalization (DESIGN section 4): scale every hidden population so that its ANN
+"""Data-based normalization (``docs/semantics.md``, "Conversion"): scale every hidden population so that its ANN
 activation scale lambda maps to firing at threshold 1.
 
 For a projection from ``src`` to ``dst``: W <- W * lambda_src / lambda_dst (per channel:

@@ -144,7 +144,7 @@ def choose_threshold(sweep: Sweep, tolerance: float = 0.0, rule: str = "stable")
     thresholds fall and mean latency never rises.
 
     "fastest": the lowest-latency point whose accuracy is at least the full-T accuracy minus
-        ``tolerance`` (DESIGN section 5's rule, applied to every point).
+        ``tolerance`` (the rule of ``docs/semantics.md``, "Dynamic Confidence", applied to every point).
     "stable" (default): the same rule restricted to the unbroken run of points, starting at full T,
         that all stay at or above that accuracy: stop lowering the threshold at the first point that
         drops below. A single lucky point far down the sweep is then not picked, which matters

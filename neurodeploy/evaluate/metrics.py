@@ -1,4 +1,4 @@
-"""Anytime metrics of a SimulationResult (DESIGN section 5; Dutson et al., WACV 2023).
+"""Anytime metrics of a SimulationResult (``docs/semantics.md``, "Anytime metrics"; Dutson et al., WACV 2023).
 
 With a(t) the accuracy after step t (t = 1..T), a* the ANN accuracy and p(t) the mean number of
 synaptic events at step t:

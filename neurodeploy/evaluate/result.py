@@ -1,4 +1,4 @@
-"""SimulationResult: the one result format every backend returns (DESIGN section 5).
+"""SimulationResult: the one result format every backend returns (``docs/semantics.md``).
 
 Arrays (per test item n, step t = 1..T, class c, population p):
     readout          float32 [N, T, C]  output O(t) after step t (cumulative membrane or spike count)

@@ -152,8 +152,13 @@ class _Reader:
 
 
 def load_network(path: str | Path) -> Network:
-    """Reads and validates an IR file written by :func:`save_network`."""
+    """Reads and validates an IR file written by :func:`save_network`, or a NIR file (HDF5), which
+    :func:`neurodeploy.ir.nir.read_nir` reads (docs/nir.md)."""
     path = Path(path)
+    from neurodeploy.ir.nir import is_nir_file, read_nir  # lazy: the 'nir' package is optional
+
+    if is_nir_file(path):
+        return read_nir(path)
     structure_bytes, array_bytes = _read_parts(path)
     try:
         structure = json.loads(structure_bytes.decode("utf-8"))

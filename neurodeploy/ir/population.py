@@ -16,7 +16,7 @@ VINIT_NAMES = ("zero", "half", "uniform")
 
 @dataclass
 class NeuronSpec:
-    """Integrate-and-fire neuron of DESIGN section 4 (discrete time, unit time step).
+    """Integrate-and-fire neuron of ``docs/semantics.md``, "Neuron model" (discrete time, unit time step).
 
     threshold: scalar, per channel ``[C]`` or per neuron (population shape); in the unit of membrane
         potential (after normalization this is 1).

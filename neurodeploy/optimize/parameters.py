@@ -3,7 +3,7 @@ of a converted network's hidden populations.
 
 A rate-converted network has threshold 1 and spikes that carry the threshold as amplitude, so giving
 channel c of population l the threshold theta_lc = exp(z_lc) is exactly the normalization
-W_ij <- W_ij * lambda_j / lambda_i with lambda_lc multiplied by exp(z_lc) (DESIGN section 4): the
+W_ij <- W_ij * lambda_j / lambda_i with lambda_lc multiplied by exp(z_lc) (``docs/semantics.md``, "Conversion"): the
 weights need not be touched. The vector ``z`` (log scale factors, 0 = the heuristic scaling H0) holds
 every hidden channel, populations in topological order. With ``v_init`` the space also holds one
 initial membrane u_l per population, as a fraction of the threshold (v0 = u_l * theta, in [0, 1)).

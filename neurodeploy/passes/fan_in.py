@@ -1,12 +1,12 @@
 """Fan-in pass: bounds the synapses per neuron for machines that store them per core (SpiNNaker
-handles a fan-in of hundreds well and 784:1 badly, DESIGN section 6).
+handles a fan-in of hundreds well and 784:1 badly, ``docs/semantics.md``, "SpiNNaker").
 
 Two steps, because pooling is only free where the model learned with it:
 1. ``pool_dense_inputs`` (on the PyTorch model, before conversion): a ``Linear`` whose input is a
    flattened (C, H, W) tensor of more than ``max_fan_in`` values gets ``AvgPool2d(k)`` in front of its
    ``Flatten`` (smallest k that fits), its weights summed over each window (the same output for inputs
    that are constant within a window); the model must then be fine-tuned so the accuracy is measured,
-   not assumed (``pipeline.obtain_fan_in_model``, ``neurodeploy convert --max-fan-in``).
+   not assumed (``neurodeploy.jobs.prepare.pooled_model``, ``neurodeploy convert --max-fan-in``).
 2. ``materialize_pooling`` (on the IR): the converter folds pooling into the next projection, which
    keeps every pre-pool neuron as a synapse (a 2x2 pool before a 196-input dense layer is still 784:1).
    A projection that starts with non-overlapping pooling and reaches a target fan-in above

@@ -5,7 +5,7 @@ the buffer's scale (its "ring-buffer shift") must cover the largest sum that occ
 and must not be much larger, or small weights round to zero. sPyNNaker guesses the sum from assumed
 Poisson rates; here it comes from the network's own rates on calibration items.
 
-Rates: the rate model of the converted network (DESIGN section 4): an input neuron fires at rate
+Rates: the rate model of the converted network (``docs/semantics.md``, "Neuron model"): an input neuron fires at rate
 |x| (spiking encodings), a hidden neuron at ``clip((sum of incoming rate x weight + bias) / theta, 0, 1)``
 spikes per step. Per target neuron and receptor the summed weight of one step has mean
 ``sum_j w_j r_j`` and, for independent Bernoulli spikes, variance ``sum_j w_j^2 r_j (1 - r_j)``; the

@@ -1,4 +1,4 @@
-"""Seed architectures (DESIGN section 7). Every weighted layer but the last is followed by BatchNorm
+"""Seed architectures (Dutson et al.'s dense and conv MNIST and conv CIFAR models, and a small ResNet). Every weighted layer but the last is followed by BatchNorm
 and ReLU; convolutions use "same" padding."""
 
 from __future__ import annotations
