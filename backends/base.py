@@ -162,6 +162,12 @@ class Backend:
     def __init__(self, **values: Any):
         for key, value in self.validate_options(values).items():
             setattr(self, key, value)
+        self.folder: Path | None = None
+
+    def use_folder(self, folder: str | Path) -> None:
+        """Where this backend writes what it produces besides results: simulator logs (``run.log``),
+        reports, mapping files. Without one, backends that need a folder make a temporary one."""
+        self.folder = Path(folder)
 
     @classmethod
     def validate_options(cls, values: dict[str, Any]) -> dict[str, Any]:

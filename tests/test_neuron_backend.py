@@ -17,7 +17,7 @@ from conftest import constant_current_network  # noqa: E402
 from neurodeploy.backends import RunOptions, get_backend  # noqa: E402
 from neurodeploy.backends.pynn import lower_network  # noqa: E402
 from neurodeploy.convert import convert  # noqa: E402
-from neurodeploy.errors import BackendError  # noqa: E402
+from neurodeploy.errors import BackendError, ConfigError  # noqa: E402
 from neurodeploy.ir import Identity, Network, NeuronSpec, Population  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -131,5 +131,5 @@ def test_what_the_cell_cannot_do_is_refused():
         lower_network(net)
     with pytest.raises(BackendError, match="analog encoding"):
         lower_network(net, encoding="poisson")
-    with pytest.raises(BackendError, match="unknown neuron profile 'fast'"):
+    with pytest.raises(ConfigError, match="--profile 'fast' is not one of exact, standard"):
         get_backend("neuron", profile="fast")

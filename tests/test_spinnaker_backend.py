@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from neurodeploy.backends import RunOptions
 from neurodeploy.backends.spinnaker.config import load_hardware_config
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError
@@ -60,8 +61,16 @@ def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, mon
     # sPyNNaker left nothing in the user's home (no .spynnaker.cfg template, no reports); matplotlib's
     # ordinary font cache may appear because this fake home has none yet
     assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
-    with pytest.raises(BackendError, match="virtual SpiNNaker board maps the network and produces no spikes"):
-        get_backend("spinnaker").run(network, torch.rand(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), None)
+    # the complete per-item loop through sPyNNaker's API: inputs set per item, run, read, reset
+    backend = get_backend("spinnaker")
+    backend.use_folder(tmp_path / "items")
+    result = backend.run(network, torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long),
+                         RunOptions(T=5, batch_size=3, progress=False))
+    assert result.metadata["virtual"] and "runs nothing" in result.metadata["note"]
+    assert result.metadata["items_read"] == 0 and not result.readout.any() and result.readout.shape == (3, 5, 10)
+    assert backend.predictor() == ("gpu", {"profile": "spinnaker", "tau_m": 1000.0})
+    assert (tmp_path / "items" / "run.log").exists()
+    assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
 
 
 @pytest.mark.slow

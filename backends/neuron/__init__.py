@@ -12,21 +12,24 @@ per process). The analog input enters as current injection (``docs/semantics.md`
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, RunOptions, Session
 from neurodeploy.backends.neuron.mechanisms import prepare as compile_mechanisms
+from neurodeploy.backends.processes import run_in_processes
 from neurodeploy.backends.pynn.lowering import lower_network
+from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
 
 PROFILES = ("exact", "standard")
+#: worker processes (fresh interpreters, so plain scripts work: ``neurodeploy.backends.processes``) start
+#: NEURON without its GUI (no "no DISPLAY" warning) and without PyNN's "mpi4py not available" warning
+WORKER_ENV = {"NEURON_MODULE_OPTIONS": "-nogui", "PYTHONWARNINGS": "ignore:mpi4py not available:UserWarning"}
 
 
 def _simulate(args):
@@ -59,7 +62,11 @@ class NeuronBackend(Backend):
 
     def compile(self, network: Network, options: RunOptions) -> Session:
         start = time.perf_counter()
-        lowered = lower_network(network, options.encoding)
+        if options.encoding == "poisson":
+            raise BackendError("the neuron backend takes the analog input (current injection) or IF-encoded spikes "
+                               "(--encoding if), not Poisson spikes")
+        # IF-encoded input enters as spike sources with synapses; analog input as a current per item
+        lowered = lower_network(network, "analog", input_as_synapses=options.encoding == "if")
         compile_mechanisms()
         order = network.topological_order()
         metadata = {
@@ -78,19 +85,21 @@ class NeuronBackend(Backend):
         lowered, timings = session.state, session.metadata["timings"]
         x = inputs.numpy().astype(np.float64)
         chunks = [c for c in np.array_split(x, min(self.workers, len(x))) if len(c)]
-        with ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_simulate, [(lowered, c, options.T, self.profile) for c in chunks]))
+        log = None if self.folder is None else str(self.folder / "run.log")
+        parts = run_in_processes(_simulate, [(lowered, c, options.T, self.profile, log) for c in chunks],
+                                 env=WORKER_ENV, what="NEURON worker")
         timings["neuron_build_s"] = max(timings["neuron_build_s"], max(p["build_s"] for p in parts))
         timings["neuron_run_s"] += max(p["run_s"] for p in parts)
-        spikes = np.concatenate([p["spikes"] for p in parts])
-        events = np.concatenate([p["events"] for p in parts])
-        zeros = np.zeros(spikes.shape[:2] + (1,), np.float32)  # the input population: current injection
+        def joined(key: str) -> np.ndarray:
+            return np.concatenate([p[key] for p in parts])
+
+        # the input population first: its spikes (zeros with current injection), as the reference counts them
+        spikes = np.concatenate([joined("input_spikes")[..., None], joined("spikes")], axis=2)
+        events = np.concatenate([joined("input_events")[..., None], joined("events")], axis=2)
         neurons = None
         if options.record_neuron_counts:
-            silent_input = np.zeros((len(x), int(np.prod(lowered.input_shape))), np.float32)
-            neurons = np.concatenate([silent_input, np.concatenate([p["neurons"] for p in parts])], axis=1)
-        return SimulationResult(np.concatenate([p["readout"] for p in parts]), labels.numpy().astype(np.int64),
-                                np.concatenate([zeros, spikes], axis=2), np.concatenate([zeros, events], axis=2),
+            neurons = np.concatenate([joined("input_neurons"), joined("neurons")], axis=1)
+        return SimulationResult(joined("readout"), labels.numpy().astype(np.int64), spikes, events,
                                 neuron_counts=neurons)
 
 

@@ -1,7 +1,9 @@
-"""Runs in a fresh process: builds the lowered network in NEURON through PyNN and simulates items.
+"""Runs in a fresh process: NEURON's cell profiles for the shared PyNN runner (``backends/pynn/runner.py``),
+and :func:`simulate_items`, which builds the lowered network in NEURON through PyNN and simulates items.
 
 Profile "exact" (the NL-IAF artificial cell): step k is evaluated at t = k - 0.25 ms, synapses delay
 0.5 ms (one step, see nmodl/nliaf.mod), and the output membrane is sampled at t = k ms, after step k.
+An input spike of step k (IF-encoded input) leaves its source at t = k - 0.25 ms, like a neuron's spike.
 
 Profile "standard" (PyNN's IF_curr_exp, integrated with dt = 0.1 ms): one IR step is 1 ms, v is in
 units of the IR's membrane (1 mV = 1), cm = 1 nF and tau_m = 1e6 ms (no leak within a run), reset to
@@ -9,7 +11,13 @@ units of the IR's membrane (1 mV = 1), cm = 1 nF and tau_m = 1e6 ms (no leak wit
 membrane by A x weight; NEURON holds the exponential synaptic current i_n = w exp(-n dt / tau_syn)
 over each dt, so one event delivers w dt / (1 - exp(-dt / tau_syn)) pC and the PyNN weight is
 A x weight x cm (1 - exp(-dt / tau_syn)) / dt nA. Bias and input drive become i_offset (nA = mV/ms),
-from t = 0. Spike times are continuous, so counts approximate the exact cell's.
+from t = 0. Spike times are continuous, so counts approximate the exact cell's; a spike in (k - 1, k] ms
+belongs to step k, and an input spike of step k leaves its source at t = k - 1 ms.
+
+Both profiles read spikes and membranes straight from NEURON vectors (``NetCon.record`` into one pair of
+vectors per population, ``Vector.record`` of the output membrane every 1 ms), which NEURON empties at
+each reset; PyNN's recorder would build a Neo object per neuron and item (two thirds of the run time of
+a dense MNIST network, measured).
 """
 
 from __future__ import annotations
@@ -17,11 +25,15 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from neurodeploy.backends.neuron.mechanisms import ensure_pynn_mechanisms, load_nliaf
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, LoweredPopulation
+from neurodeploy.backends.pynn.runner import PyNNRunner, build_network, log_to_file
 
 DELAY_MS = 0.5
 TIMESTEP_MS = 0.25
@@ -78,16 +90,67 @@ def _threshold(pop: LoweredPopulation) -> np.ndarray:
     return pop.threshold if pop.spiking else np.full(pop.size, HUGE_THRESHOLD)
 
 
-class _Exact:
+class _NeuronCell:
+    """What both NEURON profiles share: spike sources, signed weights, recording into NEURON vectors."""
+
+    weight_scale = 1.0
+    #: an input spike of step k leaves its source at t = k + input_offset_ms (ms)
+    input_offset_ms = 0.0
+
+    def __init__(self):
+        self._spikes: dict[str, tuple[Any, Any]] = {}
+        self._membranes: dict[str, list] = {}
+
+    @staticmethod
+    def source(sim, size: int, label: str):
+        return sim.Population(size, sim.SpikeSourceArray(spike_times=[]), label=label)
+
+    def weights(self, weights: np.ndarray) -> np.ndarray:
+        return weights * self.weight_scale
+
+    def set_spikes(self, population, steps: list[np.ndarray]) -> None:
+        from pyNN.parameters import Sequence
+
+        population.set(spike_times=[Sequence(s + self.input_offset_ms) for s in steps])
+
+    @staticmethod
+    def run_ms(T: int) -> float:
+        return T + 0.5
+
+    def record(self, population, pop: LoweredPopulation) -> None:
+        from neuron import h
+
+        if pop.spiking:
+            times, ids = h.Vector(), h.Vector()
+            for index, cell in enumerate(population):
+                cell._cell.rec.record(times, ids, index)
+            self._spikes[population.label] = (times, ids)
+        if pop.role == "output":
+            vectors = []
+            for cell in population:
+                vector = h.Vector()
+                vector.record(self.membrane_ref(cell._cell), 1.0)
+                vectors.append(vector)
+            self._membranes[population.label] = vectors
+
+    def read_spikes(self, population) -> tuple[np.ndarray, np.ndarray]:
+        times, ids = self._spikes[population.label]
+        return ids.as_numpy().astype(np.int64), self.steps(times.as_numpy())
+
+    def read_membrane(self, population) -> np.ndarray:
+        return np.stack([vector.as_numpy() for vector in self._membranes[population.label]], axis=1)
+
+
+class _Exact(_NeuronCell):
     """The NL-IAF cell: spikes on the step grid, drive set per item."""
 
-    membrane = "vm"
-    weight_scale = 1.0
     delay_ms = DELAY_MS
+    input_offset_ms = -TIMESTEP_MS
 
     def __init__(self, sim):
         from pyNN.neuron import h
 
+        super().__init__()
         load_nliaf(h)
         sim.setup(timestep=TIMESTEP_MS, min_delay=DELAY_MS, max_delay=DELAY_MS)
         self.cell_type = _nliaf_type(h)
@@ -98,23 +161,28 @@ class _Exact:
                                                        reset_zero=float(pop.reset_zero)), label=pop.name)
 
     @staticmethod
+    def membrane_ref(cell):
+        return cell._ref_vm
+
+    @staticmethod
     def set_drive(population, pop: LoweredPopulation, drive: np.ndarray) -> None:
         population.set(drive=drive)
 
     @staticmethod
     def steps(times: np.ndarray) -> np.ndarray:
         """1-based step of each spike time (ms)."""
-        return np.rint(times + 0.25).astype(int)
+        return np.rint(times + 0.25).astype(np.int64)
 
 
-class _Standard:
+class _Standard(_NeuronCell):
     """PyNN's IF_curr_exp (see the module docstring for the units)."""
 
-    membrane = "v"
     weight_scale = standard_weight_scale()
     delay_ms = 1.0
+    input_offset_ms = -1.0
 
     def __init__(self, sim):
+        super().__init__()
         sim.setup(timestep=STANDARD_DT_MS, min_delay=1.0, max_delay=1.0)
 
     @staticmethod
@@ -126,67 +194,37 @@ class _Standard:
         return sim.Population(pop.size, cell, label=pop.name, initial_values={"v": pop.v_init})
 
     @staticmethod
+    def membrane_ref(cell):
+        return cell.source_section(0.5)._ref_v
+
+    @staticmethod
     def set_drive(population, pop: LoweredPopulation, drive: np.ndarray) -> None:
         population.set(i_offset=pop.bias + drive)
 
     @staticmethod
     def steps(times: np.ndarray) -> np.ndarray:
-        return np.ceil(times - 1e-9).astype(int)
+        return np.ceil(times - 1e-9).astype(np.int64)
 
 
 PROFILES = {"exact": _Exact, "standard": _Standard}
 
 
-def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str = "exact") -> dict:
-    """Builds the network once and simulates every item of ``x``; returns readout ``[B, T, C]``,
-    spikes and synaptic events ``[B, T, P]`` per step and non-input population, spikes per neuron
-    over the run ``[B, M]`` (non-input populations concatenated), and build / run seconds."""
-    start = time.perf_counter()
+def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str = "exact",
+                   log_path: str | Path | None = None) -> dict:
+    """Builds the network once and simulates every item of ``x [B, *input_shape]`` for T steps with the
+    shared PyNN runner; the input is current injection or, when ``lowered`` has synapses from the input,
+    IF-encoded spike sources. Returns the runner's dict (readout ``[B, T, C]``, spikes and synaptic events
+    ``[B, T, P]`` per step and non-input population, spikes per neuron over the run ``[B, M]``, the input's
+    spikes, see ``PyNNRunner.run_items``) plus build seconds ``build_s``. With ``log_path`` NEURON's and
+    PyNN's output goes to that file instead of the terminal."""
     ensure_pynn_mechanisms()
-    import pyNN.neuron as sim
+    with log_to_file(log_path) if log_path is not None else nullcontext():
+        start = time.perf_counter()
+        import pyNN.neuron as sim
 
-    cell = PROFILES[profile](sim)
-    pops = {}
-    for pop in lowered.populations:
-        pops[pop.name] = cell.population(sim, pop)
-        pops[pop.name].record("spikes" if pop.spiking else cell.membrane, sampling_interval=1.0)
-    for synapses in lowered.synapses:
-        for receptor, mask in (("excitatory", synapses.weight > 0), ("inhibitory", synapses.weight < 0)):
-            if not mask.any():
-                continue
-            connections = np.stack([synapses.pre[mask], synapses.post[mask], synapses.weight[mask] * cell.weight_scale,
-                                    np.full(mask.sum(), cell.delay_ms)], axis=1)
-            sim.Projection(pops[synapses.source], pops[synapses.target], sim.FromListConnector(connections),
-                           sim.StaticSynapse(), receptor_type=receptor)
-    build_s = time.perf_counter() - start
-    drives = lowered.drive(x)
-    by_name = {pop.name: pop for pop in lowered.populations}
-    output = next(p for p in lowered.populations if p.role == "output")
-    readout = np.zeros((x.shape[0], T, output.size), np.float32)
-    spikes = np.zeros((x.shape[0], T, len(lowered.populations)), np.float32)
-    events = np.zeros_like(spikes)
-    offsets = np.cumsum([0] + [pop.size for pop in lowered.populations])
-    neurons = np.zeros((x.shape[0], offsets[-1]), np.float32)
-    start = time.perf_counter()
-    for item in range(x.shape[0]):
-        for name, drive in drives.items():
-            cell.set_drive(pops[name], by_name[name], drive[item])
-        sim.run(T + 0.5)
-        for p, pop in enumerate(lowered.populations):
-            block = pops[pop.name].get_data(clear=True).segments[-1]
-            if pop.spiking:
-                for train in block.spiketrains:
-                    steps = cell.steps(np.asarray(train.magnitude))
-                    steps = steps[(steps >= 1) & (steps <= T)] - 1
-                    index = int(train.annotations["source_index"])
-                    np.add.at(spikes[item, :, p], steps, 1)
-                    np.add.at(events[item, :, p], steps, pop.fan_out[index])
-                    neurons[item, offsets[p] + index] = steps.size
-            else:
-                signal = np.asarray(block.filter(name=cell.membrane)[0].magnitude)  # samples at t = 0, 1, ..., T
-                readout[item] = signal[1:T + 1]
-        sim.reset()
-    run_s = time.perf_counter() - start
-    sim.end()
-    return {"readout": readout, "spikes": spikes, "events": events, "neurons": neurons, "build_s": build_s,
-            "run_s": run_s}
+        cell = PROFILES[profile](sim)
+        built = build_network(sim, cell, lowered)
+        build_s = time.perf_counter() - start
+        result = PyNNRunner(sim, cell, lowered, built).run_items(x, T)
+        sim.end()
+    return {**result, "build_s": build_s}

@@ -9,24 +9,31 @@ population's ring buffers are sized by ``max_expected_summed_weight`` from the f
 saturates but wastes resolution). The reference simulator's ``spinnaker`` profile computes the same.
 sPyNNaker runs in a child process whose config folder is the run's own (see ``config.py``).
 
-What is built: mapping. On a virtual board (the default config) a run partitions, places and routes the
-network and yields a mapping report (cores per population, chips), and no spikes; the orchestrator then
-asks :meth:`SpinnakerBackend.predictor` (the gpu backend's spinnaker profile) for the predicted accuracy.
+Running: the shared PyNN runner (``backends/pynn/runner.py``) drives sPyNNaker in a child process per batch:
+build once, map, then per item set the spike source's IF-encoded input spikes, run T steps, read the
+spikes and the output membrane back, reset. On a virtual board (the default config) sPyNNaker maps the
+network and runs nothing: the result is zeros and says so (``metadata["virtual"]``), and the
+orchestrator asks :meth:`SpinnakerBackend.predictor` (the gpu backend's spinnaker profile) for the
+predicted accuracy instead. A board (``--hardware-config spinn5``), a spalloc server or a remote
+machine is checked for reachability before any other work (:meth:`SpinnakerBackend.check_target`).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
-from neurodeploy.backends.spinnaker.config import HardwareConfig, load_hardware_config
+from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
 from neurodeploy.errors import BackendError
+from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
@@ -41,6 +48,24 @@ def _map(args):
     from neurodeploy.backends.spinnaker.worker import map_network
 
     return map_network(*args)
+
+
+def _run(args):
+    from neurodeploy.backends.spinnaker.worker import run_items
+
+    return run_items(*args)
+
+
+def _in_child_process(function, args: tuple, target: str):
+    """Runs ``function(args)`` in a fresh process (sPyNNaker keeps global state and reads its config from
+    the process's XDG_CONFIG_HOME); its failures become one BackendError."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(function, args).result()
+        except Exception as err:  # sPyNNaker raises many types, e.g. when a board is unreachable
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            raise BackendError(f"sPyNNaker failed on the {target} ({type(err).__name__}: {first_line}); its log is "
+                               "run.log in the run folder") from None
 
 
 class SpinnakerBackend(Backend):
@@ -63,6 +88,16 @@ class SpinnakerBackend(Backend):
 
     def describe(self) -> str:
         return f"spinnaker[{self.config.target}]"
+
+    def check_target(self) -> None:
+        """A board must answer, a spalloc server accept a connection, within seconds."""
+        check_reachable(self.config)
+
+    def _folder(self) -> Path:
+        folder = self.folder if self.folder is not None else Path(tempfile.mkdtemp(prefix="neurodeploy-spinnaker-"))
+        folder = folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def requirements(self) -> Requirements:
         return Requirements(max_fan_in=spinnaker.MAX_FAN_IN, input_encoding=BOARD_ENCODING)
@@ -94,14 +129,8 @@ class SpinnakerBackend(Backend):
         lowered = self.check(network)
         summed = summed_weights_or_bound(network, BOARD_ENCODING)
         config_dir = self.config.write_for_run(run_dir)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            try:
-                report = pool.submit(_map, (lowered, str(config_dir), str(run_dir), T, self.neurons_per_core,
-                                            self.cell, summed)).result()
-            except Exception as err:  # sPyNNaker raises many types, e.g. when a board is unreachable
-                raise BackendError(f"sPyNNaker failed on the {self.config.target} ({type(err).__name__}: {err})") \
-                    from None
+        report = _in_child_process(_map, (lowered, str(config_dir), str(run_dir), T, self.neurons_per_core,
+                                          self.cell, summed), self.config.target)
         _, fan_in = fan_maps(network)
         report.update(max_expected_summed_weight=summed)
         report.update(target=self.config.target, config=str(self.config.path), virtual=self.config.virtual,
@@ -113,12 +142,34 @@ class SpinnakerBackend(Backend):
         return report
 
     def compile(self, network: Network, options: RunOptions) -> Session:
-        if self.config.virtual:
-            raise BackendError("a virtual SpiNNaker board maps the network and produces no spikes: use "
-                               "`neurodeploy run --backend spinnaker` for its mapping report and predicted accuracy, "
-                               "or pass a real board with --hardware-config")
-        raise BackendError(f"running test items on the {self.config.target} is not built yet; "
-                           "`neurodeploy run --backend spinnaker` maps the network onto it")
+        if options.encoding != "analog":
+            raise BackendError(f"the spinnaker backend encodes the input itself (IF spikes from a spike source); "
+                               f"--encoding {options.encoding} does not apply")
+        lowered = self.check(network)
+        folder = self._folder()
+        config_dir = self.config.write_for_run(folder)
+        metadata = {
+            "device": self.config.target, "profile": "IF_curr_delta", "virtual": self.config.virtual,
+            "encoding_on_board": BOARD_ENCODING, "pipeline_delay": network.depths()[network.output.name],
+            "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
+                            for n in network.topological_order()],
+            "n_neurons": sum(p.size for p in lowered.populations),
+            "n_synapses": int(sum(len(s) for s in lowered.synapses)), "run_folder": str(folder),
+        }
+        return Session((lowered, str(config_dir), str(folder), summed_weights_or_bound(network, BOARD_ENCODING)),
+                       metadata)
+
+    def simulate_batch(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,
+                       options: RunOptions) -> SimulationResult:
+        lowered, config_dir, folder, summed = session.state
+        x = inputs.numpy().astype(np.float64)
+        out = _in_child_process(_run, (lowered, config_dir, folder, x, options.T, self.neurons_per_core, self.cell,
+                                       summed), self.config.target)
+        session.metadata.update(mapping=out["mapping"], note=out["note"], virtual=out["virtual"],
+                                items_read=session.metadata.get("items_read", 0) + out["items_read"])
+        spikes = np.concatenate([out["input_spikes"][..., None], out["spikes"]], axis=2)
+        events = np.concatenate([out["input_events"][..., None], out["events"]], axis=2)
+        return SimulationResult(out["readout"], labels.numpy().astype(np.int64), spikes, events)
 
 
 __all__ = ["SpinnakerBackend"]

@@ -1,21 +1,33 @@
-"""Hardware configuration files for sPyNNaker (``hardware_configs/spinnaker/*.cfg``).
+"""Hardware configuration files for sPyNNaker (``hardware_configs/spinnaker/*.cfg``, selected by path or by
+short name: ``spinn5`` is ``hardware_configs/spinnaker/spinn5.cfg``), and a fast check that the machine
+they name can be reached.
 
 sPyNNaker reads ``.spynnaker.cfg`` from the user's config folders and writes a template into ``$HOME``
 when it finds none. The backend never touches the user's home: it writes the chosen file, plus a
 [Reports] section that sends sPyNNaker's reports into the run folder, as ``<run>/config/.spynnaker.cfg``
-and starts sPyNNaker in a process whose ``XDG_CONFIG_HOME`` points there.
+and starts sPyNNaker in a process whose ``XDG_CONFIG_HOME`` points there. Because that copy lands in
+every run folder, a config file must hold no password: the spalloc service's comes from the environment
+variable SPALLOC_PASSWORD, which sPyNNaker reads itself.
 """
 
 from __future__ import annotations
 
 import configparser
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from neurodeploy.errors import BackendError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "hardware_configs" / "spinnaker"
 DEFAULT_CONFIG = "virtual-spinn5.cfg"
+#: UDP port on which a booted SpiNNaker board (SC&MP) answers SCP requests
+SCAMP_PORT = 17893
+#: TCP port of a spalloc server speaking the original (non-HTTP) protocol
+SPALLOC_PORT = 22244
 
 
 @dataclass
@@ -50,12 +62,29 @@ class HardwareConfig:
         return folder
 
 
-def load_hardware_config(path: str | Path | None = None) -> HardwareConfig:
-    """Reads a config file (default: the virtual SpiNN-5 board); raises BackendError when the file is
-    missing or names no machine."""
-    path = Path(path) if path else CONFIG_DIR / DEFAULT_CONFIG
-    if not path.is_file():
-        raise BackendError(f"{path}: no such hardware config (see {CONFIG_DIR} for examples)")
+def available_hardware_configs() -> list[str]:
+    """Short names of the shipped configs (``hardware_configs/spinnaker/<name>.cfg``)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.cfg"))
+
+
+def _resolve(name: str | Path | None) -> Path:
+    """A config file's path: an existing file, or a short name (with or without ``.cfg``) of a shipped one."""
+    if not name:
+        return CONFIG_DIR / DEFAULT_CONFIG
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / (path.name if path.suffix == ".cfg" else f"{path.name}.cfg")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise BackendError(f"{name}: no such hardware config; give a .cfg file or one of "
+                       f"{', '.join(available_hardware_configs())} (in {CONFIG_DIR})")
+
+
+def load_hardware_config(name: str | Path | None = None) -> HardwareConfig:
+    """Reads a config file, given as a path or as the short name of a shipped one (default: the virtual
+    SpiNN-5 board); raises BackendError when the file is missing, names no machine or holds a password."""
+    path = _resolve(name)
     parser = configparser.ConfigParser()
     try:
         parser.read(path)
@@ -65,4 +94,68 @@ def load_hardware_config(path: str | Path | None = None) -> HardwareConfig:
     if not (parser.getboolean("Machine", "virtual_board", fallback=False) or "machine_name" in machine
             or "spalloc_server" in machine):
         raise BackendError(f"{path}: [Machine] needs virtual_board = True, a machine_name or a spalloc_server")
+    if "spalloc_password" in machine or urlsplit(machine.get("spalloc_server", "")).password is not None:
+        raise BackendError(f"{path}: holds a spalloc password; remove it and set SPALLOC_PASSWORD (config files "
+                           "are copied into every run folder)")
     return HardwareConfig(path, parser)
+
+
+def _check_board(host: str, port: int, timeout_s: float) -> str:
+    """Sends an SCP version request through spinnman's own connection and waits for any answer: a UDP send
+    alone reports nothing, while a connected socket's receive reports an ICMP refusal at once."""
+    from spinnman.connections.udp_packet_connections import SCAMPConnection
+    from spinnman.exceptions import SpinnmanException, SpinnmanTimeoutException
+    from spinnman.messages.scp.impl import GetVersion
+
+    start = time.perf_counter()
+    connection = None
+    try:
+        connection = SCAMPConnection(0, 0, remote_host=host, remote_port=port)
+        connection.send(connection.get_scp_data(GetVersion(0, 0, 0)))
+        connection.receive(timeout_s)
+    except SpinnmanTimeoutException:
+        raise BackendError(f"SpiNNaker board {host}: no answer to an SCP version request on UDP port {port} within "
+                           f"{timeout_s:g} s (switched off, unreachable, or on but not booted yet)") from None
+    except (SpinnmanException, OSError) as err:
+        raise BackendError(f"SpiNNaker board {host}: SCP on UDP port {port} failed ({err})") from None
+    finally:
+        if connection is not None:
+            connection.close()
+    return f"SpiNNaker board {host} answered SCP on UDP port {port} in {1000 * (time.perf_counter() - start):.0f} ms"
+
+
+def _spalloc_address(machine: configparser.SectionProxy) -> tuple[str, int]:
+    """(host, port) of the spalloc server; raises BackendError when the HTTP service's password is not in
+    SPALLOC_PASSWORD (the original protocol has none)."""
+    server = machine["spalloc_server"]
+    parts = urlsplit(server if "://" in server else f"spalloc://{server}")
+    if parts.scheme in ("http", "https"):
+        if not os.environ.get("SPALLOC_PASSWORD"):
+            raise BackendError(f"spalloc server {server} needs a password: set the environment variable "
+                               "SPALLOC_PASSWORD")
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", parts.port or machine.getint("spalloc_port", fallback=SPALLOC_PORT)
+
+
+def check_reachable(config: HardwareConfig, timeout_s: float = 3.0, port: int | None = None) -> str:
+    """Checks within about ``timeout_s`` seconds that the machine of ``config`` answers: a board (machine_name)
+    must answer an SCP version request on UDP port 17893; a spalloc server must accept a TCP connection
+    (port from its URL, ``spalloc_port``, or 22244; 80 / 443 for the HTTP service, which also needs
+    SPALLOC_PASSWORD). ``port`` overrides the port. Returns one line on what answered; raises a one-line
+    BackendError naming the address and the cause. A virtual board needs nothing."""
+    if config.virtual:
+        return "virtual board: nothing to reach"
+    machine = config.parser["Machine"]
+    if "spalloc_server" not in machine:
+        return _check_board(machine["machine_name"], port or SCAMP_PORT, timeout_s)
+    host, server_port = _spalloc_address(machine)
+    server_port = port or server_port
+    start = time.perf_counter()
+    try:
+        with socket.create_connection((host, server_port), timeout=timeout_s):
+            pass
+    except OSError as err:
+        cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else str(err)
+        raise BackendError(f"spalloc server {host}:{server_port} is not reachable ({cause})") from None
+    return f"spalloc server {host}:{server_port} accepted a TCP connection in " \
+           f"{1000 * (time.perf_counter() - start):.0f} ms"

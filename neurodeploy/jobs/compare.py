@@ -59,6 +59,8 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     for backend in backends:
         backend.check_target()
     folder = prepare_folder(config)
+    for (spec, _, _), backend in zip(parsed, backends, strict=True):
+        backend.use_folder(folder / spec.replace(":", "-"))
     dataset = load_dataset(config.model.data)
     prepared = prepare_network(config, dataset, backends, folder, emit)
     network, test = prepared.network, prepared.test

@@ -69,6 +69,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
     folder = prepare_folder(config)
+    backend.use_folder(folder)
     dataset = load_dataset(config.model.data)
     prepared = prepare_network(config, dataset, [backend], folder, emit)
     network, test = prepared.network, prepared.test
@@ -79,6 +80,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     if mapping is not None:
         emit(Event("mapping", data=mapping))
     runner, prediction_note = runner_for(backend, emit)
+    runner.use_folder(folder)
     emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
     partial = folder / "partial"
     if partial.exists() and any(partial.glob("batch_*.npz")):
