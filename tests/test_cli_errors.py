@@ -87,3 +87,25 @@ def test_bad_invocation_is_one_clear_line(argv, needle, files, tmp_path, capsys,
 
 def test_there_are_at_least_25_cases():
     assert len(BAD) >= 25
+
+
+@pytest.mark.parametrize("machine, needle", [
+    ("machine_name = 127.0.0.1\nversion = 5", "SpiNNaker board 127.0.0.1: SCP on UDP port 17893 failed"),
+    ("remote_spinnaker_url = https://127.0.0.1:9/remote/\nversion = 5", "(127.0.0.1:9) is not reachable"),
+])
+def test_unreachable_spinnaker_machine_fails_fast_before_any_work(machine, needle, tmp_path, capsys, monkeypatch):
+    """No machine behind the config's address (loopback, where nothing listens): exit 2 within 30 s,
+    the address and the cause in one line, nothing trained, nothing written to $HOME."""
+    pytest.importorskip("spinnman", reason="the spinnaker extra (sPyNNaker) is not installed")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "board.cfg"
+    config.write_text(f"[Machine]\n{machine}\n")
+    start = time.perf_counter()
+    code = main(["run", "--backend", "spinnaker", "--hardware-config", str(config)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], lines
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "results").exists() and list(home.iterdir()) == []

@@ -17,12 +17,14 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from neurodeploy.errors import BackendError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "hardware_configs" / "spinnaker"
+#: the shipped configs: package data of ``neurodeploy.hardware_configs`` (the repository's ``hardware_configs/``)
+CONFIG_DIR = Path(str(resources.files("neurodeploy.hardware_configs") / "spinnaker"))
 DEFAULT_CONFIG = "virtual-spinn5.cfg"
 #: UDP port on which a booted SpiNNaker board (SC&MP) answers SCP requests
 SCAMP_PORT = 17893
@@ -46,6 +48,8 @@ class HardwareConfig:
             return f"virtual SpiNN-{machine.get('version', '5')} board"
         if "spalloc_server" in machine:
             return f"spalloc server {machine['spalloc_server']}"
+        if "remote_spinnaker_url" in machine:
+            return f"remote SpiNNaker service {machine['remote_spinnaker_url']}"
         return f"SpiNN-{machine.get('version', '?')} board at {machine.get('machine_name', '?')}"
 
     def write_for_run(self, run_dir: Path) -> Path:
@@ -91,9 +95,12 @@ def load_hardware_config(name: str | Path | None = None) -> HardwareConfig:
     except configparser.Error as err:
         raise BackendError(f"{path}: not a valid sPyNNaker config file ({err})") from None
     machine = parser["Machine"] if parser.has_section("Machine") else {}
-    if not (parser.getboolean("Machine", "virtual_board", fallback=False) or "machine_name" in machine
-            or "spalloc_server" in machine):
-        raise BackendError(f"{path}: [Machine] needs virtual_board = True, a machine_name or a spalloc_server")
+    named = [key for key in ("machine_name", "spalloc_server", "remote_spinnaker_url") if key in machine]
+    if parser.getboolean("Machine", "virtual_board", fallback=False):
+        named.append("virtual_board")
+    if len(named) != 1:
+        raise BackendError(f"{path}: [Machine] needs exactly one of virtual_board = True, machine_name, spalloc_server "
+                           f"or remote_spinnaker_url (found: {', '.join(named) or 'none'})")
     if "spalloc_password" in machine or urlsplit(machine.get("spalloc_server", "")).password is not None:
         raise BackendError(f"{path}: holds a spalloc password; remove it and set SPALLOC_PASSWORD (config files "
                            "are copied into every run folder)")
@@ -146,9 +153,13 @@ def check_reachable(config: HardwareConfig, timeout_s: float = 3.0, port: int | 
     if config.virtual:
         return "virtual board: nothing to reach"
     machine = config.parser["Machine"]
-    if "spalloc_server" not in machine:
+    if "machine_name" in machine:
         return _check_board(machine["machine_name"], port or SCAMP_PORT, timeout_s)
-    host, server_port = _spalloc_address(machine)
+    if "remote_spinnaker_url" in machine:
+        url = urlsplit(machine["remote_spinnaker_url"])
+        host, server_port = url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+    else:
+        host, server_port = _spalloc_address(machine)
     server_port = port or server_port
     start = time.perf_counter()
     try:
@@ -156,6 +167,6 @@ def check_reachable(config: HardwareConfig, timeout_s: float = 3.0, port: int | 
             pass
     except OSError as err:
         cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else str(err)
-        raise BackendError(f"spalloc server {host}:{server_port} is not reachable ({cause})") from None
-    return f"spalloc server {host}:{server_port} accepted a TCP connection in " \
+        raise BackendError(f"{config.target} ({host}:{server_port}) is not reachable ({cause})") from None
+    return f"{config.target}:{server_port} accepted a TCP connection in " \
            f"{1000 * (time.perf_counter() - start):.0f} ms"

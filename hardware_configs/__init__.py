@@ -1,0 +1,1 @@
+"""sPyNNaker machine configurations shipped with neurodeploy (see README.md beside this file)."""
