@@ -156,10 +156,10 @@ def check_reachable(config: HardwareConfig, timeout_s: float = 3.0, port: int | 
     if "machine_name" in machine:
         return _check_board(machine["machine_name"], port or SCAMP_PORT, timeout_s)
     if "remote_spinnaker_url" in machine:
-        url = urlsplit(machine["remote_spinnaker_url"])
+        what, url = "remote SpiNNaker service", urlsplit(machine["remote_spinnaker_url"])
         host, server_port = url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
     else:
-        host, server_port = _spalloc_address(machine)
+        what, (host, server_port) = "spalloc server", _spalloc_address(machine)
     server_port = port or server_port
     start = time.perf_counter()
     try:
@@ -167,6 +167,6 @@ def check_reachable(config: HardwareConfig, timeout_s: float = 3.0, port: int | 
             pass
     except OSError as err:
         cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else str(err)
-        raise BackendError(f"{config.target} ({host}:{server_port}) is not reachable ({cause})") from None
-    return f"{config.target}:{server_port} accepted a TCP connection in " \
+        raise BackendError(f"{what} {host}:{server_port} is not reachable ({cause})") from None
+    return f"{what} {host}:{server_port} accepted a TCP connection in " \
            f"{1000 * (time.perf_counter() - start):.0f} ms"
