@@ -109,3 +109,11 @@ def test_unreachable_spinnaker_machine_fails_fast_before_any_work(machine, needl
     assert code == 2 and len(lines) == 1 and needle in lines[0], lines
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "results").exists() and list(home.iterdir()) == []
+
+
+def test_the_summary_imports_no_plotting_library():
+    import subprocess
+    import sys
+
+    code = "import neurodeploy.evaluate.summary, sys; assert 'matplotlib' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

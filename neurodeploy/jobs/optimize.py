@@ -39,9 +39,10 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     ann = evaluate_accuracy(model, items)
     emit(Event("stage", f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
                         f"held-out training items, T={settings.T})"))
-    # the gpu backend is the optimizer's simulator whatever the job deploys to: it is the reference
-    device = config.backend_options.get("device") if config.backend == "gpu" else None
-    simulator = GpuBackend(device=device).anytime_simulator(network, items.images, items.labels, settings.T)
+    # the reference simulator is the optimizer's whatever the job deploys to; a job whose backend has a
+    # device option (the gpu backend's) places it there too
+    simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
+        network, items.images, items.labels, settings.T)
     optimized, result = optimize_scales(network, simulator, items.images, items.labels, ann, settings,
                                         folder / "optimize_log.jsonl", config.run.progress)
     report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann, **result.as_dict()}
