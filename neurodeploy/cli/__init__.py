@@ -12,10 +12,11 @@ from neurodeploy.errors import NeurodeployError
 def main(argv: list[str] | None = None) -> int:
     from neurodeploy.cli.commands import COMMANDS
     from neurodeploy.cli.parser import build_parser, chosen_command
-    from neurodeploy.cli.render import console, print_error
+    from neurodeploy.cli.render import configure, console, print_error
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(chosen_command(argv)).parse_args(argv)
+    configure(args)
     try:
         COMMANDS[args.command](args)
     except NeurodeployError as err:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from neurodeploy.cli.render import comparison_table, console, render, sparsity_table
 from neurodeploy.errors import ConfigError, NeurodeployError
+from neurodeploy.jobs.events import Event
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -119,11 +120,72 @@ def cmd_info(args: argparse.Namespace) -> None:
                   f"metadata: {network.metadata}")
 
 
+def _result_paths(paths: list[str]) -> list[tuple[Path, str]]:
+    """(result file, default label) of every RUN argument: a result.npz file, a run folder holding
+    result.npz, or a compare folder holding result_<backend>.npz files (one run per file)."""
+    found = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            if (path / "result.npz").is_file():
+                found.append((path / "result.npz", path.name))
+                continue
+            per_backend = sorted(path.glob("result_*.npz"))
+            if not per_backend:
+                raise ConfigError(f"{path}: a folder, but it holds no result.npz (nor result_<backend>.npz files of "
+                                  "neurodeploy compare)")
+            found += [(file, file.stem[len("result_"):] + ("" if len(paths) == 1 else f":{path.name}"))
+                      for file in per_backend]
+        elif path.is_file():
+            found.append((path, path.parent.name if path.name == "result.npz" else path.stem.removeprefix("result_")))
+        else:
+            raise ConfigError(f"{path}: no such run folder or result file")
+    return found
+
+
+def _check_comparable(results: list, labels: list[str]) -> tuple[list[str], list[str]]:
+    """(refusals, warnings): how the runs differ from the first in items (count or labels) and data set
+    (refused unless --allow-mismatch), and in T (a warning: curves are overlaid up to each run's T)."""
+    import numpy as np
+
+    refusals, warnings = [], []
+    first, name = results[0], labels[0]
+    for result, label in zip(results[1:], labels[1:], strict=True):
+        if result.n_items != first.n_items:
+            refusals.append(f"{label} has {result.n_items} items, {name} {first.n_items}")
+        elif not np.array_equal(result.labels, first.labels):
+            differ = np.flatnonzero(result.labels != first.labels)
+            refusals.append(f"{label} and {name} have {first.n_items} items each, but their labels differ at "
+                            f"{differ.size} positions (first: item {int(differ[0])}): different items or order")
+        data, data_first = result.metadata.get("dataset"), first.metadata.get("dataset")
+        if data != data_first:
+            refusals.append(f"{label} ran on data set {data!r}, {name} on {data_first!r}")
+        if result.T != first.T:
+            warnings.append(f"{label} ran {result.T} steps, {name} {first.T}: curves are overlaid up to each run's T, "
+                            "and T-dependent numbers (accuracy at T, P_l, P_p, DC savings) are not comparable")
+    return refusals, warnings
+
+
+def _ann_operations(result, path: Path) -> None:
+    """Adds the ANN's operation count (for the energy estimate) from the run folder's network.zip when
+    the result does not record it (runs made before it was recorded)."""
+    network_file = path.parent / "network.zip"
+    if "ann_operations" in result.metadata or not network_file.is_file():
+        return
+    try:
+        from neurodeploy.evaluate.energy import ann_operations
+        from neurodeploy.ir import load_network
+    except ImportError:  # reading an IR needs torch; without it the ANN's energy is not estimated
+        return
+    result.metadata["ann_operations"] = ann_operations(load_network(network_file))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from neurodeploy.cli.render import print_warning
     from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
     from neurodeploy.evaluate.plots import plot_reports
     from neurodeploy.evaluate.result import SimulationResult
-    from neurodeploy.evaluate.summary import summarize, write_json
+    from neurodeploy.evaluate.summary import summarize, write_curves_table, write_json
     from neurodeploy.jobs.checks import choice, number, whole
 
     alpha = parse_alpha(args.dc_alpha)
@@ -131,25 +193,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     number("--dc-validation-fraction", args.dc_validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
     choice("--dc-rule", args.dc_rule, PICK_RULES)
     whole("--seed", args.seed, 0)
+    found = _result_paths(args.results)
     labels = args.labels.split(",") if args.labels else None
-    if labels and len(labels) != len(args.results):
-        raise ConfigError(f"{len(labels)} labels for {len(args.results)} results")
-    results = [SimulationResult.load(path) for path in args.results]
+    if labels and len(labels) != len(found):
+        raise ConfigError(f"{len(labels)} labels for {len(found)} runs ({', '.join(str(p) for p, _ in found)})")
+    results = [SimulationResult.load(path) for path, _ in found]
+    if not labels:
+        labels = [name if file.name != "result.npz" else f"{result.metadata.get('backend', '?')}:{name}"
+                  for result, (file, name) in zip(results, found, strict=True)]
+    if len(set(labels)) != len(labels):
+        labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
+    refusals, warnings = _check_comparable(results, labels)
+    if refusals and not args.allow_mismatch:
+        raise NeurodeployError("the runs cover different items or data sets: " + "; ".join(refusals) +
+                               " (pass --allow-mismatch to overlay them anyway)")
+    for message in refusals + warnings:
+        print_warning(message)
     runs = []
-    for i, (path, result) in enumerate(zip(args.results, results, strict=True)):
+    for (path, _), result, label in zip(found, results, labels, strict=True):
         ann = args.ann_accuracy if args.ann_accuracy is not None else result.metadata.get("ann_accuracy")
         if ann is None:
             raise NeurodeployError(f"{path} records no ANN accuracy; pass --ann-accuracy")
+        _ann_operations(result, path)
         summary, arrays = summarize(result, ann, alpha, args.dc_tolerance, args.dc_validation_fraction, args.seed,
                                     dc_rule=args.dc_rule)
-        label = labels[i] if labels else f"{result.metadata.get('backend', '?')}:{Path(path).parent.name}"
         runs.append((label, summary, arrays))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console.print(comparison_table([s for _, s, _ in runs], [label for label, _, _ in runs]))
+    console.print(comparison_table([s for _, s, _ in runs], labels))
     write_json(out / "evaluation.json", {label: summary for label, summary, _ in runs})
-    plot_reports(out, runs)
-    console.print(f"evaluation written to {out}/")
+    write_curves_table(out / "curves.csv", runs)
+    plots = plot_reports(out, runs)
+    render(Event("done", f"evaluation written to {out}/: evaluation.json (summaries), curves.csv (per-step "
+                         f"accuracy, events and confidence of every run side by side), {len(plots)} plots (*.png)"))
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections import defaultdict
 
 from neurodeploy.errors import NeurodeployError
@@ -65,17 +66,24 @@ def add_backend_option_groups(parser: argparse.ArgumentParser) -> None:
 def _model_group(parser: argparse.ArgumentParser, epochs: bool = True) -> None:
     from neurodeploy.train.zoo import ARCHITECTURES
 
-    group = parser.add_argument_group("model and data")
+    group = parser.add_argument_group("model")
     group.add_argument("--arch", default="dense_mnist", choices=sorted(ARCHITECTURES),
                        help="zoo architecture trained here when no --model is given (default: %(default)s)")
-    group.add_argument("--model", help="model file written by `neurodeploy train` (default: train --arch here)")
-    group.add_argument("--data", help="dataset folder: torchvision's raw/ IDX layout or CIFAR python "
-                       "(default: the embedded MNIST subset)")
+    group.add_argument("--model", metavar="FILE",
+                       help="model file written by `neurodeploy train` (default: train --arch here, cached under "
+                       "RESULTS_DIR/models/)")
     if epochs:
-        group.add_argument("--epochs", type=int, default=15, help="training epochs when the model is trained here "
-                           "(default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0, help="seeds training, conversion and the evaluation's random "
-                       "splits (default: %(default)s)")
+        group.add_argument("--epochs", type=int, default=15, metavar="N",
+                           help="training epochs when the model is trained here (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seeds training, conversion and the evaluation's random splits (default: %(default)s)")
+    _data_flag(parser.add_argument_group("data"))
+
+
+def _data_flag(group, purpose: str = "") -> None:
+    group.add_argument("--data", metavar="DIR",
+                       help=f"dataset folder{purpose}: torchvision's raw/ IDX layout (MNIST) or CIFAR-10 python "
+                       "(default: the embedded MNIST subset, 2,000 test digits)")
 
 
 def _conversion_group(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +99,7 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--normalization", default="percentile", choices=sorted(DEFAULT_PERCENTILE),
                        help="activation scale: max, percentile of non-zero activations, or of all activations "
                        "(default: %(default)s)")
-    group.add_argument("--percentile", type=float,
+    group.add_argument("--percentile", type=float, metavar="P",
                        help="percentile p in (0, 100] (default: 99.9; 99.0 for percentile_all)")
     group.add_argument("--granularity", choices=GRANULARITIES,
                        help="one scale per layer or per channel (default: layer; neuron with --optimize)")
@@ -99,16 +107,17 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
                        help="after a spike: subtract the threshold or set v to 0 (default: %(default)s)")
     group.add_argument("--v-init", choices=VINIT_NAMES, help="initial membrane: 0, theta/2, or uniform in "
                        "[0, theta) (seeded) (default: zero; half with --optimize)")
-    group.add_argument("--calibration-samples", type=int, default=2000,
+    group.add_argument("--calibration-samples", type=int, default=2000, metavar="N",
                        help="training items for activation statistics (default: %(default)s)")
-    group.add_argument("--quant-bits", type=int, default=2, help="activation bits for qcfs/qffs (default: %(default)s)")
-    group.add_argument("--quant-epochs", type=int, default=5,
+    group.add_argument("--quant-bits", type=int, default=2, metavar="B",
+                       help="activation bits for qcfs/qffs (default: %(default)s)")
+    group.add_argument("--quant-epochs", type=int, default=5, metavar="N",
                        help="quantization fine-tuning epochs for qcfs/qffs (default: %(default)s)")
-    group.add_argument("--max-fan-in", type=int,
+    group.add_argument("--max-fan-in", type=int, metavar="N",
                        help="fan-in pass: pool dense inputs (fine-tuning the model) and split pooling into pool "
                        "populations until no neuron has more synapses; 0 turns it off (default: what the backend "
                        "requires: 256 for SpiNNaker targets, none otherwise)")
-    group.add_argument("--fan-in-epochs", type=int, default=3,
+    group.add_argument("--fan-in-epochs", type=int, default=3, metavar="N",
                        help="fine-tuning epochs after the fan-in pooling (default: %(default)s)")
 
 
@@ -117,30 +126,34 @@ def _simulation_group(parser: argparse.ArgumentParser, samples_default: int | No
     from neurodeploy.backends.base import ENCODINGS
 
     group = parser.add_argument_group("simulation")
-    group.add_argument("-T", "--steps", dest="T", type=int, default=T_default,
-                       help="time steps of 1 ms (default: %(default)s)")
-    group.add_argument("--samples", type=int, default=samples_default,
+    group.add_argument("-T", "--steps", dest="T", type=int, default=T_default, metavar="T",
+                       help="time steps of 1 ms simulated per item (default: %(default)s)")
+    group.add_argument("--samples", type=int, default=samples_default, metavar="N",
                        help="use only the first N test items (default: " +
                        ("all" if samples_default is None else "%(default)s") + ")")
-    group.add_argument("--batch-size", type=int, default=500,
+    group.add_argument("--batch-size", type=int, default=500, metavar="N",
                        help="items simulated together, and checkpointed (default: %(default)s)")
     group.add_argument("--encoding", default="analog", choices=ENCODINGS,
                        help="input: analog current, deterministic IF spikes, or Poisson spikes (default: %(default)s)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")
     if early_exit:
-        group.add_argument("--exit", help="early exit in the simulator: confidence (threshold picked on the DC "
-                           "validation part) or confidence:C; reruns the DC test part with exit and reports the saving")
+        group.add_argument("--exit", metavar="POLICY",
+                           help="early exit in the simulator: confidence (threshold picked on the DC validation part) "
+                           "or confidence:C; reruns the DC test part with exit and reports the saving (default: no "
+                           "early exit)")
 
 
 def _dynamic_confidence_group(parser: argparse.ArgumentParser) -> None:
     from neurodeploy.evaluate.dynamic_confidence import PICK_RULES
 
     group = parser.add_argument_group("Dynamic Confidence (early exit)")
-    group.add_argument("--dc-alpha", default="T", help="temperature: T, fit, bits:B or a positive number "
+    group.add_argument("--dc-alpha", default="T", metavar="ALPHA",
+                       help="softmax temperature of the confidence: T (the number of steps), fit (temperature "
+                       "scaling on the validation part), bits:B (2^B - 1, QFFS) or a positive number "
                        "(default: %(default)s)")
-    group.add_argument("--dc-tolerance", type=float, default=0.0,
+    group.add_argument("--dc-tolerance", type=float, default=0.0, metavar="X",
                        help="accuracy loss allowed when picking the threshold (default: %(default)s)")
-    group.add_argument("--dc-validation-fraction", type=float, default=0.5,
+    group.add_argument("--dc-validation-fraction", type=float, default=0.5, metavar="F",
                        help="fraction of the test items used to pick the threshold, in (0, 1) (default: %(default)s)")
     group.add_argument("--dc-rule", default="stable", choices=PICK_RULES,
                        help="threshold pick rule: stable or fastest (default: %(default)s)")
@@ -157,11 +170,12 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
     group.add_argument("--optimize-method", default="coarse_to_fine", choices=METHODS,
                        help="staged SUBPLEX over tied channel groups, or SUBPLEX over every channel "
                        "(default: %(default)s)")
-    group.add_argument("--optimize-evals", type=int, default=250, help="simulations (default: %(default)s)")
-    group.add_argument("--optimize-T", type=int, help="steps per optimization simulation (default: -T)")
-    group.add_argument("--optimize-items", type=int, default=800,
+    group.add_argument("--optimize-evals", type=int, default=250, metavar="N",
+                       help="simulations the search may run (default: %(default)s)")
+    group.add_argument("--optimize-T", type=int, metavar="T", help="steps per optimization simulation (default: -T)")
+    group.add_argument("--optimize-items", type=int, default=800, metavar="N",
                        help="held-out training items simulated per evaluation (default: %(default)s)")
-    group.add_argument("--lambda-e", type=float, default=200.0,
+    group.add_argument("--lambda-e", type=float, default=200.0, metavar="X",
                        help="weight of (1 - peak accuracy) in L_SNN (paper: 200 MNIST, 50 CIFAR) "
                        "(default: %(default)s)")
     group.add_argument("--no-sparsity", action="store_true", help="skip sparsity fine-tuning (phase 1)")
@@ -169,17 +183,30 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
 
 def _output_group(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
-    group.add_argument("--results-dir", default="results", help="folder of run folders and the model cache "
-                       "(default: %(default)s)")
-    group.add_argument("--run-id", help="run folder name; an unfinished run of that name resumes (default: date, "
-                       "time and backend)")
+    group.add_argument("--results-dir", default="results", metavar="DIR",
+                       help="folder of run folders and the model cache (default: %(default)s)")
+    group.add_argument("--run-id", metavar="ID",
+                       help="run folder name; an unfinished run of that name resumes (default: date, time and "
+                       "backend)")
 
 
 def _backend_flag(parser: argparse.ArgumentParser) -> None:
     from neurodeploy.backends import available_backends
 
-    parser.add_argument("--backend", default="gpu", choices=sorted(available_backends()),
-                        help="where the network runs (default: %(default)s; `neurodeploy backends` lists them)")
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", default="gpu", choices=sorted(available_backends()),
+                       help="where the network runs (default: %(default)s; `neurodeploy backends` lists them)")
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """-v/--verbose and -q/--quiet; given after the subcommand they override the top-level ones."""
+    group = parser.add_argument_group("output detail").add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
+                       help="also show the simulator libraries' log records (PyNN, sPyNNaker; -vv: debug records), "
+                       "in this process and, after the run, from the run folder's run.log (default: off)")
+    group.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                       help="print only the summary table and errors: no stage lines, progress bars or warnings "
+                       "(default: off)")
 
 
 HELP = {
@@ -189,10 +216,54 @@ HELP = {
     "train": "train a zoo architecture and write a model file",
     "convert": "convert a model file into an IR file",
     "info": "print populations, neurons, synapses and fan-in/out of an IR file",
-    "evaluate": "evaluate and overlay saved results (result.npz)",
+    "evaluate": "evaluate and overlay saved runs (run folders or result.npz files)",
     "export": "write an IR file in an interchange format (NIR) for other simulators and chips",
     "backends": "list installed backends and their options",
 }
+
+#: one or two examples per subcommand, shown at the end of its --help
+EXAMPLES = {
+    "run": [("dense MNIST: train 15 epochs, convert, simulate 100 steps on the 2,000 test digits (about 40 s)",
+             "neurodeploy run"),
+            ("a quick look: 200 items, 50 steps, 2 training epochs; then your own model on NEURON",
+             "neurodeploy run --samples 200 -T 50 --epochs 2\n"
+             "  neurodeploy run --model mine.pt --backend neuron --samples 100 --workers 2")],
+    "optimize": [("optimize the scales of dense MNIST (50 simulations) and write the IR",
+                  "neurodeploy optimize --out net.zip --optimize-evals 50")],
+    "compare": [("zero delay against one step of delay per projection (results/compare-*/*.png)",
+                 "neurodeploy compare --backends gpu:ideal,gpu:pynn --samples 200 -T 50"),
+                ("the reference simulator against NEURON's exact and standard cells",
+                 "neurodeploy compare --backends gpu:pynn,neuron,neuron:standard --samples 20")],
+    "train": [("train dense MNIST for 5 epochs; then a 2-bit quantized conv net for QCFS",
+               "neurodeploy train --out mnist.pt --epochs 5\n"
+               "  neurodeploy train --out conv.pt --arch conv_mnist --quantize-bits 2")],
+    "convert": [("convert with max normalization and look at the result",
+                 "neurodeploy convert mnist.pt --out net.zip --normalization max\n  neurodeploy info net.zip")],
+    "info": [("populations, neurons and synapses of an IR file", "neurodeploy info results/<run-id>/network.zip")],
+    "evaluate": [("overlay two runs (folders or result.npz files): table, evaluation.json, curves.csv, plots",
+                  "neurodeploy evaluate results/run-a results/run-b --labels a,b --out evaluation"),
+                 ("a result that records no ANN accuracy",
+                  "neurodeploy evaluate results/x/result.npz --ann-accuracy 0.97")],
+    "export": [("NIR for sinabs, with a reference trace of 10 items the receiver can check",
+                "neurodeploy export results/<run-id>/network.zip net.nir --dialect sinabs --reference 10")],
+    "backends": [("what is installed, and each backend's options", "neurodeploy backends")],
+}
+
+FIRST_STEPS = """first steps:
+  neurodeploy run                                        # train, convert, simulate, evaluate dense MNIST (~40 s)
+  neurodeploy run --samples 200 -T 50 --epochs 2         # a quick look
+  neurodeploy run --model mine.pt --backend neuron       # your own model (neurodeploy train --help) on NEURON
+  neurodeploy compare --backends gpu:ideal,gpu:pynn      # one network, two timing conventions
+  neurodeploy evaluate results/a results/b               # overlay saved runs
+Each run writes results/<run-id>/: summary.json, curves.csv, result.npz, network.zip, config.json and plots.
+`neurodeploy COMMAND --help` explains a command's flags, with examples."""
+
+
+def _epilog(name: str) -> str:
+    lines = ["examples:"]
+    for what, command in EXAMPLES[name]:
+        lines += [f"  # {what}", f"  {command}"]
+    return "\n".join(lines)
 
 
 def _run_flags(run: argparse.ArgumentParser) -> None:
@@ -207,22 +278,25 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _optimize_flags(optimize: argparse.ArgumentParser) -> None:
-    optimize.add_argument("--out", required=True, help="IR file to write: a .zip archive or a folder")
+    optimize.add_argument("--out", required=True, metavar="PATH",
+                          help="IR file to write: a .zip archive or a folder (required)")
     _backend_flag(optimize)
     _model_group(optimize)
     _conversion_group(optimize)
-    optimize.add_argument("-T", "--steps", dest="T", type=int, default=100,
-                          help="time steps of the anytime metrics (default: %(default)s)")
-    optimize.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group = optimize.add_argument_group("simulation")
+    group.add_argument("-T", "--steps", dest="T", type=int, default=100, metavar="T",
+                       help="time steps of the anytime metrics (default: %(default)s)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")
     _optimization_group(optimize, switch=False)
     _output_group(optimize)
     add_backend_option_groups(optimize)
 
 
 def _compare_flags(compare: argparse.ArgumentParser) -> None:
-    compare.add_argument("--backends", default="gpu:pynn,neuron",
-                         help="comma-separated backends, NAME or NAME:PROFILE; the first is the reference "
-                         "(default: %(default)s)")
+    group = compare.add_argument_group("backends")
+    group.add_argument("--backends", default="gpu:pynn,neuron", metavar="LIST",
+                       help="comma-separated backends, NAME or NAME:PROFILE; the first is the reference "
+                       "(default: %(default)s)")
     _model_group(compare)
     _conversion_group(compare)
     _simulation_group(compare, 20, 50)
@@ -232,37 +306,42 @@ def _compare_flags(compare: argparse.ArgumentParser) -> None:
 
 
 def _train_flags(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--out", required=True, help="model file to write (.pt)")
+    train.add_argument("--out", required=True, metavar="FILE", help="model file to write (.pt) (required)")
     _model_group(train)
     group = train.add_argument_group("training")
-    group.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=64, help="SGD batch size (default: %(default)s)")
-    group.add_argument("--init", help="start from this model file instead of training from scratch")
-    group.add_argument("--quantize-bits", type=int,
-                       help="then fine-tune with B-bit quantized activations (QCFS/QFFS)")
-    group.add_argument("--quant-epochs", type=int, default=5, help="quantization fine-tuning epochs "
-                       "(default: %(default)s)")
+    group.add_argument("--lr", type=float, default=0.05, metavar="X", help="SGD learning rate (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=64, metavar="N", help="SGD batch size (default: %(default)s)")
+    group.add_argument("--init", metavar="FILE",
+                       help="start from this model file instead of training from scratch (default: from scratch)")
+    group.add_argument("--quantize-bits", type=int, metavar="B",
+                       help="then fine-tune with B-bit quantized activations for QCFS/QFFS (default: no "
+                       "quantization)")
+    group.add_argument("--quant-epochs", type=int, default=5, metavar="N",
+                       help="quantization fine-tuning epochs (default: %(default)s)")
     group.add_argument("--finetune-sparsity", action="store_true",
                        help="then fine-tune for activation and weight sparsity and prune (Dutson et al. phase 1)")
-    group.add_argument("--sparsity-epochs", type=int, default=6, help="sparsity epochs (default: %(default)s)")
-    group.add_argument("--lambda-a", type=float, default=10.0, help="activation penalty weight (default: %(default)s)")
-    group.add_argument("--lambda-w", type=float, default=50.0, help="weight penalty weight (default: %(default)s)")
-    group.add_argument("--prune", type=float, default=5e-3,
+    group.add_argument("--sparsity-epochs", type=int, default=6, metavar="N",
+                       help="sparsity fine-tuning epochs (default: %(default)s)")
+    group.add_argument("--lambda-a", type=float, default=10.0, metavar="X",
+                       help="activation penalty weight (default: %(default)s)")
+    group.add_argument("--lambda-w", type=float, default=50.0, metavar="X",
+                       help="weight penalty weight (default: %(default)s)")
+    group.add_argument("--prune", type=float, default=5e-3, metavar="X",
                        help="weights with |w| below this become 0 (default: %(default)s)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")
 
 
 def _convert_flags(convert: argparse.ArgumentParser) -> None:
     convert.add_argument("model", help="model file written by `neurodeploy train`")
-    convert.add_argument("--out", required=True, help="IR file: a .zip archive or a folder")
-    convert.add_argument("--data", help="dataset folder for calibration (default: the embedded MNIST subset)")
-    convert.add_argument("--seed", type=int, default=0, help="seeds the conversion (default: %(default)s)")
-    convert.add_argument("--results-dir", default="results", help="model cache folder's parent "
-                         "(default: %(default)s)")
-    convert.add_argument("--no-progress", action="store_true", help="no progress bars")
+    convert.add_argument("--out", required=True, metavar="PATH", help="IR file: a .zip archive or a folder (required)")
+    group = convert.add_argument_group("data")
+    _data_flag(group, " for calibration")
+    group.add_argument("--seed", type=int, default=0, metavar="N", help="seeds the conversion (default: %(default)s)")
+    group = convert.add_argument_group("output")
+    group.add_argument("--results-dir", default="results", metavar="DIR",
+                       help="model cache folder's parent (default: %(default)s)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")
     _conversion_group(convert)
-
 
 
 def _info_flags(info: argparse.ArgumentParser) -> None:
@@ -274,31 +353,43 @@ def _export_flags(export: argparse.ArgumentParser) -> None:
 
     export.add_argument("ir", help="IR file written by convert, optimize or run (.zip archive or folder)")
     export.add_argument("out", help="file to write (.nir)")
-    export.add_argument("--to", default="nir", choices=("nir",), help="format (default: %(default)s)")
-    export.add_argument("--dialect", default="nir", choices=DIALECTS,
-                        help="nir: every node and the metadata of docs/nir.md; sinabs: only what sinabs.from_nir "
-                        "imports (default: %(default)s)")
-    export.add_argument("--fold-thresholds", action="store_true",
-                        help="threshold 1 everywhere, thresholds folded into the weights (importers that take one "
-                        "threshold or unit spikes)")
-    export.add_argument("--delays", action="store_true",
-                        help="one-step Delay nodes on every projection (the pynn profile's timing)")
-    export.add_argument("--reference", type=int, default=0, metavar="N",
-                        help="embed a reference trace of the first N test items of --data, so the receiver can "
-                        "check itself (default: none)")
-    export.add_argument("--data", help="dataset folder for --reference (default: the embedded MNIST subset)")
-    export.add_argument("-T", "--steps", dest="T", type=int, default=50,
-                        help="steps of the reference trace (default: %(default)s)")
+    group = export.add_argument_group("format")
+    group.add_argument("--to", default="nir", choices=("nir",), help="format (default: %(default)s)")
+    group.add_argument("--dialect", default="nir", choices=DIALECTS,
+                       help="nir: every node and the metadata of docs/nir.md; sinabs: only what sinabs.from_nir "
+                       "imports (default: %(default)s)")
+    group.add_argument("--fold-thresholds", action="store_true",
+                       help="threshold 1 everywhere, thresholds folded into the weights (importers that take one "
+                       "threshold or unit spikes)")
+    group.add_argument("--delays", action="store_true",
+                       help="one-step Delay nodes on every projection (the pynn profile's timing)")
+    group = export.add_argument_group("reference trace")
+    group.add_argument("--reference", type=int, default=0, metavar="N",
+                       help="embed a reference trace of the first N test items of --data, so the receiver can "
+                       "check itself (default: %(default)s, none)")
+    _data_flag(group, " for --reference")
+    group.add_argument("-T", "--steps", dest="T", type=int, default=50, metavar="T",
+                       help="steps of the reference trace (default: %(default)s)")
 
 
 def _evaluate_flags(evaluate: argparse.ArgumentParser) -> None:
-    evaluate.add_argument("results", nargs="+", help="result.npz files")
-    evaluate.add_argument("--labels", help="comma-separated labels (default: backend and folder names)")
-    evaluate.add_argument("--ann-accuracy", type=float, help="a* when the result does not record it")
-    evaluate.add_argument("--out", default="evaluation", help="folder for the JSON and plots (default: %(default)s)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seeds the DC validation split (default: %(default)s)")
+    evaluate.add_argument("results", nargs="+", metavar="RUN",
+                          help="run folders (holding result.npz), compare folders (one run per backend) or "
+                          "result .npz files; the others are checked against the first: different items, labels or "
+                          "data set are refused, a different T is a warning")
+    group = evaluate.add_argument_group("evaluation")
+    group.add_argument("--labels", metavar="A,B,...",
+                       help="comma-separated labels, one per run (default: backend and folder names)")
+    group.add_argument("--ann-accuracy", type=float, metavar="A",
+                       help="a* for runs that do not record it (default: what each run records)")
+    group.add_argument("--allow-mismatch", action="store_true",
+                       help="evaluate runs over different items or data sets anyway, with a warning (default: "
+                       "refused)")
+    group.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seeds the DC validation split (default: %(default)s)")
+    group.add_argument("--out", default="evaluation", metavar="DIR",
+                       help="folder for evaluation.json, curves.csv and the plots (default: %(default)s)")
     _dynamic_confidence_group(evaluate)
-
 
 
 FLAGS = {"run": _run_flags, "optimize": _optimize_flags, "compare": _compare_flags, "train": _train_flags,
@@ -310,13 +401,18 @@ def build_parser(command: str | None = None) -> Parser:
     """The parser with every subcommand listed and the flags of ``command`` (None: of all of them)."""
     from neurodeploy import __version__
 
-    parser = Parser(prog="neurodeploy", description=DESCRIPTION)
+    parser = Parser(prog="neurodeploy", description=textwrap.fill(DESCRIPTION, 100), epilog=FIRST_STEPS,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"neurodeploy {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_verbosity_flags(parser, top_level=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND",
+                                title="commands")
     for name, help_text in HELP.items():
-        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        subparser = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(name),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if command in (None, name) or command not in HELP:
             FLAGS[name](subparser)
+            add_verbosity_flags(subparser, top_level=False)
     return parser
 
 

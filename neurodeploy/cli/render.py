@@ -1,8 +1,13 @@
-"""Everything the command line shows: the listener that renders job events as lines and rich tables."""
+"""Everything the command line shows: the listener that renders job events as lines and rich tables,
+and how much it shows (:func:`configure`: -q, default, -v)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,47 +17,54 @@ from neurodeploy.jobs.events import Event
 
 # Pipes and log files get a wide console so tables are not squeezed; terminals use their own width.
 console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+#: -1 quiet, 0 default, 1 verbose, 2 debug (set by :func:`configure`)
+verbosity = 0
+#: worker processes of the backends read the log level from here (``neurodeploy.backends.processes``)
+LOG_LEVEL_VARIABLE = "NEURODEPLOY_LOG_LEVEL"
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "not reached"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
-    return str(value)
+__all__ = ["comparison_table", "configure", "console", "render", "sparsity_table", "summary_rows", "summary_table"]
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    dc, bound = summary["dynamic_confidence"], summary["oracle"]
-    return [
-        ("ANN accuracy (a*)", _fmt(summary["ann_accuracy"])),
-        (f"SNN accuracy at T={summary['T']}", _fmt(summary["snn_accuracy"])),
-        ("peak accuracy (step)", f"{_fmt(summary['peak_accuracy'])} ({summary['peak_step']})"),
-        (f"first step >= {summary['target_fraction']:.0%} of a*", _fmt(summary["time_to_target"])),
-        ("synaptic events to that step", _fmt(summary["events_to_target"])),
-        ("Pareto latency P_l (pareto / raw)",
-         f"{_fmt(summary['pareto_latency']['pareto'])} / {_fmt(summary['pareto_latency']['raw'])}"),
-        ("Pareto power P_p (pareto / raw)",
-         f"{_fmt(summary['pareto_power']['pareto'])} / {_fmt(summary['pareto_power']['raw'])}"),
-        ("spikes per neuron per inference", _fmt(summary["spikes_per_neuron"])),
-        ("synaptic events per inference", _fmt(summary["synaptic_events_per_item"])),
-        ("DC threshold / alpha", f"{_fmt(dc['threshold'])} / {_fmt(dc['alpha'], 3)}"),
-        (f"DC on test part (n={dc['n_test']})",
-         f"latency {dc['mean_latency']:.2f} steps, accuracy {dc['accuracy']:.4f} "
-         f"(full T {dc['full_T_accuracy']:.4f}), saving {dc['step_saving']:.1%} steps, "
-         f"{dc['event_saving']:.1%} events"),
-        ("oracle bound (test part)", f"accuracy {bound['accuracy']:.4f}, latency {bound['mean_latency']:.2f} steps"),
-        ("wall time", f"{summary['wall_time_s']:.2f} s"),
-    ] + _early_exit_rows(summary.get("early_exit"))
+    """(metric, value) rows of a summary (``neurodeploy.evaluate.summary.summary_rows``)."""
+    from neurodeploy.evaluate.summary import summary_rows as rows
+
+    return rows(summary)
 
 
-def _early_exit_rows(early: dict | None) -> list[tuple[str, str]]:
-    if not early:
-        return []
-    return [(f"early exit in the simulator (n={early['n_items']}, c={early['threshold']:.4f})",
-             f"latency {early['mean_latency']:.2f} steps, accuracy {early['accuracy']:.4f} (full T "
-             f"{early['full_T_accuracy']:.4f}); saving {early['step_saving']:.1%} steps, {early['wall_saving']:.1%} "
-             f"wall time ({early['wall_time_s']:.2f} s vs {early['full_T_wall_time_s']:.2f} s)")]
+def _energy_caption(summary: dict) -> str:
+    from neurodeploy.evaluate.summary import energy_caption
+
+    return energy_caption(summary)
+
+
+def configure(args) -> None:
+    """Applies -q / -v of the parsed arguments. Quiet: only the summary table and errors (no stage lines,
+    no progress bars, Python warnings and log records below ERROR hidden, here and in worker processes).
+    Default: stage lines, progress bars, warnings; log records of WARNING and above. Verbose (-v): log
+    records of INFO and above from neurodeploy and the simulator libraries (-vv: DEBUG), here and in
+    worker processes, and the simulators' run.log printed when a job ends."""
+    global verbosity
+    verbosity = -1 if getattr(args, "quiet", False) else min(int(getattr(args, "verbose", 0) or 0), 2)
+    if verbosity == 0:
+        os.environ.pop(LOG_LEVEL_VARIABLE, None)
+        return
+    if verbosity < 0:
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
+        warnings.simplefilter("ignore")
+        os.environ["PYTHONWARNINGS"] = "ignore"
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[verbosity]
+    if verbosity > 0:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=errors)])
+    logging.getLogger().setLevel(level)
+    os.environ[LOG_LEVEL_VARIABLE] = logging.getLevelName(level)
 
 
 def summary_table(summary: dict, title: str) -> Table:
@@ -61,8 +73,9 @@ def summary_table(summary: dict, title: str) -> Table:
     table.add_column("value")
     for name, value in summary_rows(summary):
         table.add_row(name, value)
-    if summary.get("prediction"):
-        table.caption = summary["prediction"]
+    caption = [summary["prediction"]] if summary.get("prediction") else []
+    table.caption = "\n".join(caption + [_energy_caption(summary)]).strip() or None
+    table.caption_justify = "left"
     return table
 
 
@@ -73,7 +86,9 @@ def comparison_table(summaries: list[dict], labels: list[str]) -> Table:
         table.add_column(label)
     rows = [summary_rows(s) for s in summaries]
     for i, (name, _) in enumerate(rows[0]):
-        table.add_row(name, *(r[i][1] for r in rows))
+        table.add_row(name, *(r[i][1] if i < len(r) else "" for r in rows))
+    table.caption = _energy_caption(summaries[0]) or None
+    table.caption_justify = "left"
     return table
 
 
@@ -128,8 +143,22 @@ def sparsity_table(report: dict) -> Table:
     return table
 
 
+def _simulator_logs(folder: Path) -> None:
+    """Prints the simulators' logs (run.log) of a run folder and its backend folders."""
+    for log in sorted(folder.glob("**/run.log")):
+        text = log.read_text(errors="replace").strip()
+        if text:
+            errors.rule(f"simulator log {log}")
+            errors.print(escape(text), highlight=False, soft_wrap=True)
+
+
 def render(event: Event) -> None:
-    """The CLI's listener for job events (``neurodeploy.jobs.events``)."""
+    """The CLI's listener for job events (``neurodeploy.jobs.events``); with -q only the summary and
+    comparison tables."""
+    if verbosity < 0 and event.kind not in ("summary", "comparison"):
+        return
+    if event.kind == "done" and verbosity > 0 and event.data.get("folder"):
+        _simulator_logs(Path(event.data["folder"]))
     if event.kind == "fan_in":
         console.print(fan_in_table(event.data))
     elif event.kind == "mapping":
@@ -142,6 +171,12 @@ def render(event: Event) -> None:
         console.print(agreement_table(event.data["report"]))
     else:
         console.print(escape(event.message), highlight=False)
+
+
+def print_warning(message: str) -> None:
+    """A warning the user should read (not shown with -q)."""
+    if verbosity >= 0:
+        errors.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def print_error(message: str) -> None:
