@@ -120,6 +120,20 @@ def fan_in_table(pass_report: dict) -> Table | str:
     return table
 
 
+def fan_in_line(pass_report: dict) -> str:
+    """The fan-in pass in one line (the table with -v)."""
+    changes = pass_report["changes"]
+    where = "; ".join(f"{c['where']} {c['fan_in_before']} -> {c['fan_in_after']}" for c in changes)
+    return f"fan-in pass (max fan-in {pass_report['max_fan_in']}): " + (where or "nothing to change")
+
+
+def mapping_line(report: dict) -> str:
+    """A mapping in one line (the table with -v)."""
+    return (f"mapped on the {report['target']}: {report.get('neuron_cores', '?')} neuron cores, "
+            f"{report.get('system_cores', '?')} system cores, {report['chips']} chips, {report['n_synapses']} "
+            "synapses (mapping.json; -v for the table)")
+
+
 def mapping_table(report: dict) -> Table:
     table = Table(title=f"mapping on the {report['target']} ({report['config']})")
     table.add_column("population")
@@ -160,9 +174,9 @@ def render(event: Event) -> None:
     if event.kind == "done" and verbosity > 0 and event.data.get("folder"):
         _simulator_logs(Path(event.data["folder"]))
     if event.kind == "fan_in":
-        console.print(fan_in_table(event.data))
+        console.print(fan_in_table(event.data) if verbosity > 0 else fan_in_line(event.data), highlight=False)
     elif event.kind == "mapping":
-        console.print(mapping_table(event.data))
+        console.print(mapping_table(event.data) if verbosity > 0 else mapping_line(event.data), highlight=False)
     elif event.kind == "summary":
         console.print(summary_table(event.data, event.message))
     elif event.kind == "comparison":

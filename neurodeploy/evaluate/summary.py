@@ -149,6 +149,11 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
          f"{dc['event_saving']:.1%} events"),
         ("oracle bound (test part)", f"accuracy {bound['accuracy']:.4f}, latency {bound['mean_latency']:.2f} steps"),
     ]
+    mapping = summary.get("mapping")
+    if mapping:
+        rows.append((f"mapping on the {mapping['target']}",
+                     f"{mapping.get('neuron_cores', '?')} neuron cores + {mapping.get('system_cores', '?')} system "
+                     f"cores on {mapping['chips']} chips"))
     for name, entry in (summary.get("energy") or {}).get("platforms", {}).items():
         rows.append((f"est. energy per inference: {LABELS.get(name, name)}", format_joules(entry["joules"])))
     rows.append(("wall time", f"{summary['wall_time_s']:.2f} s" if summary.get("wall_time_s") is not None else "n/a"))
