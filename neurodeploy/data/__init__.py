@@ -1,5 +1,5 @@
 """Dataset readers (IDX, CIFAR python pickles) and the embedded MNIST subset."""
 
-from neurodeploy.data.datasets import Dataset, Split, embedded_mnist_folder, load_dataset
+from neurodeploy.data.datasets import Dataset, Split, check_items, embedded_mnist_folder, load_dataset
 
-__all__ = ["Dataset", "Split", "embedded_mnist_folder", "load_dataset"]
+__all__ = ["Dataset", "Split", "check_items", "embedded_mnist_folder", "load_dataset"]

@@ -19,18 +19,92 @@ Saved as one ``.npz`` (numeric arrays + the metadata as a JSON string; no pickle
 from __future__ import annotations
 
 import json
-import zipfile
+import math
+import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from neurodeploy.errors import ResultFormatError
+from neurodeploy.errors import NeurodeployError, ResultFormatError
+from neurodeploy.safe_io import NpyHeader, open_zip_file, parse_json, pydantic_message
 
 FORMAT_NAME = "neurodeploy-result"
 FORMAT_VERSION = 1
 _ARRAYS = {"readout": 3, "labels": 1, "spike_counts": 3, "synaptic_events": 3}
 _OPTIONAL = ("stop_times", "neuron_counts")
+#: dtype kinds of every array: readout and counts numbers, labels and stop times integers
+_KINDS = {"readout": "fiu", "labels": "iu", "spike_counts": "fiu", "synaptic_events": "fiu", "stop_times": "iu",
+          "neuron_counts": "fiu"}
+_NDIM = {**_ARRAYS, "stop_times": 1, "neuron_counts": 2}
+_DTYPES = frozenset(np.dtype(t).str for t in ("<f2", "<f4", "<f8", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4",
+                                              "<u8"))
+_MAX_METADATA_BYTES = 64 << 20
+_LOW_LEVEL_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError, OverflowError, RecursionError)
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+_NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+_Count = Annotated[int, Field(ge=0, lt=1 << 62)]
+
+
+class _PopulationInfo(_Loose):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    role: Literal["input", "hidden", "output"]
+    size: Annotated[int, Field(ge=1, lt=1 << 31)]
+
+
+class _ExitPolicyInfo(_Loose):
+    alpha: float | None
+    threshold_log_odds: float | None  # may be infinite in memory (saved as null)
+
+
+class ResultMetadata(_Loose):
+    """What a result's metadata must say where it says it (producers may add other keys)."""
+
+    backend: Annotated[str, Field(max_length=256)] | None = None
+    T: Annotated[int, Field(ge=1, lt=1 << 31)] | None = None
+    dt_ms: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    encoding: Annotated[str, Field(max_length=64)] | None = None
+    populations: Annotated[list[_PopulationInfo], Field(max_length=100_000)] | None = None
+    pipeline_delay: _Count | None = None
+    n_neurons: _Count | None = None
+    n_synapses: _Count | None = None
+    ann_accuracy: _Fraction | None = None
+    activation_sparsity: _Fraction | None = None
+    weight_sparsity: _Fraction | None = None
+    timings: dict[str, _NonNegative | None] | None = None
+    exit_policy: _ExitPolicyInfo | None = None
+
+
+class ResultHeader(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    format: Literal["neurodeploy-result"]
+    version: Annotated[int, Field(ge=FORMAT_VERSION, le=FORMAT_VERSION)]
+    metadata: ResultMetadata
+
+
+def _json_value(value):
+    """Metadata as strict JSON types: numpy scalars and arrays as numbers and lists, non-finite floats
+    as null (the project's JSON rule)."""
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_value(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @dataclass
@@ -54,6 +128,43 @@ class SimulationResult:
     @property
     def populations(self) -> list[dict]:
         return self.metadata.get("populations", [])
+
+    def _describe(self) -> tuple[str, list[tuple[str, str]]]:
+        """A title and (field, text) lines: shapes and metadata, never array contents."""
+        def shape(name: str) -> str:
+            array = getattr(self, name)
+            return "-" if array is None else f"{array.dtype} {list(array.shape)}"
+
+        meta = self.metadata
+        where = ", ".join(f"{key} {meta[key]}" for key in ("backend", "profile", "device", "encoding") if meta.get(key))
+        title = (f"SimulationResult: {self.n_items} items x {self.T} steps x {self.readout.shape[2]} classes"
+                 f"{f' ({where})' if where else ''}")
+        lines = [(name, shape(name)) for name in ("readout", "labels", "spike_counts", "synaptic_events",
+                                                   "stop_times", "neuron_counts")]
+        if self.populations:
+            lines.append(("populations", ", ".join(f"{p['name']} ({p['role']}, {p['size']})"
+                                                   for p in self.populations)))
+        if self.n_items and self.T:
+            lines.append(("accuracy at T", f"{float(self.correct()[:, -1].mean()):.4f}"))
+        shown = ("ann_accuracy", "model", "dataset", "dt_ms", "pipeline_delay", "n_neurons", "n_synapses")
+        lines += [(key, str(meta[key])) for key in shown if meta.get(key) is not None]
+        other = [key for key in meta if key not in shown + ("backend", "profile", "device", "encoding", "populations")]
+        if other:
+            lines.append(("other metadata", ", ".join(other)))
+        return title, lines
+
+    def __repr__(self) -> str:
+        title, lines = self._describe()
+        width = max(len(name) for name, _ in lines)
+        return "\n".join([title] + [f"  {name:<{width}}  {text}" for name, text in lines])
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        title, lines = self._describe()
+        rows = "".join(f"<tr><th style='text-align:left'>{escape(name)}</th><td style='text-align:left'>"
+                       f"{escape(text)}</td></tr>" for name, text in lines)
+        return f"<table><caption>{escape(title)}</caption>{rows}</table>"
 
     def predictions(self) -> np.ndarray:
         """Predicted class at every step, ``[N, T]`` (argmax of O(t); ties go to the lowest class)."""
@@ -101,50 +212,156 @@ class SimulationResult:
         )
 
     def validate(self, where: str = "result") -> SimulationResult:
-        for name, ndim in _ARRAYS.items():
-            array = getattr(self, name)
-            if not isinstance(array, np.ndarray) or array.ndim != ndim:
-                raise ResultFormatError(f"{where}: {name} must be a {ndim}-d array")
-            if array.shape[0] != self.n_items:
-                raise ResultFormatError(f"{where}: {name} has {array.shape[0]} items, labels have {self.n_items}")
-        for name in ("spike_counts", "synaptic_events"):
-            if getattr(self, name).shape[1] != self.T:
-                raise ResultFormatError(f"{where}: {name} has {getattr(self, name).shape[1]} steps, readout {self.T}")
-        if self.stop_times is not None and (self.stop_times.shape != (self.n_items,) or self.stop_times.min(
-                initial=1) < 1 or self.stop_times.max(initial=1) > self.T):
-            raise ResultFormatError(f"{where}: stop_times must hold one step in [1, T] per item")
-        if self.neuron_counts is not None and self.populations:  # batch parts carry no metadata yet
-            expected = (self.n_items, sum(p["size"] for p in self.populations))
-            if self.neuron_counts.shape != expected:
-                raise ResultFormatError(f"{where}: neuron_counts has shape {self.neuron_counts.shape}, the "
-                                        f"populations need {expected}")
-        if not np.all(np.isfinite(self.readout)):
-            raise ResultFormatError(f"{where}: readout contains NaN or infinite values")
+        """Checks what the result says: array kinds and shapes agree ([N, T, C] readout, [N] labels in
+        [0, C), [N, T, P] non-negative finite counts, stop times in [1, T]) and with the metadata where it
+        speaks (T, one population per count column, per-neuron counts of their sizes, accuracies in
+        [0, 1]); raises ResultFormatError naming the field."""
+        present = {name: getattr(self, name) for name in _NDIM if getattr(self, name) is not None}
+        for name, array in present.items():
+            if not isinstance(array, np.ndarray):
+                raise ResultFormatError(f"{where}: {name} must be a numpy array, got {type(array).__name__}")
+            _check_kind(where, name, array.dtype, array.ndim)
+        _check_shapes(where, {name: array.shape for name, array in present.items()})
+        metadata = _check_metadata(where, self.metadata)
+        _check_against_metadata(where, metadata, {name: array.shape for name, array in present.items()})
+        for name, array in present.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ResultFormatError(f"{where}: {name} contains NaN or infinite values")
+            if name in ("spike_counts", "synaptic_events", "neuron_counts") and array.size and array.min() < 0:
+                raise ResultFormatError(f"{where}: {name} holds negative counts (min {array.min()})")
+        classes = self.readout.shape[2]
+        if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= classes):
+            bad = self.labels[(self.labels < 0) | (self.labels >= classes)][0]
+            raise ResultFormatError(f"{where}: labels must lie in [0, {classes}) (the readout's classes), found {bad}")
+        if self.stop_times is not None and self.stop_times.size and (
+                self.stop_times.min() < 1 or self.stop_times.max() > self.T):
+            raise ResultFormatError(f"{where}: stop_times must hold one step in [1, T={self.T}] per item")
         return self
 
     def save(self, path: str | Path) -> Path:
+        """Writes the result as one ``.npz`` (added to a name without it), atomically: a temporary file
+        renamed over ``path``. Metadata is written as strict JSON (non-finite numbers as null)."""
         path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "metadata": self.metadata}
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "metadata": _json_value(self.metadata)}
         optional = {name: getattr(self, name) for name in _OPTIONAL if getattr(self, name) is not None}
-        np.savez_compressed(path, metadata_json=np.array(json.dumps(header)),
-                            **{name: getattr(self, name) for name in _ARRAYS}, **optional)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as handle:
+            np.savez_compressed(handle, metadata_json=np.array(json.dumps(header, allow_nan=False)),
+                                **{name: getattr(self, name) for name in _ARRAYS}, **optional)
+        os.replace(tmp, path)
         return path
 
     @staticmethod
     def load(path: str | Path) -> SimulationResult:
+        """Reads a result strictly: a regular file; a zip of stored or deflated members, each read up
+        to the size it declares; every array's header (dtype, byte order, shape) checked against the
+        others and the size limit before it is read; the metadata against its schema; then the values
+        (:meth:`validate`). Every failure, whatever its cause, is one ResultFormatError."""
         path = Path(path)
-        if not path.is_file():
-            raise ResultFormatError(f"{path}: no such result file")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                header = json.loads(str(npz["metadata_json"]))
-                arrays = {name: npz[name] for name in _ARRAYS}
-                optional = {name: npz[name] for name in _OPTIONAL if name in npz.files}
-        except KeyError as err:
-            raise ResultFormatError(f"{path}: missing array {err}") from None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-            raise ResultFormatError(f"{path}: not a readable result file ({err})") from None
-        if header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
+            return _load(path)
+        except NeurodeployError as err:
+            if isinstance(err, ResultFormatError):
+                raise
+            raise ResultFormatError(str(err)) from None
+        except _LOW_LEVEL_ERRORS as err:
+            raise ResultFormatError(f"{path}: not a readable result file ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
+        except Exception as err:  # last resort, so a resume always simulates an unreadable batch again
+            raise ResultFormatError(f"{path}: not a readable result file (unexpected {type(err).__name__}: "
+                                    f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
+
+
+def _check_kind(where: str, name: str, dtype: np.dtype, ndim: int) -> None:
+    if dtype.kind not in _KINDS[name]:
+        expected = "integers" if _KINDS[name] == "iu" else "numbers"
+        raise ResultFormatError(f"{where}: {name} has dtype {dtype.str} (expected {expected})")
+    if ndim != _NDIM[name]:
+        raise ResultFormatError(f"{where}: {name} must be a {_NDIM[name]}-d array, got {ndim}-d")
+
+
+def _check_shapes(where: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Shapes agree: N items everywhere, T steps in readout and counts, C >= 1 classes, P populations."""
+    for name in _ARRAYS:
+        if name not in shapes:
+            raise ResultFormatError(f"{where}: missing array {name!r}")
+    n, steps, classes = shapes["readout"]
+    for name, shape in shapes.items():
+        if shape[0] != n:
+            raise ResultFormatError(f"{where}: {name} has {shape[0]} items, readout has {n}")
+    if steps < 1 or classes < 1:
+        raise ResultFormatError(f"{where}: readout of shape {list(shapes['readout'])} needs T >= 1 and C >= 1")
+    for name in ("spike_counts", "synaptic_events"):
+        if shapes[name][1] != steps:
+            raise ResultFormatError(f"{where}: {name} has {shapes[name][1]} steps, readout {steps}")
+    if shapes["synaptic_events"][2] != shapes["spike_counts"][2]:
+        raise ResultFormatError(f"{where}: synaptic_events has {shapes['synaptic_events'][2]} populations, "
+                                f"spike_counts {shapes['spike_counts'][2]}")
+
+
+def _check_metadata(where: str, metadata) -> ResultMetadata:
+    if not isinstance(metadata, dict):
+        raise ResultFormatError(f"{where}: metadata must be a JSON object, got {type(metadata).__name__}")
+    try:
+        return ResultMetadata.model_validate(_json_value(metadata))
+    except ValidationError as err:
+        raise ResultFormatError(f"{where}: metadata.{pydantic_message(err)}") from None
+
+
+def _check_against_metadata(where: str, metadata: ResultMetadata, shapes: dict[str, tuple[int, ...]]) -> None:
+    steps, populations = shapes["readout"][1], shapes["spike_counts"][2]
+    if metadata.T is not None and steps != metadata.T:
+        raise ResultFormatError(f"{where}: metadata.T is {metadata.T}, the arrays hold {steps} steps")
+    if metadata.populations is not None:
+        if len(metadata.populations) != populations:
+            raise ResultFormatError(f"{where}: metadata.populations lists {len(metadata.populations)} populations, "
+                                    f"spike_counts has {populations}")
+        if "neuron_counts" in shapes:
+            expected = sum(p.size for p in metadata.populations)
+            if shapes["neuron_counts"][1] != expected:
+                raise ResultFormatError(f"{where}: neuron_counts has {shapes['neuron_counts'][1]} neurons per item, "
+                                        f"the populations have {expected}")
+
+
+def _load(path: Path) -> SimulationResult:
+    archive, _ = open_zip_file(path, ResultFormatError, "result file")
+    with archive:
+        names = {name[:-4]: name for name in archive.members if name.endswith(".npy")}
+        unknown = sorted(set(archive.members) - {f"{n}.npy" for n in ("metadata_json", *_NDIM)})
+        if unknown:
+            raise ResultFormatError(f"{path}: holds {unknown[0]!r}, which is not part of a result file")
+        for name in ("metadata_json", *_ARRAYS):
+            if name not in names:
+                raise ResultFormatError(f"{path}: missing array {name!r}")
+        headers: dict[str, NpyHeader] = {name: archive.array_header(member) for name, member in names.items()}
+        meta = headers.pop("metadata_json")
+        if meta.dtype.kind != "U" or meta.shape != () or meta.nbytes > _MAX_METADATA_BYTES:
+            raise ResultFormatError(f"{path}: metadata_json must be one string of at most {_MAX_METADATA_BYTES:,} "
+                                    f"bytes, got {meta.describe()}")
+        for name, found in headers.items():
+            if found.dtype.str not in _DTYPES:
+                raise ResultFormatError(f"{path}: {name} has dtype {found.dtype.str} (expected little-endian "
+                                        "numbers)")
+            _check_kind(str(path), name, found.dtype, len(found.shape))
+        _check_shapes(str(path), {name: found.shape for name, found in headers.items()})
+        temporaries = max((found.size for found in headers.values()), default=0)  # a bool mask while validating
+        as_int64 = headers["labels"].size * 8 if headers["labels"].dtype != np.int64 else 0
+        archive.budget.charge(sum(found.nbytes for found in headers.values()) + meta.nbytes + temporaries + as_int64,
+                              "its arrays")
+        archive.budget.used = 0  # charged again as they are read
+        text = str(archive.read_array(names["metadata_json"], meta)[()])
+        header = parse_json(text.encode("utf-8", "surrogatepass"), ResultFormatError, f"{path}: metadata_json")
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != \
+                FORMAT_VERSION or type(header.get("version")) is not int:
             raise ResultFormatError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
-        return SimulationResult(**arrays, metadata=header.get("metadata", {}), **optional).validate(str(path))
+        try:
+            checked = ResultHeader.model_validate(header)
+        except ValidationError as err:
+            raise ResultFormatError(f"{path}: {pydantic_message(err)}") from None
+        _check_against_metadata(str(path), checked.metadata, {name: found.shape for name, found in headers.items()})
+        arrays = {name: archive.read_array(names[name], found) for name, found in headers.items()}
+    labels = arrays.pop("labels").astype(np.int64, copy=False)
+    return SimulationResult(labels=labels, metadata=header["metadata"], **arrays).validate(str(path))

@@ -1,8 +1,13 @@
 """IR file format: ``network.json`` (structure) + ``arrays.npz`` (arrays), in a folder or a ``.zip``.
 
-No pickle anywhere: arrays load with ``allow_pickle=False``. Loading checks the format name and
-version, every field's type, array dtypes, shapes and finiteness (through ``Network.validate``), and
-fails with an :class:`IRFormatError` that names the file and the bad field.
+No pickle anywhere. Reading is strict and bounded (:mod:`neurodeploy.safe_io`): only regular files are
+opened; ``network.json`` (at most 64 MiB, nested at most 64 deep) must match the schema below exactly
+(pydantic, strict: no coercion, no unknown fields, enumerations for roles, resets, readouts and op
+kinds, integers where integers are meant, bounds on every size); every array's ``.npy`` header
+(dtype, byte order, shape) is checked against the structure, with arrays standing in as placeholders
+that allocate nothing, before any array is read; every array in ``arrays.npz`` must be referred to;
+then the arrays are read and the network is validated with its values (``Network.validate``). Any
+failure is one :class:`IRFormatError` naming the file, the field and what was expected.
 """
 
 from __future__ import annotations
@@ -11,19 +16,38 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from neurodeploy.errors import IRFormatError, IRValidationError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import op_from_parts
 from neurodeploy.ir.population import NeuronSpec, Population
+from neurodeploy.safe_io import (
+    UNION_TAGS,
+    Budget,
+    NpyHeader,
+    SafeZip,
+    check_regular,
+    clip,
+    open_regular,
+    parse_json,
+    pydantic_message,
+    read_stream,
+)
 
 FORMAT_NAME = "neurodeploy-ir"
 FORMAT_VERSION = 1
 STRUCTURE_FILE = "network.json"
 ARRAYS_FILE = "arrays.npz"
-
+#: largest network.json read
+MAX_STRUCTURE_BYTES = 64 << 20
+#: dtypes IR arrays may have (little-endian); scale factors are float32
+ARRAY_DTYPES = frozenset(np.dtype(t).str for t in ("<f2", "<f4", "<f8", "i1", "<i2", "<i4", "<i8", "u1", "<u2",
+                                                   "<u4", "<u8"))
+_BIG = 1 << 31
 
 def _array_or_value(value, arrays: dict[str, np.ndarray], key: str):
     """Arrays go to the npz under ``key``; JSON keeps a reference ``{"array": key}``."""
@@ -33,30 +57,39 @@ def _array_or_value(value, arrays: dict[str, np.ndarray], key: str):
     return value
 
 
+def _threshold_array(threshold) -> np.ndarray:
+    """Array thresholds keep their float dtype; anything else is stored as float32."""
+    if isinstance(threshold, np.ndarray) and threshold.dtype.kind == "f":
+        return threshold
+    return np.asarray(threshold, np.float32)
+
+
 def _to_parts(network: Network) -> tuple[dict, dict[str, np.ndarray]]:
     arrays: dict[str, np.ndarray] = {}
     populations = []
     for name, pop in network.populations.items():
         entry: dict = {"name": name, "shape": list(pop.shape), "role": pop.role, "metadata": pop.metadata}
-        entry["bias"] = _array_or_value(pop.bias, arrays, f"population/{name}/bias")
+        bias = pop.bias if pop.bias is None or isinstance(pop.bias, np.ndarray) else np.asarray(pop.bias, np.float32)
+        entry["bias"] = _array_or_value(bias, arrays, f"population/{name}/bias")
         if pop.neuron is not None:
             neuron = pop.neuron
             entry["neuron"] = {
                 "threshold": _array_or_value(
-                    np.asarray(neuron.threshold, np.float32) if np.ndim(neuron.threshold) else float(neuron.threshold),
+                    _threshold_array(neuron.threshold) if isinstance(neuron.threshold, np.ndarray) or np.ndim(
+                        neuron.threshold) else float(neuron.threshold),
                     arrays,
                     f"population/{name}/threshold",
                 ),
                 "reset": neuron.reset,
                 "v_init": _array_or_value(
-                    neuron.v_init if isinstance(neuron.v_init, str) or np.ndim(neuron.v_init)
-                    else float(neuron.v_init),
+                    neuron.v_init if isinstance(neuron.v_init, str | np.ndarray) else
+                    np.asarray(neuron.v_init, np.float32) if np.ndim(neuron.v_init) else float(neuron.v_init),
                     arrays,
                     f"population/{name}/v_init",
                 ),
                 "v_init_seed": int(neuron.v_init_seed),
-                "leak_tau": neuron.leak_tau,
-                "spike_cap": neuron.spike_cap,
+                "leak_tau": None if neuron.leak_tau is None else float(neuron.leak_tau),
+                "spike_cap": None if neuron.spike_cap is None else int(neuron.spike_cap),
                 "negative_spikes": bool(neuron.negative_spikes),
                 "readout": neuron.readout,
             }
@@ -102,122 +135,358 @@ def save_network(network: Network, path: str | Path) -> Path:
     return path
 
 
-def _read_parts(path: Path) -> tuple[bytes, bytes]:
-    if not path.exists():
-        raise IRFormatError(f"{path}: no such IR file or folder")
-    try:
-        if path.is_dir():
-            return (path / STRUCTURE_FILE).read_bytes(), (path / ARRAYS_FILE).read_bytes()
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(STRUCTURE_FILE), archive.read(ARRAYS_FILE)
-    except FileNotFoundError as err:
-        raise IRFormatError(f"{path}: missing {Path(err.filename).name} (an IR folder holds "
-                            f"{STRUCTURE_FILE} and {ARRAYS_FILE})") from None
-    except KeyError as err:
-        raise IRFormatError(f"{path}: archive lacks {err.args[0]}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise IRFormatError(f"{path}: not a readable IR archive ({err}); it may be truncated or corrupt") from None
+# --- the schema of network.json --------------------------------------------------------------------
 
 
-class _Reader:
-    """Pulls typed fields out of the parsed JSON, naming the field in every error."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    def __init__(self, path: Path, arrays: dict[str, np.ndarray]):
+
+ArrayKey = Annotated[str, Field(min_length=1, max_length=1024)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Dim = Annotated[int, Field(ge=1, lt=_BIG)]
+Pair1 = Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=2)]
+Pair0 = Annotated[list[Annotated[int, Field(ge=0, le=65536)]], Field(min_length=2, max_length=2)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ArrayRef(_Strict):
+    """``{"array": key}``: the array stored in arrays.npz under ``key``."""
+
+    array: ArrayKey
+
+
+def _number_or_array(value) -> str:
+    return "array" if isinstance(value, dict) else "number"
+
+
+def _vinit_kind(value) -> str:
+    return "name" if isinstance(value, str) else _number_or_array(value)
+
+
+UNION_TAGS.update({"array", "number", "name", "dense", "conv2d", "avgpool2d", "flatten", "identity", "scale",
+                   "conv1d", "avgpool1d", "channel_slice"})
+ThresholdField = Annotated[Annotated[PositiveFinite, Tag("number")] | Annotated[ArrayRef, Tag("array")],
+                           Discriminator(_number_or_array)]
+VInitField = Annotated[Annotated[Literal["zero", "half", "uniform"], Tag("name")] | Annotated[Finite, Tag("number")]
+                       | Annotated[ArrayRef, Tag("array")], Discriminator(_vinit_kind)]
+
+
+class NeuronSchema(_Strict):
+    threshold: ThresholdField
+    reset: Literal["subtract", "zero"]
+    v_init: VInitField
+    v_init_seed: Annotated[int, Field(ge=0, lt=1 << 64)]
+    leak_tau: PositiveFinite | None
+    spike_cap: Annotated[int, Field(ge=1, lt=_BIG)] | None
+    negative_spikes: bool
+    readout: Literal["membrane", "spikes"]
+
+
+class PopulationSchema(_Strict):
+    name: Name
+    shape: Annotated[list[Dim], Field(min_length=1, max_length=8)]
+    role: Literal["input", "hidden", "output"]
+    metadata: dict[str, Any]
+    bias: ArrayRef | None
+    neuron: NeuronSchema | None = None
+
+
+class _NoParams(_Strict):
+    pass
+
+
+class _WeightArrays(_Strict):
+    weight: ArrayKey
+
+
+class _FactorArrays(_Strict):
+    factor: ArrayKey
+
+
+class _ConvParams(_Strict):
+    stride: Pair1
+    padding: Pair0
+    dilation: Pair1
+    groups: Annotated[int, Field(ge=1, le=65536)]
+
+
+class _PoolParams(_Strict):
+    kernel: Pair1
+    stride: Pair1
+    padding: Pair0
+
+
+class DenseSchema(_Strict):
+    kind: Literal["dense"]
+    params: _NoParams
+    arrays: _WeightArrays
+
+
+class Conv2dSchema(_Strict):
+    kind: Literal["conv2d"]
+    params: _ConvParams
+    arrays: _WeightArrays
+
+
+class AvgPool2dSchema(_Strict):
+    kind: Literal["avgpool2d"]
+    params: _PoolParams
+    arrays: _NoParams
+
+
+class FlattenSchema(_Strict):
+    kind: Literal["flatten"]
+    params: _NoParams
+    arrays: _NoParams
+
+
+class IdentitySchema(_Strict):
+    kind: Literal["identity"]
+    params: _NoParams
+    arrays: _NoParams
+
+
+class ScaleSchema(_Strict):
+    kind: Literal["scale"]
+    params: _NoParams
+    arrays: _FactorArrays
+
+
+class _Conv1dParams(_Strict):
+    stride: Annotated[int, Field(ge=1, le=65536)]
+    padding: Annotated[int, Field(ge=0, le=65536)]
+    dilation: Annotated[int, Field(ge=1, le=65536)]
+    groups: Annotated[int, Field(ge=1, le=65536)]
+
+
+class _Pool1dParams(_Strict):
+    kernel: Annotated[int, Field(ge=1, le=65536)]
+    stride: Annotated[int, Field(ge=1, le=65536)]
+    padding: Annotated[int, Field(ge=0, le=65536)]
+
+
+class _ChannelSliceParams(_Strict):
+    offset: Annotated[int, Field(ge=0, lt=_BIG)]
+    channels: Annotated[int, Field(ge=1, lt=_BIG)]
+
+
+class Conv1dSchema(_Strict):
+    kind: Literal["conv1d"]
+    params: _Conv1dParams
+    arrays: _WeightArrays
+
+
+class AvgPool1dSchema(_Strict):
+    kind: Literal["avgpool1d"]
+    params: _Pool1dParams
+    arrays: _NoParams
+
+
+class ChannelSliceSchema(_Strict):
+    kind: Literal["channel_slice"]
+    params: _ChannelSliceParams
+    arrays: _NoParams
+
+
+OpSchema = Annotated[DenseSchema | Conv2dSchema | AvgPool2dSchema | FlattenSchema | IdentitySchema | ScaleSchema
+                     | Conv1dSchema | AvgPool1dSchema | ChannelSliceSchema, Field(discriminator="kind")]
+
+
+class ProjectionSchema(_Strict):
+    source: Name
+    target: Name
+    ops: Annotated[list[OpSchema], Field(max_length=256)]
+
+
+class NetworkSchema(_Strict):
+    format: Literal["neurodeploy-ir"]
+    version: Annotated[int, Field(ge=FORMAT_VERSION, le=FORMAT_VERSION)]
+    populations: Annotated[list[PopulationSchema], Field(min_length=2, max_length=100_000)]
+    projections: Annotated[list[ProjectionSchema], Field(max_length=1_000_000)]
+    metadata: dict[str, Any]
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+class _Parts:
+    """network.json's bytes and arrays.npz as a :class:`SafeZip`, from a folder or a ``.zip``."""
+
+    def __init__(self, path: Path):
         self.path = path
-        self.arrays = arrays
+        self.handles: list = []
+        self.arrays: SafeZip | None = None
+        try:
+            if path.is_dir():
+                self._folder(path)
+            else:
+                self._archive(path)
+        except BaseException:
+            self.close()
+            raise
 
-    def fail(self, where: str, message: str) -> IRFormatError:
-        return IRFormatError(f"{self.path}: {where}: {message}")
+    def _folder(self, path: Path) -> None:
+        for name in (STRUCTURE_FILE, ARRAYS_FILE):
+            if not (path / name).exists():
+                raise IRFormatError(f"{path}: missing {name} (an IR folder holds {STRUCTURE_FILE} and {ARRAYS_FILE})")
+        structure, info = open_regular(path / STRUCTURE_FILE, IRFormatError, STRUCTURE_FILE)
+        self.handles.append(structure)
+        arrays, arrays_info = open_regular(path / ARRAYS_FILE, IRFormatError, ARRAYS_FILE)
+        self.handles.append(arrays)
+        self.budget = Budget(info.st_size + arrays_info.st_size, IRFormatError, str(path))
+        if info.st_size > MAX_STRUCTURE_BYTES:
+            raise IRFormatError(f"{path / STRUCTURE_FILE}: {info.st_size:,} bytes, more than the "
+                                f"{MAX_STRUCTURE_BYTES:,} allowed")
+        try:
+            self.structure = read_stream(structure, MAX_STRUCTURE_BYTES, IRFormatError, str(path / STRUCTURE_FILE))
+        except OSError as err:
+            raise IRFormatError(f"{path / STRUCTURE_FILE}: cannot be read ({err.strerror or err})") from None
+        self.arrays = SafeZip(arrays, IRFormatError, str(path / ARRAYS_FILE), self.budget, what="npz archive")
 
-    def field(self, entry: dict, key: str, types: type | tuple, where: str):
-        if not isinstance(entry, dict) or key not in entry:
-            raise self.fail(where, f"missing field {key!r}")
-        value = entry[key]
-        if not isinstance(value, types):
-            raise self.fail(f"{where}.{key}", f"expected {types}, got {type(value).__name__}")
-        return value
+    def _archive(self, path: Path) -> None:
+        handle, info = open_regular(path, IRFormatError, "IR file")
+        self.handles.append(handle)
+        self.budget = Budget(info.st_size, IRFormatError, str(path))
+        outer = SafeZip(handle, IRFormatError, str(path), self.budget, what="IR archive")
+        self.handles.append(outer)
+        for name in (STRUCTURE_FILE, ARRAYS_FILE):
+            if name not in outer.members:
+                raise IRFormatError(f"{path}: archive lacks {name}")
+        extra = sorted(set(outer.members) - {STRUCTURE_FILE, ARRAYS_FILE})
+        if extra:
+            raise IRFormatError(f"{path}: archive holds {clip(extra[0])}, which is not part of an IR file (only "
+                                f"{STRUCTURE_FILE} and {ARRAYS_FILE} are)")
+        self.structure = outer.read(STRUCTURE_FILE, MAX_STRUCTURE_BYTES)
+        arrays = outer.read(ARRAYS_FILE, self.budget.allowed)
+        self.arrays = SafeZip(io.BytesIO(arrays), IRFormatError, f"{path}: {ARRAYS_FILE}", self.budget,
+                              what="npz archive")
 
-    def array(self, key: str, where: str) -> np.ndarray:
-        if key not in self.arrays:
-            raise self.fail(where, f"array {key!r} missing from {ARRAYS_FILE}")
-        array = self.arrays[key]
-        if array.dtype.kind not in "fiu":
-            raise self.fail(where, f"array {key!r} has non-numeric dtype {array.dtype}")
-        return array
+    def close(self) -> None:
+        for handle in reversed(self.handles):
+            handle.close()
+        if self.arrays is not None:
+            self.arrays.close()
 
-    def value(self, value, where: str):
-        if isinstance(value, dict):
-            return self.array(self.field(value, "array", str, where), where)
-        return value
+
+def _check_header(path: Path, key: str, header: NpyHeader, slot: str) -> None:
+    if header.dtype.str not in ARRAY_DTYPES:
+        raise IRFormatError(f"{path}: {slot}: array {clip(key)} has dtype {header.dtype.str} (expected a "
+                            "little-endian float or integer dtype)")
+    if slot.endswith("factor") and header.dtype != np.float32:
+        raise IRFormatError(f"{path}: {slot}: scale factor {clip(key)} has dtype {header.dtype.str} (expected "
+                            "float32, the dtype the IR keeps scale factors in)")
+
+
+class _Builder:
+    """Builds the Network the schema describes, with arrays from ``lookup(key, slot)``."""
+
+    def __init__(self, schema: NetworkSchema, lookup):
+        self.schema = schema
+        self.lookup = lookup
+
+    def value(self, value, slot: str):
+        return self.lookup(value.array, slot) if isinstance(value, ArrayRef) else value
+
+    def network(self) -> Network:
+        network = Network(metadata=dict(self.schema.metadata))
+        for i, entry in enumerate(self.schema.populations):
+            where = f"populations[{i}]"
+            neuron = None
+            if entry.neuron is not None:
+                n = entry.neuron
+                neuron = NeuronSpec(
+                    threshold=self.value(n.threshold, f"{where}.neuron.threshold"), reset=n.reset,
+                    v_init=self.value(n.v_init, f"{where}.neuron.v_init"), v_init_seed=n.v_init_seed,
+                    leak_tau=n.leak_tau, spike_cap=n.spike_cap, negative_spikes=n.negative_spikes,
+                    readout=n.readout,
+                )
+            if entry.name in network.populations:
+                raise IRValidationError(f"{where}: population {entry.name!r} appears twice")
+            network.add_population(Population(
+                name=entry.name, shape=tuple(entry.shape), role=entry.role, neuron=neuron,
+                bias=None if entry.bias is None else self.value(entry.bias, f"{where}.bias"),
+                metadata=dict(entry.metadata),
+            ))
+        for i, entry in enumerate(self.schema.projections):
+            ops = []
+            for j, op in enumerate(entry.ops):
+                where = f"projections[{i}].ops[{j}]"
+                arrays = {name: self.lookup(key, f"{where}.arrays.{name}") for name, key in op.arrays}
+                params = {name: value for name, value in op.params}
+                try:
+                    ops.append(op_from_parts(op.kind, params, arrays))
+                except IRValidationError as err:
+                    raise IRValidationError(f"{where}: {err}") from None
+            network.connect(entry.source, entry.target, ops)
+        return network
+
+
+def _structure(path: Path, data: bytes) -> NetworkSchema:
+    structure = parse_json(data, IRFormatError, f"{path}: {STRUCTURE_FILE}")
+    if not isinstance(structure, dict) or structure.get("format") != FORMAT_NAME:
+        raise IRFormatError(f"{path}: format: not a {FORMAT_NAME} file")
+    version = structure.get("version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise IRFormatError(f"{path}: version: format version {clip(version)} is not supported (this is "
+                            f"{FORMAT_VERSION})")
+    try:
+        return NetworkSchema.model_validate(structure)
+    except ValidationError as err:
+        message = pydantic_message(err)
+        if "unknown kind" in message:
+            message = message.replace("unknown kind", "unknown op kind")
+        raise IRFormatError(f"{path}: {message}") from None
 
 
 def load_network(path: str | Path) -> Network:
     """Reads and validates an IR file written by :func:`save_network`, or a NIR file (HDF5), which
     :func:`neurodeploy.ir.nir.read_nir` reads (docs/nir.md)."""
     path = Path(path)
+    check_regular(path, IRFormatError, "IR file or folder", folder_ok=True)  # a FIFO or device is never opened
     from neurodeploy.ir.nir import is_nir_file, read_nir  # lazy: the 'nir' package is optional
 
     if is_nir_file(path):
         return read_nir(path)
-    structure_bytes, array_bytes = _read_parts(path)
+    parts = _Parts(path)
     try:
-        structure = json.loads(structure_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise IRFormatError(f"{path}: {STRUCTURE_FILE} is not valid JSON ({err})") from None
+        return _load(path, parts)
+    finally:
+        parts.close()
+
+
+def _load(path: Path, parts: _Parts) -> Network:
+    schema = _structure(path, parts.structure)
+    members = parts.arrays.members
+    headers: dict[str, NpyHeader] = {}
+
+    def header(key: str, slot: str) -> NpyHeader:
+        member = f"{key}.npy"
+        if member not in members:
+            raise IRFormatError(f"{path}: {slot}: array {clip(key)} missing from {ARRAYS_FILE}")
+        if key not in headers:
+            headers[key] = parts.arrays.array_header(member)
+        _check_header(path, key, headers[key], slot)
+        return headers[key]
+
+    def placeholder(key: str, slot: str) -> np.ndarray:
+        found = header(key, slot)
+        return np.broadcast_to(np.zeros((), found.dtype), found.shape)
+
     try:
-        with np.load(io.BytesIO(array_bytes), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise IRFormatError(f"{path}: {ARRAYS_FILE} is not a readable npz ({err})") from None
-    reader = _Reader(path, arrays)
-    if not isinstance(structure, dict) or structure.get("format") != FORMAT_NAME:
-        raise reader.fail("format", f"not a {FORMAT_NAME} file")
-    version = structure.get("version")
-    if version != FORMAT_VERSION:
-        raise reader.fail("version", f"format version {version!r} is not supported (this is {FORMAT_VERSION})")
-    network = Network(metadata=reader.field(structure, "metadata", dict, "root"))
-    try:
-        for i, entry in enumerate(reader.field(structure, "populations", list, "root")):
-            where = f"populations[{i}]"
-            neuron = None
-            if entry.get("neuron") is not None:
-                n = reader.field(entry, "neuron", dict, where)
-                neuron = NeuronSpec(
-                    threshold=reader.value(reader.field(n, "threshold", (int, float, dict), where), where),
-                    reset=reader.field(n, "reset", str, where),
-                    v_init=reader.value(reader.field(n, "v_init", (str, int, float, dict), where), where),
-                    v_init_seed=reader.field(n, "v_init_seed", int, where),
-                    leak_tau=n.get("leak_tau"),
-                    spike_cap=n.get("spike_cap"),
-                    negative_spikes=bool(n.get("negative_spikes", False)),
-                    readout=reader.field(n, "readout", str, where),
-                )
-            bias = entry.get("bias")
-            network.add_population(
-                Population(
-                    name=reader.field(entry, "name", str, where),
-                    shape=tuple(reader.field(entry, "shape", list, where)),
-                    role=reader.field(entry, "role", str, where),
-                    neuron=neuron,
-                    bias=None if bias is None else reader.value(bias, where),
-                    metadata=entry.get("metadata", {}),
-                )
-            )
-        for i, entry in enumerate(reader.field(structure, "projections", list, "root")):
-            where = f"projections[{i}]"
-            ops = []
-            for j, op in enumerate(reader.field(entry, "ops", list, where)):
-                op_where = f"{where}.ops[{j}]"
-                keys = reader.field(op, "arrays", dict, op_where)
-                ops.append(
-                    op_from_parts(
-                        reader.field(op, "kind", str, op_where),
-                        reader.field(op, "params", dict, op_where),
-                        {name: reader.array(key, op_where) for name, key in keys.items()},
-                    )
-                )
-            network.connect(reader.field(entry, "source", str, where), reader.field(entry, "target", str, where), ops)
-        network.validate()
-    except (IRValidationError, TypeError) as err:
+        _Builder(schema, placeholder).network().validate(values=False)  # shapes and dtypes; nothing allocated
+    except IRValidationError as err:
         raise IRFormatError(f"{path}: invalid network: {err}") from None
-    return network
+    unreferenced = sorted(set(members) - {f"{key}.npy" for key in headers})
+    if unreferenced:
+        raise IRFormatError(f"{path}: {ARRAYS_FILE} holds {clip(unreferenced[0])}, which no field of "
+                            f"{STRUCTURE_FILE} refers to")
+    for key, found in headers.items():
+        parts.budget.charge(found.nbytes, f"array {clip(key)} ({found.describe()})")
+    parts.budget.used -= sum(found.nbytes for found in headers.values())  # charged again as they are read
+    arrays = {key: parts.arrays.read_array(f"{key}.npy", found) for key, found in headers.items()}
+    try:
+        return _Builder(schema, lambda key, slot: arrays[key]).network().validate()
+    except IRValidationError as err:
+        raise IRFormatError(f"{path}: invalid network: {err}") from None

@@ -9,6 +9,9 @@ named arrays).
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -19,10 +22,35 @@ from neurodeploy.errors import IRValidationError
 Shape = tuple[int, ...]
 
 
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return (int(value[0]), int(value[1]))
+def _whole(value, what: str, minimum: int) -> int:
+    """``value`` as an int when it is a whole number of at least ``minimum`` (numpy integers and floats
+    with no fractional part count; 1.5, True or "2" do not)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise IRValidationError(f"{what} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer()):
+        number = int(value)
+    else:
+        raise IRValidationError(f"{what} must be a whole number, got {value!r}")
+    if number < minimum:
+        raise IRValidationError(f"{what} must be at least {minimum}, got {number}")
+    return number
+
+
+def _pair(value: int | tuple[int, int] | list[int], what: str = "value", minimum: int = 0) -> tuple[int, int]:
+    """An int or a pair of ints as a pair; anything else (three values, 1.5, a string) is refused."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        number = _whole(value, what, minimum)
+        return (number, number)
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        raise IRValidationError(f"{what} must be a whole number or a pair of them, got {value!r}")
+    return (_whole(value[0], what, minimum), _whole(value[1], what, minimum))
+
+
+def _weight(op: Op, array: np.ndarray, ndim: int) -> np.ndarray:
+    if not isinstance(array, np.ndarray) or array.ndim != ndim:
+        shape = getattr(array, "shape", None)
+        raise IRValidationError(f"{op.kind} op: weight must be a {ndim}-d array, got shape {shape}")
+    return array
 
 
 @dataclass
@@ -54,6 +82,7 @@ class Dense(Op):
     weighted: ClassVar[bool] = True
 
     def out_shape(self, in_shape: Shape) -> Shape:
+        _weight(self, self.weight, 2)
         if len(in_shape) != 1 or in_shape[0] != self.weight.shape[1]:
             raise IRValidationError(
                 f"dense op expects input shape ({self.weight.shape[1]},), got {in_shape}"
@@ -77,13 +106,15 @@ class Conv2d(Op):
     weighted: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self.stride = _pair(self.stride)
-        self.padding = _pair(self.padding)
-        self.dilation = _pair(self.dilation)
-        self.groups = int(self.groups)
+        self.stride = _pair(self.stride, "conv2d stride", 1)
+        self.padding = _pair(self.padding, "conv2d padding", 0)
+        self.dilation = _pair(self.dilation, "conv2d dilation", 1)
+        self.groups = _whole(self.groups, "conv2d groups", 1)
 
     def out_shape(self, in_shape: Shape) -> Shape:
-        c_out, c_in_g, kh, kw = self.weight.shape
+        c_out, c_in_g, kh, kw = _weight(self, self.weight, 4).shape
+        if min(c_out, c_in_g, kh, kw) < 1:
+            raise IRValidationError(f"conv2d: weight shape {self.weight.shape} has an empty dimension")
         if len(in_shape) != 3 or in_shape[0] != c_in_g * self.groups:
             raise IRValidationError(
                 f"conv2d op expects input with {c_in_g * self.groups} channels (C, H, W), got {in_shape}"
@@ -118,9 +149,11 @@ class AvgPool2d(Op):
     kind: ClassVar[str] = "avgpool2d"
 
     def __post_init__(self) -> None:
-        self.kernel = _pair(self.kernel)
-        self.stride = _pair(self.stride)
-        self.padding = _pair(self.padding)
+        self.kernel = _pair(self.kernel, "avgpool2d kernel", 1)
+        self.stride = _pair(self.stride, "avgpool2d stride", 1)
+        self.padding = _pair(self.padding, "avgpool2d padding", 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
+            raise IRValidationError(f"avgpool2d: padding {self.padding} exceeds half the kernel {self.kernel}")
 
     @property
     def overlapping(self) -> bool:
@@ -138,6 +171,102 @@ class AvgPool2d(Op):
 
     def params(self) -> dict:
         return {"kernel": list(self.kernel), "stride": list(self.stride), "padding": list(self.padding)}
+
+
+@dataclass
+class Conv1d(Op):
+    """1-D convolution; ``weight`` is ``[C_out, C_in / groups, k]``; input ``[B, C_in, L]``."""
+
+    weight: np.ndarray
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    kind: ClassVar[str] = "conv1d"
+    weighted: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.stride = _whole(self.stride, "conv1d stride", 1)
+        self.padding = _whole(self.padding, "conv1d padding", 0)
+        self.dilation = _whole(self.dilation, "conv1d dilation", 1)
+        self.groups = _whole(self.groups, "conv1d groups", 1)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        c_out, c_in_g, k = _weight(self, self.weight, 3).shape
+        if min(c_out, c_in_g, k) < 1:
+            raise IRValidationError(f"conv1d: weight shape {self.weight.shape} has an empty dimension")
+        if len(in_shape) != 2 or in_shape[0] != c_in_g * self.groups:
+            raise IRValidationError(
+                f"conv1d op expects input with {c_in_g * self.groups} channels (C, L), got {in_shape}")
+        if c_out % self.groups:
+            raise IRValidationError(f"conv1d: {c_out} output channels not divisible by groups={self.groups}")
+        length = (in_shape[1] + 2 * self.padding - self.dilation * (k - 1) - 1) // self.stride + 1
+        if length < 1:
+            raise IRValidationError(f"conv1d: input {in_shape} too small for kernel {k}")
+        return (int(c_out), int(length))
+
+    def params(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight}
+
+
+@dataclass
+class AvgPool1d(Op):
+    """1-D average pooling (zero padding counted in the divisor, floor mode); input ``[B, C, L]``."""
+
+    kernel: int
+    stride: int
+    padding: int = 0
+    kind: ClassVar[str] = "avgpool1d"
+
+    def __post_init__(self) -> None:
+        self.kernel = _whole(self.kernel, "avgpool1d kernel", 1)
+        self.stride = _whole(self.stride, "avgpool1d stride", 1)
+        self.padding = _whole(self.padding, "avgpool1d padding", 0)
+        if 2 * self.padding > self.kernel:
+            raise IRValidationError(f"avgpool1d: padding {self.padding} exceeds half the kernel {self.kernel}")
+
+    @property
+    def overlapping(self) -> bool:
+        """True when windows overlap (a neuron reaches several pooled outputs)."""
+        return self.stride < self.kernel
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 2:
+            raise IRValidationError(f"avgpool1d expects (C, L) input, got {in_shape}")
+        length = (in_shape[1] + 2 * self.padding - self.kernel) // self.stride + 1
+        if length < 1:
+            raise IRValidationError(f"avgpool1d: input {in_shape} too small for kernel {self.kernel}")
+        return (in_shape[0], int(length))
+
+    def params(self) -> dict:
+        return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding}
+
+
+@dataclass
+class ChannelSlice(Op):
+    """Places the input's C channels at channels ``[offset, offset + C)`` of an output with ``channels``
+    channels, zeros elsewhere (channel = first non-batch axis): one part of a concatenation along the
+    channel axis. The population made from a concatenation receives one projection per part."""
+
+    offset: int
+    channels: int
+    kind: ClassVar[str] = "channel_slice"
+
+    def __post_init__(self) -> None:
+        self.offset = _whole(self.offset, "channel_slice offset", 0)
+        self.channels = _whole(self.channels, "channel_slice channels", 1)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) < 1 or self.offset + in_shape[0] > self.channels:
+            raise IRValidationError(f"channel_slice: {in_shape[:1]} channels at offset {self.offset} do not fit "
+                                    f"{self.channels} channels")
+        return (self.channels, *in_shape[1:])
+
+    def params(self) -> dict:
+        return {"offset": self.offset, "channels": self.channels}
 
 
 @dataclass
@@ -168,6 +297,9 @@ class Scale(Op):
     kind: ClassVar[str] = "scale"
 
     def __post_init__(self) -> None:
+        if isinstance(self.factor, bool | np.bool_) or (isinstance(self.factor, np.ndarray) and self.factor.dtype.kind
+                                                          not in "fiu"):
+            raise IRValidationError(f"scale factor must be numeric, got {self.factor!r:.60}")
         self.factor = np.asarray(self.factor, dtype=np.float32)
 
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -182,7 +314,7 @@ class Scale(Op):
 
 
 OP_TYPES: dict[str, type[Op]] = {
-    cls.kind: cls for cls in (Dense, Conv2d, AvgPool2d, Flatten, Identity, Scale)
+    cls.kind: cls for cls in (Dense, Conv2d, AvgPool2d, Flatten, Identity, Scale, Conv1d, AvgPool1d, ChannelSlice)
 }
 
 
@@ -199,4 +331,8 @@ def op_from_parts(kind: str, params: dict, arrays: dict[str, np.ndarray]) -> Op:
     if kind not in OP_TYPES:
         raise IRValidationError(f"unknown op kind {kind!r}; known: {sorted(OP_TYPES)}")
     cls = OP_TYPES[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted((set(params) | set(arrays)) - fields)
+    if unknown or set(params) & set(arrays):
+        raise IRValidationError(f"{kind} op: unknown or repeated parameters {unknown}; it takes {sorted(fields)}")
     return cls(**params, **arrays)

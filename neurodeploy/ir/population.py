@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
+
+from neurodeploy.errors import IRValidationError
 
 Role = Literal["input", "hidden", "output"]
 ResetMode = Literal["subtract", "zero"]
 Readout = Literal["membrane", "spikes"]
+ROLES: tuple[str, ...] = get_args(Role)
+RESETS: tuple[str, ...] = get_args(ResetMode)
+READOUTS: tuple[str, ...] = get_args(Readout)
 #: Named initial membranes, relative to the threshold: 0, theta / 2, i.i.d. uniform in [0, theta).
 VINIT_NAMES = ("zero", "half", "uniform")
 
@@ -80,7 +86,16 @@ class Population:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.shape = tuple(int(s) for s in self.shape)
+        if isinstance(self.shape, str | bytes) or not hasattr(self.shape, "__iter__"):
+            raise IRValidationError(f"population {self.name!r}: shape must be a list of whole numbers, got "
+                                    f"{self.shape!r:.60}")
+        dims = []
+        for dim in self.shape:
+            if isinstance(dim, bool | np.bool_) or not isinstance(dim, numbers.Integral | np.integer):
+                raise IRValidationError(f"population {self.name!r}: shape {list(self.shape)!r:.60} holds {dim!r:.30}, "
+                                        "not a whole number")
+            dims.append(int(dim))
+        self.shape = tuple(dims)
 
     @property
     def size(self) -> int:

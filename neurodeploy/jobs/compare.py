@@ -10,6 +10,7 @@ from neurodeploy.backends import backend_class, get_backend
 from neurodeploy.data import load_dataset
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.compare import comparison_summary
+from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.summary import write_json
 from neurodeploy.ir import save_network
 from neurodeploy.jobs.config import JobConfig
@@ -52,26 +53,29 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
                      emit: Listener = silent) -> tuple[Path, dict]:
     """Converts once and runs the same items on every backend in ``specs`` (the first is the
     reference); writes per-backend results, compare.json and overlaid plots into the run folder."""
-    from neurodeploy.evaluate.plots import plot_reports
+    from neurodeploy.evaluate.plots import plot_comparison, plot_reports
 
     parsed = parse_backend_specs(specs, shared_options or {})
     backends = [get_backend(name, **options) for _, name, options in parsed]
     for backend in backends:
         backend.check_target()
-    folder = prepare_folder(config)
+    dataset = load_dataset(config.model.data)
+    folder = prepare_folder(config, dataset.content_hash())
     for (spec, _, _), backend in zip(parsed, backends, strict=True):
         backend.use_folder(folder / spec.replace(":", "-"))
-    dataset = load_dataset(config.model.data)
     prepared = prepare_network(config, dataset, backends, folder, emit)
     network, test = prepared.network, prepared.test
-    record_in_config(folder, models=prepared.models, backends={spec: options for spec, _, options in parsed})
+    record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
+                     backends={spec: {"description": backend.describe(), **backend.option_values()}
+                               for (spec, _, _), backend in zip(parsed, backends, strict=True)})
     save_network(network, folder / "network.zip")
     runs, results = [], []
     options = replace(run_options(config), record_neuron_counts=True)
     for (spec, _, _), backend in zip(parsed, backends, strict=True):
         emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {backend.describe()}"))
         result = backend.run(network, test.images, test.labels, options)
-        result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name)
+        result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name,
+                               ann_operations=ann_operations(network))
         result.save(folder / f"result_{spec.replace(':', '-')}.npz")
         summary, arrays = evaluate(result, config)
         runs.append((spec, summary, arrays))
@@ -87,6 +91,7 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
         }
     write_json(folder / "compare.json", report)
     plot_reports(folder, runs)
+    plot_comparison(folder, specs, results)
     emit(Event("comparison", data={"report": report, "summaries": [(spec, s) for spec, s, _ in runs]}))
-    emit(Event("done", f"comparison written to {folder}/"))
+    emit(Event("done", f"comparison written to {folder}/", data={"folder": str(folder)}))
     return folder, report

@@ -27,12 +27,8 @@ from neurodeploy.train import TrainConfig, build, load_model, save_model, train_
 
 
 def data_fingerprint(dataset: Dataset) -> str:
-    """sha256 of the training split's images and labels and the class count: what training sees."""
-    digest = hashlib.sha256()
-    digest.update(str((tuple(dataset.train.images.shape), dataset.n_classes)).encode())
-    digest.update(dataset.train.images.contiguous().numpy().tobytes())
-    digest.update(dataset.train.labels.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """What training sees: the hash of the training split's content and the class count."""
+    return dataset.content_hash(("train",))
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -59,9 +59,9 @@ def optimize_job(config: JobConfig, out: str | Path, emit: Listener = silent) ->
     from neurodeploy.backends import get_backend
     from neurodeploy.jobs.prepare import prepare_network
 
-    folder = prepare_folder(config)
     backend = get_backend(config.backend, **config.backend_options)
     dataset = load_dataset(config.model.data)
+    folder = prepare_folder(config, dataset.content_hash())
     prepared = prepare_network(config, dataset, [backend], folder, emit)
     report = dict(prepared.optimization or {}, model=prepared.model.label, models=prepared.models)
     if "fan_in_pass" in prepared.network.metadata:

@@ -15,7 +15,7 @@ import torch
 
 from neurodeploy.backends import Backend
 from neurodeploy.convert import convert
-from neurodeploy.data import Dataset, Split
+from neurodeploy.data import Dataset, Split, check_items
 from neurodeploy.ir import Network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener
@@ -48,9 +48,12 @@ def model_cache(config: JobConfig, emit: Listener) -> ModelCache:
 
 
 def source_model(config: JobConfig, dataset: Dataset, cache: ModelCache) -> CachedModel:
-    """The model file, or the zoo architecture trained on ``dataset``."""
+    """The model file (its input shape and classes checked against ``dataset`` before any work), or the zoo
+    architecture trained on ``dataset``."""
     if config.model.model:
-        return file_model(config.model.model)
+        model = file_model(config.model.model)
+        check_items(dataset, tuple(model.info["input_shape"]), int(model.info["n_classes"]))
+        return model
     return trained_model(cache, dataset, config.model.arch, config.model.epochs, config.model.seed,
                          config.run.progress)
 
@@ -64,14 +67,15 @@ def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache)
     if conversion.conversion != "rate":
         if config.model.model:
             return [base]
-        settings = {"bits": conversion.quant_bits, "train": asdict(TrainConfig(epochs=conversion.quant_epochs,
-                                                                               lr=0.01, seed=seed))}
+        settings = {"bits": conversion.quant_bits, "resolution": "mixed",
+                    "train": asdict(TrainConfig(epochs=conversion.quant_epochs, lr=0.01, seed=seed))}
 
         def quantize():
             cache.emit(Event("stage", f"fine-tuning with {conversion.quant_bits}-bit activations for "
                                       f"{conversion.quant_epochs} epochs"))
             model, record = finetune_quantized(base.model, dataset.train, conversion.quant_bits,
-                                               TrainConfig(**settings["train"]), progress=progress)
+                                               TrainConfig(**settings["train"]), progress=progress,
+                                               resolution=settings["resolution"])
             return model, {**_shape(base, dataset), "quant_bits": conversion.quant_bits}, record
 
         return [base, derived_model(cache, base, dataset, f"q{conversion.quant_bits}",

@@ -12,6 +12,7 @@ import torch
 from neurodeploy.backends import Backend, ExitPolicy, RunOptions, get_backend
 from neurodeploy.data import Split, load_dataset
 from neurodeploy.evaluate.dynamic_confidence import validation_test_split
+from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.evaluate.summary import summarize, write_curves_csv, write_json
 from neurodeploy.ir import Network, save_network
@@ -44,18 +45,16 @@ def write_evaluation(folder: Path, label: str, summary: dict, arrays: dict) -> N
     plot_reports(folder, [(label, summary, arrays)])
 
 
-def runner_for(backend: Backend, emit: Listener) -> tuple[Backend, str | None]:
+def runner_for(backend: Backend) -> tuple[Backend, str | None]:
     """The backend that produces the run's data: ``backend`` itself, or the one that predicts it
-    where it returns none (with a note saying so)."""
+    where it returns none (with a note saying so, which the summary carries)."""
     predictor = backend.predictor()
     if predictor is None:
         return backend, None
     name, options = predictor
     runner = get_backend(name, **options)
-    note = (f"{backend.describe()} returns no data: accuracy and spikes are predicted by {runner.describe()} "
-            "on the same IR")
-    emit(Event("stage", note))
-    return runner, note
+    return runner, (f"{backend.describe()} returns no data: accuracy and spikes are predicted by "
+                    f"{runner.describe()} on the same IR")
 
 
 def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
@@ -68,9 +67,9 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     """
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
-    folder = prepare_folder(config)
-    backend.use_folder(folder)
     dataset = load_dataset(config.model.data)
+    folder = prepare_folder(config, dataset.content_hash())
+    backend.use_folder(folder)
     prepared = prepare_network(config, dataset, [backend], folder, emit)
     network, test = prepared.network, prepared.test
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
@@ -79,7 +78,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     mapping = backend.map(network, folder)
     if mapping is not None:
         emit(Event("mapping", data=mapping))
-    runner, prediction_note = runner_for(backend, emit)
+    runner, prediction_note = runner_for(backend)
     runner.use_folder(folder)
     emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
     partial = folder / "partial"
@@ -91,7 +90,10 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
         "activation_sparsity": network.metadata["activation_sparsity"],
         "weight_sparsity": network.metadata["weight_sparsity"], "convert_s": prepared.convert_s,
+        "ann_operations": ann_operations(network),
     })
+    if mapping is not None:  # cores and chips for the SpiNNaker energy estimate
+        result.metadata["mapping"] = {key: mapping.get(key) for key in ("target", "cores", "chips")}
     if prediction_note:
         result.metadata["predicted_for"] = {"backend": backend.name, "note": prediction_note}
     result.save(folder / "result.npz")
@@ -110,7 +112,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     write_evaluation(folder, label, summary, arrays)
     emit(Event("summary", f"{prepared.model.label} on {dataset.name} ({result.n_items} test items), backend "
                           f"{backend.describe()}", data=summary))
-    emit(Event("done", f"results written to {folder}/"))
+    emit(Event("done", f"results written to {folder}/", data={"folder": str(folder)}))
     return folder, summary
 
 
