@@ -32,6 +32,20 @@ def simulate(net: Network, x: torch.Tensor, T: int, **backend_kwargs):
     return get_backend("gpu", device="cpu", **backend_kwargs).run(net, x, labels, options)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_in_tmp(tmp_path_factory):
+    """Every test's model cache is a per-session tmp folder, never the user's cache folder."""
+    import os
+
+    before = os.environ.get("NEURODEPLOY_CACHE")
+    os.environ["NEURODEPLOY_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if before is None:
+        os.environ.pop("NEURODEPLOY_CACHE", None)
+    else:
+        os.environ["NEURODEPLOY_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def mnist():
     return load_dataset()

@@ -69,6 +69,7 @@ BAD = [
 @pytest.mark.parametrize("argv, needle", BAD, ids=[" ".join(argv) for argv, _ in BAD])
 def test_bad_invocation_is_one_clear_line(argv, needle, files, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a fresh results folder: ./results
+    monkeypatch.setenv("NEURODEPLOY_CACHE", str(tmp_path / "cache"))  # a fresh model cache
     argv = [word.replace("{files}", str(files)) for word in argv]
     start = time.perf_counter()
     try:
@@ -82,7 +83,7 @@ def test_bad_invocation_is_one_clear_line(argv, needle, files, tmp_path, capsys,
     assert len(lines) == 1, lines
     assert "Traceback" not in lines[0] and needle in lines[0], lines[0]
     assert seconds < 5.0
-    assert not (tmp_path / "results" / "models").exists()  # nothing was trained
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results" / "models").exists()  # nothing trained
 
 
 def test_there_are_at_least_25_cases():

@@ -52,7 +52,9 @@ def test_run_writes_the_documented_outputs(run_folder):
     assert {"accuracy", "mean_latency"} <= set(summary["oracle"])
     result = SimulationResult.load(folder / "result.npz")
     np.testing.assert_allclose(result.accuracy_curve(), summary["accuracy_curve"])
-    assert (run_folder / "models").is_dir()  # the trained model is cached
+    from neurodeploy.jobs.models import cache_folder
+
+    assert list(cache_folder().glob("dense_mnist-*.pt"))  # the trained model is cached (NEURODEPLOY_CACHE: conftest)
     assert not (folder / "partial").exists()
 
 

@@ -19,7 +19,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
                        model=settings.model(args), **settings.conversion(args),
                        optimization=settings.optimization(args, args.optimize), run=settings.run(args),
-                       evaluation=settings.evaluation(args), results_dir=args.results_dir, run_id=args.run_id)
+                       evaluation=settings.evaluation(args), results_dir=args.results_dir, run_id=args.run_id,
+                       cache_dir=args.cache_dir)
     run_job(config, render)
 
 
@@ -32,7 +33,7 @@ def cmd_optimize(args: argparse.Namespace) -> None:
                        model=settings.model(args),
                        **settings.conversion(args), optimization=settings.optimization(args, True),
                        run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
-                       run_id=args.run_id or f"optimize-{Path(args.out).stem}")
+                       run_id=args.run_id or f"optimize-{Path(args.out).stem}", cache_dir=args.cache_dir)
     optimize_job(config, args.out, render)
 
 
@@ -44,7 +45,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     specs = args.backends.split(",")
     config = JobConfig(model=settings.model(args), **settings.conversion(args), run=settings.run(args),
                        evaluation=settings.evaluation(args),
-                       results_dir=args.results_dir,
+                       results_dir=args.results_dir, cache_dir=args.cache_dir,
                        run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}")
     compare_backends(config, specs, settings.backend_options(args), render)
 
@@ -93,12 +94,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from neurodeploy.cli import settings
-    from neurodeploy.jobs.config import JobConfig, ModelSettings, RunSettings
+    from neurodeploy.jobs.config import JobConfig, RunSettings
     from neurodeploy.jobs.prepare import convert_job
 
-    config = JobConfig(model=ModelSettings(model=args.model, data=args.data, seed=args.seed),
-                       **settings.conversion(args), run=RunSettings(progress=not args.no_progress),
-                       results_dir=args.results_dir)
+    if not args.model and not args.model_class:
+        raise ConfigError("convert needs the model: a file (torch.export program, model file, pickled module with "
+                          "--trust-pickle) or --model-class FILE.py:Class --weights FILE")
+    config = JobConfig(model=settings.model(args), **settings.conversion(args),
+                       run=RunSettings(progress=not args.no_progress), results_dir=args.results_dir,
+                       cache_dir=args.cache_dir)
     convert_job(config, args.out, render)
 
 

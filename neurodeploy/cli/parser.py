@@ -70,8 +70,10 @@ def _model_group(parser: argparse.ArgumentParser, epochs: bool = True) -> None:
     group.add_argument("--arch", default="dense_mnist", choices=sorted(ARCHITECTURES),
                        help="zoo architecture trained here when no --model is given (default: %(default)s)")
     group.add_argument("--model", metavar="FILE",
-                       help="model file written by `neurodeploy train` (default: train --arch here, cached under "
-                       "RESULTS_DIR/models/)")
+                       help="trained model, recognised by content: a torch.export program (.pt2), a model file of "
+                       "`neurodeploy train`, or a whole pickled module with --trust-pickle (default: train --arch "
+                       "here, cached in the model cache)")
+    _own_model_flags(group)
     if epochs:
         group.add_argument("--epochs", type=int, default=15, metavar="N",
                            help="training epochs when the model is trained here (default: %(default)s)")
@@ -80,10 +82,31 @@ def _model_group(parser: argparse.ArgumentParser, epochs: bool = True) -> None:
     _data_flag(parser.add_argument_group("data"))
 
 
+def _own_model_flags(group, network: bool = False) -> None:
+    group.add_argument("--model-class", metavar="FILE.py:CLASS",
+                       help="your model's class (FILE.py:Class or package.module:Class; importing it runs that "
+                       "code), with --weights (default: none)")
+    group.add_argument("--model-kwargs", metavar="JSON",
+                       help="keyword arguments of --model-class as a JSON object (default: none)")
+    group.add_argument("--weights", metavar="FILE",
+                       help="state_dict for --model-class (torch.save(model.state_dict(), FILE)), read with "
+                       "weights_only=True (default: none)")
+    group.add_argument("--trust-pickle", action="store_true",
+                       help="allow --model to be a whole pickled module (torch.save(model)): unpickling EXECUTES "
+                       "code from the file; only for files you trust (default: refused)")
+
+
+def _network_flag(group) -> None:
+    group.add_argument("--network", metavar="IR",
+                       help="run a converted or optimized network (network.zip of convert, optimize or run) as "
+                       "written, without a model; a* from its record (default: none)")
+
+
 def _data_flag(group, purpose: str = "") -> None:
-    group.add_argument("--data", metavar="DIR",
-                       help=f"dataset folder{purpose}: torchvision's raw/ IDX layout (MNIST) or CIFAR-10 python "
-                       "(default: the embedded MNIST subset, 2,000 test digits)")
+    group.add_argument("--data", metavar="DIR|FILE.npz",
+                       help=f"dataset{purpose}: a folder in torchvision's raw/ IDX layout (MNIST) or CIFAR-10 python, "
+                       "an .npz of x_train, y_train, x_test, y_test (any item shape), or a folder of those four .npy "
+                       "files (default: the embedded MNIST subset, 2,000 test digits)")
 
 
 def _conversion_group(parser: argparse.ArgumentParser) -> None:
@@ -184,10 +207,17 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
 def _output_group(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--results-dir", default="results", metavar="DIR",
-                       help="folder of run folders and the model cache (default: %(default)s)")
+                       help="folder of run folders (default: %(default)s)")
     group.add_argument("--run-id", metavar="ID",
                        help="run folder name; an unfinished run of that name resumes (default: date, time and "
                        "backend)")
+    _cache_flag(group)
+
+
+def _cache_flag(group) -> None:
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help="model cache shared by all runs (default: $NEURODEPLOY_CACHE, else the user cache "
+                       "folder, platformdirs.user_cache_dir('neurodeploy'))")
 
 
 def _backend_flag(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +299,7 @@ def _epilog(name: str) -> str:
 def _run_flags(run: argparse.ArgumentParser) -> None:
     _backend_flag(run)
     _model_group(run)
+    _network_flag(run._action_groups[-2])
     _conversion_group(run)
     _simulation_group(run, None, 100, early_exit=True)
     _dynamic_confidence_group(run)
@@ -298,6 +329,7 @@ def _compare_flags(compare: argparse.ArgumentParser) -> None:
                        help="comma-separated backends, NAME or NAME:PROFILE; the first is the reference "
                        "(default: %(default)s)")
     _model_group(compare)
+    _network_flag(compare._action_groups[-2])
     _conversion_group(compare)
     _simulation_group(compare, 20, 50)
     _dynamic_confidence_group(compare)
@@ -332,14 +364,18 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
 
 
 def _convert_flags(convert: argparse.ArgumentParser) -> None:
-    convert.add_argument("model", help="model file written by `neurodeploy train`")
+    convert.add_argument("model", nargs="?", help="trained model, recognised by content: a torch.export program, "
+                         "a model file of `neurodeploy train`, or a pickled module with --trust-pickle (or give "
+                         "--model-class and --weights instead)")
+    _own_model_flags(convert.add_argument_group("your own model"))
     convert.add_argument("--out", required=True, metavar="PATH", help="IR file: a .zip archive or a folder (required)")
     group = convert.add_argument_group("data")
     _data_flag(group, " for calibration")
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seeds the conversion (default: %(default)s)")
     group = convert.add_argument_group("output")
     group.add_argument("--results-dir", default="results", metavar="DIR",
-                       help="model cache folder's parent (default: %(default)s)")
+                       help="folder of run folders (default: %(default)s)")
+    _cache_flag(group)
     group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")
     _conversion_group(convert)
 

@@ -15,8 +15,12 @@ from neurodeploy.jobs.config import (
 
 
 def model(args: argparse.Namespace) -> ModelSettings:
-    return ModelSettings(arch=args.arch, model=args.model, data=args.data, epochs=getattr(args, "epochs", 15),
-                         seed=args.seed)
+    return ModelSettings(arch=getattr(args, "arch", "dense_mnist"), model=args.model, data=args.data,
+                         epochs=getattr(args, "epochs", 15), seed=args.seed,
+                         model_class=getattr(args, "model_class", None),
+                         model_kwargs=getattr(args, "model_kwargs", None),
+                         weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False),
+                         network=getattr(args, "network", None))
 
 
 def conversion(args: argparse.Namespace) -> dict:

@@ -36,7 +36,7 @@ MAX_CLASSES = 100_000
 
 @dataclass
 class Split:
-    images: torch.Tensor  # float32 [N, C, H, W] in [0, 1]
+    images: torch.Tensor  # float32 [N, *item]: [N, C, H, W] in [0, 1] for images
     labels: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
@@ -49,8 +49,8 @@ class Split:
         """Raises DataError unless the split holds at least one item, as many labels as images,
         finite float images ``[N, C, H, W]`` and int64 labels in ``[0, n_classes)``."""
         images, labels = self.images, self.labels
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
-            raise DataError(f"{where}: images must be a float tensor [N, C, H, W], got "
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim < 2:
+            raise DataError(f"{where}: images must be a float tensor [N, *item], got "
                             f"{getattr(images, 'dtype', type(images).__name__)} {list(getattr(images, 'shape', []))}")
         if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
             raise DataError(f"{where}: labels must be an int64 tensor [N], got "
@@ -161,8 +161,19 @@ def _idx_classes(folder: Path, train_labels: np.ndarray, test_labels: np.ndarray
 
 
 def load_dataset(folder: str | Path | None = None) -> Dataset:
-    """Loads a dataset folder (IDX or CIFAR python layout); None loads the embedded MNIST subset."""
+    """Loads a dataset folder (IDX or CIFAR python layout) or array data set (an ``.npz`` file or a folder of
+    ``.npy`` files: :mod:`neurodeploy.data.arrays`); None loads the embedded MNIST subset."""
     path = embedded_mnist_folder() if folder is None else Path(folder)
+    from neurodeploy.data.arrays import is_array_data, read_arrays
+
+    if folder is not None and is_array_data(path):
+        train, test, n_classes = read_arrays(path)
+        if train.images.shape[1:] != test.images.shape[1:]:
+            raise DataError(f"{path}: training items have shape {list(train.images.shape[1:])}, test items "
+                            f"{list(test.images.shape[1:])}")
+        name = path.stem if path.is_file() else path.name
+        return Dataset(name, train.validate(f"{path} (training split)", n_classes),
+                       test.validate(f"{path} (test split)", n_classes), n_classes)
     if not path.is_dir():
         raise DataError(f"{path}: dataset folder not found")
     cifar = any((path / name).exists() for name in ("data_batch_1", "test_batch", "train", "test"))

@@ -61,7 +61,10 @@ def _color(index: int):
 
 
 def _ann_lines(ax, runs) -> None:
+    runs = [run for run in runs if run[1]["ann_accuracy"] is not None]  # a* absent: no line
     values = [summary["ann_accuracy"] for _, summary, _ in runs]
+    if not values:
+        return
     if len(set(values)) == 1:
         ax.axhline(values[0], color="k", linestyle=":", linewidth=1.2, label=f"ANN a* = {values[0]:.4f}", zorder=1)
         return
@@ -91,7 +94,8 @@ def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
     """Two panels of a(t) against x: the whole range and the zoom where the runs differ."""
     full, zoom = fig.subplots(1, 2)
     curves = [arrays["accuracy"] for _, _, arrays in runs]
-    low, high, start = focus_range(curves, [s["ann_accuracy"] for _, s, _ in runs])
+    low, high, start = focus_range(curves, [s["peak_accuracy"] if s["ann_accuracy"] is None else s["ann_accuracy"]
+                                            for _, s, _ in runs])
     for ax in (full, zoom):
         for i, (label, summary, arrays) in enumerate(runs):
             x, accuracy = x_of(arrays)
@@ -99,7 +103,7 @@ def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
             style = run_style(i, len(runs), int(keep.sum()))
             name = f"{label}: a(T) {summary['snn_accuracy']:.4f}, peak {summary['peak_accuracy']:.4f}"
             ax.plot(x[keep], accuracy[keep], label=name if ax is full else None, **style)
-            if ax is full and not log_x:
+            if ax is full and not log_x and summary["ann_accuracy"] is not None:
                 envelope = pareto_envelope(accuracy, summary["ann_accuracy"])
                 ax.fill_between(x, envelope, summary["ann_accuracy"], color=style["color"], alpha=0.08, linewidth=0)
         _ann_lines(ax, runs)

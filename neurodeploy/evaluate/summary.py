@@ -29,6 +29,9 @@ from neurodeploy.evaluate.energy import LABELS, format_joules, result_energy
 from neurodeploy.evaluate.metrics import anytime_metrics, events_per_step
 from neurodeploy.evaluate.result import SimulationResult
 
+#: why a summary has no a* and no numbers that need it
+A_STAR_ABSENT = ("no ANN accuracy a*: the network was run without its model and records none; a*, the first "
+                 "step reaching 99 % of a*, its events, P_l and P_p need it")
 #: items whose spikes per step the plots show as a population-by-time map
 PLOTTED_ITEMS = 3
 
@@ -36,9 +39,16 @@ PLOTTED_ITEMS = 3
 def summarize(result: SimulationResult, ann_accuracy: float, dc_alpha: str | float = "T",
               dc_tolerance: float = 0.0, dc_validation_fraction: float = 0.5, seed: int = 0,
               target_fraction: float = 0.99, dc_rule: str = "stable") -> tuple[dict, dict]:
-    """Returns ``(summary, plot_arrays)`` for one result (:class:`Summary` wraps both)."""
+    """Returns ``(summary, plot_arrays)`` for one result (:class:`Summary` wraps both). ``ann_accuracy``
+    None (a converted network run without its model and without a recorded a*): every number that needs
+    a* (``ann_accuracy``, the target step and events, P_l, P_p) is None and ``ann_accuracy_absent`` says
+    why; nothing stands in for a*."""
     summary = {"backend": result.metadata.get("backend", "unknown")}
-    summary.update(anytime_metrics(result, ann_accuracy, target_fraction))
+    summary.update(anytime_metrics(result, 1.0 if ann_accuracy is None else ann_accuracy, target_fraction))
+    if ann_accuracy is None:
+        summary.update(ann_accuracy=None, target_accuracy=None, time_to_target=None, events_to_target=None,
+                       pareto_latency={"raw": None, "pareto": None}, pareto_power={"raw": None, "pareto": None},
+                       ann_accuracy_absent=A_STAR_ABSENT)
     dc = evaluate_dynamic_confidence(result, dc_alpha, dc_tolerance, dc_validation_fraction, seed, dc_rule)
     summary["dynamic_confidence"] = dc["dynamic_confidence"]
     summary["oracle"] = dc["oracle"]
@@ -149,6 +159,9 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
          f"{dc['event_saving']:.1%} events"),
         ("oracle bound (test part)", f"accuracy {bound['accuracy']:.4f}, latency {bound['mean_latency']:.2f} steps"),
     ]
+    if summary.get("ann_accuracy") is None:  # a* absent: the rows that need it say so
+        rows = [(name, "absent (no a*)") if i in (0, 3, 4, 5, 6) else (name, value)
+                for i, (name, value) in enumerate(rows)]
     mapping = summary.get("mapping")
     if mapping:
         rows.append((f"mapping on the {mapping['target']}",

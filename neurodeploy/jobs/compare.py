@@ -16,7 +16,7 @@ from neurodeploy.ir import save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
-from neurodeploy.jobs.prepare import prepare_network
+from neurodeploy.jobs.prepare import preflight, prepare_network
 from neurodeploy.jobs.run import evaluate, run_options
 
 
@@ -60,10 +60,11 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     for backend in backends:
         backend.check_target()
     dataset = load_dataset(config.model.data)
+    user = preflight(config, dataset)  # the user's model against the data, before the run folder
     folder = prepare_folder(config, dataset.content_hash())
     for (spec, _, _), backend in zip(parsed, backends, strict=True):
         backend.use_folder(folder / spec.replace(":", "-"))
-    prepared = prepare_network(config, dataset, backends, folder, emit)
+    prepared = prepare_network(config, dataset, backends, folder, emit, user)
     network, test = prepared.network, prepared.test
     record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
                      backends={spec: {"description": backend.describe(), **backend.option_values()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import typing
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from neurodeploy.backends import backend_class
 from neurodeploy.backends.base import ENCODINGS
@@ -33,9 +34,12 @@ RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 class ModelSettings:
     """Which trained ANN: a model file, or a zoo architecture trained (and cached) here.
 
-    arch: zoo architecture (``neurodeploy.train.zoo``); model: a model file (then arch is its own);
-    data: dataset folder (None: the embedded MNIST subset); epochs: training epochs; seed: seeds
-    training, conversion and the evaluation's random splits.
+    arch: zoo architecture (``neurodeploy.train.zoo``); model: a model file recognised by content (a
+    torch.export program, a project model file, or a pickled module with trust_pickle; then arch is its
+    own); model_class / model_kwargs / weights: a class (``FILE.py:Class`` or ``package.module:Class``),
+    its keyword arguments as JSON and a state_dict file (``neurodeploy.jobs.user_models``); network: a
+    converted IR run without a model; data: dataset folder or ``.npz`` file (None: the embedded MNIST
+    subset); epochs: training epochs; seed: seeds training, conversion and the evaluation's random splits.
     """
 
     arch: str = "dense_mnist"
@@ -43,13 +47,40 @@ class ModelSettings:
     data: str | None = None
     epochs: int = 15
     seed: int = 0
+    model_class: str | None = None
+    model_kwargs: str | None = None
+    weights: str | None = None
+    trust_pickle: bool = False
+    network: str | None = None
 
     def __post_init__(self) -> None:
         choice("--arch", self.arch, tuple(ARCHITECTURES))
         existing("--model", self.model, folder=False)
-        existing("--data", self.data, folder=True)
+        data_is_file = self.data is not None and Path(self.data).suffix in (".npz",)
+        existing("--data", self.data, folder=not data_is_file)
         whole("--epochs", self.epochs, 1)
         whole("--seed", self.seed, 0)
+        if self.model_class or self.weights or self.model_kwargs:
+            from neurodeploy.jobs.user_models import check_class_spec, parse_kwargs
+
+            if not (self.model_class and self.weights):
+                raise ConfigError("--model-class and --weights go together (a class and its state_dict)")
+            if self.model:
+                raise ConfigError("--model and --model-class are two ways to give the model: use one")
+            check_class_spec(self.model_class)
+            parse_kwargs(self.model_kwargs)
+            existing("--weights", self.weights, folder=False)
+        if self.network is not None:
+            if self.model or self.model_class:
+                raise ConfigError("--network runs a converted network without a model: leave out --model and "
+                                  "--model-class")
+            if not Path(self.network).exists():
+                raise ConfigError(f"--network {self.network}: no such file or folder")
+
+    @property
+    def given(self) -> bool:
+        """Whether the user gave the model (a file, or a class and weights) rather than an architecture."""
+        return bool(self.model or self.model_class)
 
 
 @dataclass(frozen=True)
@@ -186,6 +217,8 @@ class JobConfig:
 
     backend_options: the backend's own options (validated by the backend class; defaults filled in).
     results_dir / run_id: the run folder ``results_dir/run_id`` (run_id None: a time-stamped name).
+    cache_dir: the model cache shared by all run folders (None: ``NEURODEPLOY_CACHE``, else the platform's
+    user cache folder; ``neurodeploy.jobs.models.cache_folder``).
     """
 
     backend: str = "gpu"
@@ -198,6 +231,7 @@ class JobConfig:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     results_dir: str = "results"
     run_id: str | None = None
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         options = backend_class(self.backend).validate_options(self.backend_options)

@@ -25,7 +25,7 @@ from neurodeploy.safe_io import parse_json, read_file
 __all__ = ["fingerprint", "prepare_folder", "record_in_config", "run_folder", "run_inputs", "versions", "write_json"]
 
 #: settings that do not change what a run computes
-_NOT_FINGERPRINTED = ("results_dir", "run_id")
+_NOT_FINGERPRINTED = ("results_dir", "run_id", "cache_dir")
 #: largest config.json read back
 _MAX_CONFIG_BYTES = 16 << 20
 
@@ -46,7 +46,13 @@ def run_inputs(config: JobConfig, data_hash: str) -> dict[str, str | None]:
             model_hash = file_fingerprint(config.model.model)
         except OSError as err:
             raise ConfigError(f"--model {config.model.model}: cannot be read ({err.strerror or err})") from None
-    return {"model_sha256": model_hash, "data_sha256": data_hash}
+    inputs = {"model_sha256": model_hash, "data_sha256": data_hash}
+    for flag, given in (("weights", config.model.weights), ("network", config.model.network)):
+        if given and Path(given).is_file():  # a class's state_dict, a converted network
+            from neurodeploy.jobs.models import file_fingerprint
+
+            inputs[f"{flag}_sha256"] = file_fingerprint(given)
+    return inputs
 
 
 def fingerprint(config: JobConfig, inputs: dict | None = None) -> str:

@@ -25,6 +25,23 @@ from neurodeploy.errors import ModelFormatError
 from neurodeploy.jobs.events import Event, Listener
 from neurodeploy.train import TrainConfig, build, load_model, save_model, train_model
 
+#: environment variable naming the model cache folder (``--cache-dir`` overrides it)
+CACHE_ENV = "NEURODEPLOY_CACHE"
+
+
+def cache_folder(given: str | Path | None = None) -> Path:
+    """The model cache shared by every run folder: ``given`` (``--cache-dir``), else ``$NEURODEPLOY_CACHE``,
+    else the platform's user cache folder (``platformdirs.user_cache_dir("neurodeploy")``)."""
+    import os
+
+    if given:
+        return Path(given)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("neurodeploy")) / "models"
+
 
 def data_fingerprint(dataset: Dataset) -> str:
     """What training sees: the hash of the training split's content and the class count."""
@@ -68,6 +85,7 @@ class ModelCache:
     def __init__(self, folder: str | Path, emit: Listener):
         self.folder = Path(folder)
         self.emit = emit
+        self._said = False
 
     def path(self, name: str, key: dict) -> Path:
         return self.folder / f"{name}-{key_hash(key)}.pt"
@@ -77,6 +95,9 @@ class ModelCache:
         """The cached model of ``key``, or ``make()`` -> (model, save_model keyword arguments without
         the record, training record) saved under it."""
         path = self.path(name, key)
+        if not self._said:
+            self._said = True
+            self.emit(Event("stage", f"model cache: {self.folder} (--cache-dir or {CACHE_ENV} to move it)"))
         if path.exists():
             reason = None
             try:

@@ -57,12 +57,13 @@ def optimize_job(config: JobConfig, out: str | Path, emit: Listener = silent) ->
     model, applies the fan-in pass where the job has one, converts, optimizes the scales and writes the
     IR to ``out``; the report and the replay log go to the run folder."""
     from neurodeploy.backends import get_backend
-    from neurodeploy.jobs.prepare import prepare_network
+    from neurodeploy.jobs.prepare import preflight, prepare_network
 
     backend = get_backend(config.backend, **config.backend_options)
     dataset = load_dataset(config.model.data)
+    user = preflight(config, dataset)  # the user's model against the data, before the run folder
     folder = prepare_folder(config, dataset.content_hash())
-    prepared = prepare_network(config, dataset, [backend], folder, emit)
+    prepared = prepare_network(config, dataset, [backend], folder, emit, user)
     report = dict(prepared.optimization or {}, model=prepared.model.label, models=prepared.models)
     if "fan_in_pass" in prepared.network.metadata:
         report["fan_in_pass"] = prepared.network.metadata["fan_in_pass"]

@@ -11,18 +11,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neurodeploy.backends import Backend
 from neurodeploy.convert import convert
-from neurodeploy.data import Dataset, Split, check_items
+from neurodeploy.data import Dataset, Split
+from neurodeploy.errors import DataError
 from neurodeploy.ir import Network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener
-from neurodeploy.jobs.models import CachedModel, ModelCache, derived_model, file_model, trained_model
+from neurodeploy.jobs.models import CachedModel, ModelCache, cache_folder, derived_model, trained_model
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.train import TrainConfig, evaluate_accuracy, train_model
-from neurodeploy.train.quantized import finetune_quantized
+from neurodeploy.train.quantized import Q_SHARE, finetune_quantized
 
 #: training items the backends' passes calibrate on (ring-buffer sizing)
 BACKEND_CALIBRATION_ITEMS = 256
@@ -35,7 +37,7 @@ class PreparedNetwork:
 
     network: Network
     test: Split
-    ann_accuracy: float
+    ann_accuracy: float | None
     model: CachedModel
     input_transform: Callable[[torch.Tensor], torch.Tensor]
     convert_s: float
@@ -44,30 +46,46 @@ class PreparedNetwork:
 
 
 def model_cache(config: JobConfig, emit: Listener) -> ModelCache:
-    return ModelCache(Path(config.results_dir) / "models", emit)
+    """The model cache shared by every run folder (``--cache-dir``, ``NEURODEPLOY_CACHE`` or the platform's
+    user cache folder: :func:`neurodeploy.jobs.models.cache_folder`)."""
+    return ModelCache(cache_folder(config.cache_dir), emit)
 
 
-def source_model(config: JobConfig, dataset: Dataset, cache: ModelCache) -> CachedModel:
+def preflight(config: JobConfig, dataset: Dataset) -> CachedModel | None:
+    """The user's model, loaded and checked against ``dataset`` (the one-line error of a model that does
+    not fit the data), for a job to call before it creates its run folder and to hand to
+    :func:`prepare_network`; None when the job trains a zoo architecture."""
+    if not config.model.given:
+        return None
+    from neurodeploy.jobs.user_models import user_model
+
+    return user_model(config.model, dataset)
+
+
+def source_model(config: JobConfig, dataset: Dataset, cache: ModelCache, user: CachedModel | None = None
+                 ) -> CachedModel:
     """The model file (its input shape and classes checked against ``dataset`` before any work), or the zoo
-    architecture trained on ``dataset``."""
-    if config.model.model:
-        model = file_model(config.model.model)
-        check_items(dataset, tuple(model.info["input_shape"]), int(model.info["n_classes"]))
-        return model
+    architecture trained on ``dataset``. A model file is recognised by its content, and a class and its
+    state_dict are taken too (:func:`neurodeploy.jobs.user_models.user_model`)."""
+    if config.model.given:
+        from neurodeploy.jobs.user_models import user_model
+
+        return user or user_model(config.model, dataset)
     return trained_model(cache, dataset, config.model.arch, config.model.epochs, config.model.seed,
                          config.run.progress)
 
 
-def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache) -> list[CachedModel]:
+def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache, user: CachedModel | None = None
+                         ) -> list[CachedModel]:
     """The chain of models the conversion starts from (the last one is converted): the source model,
     then its quantized version (QCFS/QFFS from a zoo model; a model file is taken as quantized already)
     or its sparsity fine-tuned version (phase 1 of the anytime optimizations)."""
-    base = source_model(config, dataset, cache)
+    base = source_model(config, dataset, cache, user)
     conversion, seed, progress = config.conversion, config.model.seed, config.run.progress
     if conversion.conversion != "rate":
-        if config.model.model:
+        if config.model.given:
             return [base]
-        settings = {"bits": conversion.quant_bits, "resolution": "mixed",
+        settings = {"bits": conversion.quant_bits, "resolution": "mixed", "q_share": Q_SHARE,
                     "train": asdict(TrainConfig(epochs=conversion.quant_epochs, lr=0.01, seed=seed))}
 
         def quantize():
@@ -152,10 +170,13 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
 
 
 def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend], folder: Path,
-                    emit: Listener) -> PreparedNetwork:
-    """One IR for every backend in ``backends``: when one needs the fan-in pass, all get it."""
+                    emit: Listener, user: CachedModel | None = None) -> PreparedNetwork:
+    """One IR for every backend in ``backends``: when one needs the fan-in pass, all get it. With
+    ``--network`` the IR is read as written (:func:`prepare_from_ir`)."""
+    if config.model.network:
+        return prepare_from_ir(config, dataset, backends, emit)
     cache = model_cache(config, emit)
-    chain = model_for_conversion(config, dataset, cache)
+    chain = model_for_conversion(config, dataset, cache, user)
     limit = fan_in_limit(config, backends)
     changes = None
     if limit is not None:
@@ -179,6 +200,7 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
         changes = changes + [c.as_dict() for c in materialize_pooling(network, limit)]
         network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}
         emit(Event("fan_in", data=network.metadata["fan_in_pass"]))
+    network.metadata["ann_accuracy"] = ann_record(source.model, dataset, test)
 
     def transform(images: torch.Tensor) -> torch.Tensor:
         return pool_inputs(network, images)
@@ -202,3 +224,76 @@ def convert_job(config: JobConfig, out: str | Path, emit: Listener) -> Network:
     emit(Event("done", f"converted {prepared.model.label} ({len(prepared.network.populations)} populations) "
                        f"-> {out}"))
     return prepared.network
+
+
+def test_items_hash(dataset: Dataset, test: Split) -> str:
+    """The content hash of the test items a run simulates (the items a* was measured on)."""
+    return Dataset(dataset.name, test, test, dataset.n_classes).content_hash(("test",))
+
+
+def ann_correct(model: torch.nn.Module, test: Split, batch_size: int = 1000) -> list[int]:
+    """1 where ``model`` classifies a test item right, else 0 (a* of any first n items is their mean)."""
+    model.eval()
+    flags = []
+    with torch.no_grad():
+        for start in range(0, len(test), batch_size):
+            logits = model(test.images[start:start + batch_size])
+            flags += (logits.argmax(1) == test.labels[start:start + batch_size]).int().tolist()
+    return flags
+
+
+def ann_record(model: torch.nn.Module, dataset: Dataset, test: Split) -> dict:
+    """What an IR records of its source ANN: per test item whether it is classified right, a* over them,
+    their count and content hash (so a run of the IR alone on the first n of them knows its a*)."""
+    correct = ann_correct(model, test)
+    return {"accuracy": sum(correct) / max(len(correct), 1), "n_items": len(test),
+            "test_sha256": test_items_hash(dataset, test), "dataset": dataset.name, "correct": correct}
+
+
+def recorded_ann_accuracy(network: Network, dataset: Dataset, test: Split) -> tuple[float | None, str]:
+    """a* from the IR's record when it was measured on items these are the first of; else None and why."""
+    record = network.metadata.get("ann_accuracy")
+    if not isinstance(record, dict) or not isinstance(record.get("correct"), list):
+        return None, "the network records no ANN accuracy (a*)"
+    n = record.get("n_items")
+    if not isinstance(n, int) or n < len(test) or len(record["correct"]) != n or \
+            record.get("test_sha256") != test_items_hash(dataset, dataset.test.head(n)):
+        return None, (f"the network's a* was measured on other items ({n} of {record.get('dataset')!r}) than these: "
+                      "a* is reported absent")
+    correct = record["correct"][:len(test)]
+    accuracy = sum(correct) / max(len(correct), 1)
+    return accuracy, f"a* {accuracy:.4f} on these {len(test)} items from the network's record"
+
+
+def prepare_from_ir(config: JobConfig, dataset: Dataset, backends: list[Backend], emit: Listener
+                    ) -> PreparedNetwork:
+    """``--network``: a converted (or optimized) IR as written by convert, optimize or run, run without its
+    model; the data's items are checked against its input before any work."""
+    from neurodeploy.ir import load_network
+    from neurodeploy.jobs.models import file_fingerprint
+
+    path = config.model.network
+    network = load_network(path)
+    test = dataset.test.head(config.run.samples)
+
+    def transform(images: torch.Tensor) -> torch.Tensor:
+        return pool_inputs(network, images)
+
+    inputs = [p for p in network.populations.values() if p.role == "input"]
+    shape = tuple(transform(dataset.train.images[:1]).shape[1:])
+    if len(inputs) != 1 or tuple(inputs[0].shape) != shape:
+        raise DataError(f"{dataset.name}: items of shape {list(dataset.input_shape)} do not fit the input "
+                        f"{[list(p.shape) for p in inputs]} of {path}")
+    outputs = [p for p in network.populations.values() if p.role == "output"]
+    if outputs and int(np.prod(outputs[0].shape)) < dataset.n_classes:
+        raise DataError(f"{dataset.name}: {dataset.n_classes} classes, {path} has {int(np.prod(outputs[0].shape))} "
+                        "outputs")
+    ann_accuracy, note = recorded_ann_accuracy(network, dataset, test)
+    emit(Event("stage", f"running {path} as written (no model): {note}"))
+    calibration = transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
+    for backend in backends:
+        network = backend.prepare(network, calibration, config.run.encoding)
+    source = CachedModel(None, {}, f"network {path}", {"kind": "network", "sha256": file_fingerprint(path)
+                                                        if Path(path).is_file() else None}, str(path), "file")
+    return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
+                           0.0, [source.record()], None)

@@ -19,7 +19,7 @@ from neurodeploy.ir import Network, save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
-from neurodeploy.jobs.prepare import prepare_network
+from neurodeploy.jobs.prepare import preflight, prepare_network
 
 
 def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None) -> RunOptions:
@@ -68,9 +68,10 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
     dataset = load_dataset(config.model.data)
+    user = preflight(config, dataset)  # the user's model against the data, before the run folder
     folder = prepare_folder(config, dataset.content_hash())
     backend.use_folder(folder)
-    prepared = prepare_network(config, dataset, [backend], folder, emit)
+    prepared = prepare_network(config, dataset, [backend], folder, emit, user)
     network, test = prepared.network, prepared.test
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
                      models=prepared.models)

@@ -1,0 +1,230 @@
+"""Models a user brings, recognised by the file's content, not its name.
+
+1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): read with ``torch.export.load`` (no code
+   runs); its ATen graph is rebuilt as ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input
+   shape is the export's example input;
+2. a class and a state dict: ``--model-class my_models.py:Net`` (or ``package.module:Net``, with
+   ``--model-kwargs`` as a JSON object) and ``--weights state.pt``, read with ``weights_only=True``;
+3. the project's own model files (``neurodeploy train``);
+4. a whole pickled module (``torch.save(model)``) only with ``trust_pickle``: unpickling runs code the
+   file names. Without it the file is read with ``weights_only=True``, which refuses code, and the
+   message names ``--trust-pickle``. TorchScript archives are refused with the one line that exports
+   the model instead.
+
+A model whose input shape is not known from its file is checked against the data (one forward pass of
+two training items: it must accept the items and give one score per class) before any work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from neurodeploy.data import Dataset, check_items
+from neurodeploy.errors import ConfigError, DataError, ModelFormatError, NeurodeployError
+from neurodeploy.jobs.models import CachedModel, file_fingerprint, file_model
+
+EXPORT_HINT = ("torch.export.save(torch.export.export(model.eval(), (example_batch,)), 'model.pt2') and pass "
+               "--model model.pt2")
+
+
+def model_kind(path: str | Path) -> str:
+    """"export", "torchscript", "torch.save" (a zip archive of torch.save: a model file, a state dict or a
+    pickled module) or "legacy" (anything else, e.g. torch.save's pre-1.6 format or not a torch file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "legacy"
+    if any(n.endswith("/archive_format") or n.endswith("/models/model.json") or
+           n.endswith("serialized_exported_program.json") for n in names):
+        return "export"
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return "torchscript"
+    return "torch.save"
+
+
+def parse_kwargs(text: str | None) -> dict:
+    """``--model-kwargs`` JSON text -> dict (ConfigError naming the flag otherwise)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-kwargs {text!r}: not JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs {text!r}: a JSON object of keyword arguments, e.g. '{{\"hidden\": 64}}'")
+    return value
+
+
+def check_class_spec(spec: str) -> tuple[str, str]:
+    """``file.py:Name`` or ``package.module:Name`` -> (module part, class name)."""
+    module, sep, name = spec.rpartition(":")
+    if not sep or not module or not name.isidentifier():
+        raise ConfigError(f"--model-class {spec!r}: write FILE.py:Class or package.module:Class")
+    if module.endswith(".py") and not Path(module).is_file():
+        raise ConfigError(f"--model-class {spec!r}: no such file {module}")
+    return module, name
+
+
+def import_class(spec: str) -> type:
+    """The class named by ``spec`` (importing the file or module runs its code, as ``import`` does)."""
+    module_part, name = check_class_spec(spec)
+    try:
+        if module_part.endswith(".py"):
+            path = Path(module_part).resolve()
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
+            loaded = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules[path.stem] = module  # so pickles and dataclasses that name it find it
+            loaded.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_part)
+    except Exception as err:  # the user's code may raise anything
+        raise ConfigError(f"--model-class {spec}: importing {module_part} failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise ConfigError(f"--model-class {spec}: {module_part} has no torch.nn.Module subclass {name!r}")
+    return cls
+
+
+def _weights_only(path: Path):
+    from neurodeploy.train.checkpoint import _torch_load
+
+    return _torch_load(path)
+
+
+def _state_dict(path: Path) -> dict:
+    raw = _weights_only(path)
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ModelFormatError(f"--weights {path}: not a state dict (torch.save(model.state_dict(), '{path.name}'))")
+    return raw
+
+
+def class_model(spec: str, kwargs_text: str | None, weights: str) -> tuple[nn.Module, dict]:
+    cls = import_class(spec)
+    kwargs = parse_kwargs(kwargs_text)
+    state = _state_dict(Path(weights))
+    try:
+        model = cls(**kwargs)
+    except Exception as err:
+        raise ConfigError(f"--model-class {spec}: {cls.__name__}(**{kwargs}) failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")[:200]
+        raise ModelFormatError(f"--weights {weights}: does not fit {cls.__name__}: {first}") from None
+    key = {"kind": "class", "class": spec.rpartition(":")[2], "kwargs": kwargs,
+           "weights_sha256": file_fingerprint(weights)}
+    if spec.rpartition(":")[0].endswith(".py"):
+        key["source_sha256"] = file_fingerprint(spec.rpartition(":")[0])
+    return model.eval(), key
+
+
+@contextlib.contextmanager
+def _importable(*folders: Path):
+    added = [str(f.resolve()) for f in folders if str(f.resolve()) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for folder in added:
+            sys.path.remove(folder)
+
+
+def pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
+    """A whole module saved with ``torch.save(model)``: unpickled only when trusted (it runs code)."""
+    if not trust_pickle:
+        try:
+            raw = _weights_only(path)
+        except ModelFormatError as err:
+            if "refusing to load code" in str(err):
+                raise ModelFormatError(f"{path}: a pickled Python object, which runs code when loaded; refused. Pass "
+                                       "--trust-pickle only if you trust whoever wrote the file, or save it as "
+                                       f"{EXPORT_HINT}") from None
+            raise
+        raise ModelFormatError(f"{path}: holds a {type(raw).__name__}, not a model (a state dict needs "
+                               "--model-class FILE.py:Class --weights FILE)")
+    with _importable(Path.cwd(), path.parent):
+        try:
+            model = torch.load(path, map_location="cpu", weights_only=False)  # trusted: runs the file's code
+        except Exception as err:
+            raise ModelFormatError(f"{path}: unpickling failed ({type(err).__name__}: "
+                                   f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    if not isinstance(model, nn.Module):
+        raise ModelFormatError(f"{path}: the pickle holds a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def _check_on_data(model: nn.Module, dataset: Dataset, label: str) -> int:
+    """Runs two training items through ``model``; returns the class count (outputs) or raises DataError."""
+    items = dataset.train.images[:2]
+    try:
+        with torch.no_grad():
+            out = model(items)
+    except Exception as err:
+        raise DataError(f"{label} does not take {dataset.name}'s items of shape {list(items.shape[1:])} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != items.shape[0]:
+        raise DataError(f"{label} returns {list(getattr(out, 'shape', []))} for a batch of {items.shape[0]} items; "
+                        "a classifier returns [batch, classes]")
+    n_classes = int(out.shape[1])
+    check_items(dataset, tuple(items.shape[1:]), n_classes)
+    return n_classes
+
+
+def user_model(settings, dataset: Dataset) -> CachedModel:
+    """The model of ``settings`` (``ModelSettings``), checked against ``dataset`` before any work."""
+    if settings.model_class:
+        model, key = class_model(settings.model_class, settings.model_kwargs, settings.weights)
+        label = f"{settings.model_class} with {settings.weights}"
+        path = settings.weights
+    else:
+        path = Path(settings.model)
+        kind = model_kind(path)
+        if kind == "torchscript":
+            raise ModelFormatError(f"{path}: a TorchScript archive, which is refused (loading it runs its code); "
+                                   f"export the model instead: {EXPORT_HINT}")
+        if kind == "export":
+            from neurodeploy.convert.exported import example_input_shape, load_exported, module_from_exported
+
+            program = load_exported(path)
+            try:
+                shape = example_input_shape(program)
+            except NeurodeployError as err:
+                raise ModelFormatError(f"{path}: {err}") from None
+            model = module_from_exported(program)
+            outputs = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
+            out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+            n_classes = int(out.meta["val"].shape[-1]) if hasattr(out, "meta") and "val" in out.meta else None
+            check_items(dataset, shape, n_classes)
+            key = {"kind": "export", "sha256": file_fingerprint(path)}
+            info = {"arch": "export", "input_shape": list(shape), "n_classes": n_classes or dataset.n_classes}
+            return CachedModel(model, info, f"exported program {path}", key, str(path), "file")
+        if kind == "torch.save":
+            raw = None
+            with contextlib.suppress(ModelFormatError):
+                raw = _weights_only(path)
+            if isinstance(raw, dict) and raw.get("format") == "neurodeploy-model":
+                model = file_model(path)
+                check_items(dataset, tuple(model.info["input_shape"]), int(model.info["n_classes"]))
+                return model
+        model = pickled_module(path, settings.trust_pickle)
+        key = {"kind": "pickle", "sha256": file_fingerprint(path)}
+        label = f"pickled {type(model).__name__} from {path}"
+    n_classes = _check_on_data(model, dataset, label)
+    info = {"arch": key["kind"], "input_shape": list(dataset.input_shape), "n_classes": n_classes}
+    return CachedModel(model, info, label, key, str(path), "file")
