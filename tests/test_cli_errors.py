@@ -92,7 +92,8 @@ def test_there_are_at_least_25_cases():
 
 @pytest.mark.parametrize("machine, needle", [
     ("machine_name = 127.0.0.1\nversion = 5", "SpiNNaker board 127.0.0.1: SCP on UDP port 17893 failed"),
-    ("remote_spinnaker_url = https://127.0.0.1:9/remote/\nversion = 5", "remote SpiNNaker service 127.0.0.1:9 is not reachable"),
+    ("remote_spinnaker_url = https://127.0.0.1:9/remote/\nversion = 5",
+     "remote SpiNNaker service 127.0.0.1:9 is not reachable"),
 ])
 def test_unreachable_spinnaker_machine_fails_fast_before_any_work(machine, needle, tmp_path, capsys, monkeypatch):
     """No machine behind the config's address (loopback, where nothing listens): exit 2 within 30 s,

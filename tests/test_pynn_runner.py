@@ -162,7 +162,8 @@ def test_per_item_loop_on_the_virtual_board(tmp_path, monkeypatch, capfd):
 def test_hardware_configs_by_short_name(tmp_path):
     assert load_hardware_config("spinn5").path.name == "spinn5.cfg"
     assert load_hardware_config("virtual-spinn5.cfg").virtual
-    with pytest.raises(BackendError, match="no such hardware config; give a .cfg file or one of remote, spalloc, spinn3"):
+    with pytest.raises(BackendError,
+                       match="no such hardware config; give a .cfg file or one of remote, spalloc, spinn3"):
         load_hardware_config("spinn7")
     (tmp_path / "pw.cfg").write_text("[Machine]\nspalloc_server = https://me:secret@127.0.0.1/spalloc/\n")
     with pytest.raises(BackendError, match="holds a spalloc password; remove it and set SPALLOC_PASSWORD"):
