@@ -245,6 +245,10 @@ class Backend:
             raise BackendError(f"early exit inside the simulator is not implemented by the {self.name} backend")
         if options.record_neuron_counts and not self.supports_neuron_counts:
             raise BackendError(f"per-neuron spike counts are not implemented by the {self.name} backend")
+        start_step = readout_start(network)
+        if start_step and options.exit_policy is not None:
+            raise BackendError(f"the network reads its output from step {start_step} on (a delayed readout); early "
+                               "exit inside the simulator uses the full readout: run without --exit")
         check_inputs(network, inputs, labels)
         start = time.perf_counter()
         session = self.compile(network, options)
@@ -256,6 +260,9 @@ class Backend:
         start = time.perf_counter()
         result = run_in_batches(simulate, inputs, labels, options.batch_size, checkpoint_dir, options.progress,
                                 self.describe())
+        if start_step:
+            result.readout = delayed_readout(result.readout, start_step)
+            session.metadata["readout_start"] = start_step
         run_s = time.perf_counter() - start
         timings = {"build_s": build_s, **session.metadata.pop("timings", {}), "run_s": run_s,
                    "per_item_s": run_s / max(len(labels), 1)}
@@ -269,6 +276,25 @@ class Backend:
             result.metadata["exit_policy"] = {"alpha": options.exit_policy.alpha,
                                               "threshold_log_odds": options.exit_policy.threshold_log_odds}
         return result.validate()
+
+
+def readout_start(network: Network) -> int:
+    """The step k after which the network's output is read (``network.metadata["readout_start"]``, set by
+    the converter's delayed readout; 0: from the start)."""
+    value = network.metadata.get("readout_start", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ConfigError(f"network metadata readout_start must be a whole number of steps >= 0, not {value!r}")
+    return int(value)
+
+
+def delayed_readout(readout: np.ndarray, start: int) -> np.ndarray:
+    """Delayed readout (``docs/semantics.md``): O'(t) = O(t) - O(k) for t > k, O(t) for t <= k, with
+    ``readout [N, T, C]`` holding O(1) .. O(T) and k = ``start``."""
+    if start <= 0 or start >= readout.shape[1]:
+        return readout
+    out = readout.copy()
+    out[:, start:] -= readout[:, start - 1: start]
+    return out
 
 
 def check_inputs(network: Network, inputs: torch.Tensor, labels: torch.Tensor) -> None:

@@ -252,8 +252,8 @@ def _then(op, shape=LIN):
 
 #: table key -> (model factory, input shape without batch); conversion "qcfs" for the last entry
 TRIGGERS = {
-    "nn.MaxPool2d": _then(nn.MaxPool2d(2), CONV),
-    "nn.AdaptiveMaxPool2d": _then(nn.AdaptiveMaxPool2d(1), CONV),
+    "max pooling without a strategy": _then(nn.MaxPool2d(2), CONV),
+    "max pooling the 'spiking' strategy cannot express": _then(nn.MaxPool2d(2, ceil_mode=True), CONV),
     "nn.Sigmoid": _then(nn.Sigmoid()),
     "nn.Tanh": _then(nn.Tanh()),
     "nn.GELU": _then(nn.GELU()),
@@ -262,18 +262,12 @@ TRIGGERS = {
     "nn.Softplus": _then(nn.Softplus()),
     "nn.LeakyReLU": _then(nn.LeakyReLU()),
     "nn.PReLU": _then(nn.PReLU()),
-    "nn.ReLU6": _then(nn.ReLU6()),
-    "nn.Hardtanh": _then(nn.Hardtanh(0.0, 6.0)),
-    "nn.Conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 3, 3)), (2, 8)),
-    "nn.AvgPool1d": (lambda: nn.Sequential(nn.AvgPool1d(2)), (2, 8)),
     "nn.ConvTranspose2d": _then(nn.ConvTranspose2d(2, 2, 2), CONV),
     "nn.LayerNorm": _then(nn.LayerNorm(4)),
     "nn.GroupNorm": _then(nn.GroupNorm(1, 2), CONV),
     "nn.InstanceNorm2d": _then(nn.InstanceNorm2d(2), CONV),
     "nn.RNNBase": _then(nn.LSTM(4, 4)),
     "nn.MultiheadAttention": (_Attention, (3, 4)),
-    "F.max_pool2d": _then(lambda h: F.max_pool2d(h, 2), CONV),
-    "F.adaptive_max_pool2d": _then(lambda h: F.adaptive_max_pool2d(h, 1), CONV),
     "torch.sigmoid": _then(torch.sigmoid),
     "Tensor.sigmoid": _then(lambda h: h.sigmoid()),
     "torch.tanh": _then(torch.tanh),
@@ -283,21 +277,15 @@ TRIGGERS = {
     "F.elu": _then(F.elu),
     "F.softplus": _then(F.softplus),
     "F.leaky_relu": _then(F.leaky_relu),
-    "F.relu6": _then(F.relu6),
-    "F.hardtanh": _then(lambda h: F.hardtanh(h, 0.0, 6.0)),
-    "F.conv1d": _then(lambda h: F.conv1d(h, torch.ones(1, 1, 1))),
     "F.conv_transpose2d": _then(lambda h: F.conv_transpose2d(h, torch.ones(2, 1, 2, 2)), CONV),
     "F.layer_norm": _then(lambda h: F.layer_norm(h, (4,))),
-    "torch.mean": _then(lambda h: torch.mean(h, (2, 3)), CONV),
-    "Tensor.mean": _then(lambda h: h.mean((2, 3)), CONV),
-    "torch.sum": _then(lambda h: torch.sum(h, (2, 3)), CONV),
-    "Tensor.sum": _then(lambda h: h.sum((2, 3)), CONV),
-    "torch.cat": _then(lambda h: torch.cat([h, h], 1)),
     "torch.matmul": _then(lambda h: torch.matmul(h, h)),
     "operator.matmul": _then(lambda h: h @ h),
     "Tensor.permute": _then(lambda h: h.permute(0, 2, 3, 1), CONV),
     "Tensor.transpose": _then(lambda h: h.transpose(2, 3), CONV),
-    "clamp or threshold other than a ReLU": _then(lambda h: h.clamp(0, 6)),
+    "clip other than a ReLU or a clipped ReLU": _then(lambda h: h.clamp(-1, 6)),
+    "mean or sum over axes other than the spatial ones": _then(lambda h: h.mean(1), CONV),
+    "concatenation along an axis other than the channels": _then(lambda h: torch.cat([h, h], 2), CONV),
     "softmax that is not the last op over the class axis": _then(lambda h: F.relu(F.softmax(h, 1))),
     "product of two activations": _then(lambda h: h * h),
     "division by an activation": _then(lambda h: 1 / h),
@@ -308,16 +296,18 @@ TRIGGERS = {
     "flatten of other axes": _then(nn.Flatten(2), CONV),
     "reshape other than (batch, -1)": _then(lambda h: h.view(-1, 2, 2)),
     "residual add of different shapes": (_TwoShapes, (4,)),
-    "nn.Conv2d padding_mode other than 'zeros'": _then(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), CONV),
+    "convolution padding_mode other than 'zeros'": _then(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), CONV),
     "asymmetric 'same' padding": _then(nn.Conv2d(2, 2, 2, padding="same"), CONV),
     "batch norm without running statistics": _then(nn.BatchNorm1d(4, track_running_stats=False)),
     "average pooling with ceil_mode or divisor_override": _then(nn.AvgPool2d(2, ceil_mode=True), CONV),
     "padded average pooling with count_include_pad=False": _then(nn.AvgPool2d(3, 1, 1, count_include_pad=False),
                                                                  CONV),
-    "adaptive average pooling to a size that does not divide the input": _then(nn.AdaptiveAvgPool2d(4), CONV),
+    "adaptive pooling to a size that does not divide the input": _then(nn.AdaptiveAvgPool2d(4), CONV),
     "second model input": (_TwoInputs, (4,)),
     "model output that is not one tensor": _then(lambda h: (h, h)),
     "data-dependent control flow": (_ControlFlow, (4,)),
+    "model parameters that are not real floating point": (lambda: nn.Sequential(nn.Linear(4, 2)).to(torch.complex64),
+                                                           (4,)),
     "plain ReLU with conversion 'qcfs' or 'qffs'": (
         lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), (4,)),
 }
@@ -328,13 +318,14 @@ ACTIONS = ("replace", "use ", "retrain", "remove", "return", "wrap", "fine-tune"
 def test_every_refusal_names_the_op_the_node_and_an_action(key):
     factory, shape = TRIGGERS[key]
     conversion = "qcfs" if "qcfs" in key else "rate"
+    max_pool = "spiking" if "'spiking'" in key else None
     with pytest.raises(UnsupportedOperationError) as err:
-        convert(factory().eval(), torch.rand(4, *shape), conversion=conversion)
+        convert(factory().eval(), torch.rand(4, *shape), conversion=conversion, max_pool=max_pool)
     message, advice = str(err.value), REFUSALS[key]
     assert advice in message and SUPPORTED not in message
     assert any(action in advice for action in ACTIONS), advice
-    if key != "data-dependent control flow":  # refused before there is a graph
-        assert "graph node" in message
+    if key not in ("data-dependent control flow", "model parameters that are not real floating point"):
+        assert "graph node" in message  # those two are refused before there is a graph
     if " " not in key and key != "nn.RNNBase":  # an op named by the table: its name is in the message
         assert key.rsplit(".", 1)[1] in message
 

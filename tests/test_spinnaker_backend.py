@@ -1,4 +1,5 @@
-"""sPyNNaker on a virtual SpiNN-5 board: real partitioning, placement and routing, no hardware.
+"""sPyNNaker on a virtual SpiNN-5 board: real partitioning, placement and routing, no hardware; both
+variants (FromList with IF_curr_delta, local-only connectors with IF_curr_exp).
 
 Skipped, with the reason, only where the spinnaker extra is not installed."""
 
@@ -31,7 +32,7 @@ def test_hardware_configs_are_documented_and_validated(tmp_path):
         config = load_hardware_config(load_hardware_config().path.with_name(name))
         assert not config.virtual and config.path.read_text().startswith("#")
     (tmp_path / "empty.cfg").write_text("[Machine]\nversion = 5\n")
-    with pytest.raises(BackendError, match="needs virtual_board = True, a machine_name or a spalloc_server"):
+    with pytest.raises(BackendError, match="needs exactly one of virtual_board = True, machine_name, spalloc_server"):
         load_hardware_config(tmp_path / "empty.cfg")
     with pytest.raises(BackendError, match="no such hardware config"):
         load_hardware_config(tmp_path / "missing.cfg")
@@ -52,7 +53,7 @@ def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, mon
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
                           nn.Linear(128, 10)).eval()
     network = convert(model, torch.rand(64, 1, 28, 28))
-    report = get_backend("spinnaker", neurons_per_core=64).map(network, tmp_path / "run")
+    report = get_backend("spinnaker", neurons_per_core=64, connectors="fromlist").map(network, tmp_path / "run")
     cores = report["cores_per_population"]
     assert cores["relu_2"] == 2 and cores["relu_4"] == 2 and cores["output"] == 1  # 128 neurons at 64 per core
     assert report["chips"] >= 1 and report["n_synapses"] == 784 * 128 + 128 * 128 + 128 * 10
@@ -61,14 +62,19 @@ def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, mon
     # sPyNNaker left nothing in the user's home (no .spynnaker.cfg template, no reports); matplotlib's
     # ordinary font cache may appear because this fake home has none yet
     assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
-    # the complete per-item loop through sPyNNaker's API: inputs set per item, run, read, reset
+    # the complete per-item loop through sPyNNaker's API: inputs set per item, run, read, reset; the default
+    # variant (local-only: the input a Grid2D spike source, 784 -> 128 a PoolDenseConnector)
     backend = get_backend("spinnaker")
+    assert backend.connectors == "local" and "IF_curr_exp" in backend.describe()
     backend.use_folder(tmp_path / "items")
     result = backend.run(network, torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long),
                          RunOptions(T=5, batch_size=3, progress=False))
     assert result.metadata["virtual"] and "runs nothing" in result.metadata["note"]
     assert result.metadata["items_read"] == 0 and not result.readout.any() and result.readout.shape == (3, 5, 10)
-    assert backend.predictor() == ("gpu", {"profile": "spinnaker", "tau_m": 1000.0})
+    assert result.metadata["mapping"]["projections"] == {"conv": 0, "pool_dense": 1, "fromlist": 4}
+    assert backend.predictor() == ("gpu", {"profile": "spinnaker_exp", "tau_m": 1000.0})
+    assert get_backend("spinnaker", connectors="fromlist").predictor() == ("gpu", {"profile": "spinnaker",
+                                                                                  "tau_m": 1000.0})
     assert (tmp_path / "items" / "run.log").exists()
     assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
 
@@ -86,7 +92,11 @@ def test_out_of_range_parameter_is_refused_before_spynnaker(tmp_path):
 
 
 @pytest.mark.slow
-def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_shifts(tmp_path):
+@pytest.mark.parametrize("connectors, input_cores", [("fromlist", 1), ("local", 2)])
+def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_shifts(tmp_path, connectors,
+                                                                                     input_cores):
+    """FromList: one spike source of 196 neurons (one core); local-only: a 14 x 14 Grid2D source of 7 x 14
+    blocks (two cores) and 196 -> 128 a PoolDenseConnector (32 KiB / (2 x 196) = 83 neurons per core)."""
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
     from neurodeploy.backends import get_backend
     from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
@@ -102,16 +112,18 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
     network = convert(pooled, x)
     materialize_pooling(network, 256)
     annotate_summed_weights(network, pool_inputs(network, x).numpy(), encoding="if")
-    report = get_backend("spinnaker").map(network, tmp_path / "run")
+    report = get_backend("spinnaker", connectors=connectors).map(network, tmp_path / "run")
     assert report["max_fan_in"]["relu_3"] == 196 and report["n_synapses"] == 196 * 128 + 128 * 128 + 128 * 10
-    assert report["cores_per_population"]["input"] == 1 and report["chips"] >= 1 and report["cores"] >= 4
+    assert report["cores_per_population"]["input"] == input_cores and report["chips"] >= 1 and report["cores"] >= 4
+    if connectors == "local":
+        assert report["pool_dense_neurons_per_core"] == {"relu_3": 83} and report["cores_per_population"]["relu_3"] == 2
     for name, shifts in report["ring_buffer_shifts"].items():
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
 
 
-def _map_conv_mnist(channels: tuple[int, int], run_dir) -> dict:
+def _map_conv_mnist(channels: tuple[int, int], run_dir, connectors: str = "fromlist", images: int = 32) -> dict:
     """Maps conv MNIST with random weights (mapping does not depend on them) after the fan-in pass
-    (limit 256) on the virtual board, ring buffers from the rate model on 32 random images."""
+    (limit 256) on the virtual board, ring buffers from the rate model on ``images`` random images."""
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
     from neurodeploy.backends import get_backend
     from neurodeploy.passes.fan_in import materialize_pooling
@@ -119,21 +131,21 @@ def _map_conv_mnist(channels: tuple[int, int], run_dir) -> dict:
     from neurodeploy.train.zoo import conv_mnist
 
     torch.manual_seed(0)
-    x = torch.rand(32, 1, 28, 28)
+    x = torch.rand(images, 1, 28, 28)
     network = convert(conv_mnist(channels=channels).eval(), x)
     materialize_pooling(network, 256)
     annotate_summed_weights(network, x.numpy(), encoding="if")
-    return get_backend("spinnaker").map(network, run_dir)
+    return get_backend("spinnaker", connectors=connectors).map(network, run_dir)
 
 
-def _assert_cores_and_shifts(report: dict, sizes: dict[str, int]) -> None:
-    """Cores read from sPyNNaker's placements are ceil(size / 128) (neurons per core 128), and the ring
-    buffer shifts it chose are ours."""
+def _assert_cores_and_shifts(report: dict, sizes: dict[str, int], per_core: dict[str, int] | None = None) -> None:
+    """Cores read from sPyNNaker's placements are ceil(size / neurons per core) (128 unless ``per_core``
+    says otherwise), and the ring buffer shifts it chose are ours."""
     from neurodeploy.targets.spinnaker import ring_buffer_shift
 
     cores = report["cores_per_population"]
     for name, size in sizes.items():
-        assert cores[name] == -(-size // 128), name
+        assert cores[name] == -(-size // (per_core or {}).get(name, 128)), name
     for name, shifts in report["ring_buffer_shifts"].items():
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
 
@@ -158,24 +170,92 @@ def test_conv_mnist_architecture_maps_with_the_fan_in_pass(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_width_conv_mnist_maps_with_the_fan_in_pass(tmp_path):
-    """Conv MNIST at full width (32, 64 channels; 84,810 neurons) maps onto one virtual SpiNN-5 board.
-    About 10 minutes on 2 cores: sPyNNaker writes the 17.4 M synaptic rows on the host (BENCHMARKS.md)."""
-    report = _map_conv_mnist((32, 64), tmp_path / "run")
-    taps28, taps14 = (3 * 28 - 2) ** 2, (3 * 14 - 2) ** 2
-    expected = (1 * 32 * taps28 + 32 * 32 * taps28  # conv1 (from the spike-source input), conv2
-                + 32 * 14 * 14 * 4  # pool population before conv3 (conv3 would read 32 x 9 x 4 = 1152 inputs)
-                + 32 * 64 * taps14 + 64 * 64 * taps14  # conv3, conv4
-                + 64 * 7 * 7 * 4  # pool population before FC128 (FC128 would have fan-in 12544)
-                + 64 * 7 * 7 * 128 + 128 * 10)
-    assert report["n_synapses"] == expected == 17_371_264
-    # What pooling cannot reduce stays: conv2 and conv4 read 32 x 9 and 64 x 9 inputs.
-    assert report["max_fan_in"]["relu_5"] == 288 and report["max_fan_in"]["relu_12"] == 576
-    assert report["max_fan_in"]["relu_9_pool"] == 4 and report["max_fan_in"]["relu_9"] == 288
-    sizes = {"relu_2": 32 * 784, "relu_5": 32 * 784, "relu_9_pool": 32 * 196, "relu_9": 64 * 196,
-             "relu_12": 64 * 196, "relu_17_pool": 64 * 49, "relu_17": 128, "output": 10}
-    _assert_cores_and_shifts(report, sizes)
-    neuron_cores = sum(-(-size // 128) for size in sizes.values())
-    assert neuron_cores == 664 and report["cores"] >= neuron_cores + report["cores_per_population"]["input"]
-    # A SpiNN-5 chip has at most 17 application cores, and a board 48 chips.
-    assert -(-neuron_cores // 17) <= report["chips"] <= 48
+def test_full_width_conv_mnist_maps_local_only(tmp_path):
+    """Conv MNIST at full width (32, 64 channels; the fan-in pass's two pool populations) in the local-only
+    variant: every convolution and pooling a ConvolutionConnector per channel pair, FC128 PoolDenseConnectors,
+    only FC10 FromList. Seconds to map where FromList took 568 s (BENCHMARKS.md); populations, projections
+    and cores against hand counts."""
+    report = _map_conv_mnist((32, 64), tmp_path / "run", connectors="local", images=8)
+    assert report["cell"] == "IF_curr_exp"
+    # the same synapses as the FromList variant counts (see the 1/8-width test for the formula)
+    assert report["n_synapses"] == 17_371_264
+    # one Grid2D population per channel, one spike source for the single input channel
+    assert report["pynn_populations"] == 32 + 32 + 32 + 64 + 64 + 64 + 1 + 1 + 1 == 291
+    # kernels per channel pair: conv1 1 x 32, conv2 32 x 32, conv3 32 x 64, conv4 64 x 64; the pool populations
+    # take one 1 x 1 pooling kernel per channel (32 and 64); FC128 one PoolDense per conv4-pool channel; FC10
+    # FromList (excitatory and inhibitory)
+    assert report["projections"] == {"conv": 32 + 32 * 32 + 32 + 32 * 64 + 64 * 64 + 64, "pool_dense": 64,
+                                     "fromlist": 2}
+    assert report["grids"]["relu_2"] == {"shape": [32, 28, 28], "block": [14, 14]}
+    assert report["grids"]["relu_17_pool"] == {"shape": [64, 7, 7], "block": [7, 7]}
+    assert report["grids"]["input"] == {"shape": [1, 28, 28], "block": [7, 14]}
+    # FC128 reads 64 x 7 x 7 = 3136 int16 weights per neuron: 32 KiB hold 5 neurons per core
+    assert report["pool_dense_neurons_per_core"] == {"relu_17": 5}
+    # cores: 28 x 28 maps in 14 x 14 blocks (4 per channel), 14 x 14 and 7 x 7 maps one core per channel
+    cores = {"relu_2": 32 * 4, "relu_5": 32 * 4, "relu_9_pool": 32, "relu_9": 64, "relu_12": 64, "relu_17_pool": 64,
+             "relu_17": -(-128 // 5), "output": 1, "input": 784 // 98}
+    assert {name: report["cores_per_population"][name] for name in cores} == cores
+    neuron_cores = sum(n for name, n in cores.items() if name != "input")
+    assert neuron_cores == report["neuron_cores"] == 507
+    assert report["cores"] == neuron_cores + cores["input"] + report["system_cores"]
+    assert -(-(neuron_cores + cores["input"]) // 17) <= report["chips"] <= 48
+    _assert_cores_and_shifts(report, {})
+
+
+def test_local_only_lowering_matches_the_ir_under_spynnakers_connector_semantics():
+    """The kernels and pool-dense weights handed to sPyNNaker, played back the way its local-only C code
+    applies them (a pre neuron at (row, col) reaches post (row // pool - K // 2 + padding + kr - K // 2, ...)
+    with kernel[kr, kc] / pool^2; pool-dense weight [col // pool, row // pool, post] / pool^2), give the IR's
+    own synapse matrices: kernels flipped, padding, pooling folded in, and the weight layout are right."""
+    from neurodeploy.backends.pynn.lowering import ConvProjection, local_connector_kinds, lower_network
+    from neurodeploy.passes.synapse_matrix import projection_matrix
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(3, 2, 5, padding=1),
+                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2 * 2 * 3, 5), nn.ReLU(),
+                          nn.Linear(5, 3)).eval()
+    network = convert(model, torch.rand(8, 2, 12, 16))
+    assert local_connector_kinds(network) == ["conv", "conv", "pool_dense", None]
+    lowered = lower_network(network, input_as_synapses=True, local_only=True)
+    assert {name: grid.block for name, grid in lowered.grids.items()} == {"input": (12, 8), "relu_1": (12, 16),
+                                                                         "relu_4": (4, 6)}
+    assert [(s.source, s.target) for s in lowered.synapses] == [("relu_8", "output")]
+    for projection, local in zip(network.projections[:3], lowered.local, strict=True):
+        source, target = network.populations[projection.source], network.populations[projection.target]
+        (_, h, w), k = source.shape, local.pool or 1
+        played = np.zeros((target.size, source.size))
+        rows, cols = np.divmod(np.arange(h * w), w)
+        if isinstance(local, ConvProjection):
+            _, ho, wo = target.shape
+            for (ci, co), kernel in local.kernels.items():
+                half = kernel.shape[0] // 2
+                for kr in range(kernel.shape[0]):
+                    for kc in range(kernel.shape[1]):
+                        r = rows // k - half + local.padding + kr - half
+                        q = cols // k - half + local.padding + kc - half
+                        ok = (r >= 0) & (r < ho) & (q >= 0) & (q < wo)
+                        post, pre = co * ho * wo + r[ok] * wo + q[ok], ci * h * w + np.flatnonzero(ok)
+                        played[post, pre] += kernel[kr, kc] / k**2
+        else:
+            for ci, weights in enumerate(local.weights):
+                played[:, ci * h * w:(ci + 1) * h * w] = weights[cols // k, rows // k, :].T / k**2
+        np.testing.assert_allclose(played, projection_matrix(network, projection).toarray(), atol=1e-12)
+        assert local.n_synapses == np.count_nonzero(played)
+
+
+def test_local_only_binaries_are_checked_in_the_package(tmp_path):
+    """sPyNNaker maps IF_curr_delta with a ConvolutionConnector on a virtual board (its check answers True
+    there) but ships no IF_curr_delta_conv.aplx: the backend looks at the binaries itself."""
+    from neurodeploy.backends.spinnaker.worker import check_local_only_binaries
+
+    for name in ("IF_curr_exp_conv.aplx", "IF_curr_exp_pool_dense.aplx", "IF_curr_delta.aplx"):
+        (tmp_path / name).write_bytes(b"")
+    check_local_only_binaries("IF_curr_exp", {"conv", "pool_dense"}, tmp_path)
+    with pytest.raises(BackendError, match=r"ships no IF_curr_delta_conv.aplx \(the conv local-only binary of "
+                                           r"IF_curr_delta\).*IF_curr_exp_conv.aplx, IF_curr_exp_pool_dense.aplx; "
+                                           r"use --connectors fromlist"):
+        check_local_only_binaries("IF_curr_delta", {"conv"}, tmp_path)
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    check_local_only_binaries("IF_curr_exp", {"conv", "pool_dense"})  # sPyNNaker 1!7.4.1 ships both
+    with pytest.raises(BackendError, match="ships no IF_curr_delta_pool_dense.aplx"):
+        check_local_only_binaries("IF_curr_delta", {"pool_dense"})

@@ -12,10 +12,12 @@ from conftest import constant_current_network, simulate
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
+from neurodeploy.ir.ops import Conv2d, Flatten
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.passes.ring_buffers import METADATA_KEY, expected_summed_weights, firing_rates
 from neurodeploy.targets.spinnaker import (
     DeltaCell,
+    ExpCell,
     quantize_weights,
     ring_buffer_limit,
     ring_buffer_shift,
@@ -140,3 +142,97 @@ def test_fan_in_pass_splits_hidden_pooling_into_a_pool_population():
     pools = [p for p in network.populations.values() if p.metadata.get("inserted_by") == "fan-in pass"]
     assert len(pools) == 1 and pools[0].shape == (2, 4, 4)
     assert changes[0].fan_in_before == 128 and changes[0].fan_in_after == 32
+
+
+# --- the spinnaker_exp profile: IF_curr_exp (tau_syn 1/32 ms) of the local-only variant -----------------------
+
+def test_exp_cell_constants_by_hand():
+    """tau_syn = 1/32 ms: exp(-32) is 0 in u0.32 and init = floor(1024 (2^32 - 1) / 2^15) = 2^27 - 1; cm makes
+    R (1 - e) init about 1 (R about 31783, so R (1 - e) about 32)."""
+    cell = ExpCell.for_tau(1000.0)
+    assert cell.tau_syn == 1 / 32 and cell.syn_decay_bits == 0 and cell.init_bits == 2**27 - 1
+    assert cell.decay == 32735 / 32768 and cell.cm == 1031 / 32768
+    assert cell.resistance == round(1000 / (1031 / 32768) / Q) * Q
+    assert cell.bias_gain == pytest.approx(cell.resistance * 33 / 32768)
+    assert cell.bias_gain == pytest.approx(32.0078, abs=1e-4)
+    assert cell.gain == pytest.approx(1.0, abs=3e-4)
+    # floor(x * init): one S16.15 unit of current is lost whenever x is a multiple of 2^-10
+    np.testing.assert_array_equal(cell.synaptic_input(np.array([0.0, 2**-10, 1.0, 22938 * Q])),
+                                  np.array([0, 0, 1023, 716]) * Q)
+    with pytest.raises(BackendError, match="tau_syn"):
+        ExpCell.for_tau(1000.0, tau_syn=0.1)
+    with pytest.raises(BackendError, match="tau_m = 5000"):
+        ExpCell.for_tau(5000.0)
+
+
+def test_exp_constant_current_spike_counts_by_hand():
+    """Analog current 0.3: i_offset = round(0.3 / 32.0078) = 307 units, so v grows by 32.0078 * 307 / 32768 =
+    0.29988 per step (from step 2, the input's one-step delay) and leaks by e; hard reset: spikes at steps 5
+    and 9 of 12. The output reads them one step later through its ring buffer (shift 1: 16384 units, 32768
+    bits of S16.15), as the current floor(32768 (2^27 - 1) / 2^32) = 1023 units, a jump of 0.99927."""
+    cell = ExpCell.for_tau(1000.0)
+    net = constant_current_network([0.3])
+    net.populations["output"].metadata[METADATA_KEY] = [1.0, 0.0]
+    T = 12
+    result = simulate(net, torch.tensor([[0.3]]), T, profile="spinnaker_exp")
+    increment = cell.bias_gain * 307 * Q
+    arrival = cell.bias_gain * 1023 * Q
+    assert increment == pytest.approx(0.29988, abs=1e-5) and arrival == pytest.approx(0.99927, abs=1e-5)
+    v, out, spikes, expected = 0.0, 0.0, [], []
+    for t in range(T):
+        out = float(round_s1615(cell.decay * out + (arrival if spikes and spikes[-1] else 0.0)))
+        expected.append(out)
+        v = float(round_s1615(cell.decay * v + (increment if t >= 1 else 0.0)))
+        spikes.append(v >= 1.0)
+        v = 0.0 if v >= 1.0 else v
+    assert [t + 1 for t, s in enumerate(spikes) if s] == [5, 9]
+    np.testing.assert_allclose(result.readout[0, :, 0], expected, atol=1e-6)
+    assert result.spike_counts[0, :, 1].sum() == 2
+    report = result.metadata["spinnaker_arithmetic"]
+    assert report["cell"]["model"] == "IF_curr_exp" and report["connectors"] == {"fromlist": 2}
+
+
+def test_exp_one_synaptic_event_membrane_trajectory_by_hand():
+    """One spike with weight 0.7 (shift 1: rint(0.7 * 16384) = 11469 units, 22938 bits): the current is
+    floor(22938 (2^27 - 1) / 2^32) = 716 units for one step only (tau_syn 1/32 ms), so the membrane jumps to
+    32.0078 * 716 / 32768 = 0.69940 and then only leaks (the delta cell would give 11469 / 16384 = 0.70001)."""
+    cell = ExpCell.for_tau(1000.0)
+    net = Network()
+    net.add_population(Population("input", (1,), "input"))
+    net.add_population(Population("hidden", (1,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (1,), "output", NeuronSpec()))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "output", [Dense(np.array([[0.7]], np.float32))])
+    net.validate()
+    net.populations["output"].metadata[METADATA_KEY] = [1.0, 0.0]
+    # the hidden neuron fires at step 3 (0.6 per step from step 2) and again at step 5, which arrives at step 6
+    result = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker_exp")
+    jump = float(round_s1615(cell.bias_gain * 716 * Q))
+    assert jump == pytest.approx(0.69940, abs=1e-5)
+    np.testing.assert_allclose(result.readout[0, :, 0], [0.0, 0.0, 0.0, jump, float(round_s1615(cell.decay * jump))],
+                               atol=1e-7)
+    delta = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker")
+    assert delta.readout[0, 3, 0] == pytest.approx(11469 / 16384, abs=1e-6)
+
+
+def test_exp_local_only_weights_are_int16():
+    """A 1 x 1 convolution between two (1, 4, 4) populations is a ConvolutionConnector in the local-only variant:
+    its weight 1.5 at shift 0 needs 49152 units, more than int16 holds, so it is clipped to 32767 (current
+    floor(32767 (2^27 - 1) / 2^32) = 1023 units); the same weight as a FromList synapse (the spinnaker
+    profile) keeps its 49152 units."""
+    net = Network()
+    net.add_population(Population("input", (1, 4, 4), "input"))
+    net.add_population(Population("hidden", (1, 4, 4), "hidden", NeuronSpec(threshold=0.5)))
+    net.add_population(Population("next", (1, 4, 4), "hidden", NeuronSpec(threshold=100.0)))
+    net.add_population(Population("output", (2,), "output", NeuronSpec()))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "next", [Conv2d(np.full((1, 1, 1, 1), 3.0, np.float32))])  # x amplitude 0.5 = 1.5
+    net.connect("next", "output", [Flatten(), Dense(np.ones((2, 16), np.float32))])
+    net.validate()
+    net.populations["next"].metadata[METADATA_KEY] = [0.5, 0.5]  # -> shift 0
+    x = torch.ones((1, 1, 4, 4))
+    report = simulate(net, x, 4, profile="spinnaker_exp").metadata["spinnaker_arithmetic"]
+    assert report["connectors"] == {"conv": 2, "pool_dense": 1}  # input -> hidden (identity) counts as conv
+    assert report["populations"]["next"]["weights_clipped"] == 16
+    delta = simulate(net, x, 4, profile="spinnaker")
+    assert delta.metadata["spinnaker_arithmetic"]["populations"]["next"]["weights_clipped"] == 0

@@ -1,8 +1,9 @@
 """``gpu``: the fast, vectorized PyTorch reference simulator (CUDA when present, else CPU).
 
 Profiles: "ideal" (zero synaptic delay, spikes cross every layer within a step), "pynn" (one-step
-delay per projection, the semantics of PyNN machines, for spike-for-spike comparison) and "spinnaker"
-(one-step delays plus SpiNNaker's cell and arithmetic, see ``spinnaker_profile``), defined in
+delay per projection, the semantics of PyNN machines, for spike-for-spike comparison), "spinnaker"
+(one-step delays plus SpiNNaker's cell and arithmetic, see ``spinnaker_profile``) and "spinnaker_exp"
+(the same for the IF_curr_exp cell of local-only connectors), defined in
 ``docs/semantics.md``. Precision: "fp32", or "bf16" (projection weights and spikes in bfloat16, spikes
 stay exact, membranes and currents in float32).
 """
@@ -24,7 +25,9 @@ from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
 #: profile -> synaptic delay per projection (steps)
-PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1}
+PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1, "spinnaker_exp": 1}
+#: profiles with SpiNNaker's arithmetic, and the cell each predicts
+SPINNAKER_CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -47,7 +50,8 @@ class GpuBackend(Backend):
         Option("device", None, "cuda, cuda:N or cpu (default: cuda when PyTorch sees a GPU, else cpu)"),
         Option("profile", "ideal", "semantics: ideal (zero delay), pynn (one-step delay per projection, as PyNN "
                "machines), spinnaker (SpiNNaker's cell and arithmetic: hard reset, leak, S16.15, 16-bit ring "
-               "buffers; predicts a board)", choices=tuple(PROFILES)),
+               "buffers; predicts a board), spinnaker_exp (the same with the IF_curr_exp cell and the int16 "
+               "local-only weights of the spinnaker backend's --connectors local)", choices=tuple(PROFILES)),
         Option("precision", "fp32", "fp32, or bf16 weights and spikes (membranes stay fp32)",
                choices=tuple(PRECISIONS)),
         Option("chunk", None, "steps per chunk (1 = step-major streaming; default from the memory budget)",
@@ -78,14 +82,14 @@ class GpuBackend(Backend):
         return f"gpu[{self.device}{reason}, profile {self.profile}]"
 
     def requirements(self) -> Requirements:
-        if self.profile == "spinnaker":
+        if self.profile in SPINNAKER_CELLS:
             return Requirements(max_fan_in=spinnaker.MAX_FAN_IN)
         return Requirements()
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
         """The spinnaker profile sizes each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``), as the spinnaker backend does."""
-        if self.profile == "spinnaker":
+        if self.profile in SPINNAKER_CELLS:
             annotate_summed_weights(network, calibration.numpy(), encoding)
         return network
 
@@ -99,9 +103,10 @@ class GpuBackend(Backend):
             "n_neurons": sum(layer.size for layer in compiled.layers if layer.role != "input"),
             "n_synapses": compiled.n_synapses,
         }
-        if self.profile == "spinnaker":
+        if self.profile in SPINNAKER_CELLS:
             metadata["spinnaker_arithmetic"] = apply_spinnaker_arithmetic(
-                compiled, network, options.encoding, self.device, tau_m=self.tau_m, parts=self.spinnaker_parts)
+                compiled, network, options.encoding, self.device, tau_m=self.tau_m, parts=self.spinnaker_parts,
+                cell=SPINNAKER_CELLS[self.profile])
         return Session(compiled, metadata)
 
     def simulate_batch(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,

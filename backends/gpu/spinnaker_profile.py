@@ -12,6 +12,18 @@ What changes against the ``pynn`` profile (one-step delays stay):
 - an analog input is current injection (rounded to S16.15), as the neuron backend does it.
 Not modelled: the ARM's rounding inside the closed-form update (at most one unit of 2^-15 per step)
 and the order in which saturating additions happen within a step.
+
+The ``spinnaker_exp`` profile (``cell="exp"``) predicts the local-only variant of the spinnaker backend:
+every population is IF_curr_exp (:class:`~neurodeploy.targets.spinnaker.ExpCell`, ``tau_syn`` = 1/32 ms)
+and the projections ``backends.pynn.lowering.local_connector_kinds`` makes ConvolutionConnector or
+PoolDenseConnector ones carry int16 weights (magnitudes clipped at 32767 units instead of 65535). Per step
+and receptor, the saturated ring-buffer sum x becomes the synaptic current ``floor(x * init)`` (u0.32
+``init`` ~ 1/32, integer arithmetic), which decays to 0 before the next step, and moves the membrane by
+``R (1 - e)`` (~32) times itself: ``v <- e v + R (1 - e) (I_exc - I_inh + i_offset)``, with the bias sent
+as ``i_offset = round(b / (R (1 - e)))``; hard reset and S16.15 rounding as above. The floor and the
+saturation are applied per projection: exact where a population has one incoming projection (every
+feed-forward layer); with several (residual sums) the board floors and saturates their sum, which may
+differ by one 2^-15 unit of current per extra projection and step.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import warnings
 import torch
 
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming
+from neurodeploy.backends.pynn.lowering import local_connector_kinds
 from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.torch_ops import compile_chain
@@ -28,12 +41,19 @@ from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 from neurodeploy.targets.spinnaker import (
     DEFAULT_TAU_M,
+    LOCAL_ONLY_WEIGHT_MAX,
+    RING_BUFFER_MAX,
+    S1615_RESOLUTION,
     DeltaCell,
+    ExpCell,
     quantize_weights,
     ring_buffer_limit,
     ring_buffer_shift,
     round_s1615,
 )
+
+#: cells of the profile: "delta" (IF_curr_delta, the ``spinnaker`` profile), "exp" (IF_curr_exp, ``spinnaker_exp``)
+CELLS = ("delta", "exp")
 
 #: the parts of SpiNNaker's semantics the profile applies; leaving some out measures what each costs
 PARTS = ("hard_reset", "leak", "fixed_point", "weights")
@@ -60,22 +80,59 @@ def _round(value):
     return round_s1615(value.clone()) if torch.is_tensor(value) else float(round_s1615(value))
 
 
+def _exp_bias(value, cell: ExpCell):
+    """The per-step membrane bias an IF_curr_exp neuron applies for ``value``:
+    ``R (1 - e) round(value / (R (1 - e)))``."""
+    if torch.is_tensor(value):
+        return round_s1615(value / cell.bias_gain).mul_(cell.bias_gain)
+    return float(cell.offset_for(value)) * cell.bias_gain
+
+
+def exp_synaptic_fn(excitatory, inhibitory, limits: tuple[float, float], cell: ExpCell):
+    """One projection into an IF_curr_exp population: per receptor the ring-buffer sum saturates at its
+    limit and becomes the current ``floor(x * init)`` (exact integer arithmetic on the S16.15 bits); the
+    result is the membrane change ``R (1 - e) (I_exc - I_inh)``. ``excitatory`` / ``inhibitory``: the
+    receptors' weight functions (magnitudes)."""
+    init = cell.init_bits
+
+    def current(fn, limit, spikes):
+        summed = fn(spikes).clamp_(max=limit)
+        bits = torch.round(summed.double() / S1615_RESOLUTION).long()
+        return torch.bitwise_right_shift(bits * init, 32).double() * S1615_RESOLUTION
+
+    def apply(spikes: torch.Tensor) -> torch.Tensor:
+        total = current(excitatory, limits[0], spikes).sub_(current(inhibitory, limits[1], spikes))
+        return total.mul_(cell.bias_gain).to(spikes.dtype)
+
+    return apply
+
+
 def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, encoding: str, device: torch.device,
                                dtype: torch.dtype = torch.float32, tau_m: float = DEFAULT_TAU_M,
-                               parts: tuple[str, ...] = PARTS) -> dict:
+                               parts: tuple[str, ...] = PARTS, cell: str = "delta") -> dict:
     """Turns ``compiled`` (built with delay 1) into the SpiNNaker profile in place; returns a report per
     population: ring-buffer shifts, saturation limits and how many weights rounded to zero or clipped.
     ``parts`` picks which of :data:`PARTS` apply ("weights": 16-bit ring-buffer weights, receptors and
-    saturation; "fixed_point": S16.15 rounding of parameters and state)."""
+    saturation, with ``cell="exp"`` also the synaptic current's floor; "fixed_point": S16.15 rounding of
+    parameters and state). ``cell``: "delta" (IF_curr_delta) or "exp" (IF_curr_exp with the local-only
+    connectors of the module docstring)."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BackendError(f"unknown spinnaker profile parts {sorted(unknown)}; choose from {PARTS}")
+    if cell not in CELLS:
+        raise BackendError(f"unknown spinnaker profile cell {cell!r}; choose from {CELLS}")
     fixed = "fixed_point" in parts
-    cell = DeltaCell.for_tau(tau_m)
+    exp = cell == "exp"
+    constants = ExpCell.for_tau(tau_m) if exp else DeltaCell.for_tau(tau_m)
+    kinds = local_connector_kinds(network) if exp else [None] * len(network.projections)
     summed = summed_weights_or_bound(network, encoding)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
-    report: dict = {"cell": {"tau_m": cell.tau_m, "cm": cell.cm, "decay": cell.decay}, "parts": list(parts),
-                    "populations": {}}
+    report: dict = {"cell": {"model": "IF_curr_exp" if exp else "IF_curr_delta", "tau_m": constants.tau_m,
+                             "cm": constants.cm, "decay": constants.decay}, "parts": list(parts), "populations": {}}
+    if exp:
+        report["cell"].update(tau_syn=constants.tau_syn, init_bits=constants.init_bits, bias_gain=constants.bias_gain,
+                              gain=constants.gain)
+        report["connectors"] = {kind or "fromlist": kinds.count(kind) for kind in set(kinds)}
     for layer in compiled.layers:
         if layer.role == "input":
             continue
@@ -83,25 +140,28 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         if "hard_reset" in parts:
             layer.reset = "zero"
         if "leak" in parts:
-            layer.decay = cell.decay
-        if "weights" in parts:
+            layer.decay = constants.decay
+        if "weights" in parts and not exp:  # the exp cell saturates inside each projection's function
             layer.saturation = tuple(ring_buffer_limit(s) for s in shifts)
         if fixed:
             layer.fixed_point = True
             layer.threshold = _round(layer.threshold)
             layer.v_init = _round(layer.v_init)
             if layer.bias is not None:
-                layer.bias = _round(layer.bias)
+                layer.bias = _exp_bias(layer.bias, constants) if exp else _round(layer.bias)
         layer.amplitude = None  # folded into the synapse matrices below
         layer.incoming = []
         report["populations"][layer.name] = {"max_expected_summed_weight": summed[layer.name],
                                              "ring_buffer_shift": shifts, "weights_to_zero": 0, "weights_clipped": 0}
-    for projection in network.projections:
+    for projection, kind in zip(network.projections, kinds, strict=True):
         source = network.populations[projection.source]
         target = compiled.layers[index[projection.target]]
         if source.role == "input" and encoding == "analog":
             chain = compile_chain(projection.ops, device=device, dtype=dtype)
-            target.incoming.append(Incoming(0, (lambda x, chain=chain: round_s1615(chain(x))) if fixed else chain))
+            if fixed and exp:
+                target.incoming.append(Incoming(0, lambda x, chain=chain: _exp_bias(chain(x), constants)))
+            else:
+                target.incoming.append(Incoming(0, (lambda x, chain=chain: round_s1615(chain(x))) if fixed else chain))
             continue
         matrix = projection_matrix(network, projection)
         if "weights" not in parts:
@@ -111,11 +171,16 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         receptors = []
         for receptor, part in enumerate(receptor_parts(matrix)):
             part = part.tocoo()
-            quantized, clipped = quantize_weights(part.data, entry["ring_buffer_shift"][receptor])
+            quantized, clipped = quantize_weights(part.data, entry["ring_buffer_shift"][receptor],
+                                                  LOCAL_ONLY_WEIGHT_MAX if kind else RING_BUFFER_MAX)
             entry["weights_to_zero"] += int(((quantized == 0) & (part.data != 0)).sum())
             entry["weights_clipped"] += clipped
             part.data = quantized
             receptors.append(_sparse_fn(part, device, dtype, target.shape))
-        target.incoming.append(Incoming(index[projection.source], *receptors))
+        if exp:
+            limits = tuple(ring_buffer_limit(s) for s in entry["ring_buffer_shift"])
+            target.incoming.append(Incoming(index[projection.source], exp_synaptic_fn(*receptors, limits, constants)))
+        else:
+            target.incoming.append(Incoming(index[projection.source], *receptors))
     return report
 

@@ -26,6 +26,17 @@ sPyNNaker 1!7.4.1 details this module works around:
   item: sPyNNaker flushes its ring buffers when a run restarts at time 0 after a reset (the fix of
   sPyNNaker#766), which only a physical board can show; NEURON's reset (``h.finitialize``) clears its
   event queue, which ``tests/test_pynn_runner.py`` checks.
+
+Local-only variant (``cell`` an :class:`~neurodeploy.targets.spinnaker.ExpCell`, the lowering's local-only
+fields set): every population is IF_curr_exp (the cell sPyNNaker ships ``_conv`` and ``_pool_dense``
+binaries for); a population split per channel is one Grid2D population per channel (labels
+``name[cK]``, a 2-D block of neurons per core), the input a Grid2D spike source per channel (at most
+100 neurons per core); convolutions and pooling are ConvolutionConnector projections, pool-dense
+layers PoolDenseConnector projections, the rest FromList. Local-only weights are handed over already
+on sPyNNaker's integer grid (int16 magnitudes of ``2^(shift - 15)``, clipped at 32767), so its own
+rounding changes nothing. sPyNNaker maps a local-only population on a virtual board even where the
+binary is missing (its check answers True there): :func:`check_local_only_binaries` looks at the
+package's ``model_binaries`` folder itself.
 """
 
 from __future__ import annotations
@@ -39,10 +50,23 @@ from typing import Any
 
 import numpy as np
 
-from neurodeploy.backends.pynn.lowering import LoweredNetwork, LoweredPopulation
+from neurodeploy.backends.pynn.lowering import (
+    SOURCE_NEURONS_PER_CORE,
+    ChannelGrid,
+    ConvProjection,
+    LoweredNetwork,
+    LoweredPopulation,
+    PoolDenseProjection,
+)
 from neurodeploy.backends.pynn.runner import BuiltNetwork, PyNNRunner, build_network, log_to_file
 from neurodeploy.errors import BackendError
-from neurodeploy.targets.spinnaker import DeltaCell
+from neurodeploy.targets.spinnaker import (
+    LOCAL_ONLY_WEIGHT_MAX,
+    DeltaCell,
+    ExpCell,
+    ring_buffer_shift,
+    weight_scale,
+)
 
 #: v_thresh of the non-spiking output population: high, but inside S16.15
 OUTPUT_THRESHOLD = 32768.0
@@ -114,6 +138,239 @@ class DeltaProfile:
         return np.asarray(population.spinnaker_get_data("v", as_matrix=True))
 
 
+#: binary suffix of each local-only connector kind (sPyNNaker runs ``<neuron binary><suffix>.aplx``)
+LOCAL_ONLY_SUFFIXES = {"conv": "_conv", "pool_dense": "_pool_dense"}
+
+
+def model_binaries_folder() -> Path:
+    """The installed sPyNNaker's ``model_binaries`` folder (found without importing sPyNNaker)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("spynnaker")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError("sPyNNaker is not installed (the spinnaker extra)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pyNN" / "model_binaries"
+
+
+def check_local_only_binaries(model: str, kinds, folder: Path | None = None) -> None:
+    """Raises BackendError naming the missing binary when sPyNNaker ships no ``<model><suffix>.aplx`` for a
+    local-only connector kind in ``kinds`` ("conv", "pool_dense"). sPyNNaker's own check answers True on
+    a virtual board whatever the model, so the network would map here and fail on a board."""
+    folder = model_binaries_folder() if folder is None else Path(folder)
+    for kind in sorted(set(kinds)):
+        binary = f"{model}{LOCAL_ONLY_SUFFIXES[kind]}.aplx"
+        if not (folder / binary).is_file():
+            suffixes = tuple(LOCAL_ONLY_SUFFIXES.values())
+            shipped = sorted(p.name for p in folder.glob("*.aplx") if p.stem.endswith(suffixes))
+            raise BackendError(f"sPyNNaker ships no {binary} (the {kind} local-only binary of {model}) in {folder}; "
+                               f"its local-only binaries: {', '.join(shipped) or 'none'}; use --connectors fromlist")
+
+
+class ChannelGroup:
+    """A (C, H, W) population as C PyNN Grid2D populations, neuron index ``c * H * W + raster index``."""
+
+    def __init__(self, label: str, grid: ChannelGrid, populations: list):
+        self.label, self.grid, self.populations = label, grid, populations
+        self.size = grid.channels * grid.channel_size
+
+    def parts(self) -> list[tuple[int, Any]]:
+        """(first neuron, PyNN population) of every channel."""
+        return [(c * self.grid.channel_size, pop) for c, pop in enumerate(self.populations)]
+
+
+def _grid_structure(grid: ChannelGrid):
+    from pyNN.space import Grid2D
+
+    return Grid2D(grid.width / grid.height)
+
+
+def local_weights(values: np.ndarray, area: int, shifts: list[int]) -> np.ndarray:
+    """Local-only weights as sPyNNaker should receive them (``values`` signed, the connector divides by the
+    pooling ``area``): magnitudes of ``values / area`` rounded to integers of ``2^(shift - 15)`` of their
+    receptor (positive: excitatory, negative: inhibitory) and clipped at the int16 limit, times ``area``.
+    sPyNNaker's own ``round(values / area * scale)`` then gives the same integers."""
+    values = np.asarray(values, np.float64) / area
+    out = np.zeros_like(values)
+    for receptor, mask in ((0, values > 0), (1, values < 0)):
+        scale = weight_scale(shifts[receptor])
+        units = np.minimum(np.rint(np.abs(values[mask]) * scale), LOCAL_ONLY_WEIGHT_MAX)
+        out[mask] = np.sign(values[mask]) * units / scale
+    return out * area
+
+
+class ExpProfile:
+    """sPyNNaker's IF_curr_exp (``tau_refrac = 0``, ``tau_syn`` 1/32 ms) as a cell profile of the PyNN runner, for
+    the local-only variant; calls ``sim.setup``. Populations may be :class:`ChannelGroup` s."""
+
+    delay_ms = 1.0
+    model = "IF_curr_exp"
+
+    def __init__(self, sim, cell: ExpCell, summed_weights: dict[str, list[float]], neurons_per_core: int,
+                 lowered: LoweredNetwork):
+        sim.setup(timestep=1.0)
+        sim.set_number_of_neurons_per_core(sim.IF_curr_exp, None)  # set per population (1-D and 2-D ones)
+        sim.set_number_of_neurons_per_core(sim.SpikeSourceArray, None)
+        self.cell, self.summed_weights, self.neurons_per_core = cell, summed_weights, neurons_per_core
+        self.lowered = lowered
+        self.loaded = 0
+
+    def shifts(self, name: str) -> list[int]:
+        return [ring_buffer_shift(w) for w in self.summed_weights[name]]
+
+    def _model(self, sim, pop: LoweredPopulation, part: slice):
+        threshold = pop.threshold[part] if pop.spiking else np.full(len(pop.threshold[part]), OUTPUT_THRESHOLD)
+        cell = self.cell
+        return sim.IF_curr_exp(tau_m=cell.tau_m, cm=cell.cm, tau_syn_E=cell.tau_syn, tau_syn_I=cell.tau_syn,
+                               v_rest=0.0, v_reset=0.0, tau_refrac=0.0, v_thresh=threshold,
+                               i_offset=cell.offset_for(pop.bias[part]))
+
+    def population(self, sim, pop: LoweredPopulation):
+        grid = self.lowered.grids.get(pop.name)
+        extra = {"max_expected_summed_weight": self.summed_weights[pop.name]}
+        if grid is None:
+            population = sim.Population(pop.size, self._model(sim, pop, slice(None)), label=pop.name,
+                                        initial_values={"v": pop.v_init}, additional_parameters=extra)
+            population.set_max_atoms_per_core(min(self.neurons_per_core,
+                                                  self.lowered.neurons_per_core.get(pop.name, self.neurons_per_core)))
+            return population
+        parts = []
+        for c in range(grid.channels):
+            part = slice(c * grid.channel_size, (c + 1) * grid.channel_size)
+            population = sim.Population(grid.channel_size, self._model(sim, pop, part), label=f"{pop.name}[c{c}]",
+                                        structure=_grid_structure(grid), initial_values={"v": pop.v_init[part]},
+                                        additional_parameters=extra)
+            population.set_max_atoms_per_core((grid.block[1], grid.block[0]))
+            parts.append(population)
+        return ChannelGroup(pop.name, grid, parts)
+
+    @staticmethod
+    def source(sim, size: int, label: str, grid: ChannelGrid | None = None):
+        """Every neuron spikes once at t = 0: the send buffer holds a full tick (see the module docstring)."""
+        if grid is None:
+            population = sim.Population(size, sim.SpikeSourceArray(spike_times=[[0.0]] * size), label=label)
+            population.set_max_atoms_per_core(SOURCE_NEURONS_PER_CORE)
+            return population
+        population = sim.Population(size, sim.SpikeSourceArray(spike_times=[[0.0]] * size), label=label,
+                                    structure=_grid_structure(grid))
+        population.set_max_atoms_per_core((grid.block[1], grid.block[0]))
+        return population
+
+    weights = staticmethod(DeltaProfile.weights)
+    set_spikes = DeltaProfile.set_spikes
+    run_ms = staticmethod(DeltaProfile.run_ms)
+
+    @staticmethod
+    def set_drive(population, pop: LoweredPopulation, drive: np.ndarray) -> None:
+        raise BackendError("the local-only variant receives its input as spikes")
+
+    @staticmethod
+    def record(population, pop: LoweredPopulation) -> None:
+        for part in population.populations if isinstance(population, ChannelGroup) else [population]:
+            DeltaProfile.record(part, pop)
+
+    @staticmethod
+    def read_spikes(population) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(population, ChannelGroup):
+            return DeltaProfile.read_spikes(population)
+        index, step = zip(*[(i + first, s) for first, part in population.parts()
+                            for i, s in [DeltaProfile.read_spikes(part)]], strict=True)
+        return np.concatenate(index), np.concatenate(step)
+
+    @staticmethod
+    def read_membrane(population) -> np.ndarray:
+        if not isinstance(population, ChannelGroup):
+            return DeltaProfile.read_membrane(population)
+        parts = [DeltaProfile.read_membrane(part) for part in population.populations]
+        return np.zeros((0, population.size)) if any(p.size == 0 for p in parts) else np.concatenate(parts, axis=1)
+
+
+def _parts(built: BuiltNetwork, name: str) -> list[tuple[int, Any]]:
+    """(first neuron, PyNN population) covering population ``name`` (the input: its spike sources)."""
+    population = built.populations.get(name)
+    if population is None:
+        return built.sources
+    return population.parts() if isinstance(population, ChannelGroup) else [(0, population)]
+
+
+def _from_list(sim, profile, pre_parts, post_parts, pre: np.ndarray, post: np.ndarray, weight: np.ndarray
+               ) -> tuple[int, int]:
+    """FromList projections between the parts of two populations, one per pair of parts and receptor; returns
+    the synapses and projections made."""
+    made = projections = 0
+    for first_pre, pre_pop in pre_parts:
+        in_pre = (pre >= first_pre) & (pre < first_pre + pre_pop.size)
+        for first_post, post_pop in post_parts:
+            mask = in_pre & (post >= first_post) & (post < first_post + post_pop.size)
+            for receptor, sign in (("excitatory", weight > 0), ("inhibitory", weight < 0)):
+                chosen = mask & sign
+                if chosen.any():
+                    connections = np.stack([pre[chosen] - first_pre, post[chosen] - first_post,
+                                            profile.weights(weight[chosen]),
+                                            np.full(int(chosen.sum()), profile.delay_ms)], axis=1)
+                    sim.Projection(pre_pop, post_pop, sim.FromListConnector(connections), sim.StaticSynapse(),
+                                   receptor_type=receptor)
+                    made += int(chosen.sum())
+                    projections += 1
+    return made, projections
+
+
+def build_local_network(sim, profile: ExpProfile, lowered: LoweredNetwork, source_size: int | None = None,
+                        record: bool = True) -> tuple[BuiltNetwork, dict]:
+    """The local-only variant of ``build_network``: channel groups, Grid2D spike sources, ConvolutionConnector
+    and PoolDenseConnector projections, FromList for the rest. Returns the built network and counts of
+    PyNN populations and projections per connector kind."""
+    populations = {pop.name: profile.population(sim, pop) for pop in lowered.populations}
+    n_input = int(np.prod(lowered.input_shape))
+    built = BuiltNetwork(populations, lowered.input_fan_out.copy())
+    input_name = next((s.source for s in lowered.synapses if s.source not in populations),
+                      next((p.source for p in lowered.local if p.source not in populations), None))
+    counts = {"conv": 0, "pool_dense": 0, "fromlist": 0}
+    if input_name is not None:
+        grid = lowered.grids.get(input_name)
+        if grid is not None:
+            size = grid.channel_size
+            built.sources = [(c * size, profile.source(sim, size, f"{input_name}[c{c}]", grid))
+                             for c in range(grid.channels)]
+        else:
+            parts = max(1, -(-n_input // source_size)) if source_size else 1
+            for chunk in np.array_split(np.arange(n_input), parts):
+                first, stop = int(chunk[0]), int(chunk[-1]) + 1
+                label = input_name if parts == 1 else f"{input_name}[{first}:{stop}]"
+                built.sources.append((first, profile.source(sim, stop - first, label)))
+    for projection in lowered.local:
+        pre, post = _parts(built, projection.source), _parts(built, projection.target)
+        shifts = profile.shifts(projection.target)
+        area = (projection.pool or 1) ** 2
+        pool = projection.pool
+        if isinstance(projection, ConvProjection):
+            for (ci, co), kernel in projection.kernels.items():
+                kernel = local_weights(kernel, area, shifts)
+                if kernel.any():
+                    connector = sim.ConvolutionConnector(kernel, padding=projection.padding, pool_shape=pool,
+                                                         pool_stride=pool)
+                    sim.Projection(pre[ci][1], post[co][1], connector, sim.Convolution(delay=profile.delay_ms))
+                    counts["conv"] += 1
+        else:
+            assert isinstance(projection, PoolDenseProjection)
+            for ci, weights in enumerate(projection.weights):
+                weights = local_weights(weights, area, shifts)
+                if weights.any():
+                    connector = sim.PoolDenseConnector(weights, pool_shape=pool, pool_stride=pool)
+                    sim.Projection(pre[ci][1], post[0][1], connector, sim.PoolDense(delay=profile.delay_ms))
+                    counts["pool_dense"] += 1
+        built.n_synapses += projection.n_synapses
+    for synapses in lowered.synapses:
+        made, n_projections = _from_list(sim, profile, _parts(built, synapses.source), _parts(built, synapses.target),
+                                         synapses.pre, synapses.post, synapses.weight)
+        built.n_synapses += made
+        counts["fromlist"] += n_projections
+    if record:
+        for pop in lowered.populations:
+            profile.record(populations[pop.name], pop)
+    n_pynn = sum(len(p.populations) if isinstance(p, ChannelGroup) else 1 for p in populations.values())
+    return built, {"pynn_populations": n_pynn + len(built.sources), "projections": counts}
+
+
 def _enter_run_folder(config_dir: str, run_dir: str) -> None:
     """Points sPyNNaker at the run's config folder and works in the run folder; only in a child process,
     whose environment and working directory are its own."""
@@ -136,8 +393,9 @@ def _end(sim) -> None:
 
 
 def _mapping_report(built: BuiltNetwork, neurons_per_core: int) -> dict:
-    """Cores per population (spike sources together as the input's), neuron cores apart from spike-source
-    and system cores, chips, and the ring-buffer shifts sPyNNaker chose."""
+    """Cores per population (spike sources together as the input's, the channels of a split population
+    together), neuron cores apart from spike-source and system cores, chips, and the ring-buffer shifts
+    sPyNNaker chose."""
     from pacman.data import PacmanDataView
 
     sources = {source.label for _, source in built.sources}
@@ -145,12 +403,15 @@ def _mapping_report(built: BuiltNetwork, neurons_per_core: int) -> dict:
     cores, chips = defaultdict(int), set()
     for placement in PacmanDataView.iterate_placemements():
         label = getattr(getattr(placement.vertex, "app_vertex", None), "label", None)
-        cores[label if label in built.populations else input_name if label in sources else SYSTEM] += 1
+        name = label.split("[")[0] if isinstance(label, str) else None
+        cores[name if name in built.populations else input_name if label in sources else SYSTEM] += 1
         chips.add((placement.x, placement.y))
     neuron_cores = sum(n for name, n in cores.items() if name in built.populations)
+    first = {name: pop.populations[0] if isinstance(pop, ChannelGroup) else pop
+             for name, pop in built.populations.items()}
     return {
         "ring_buffer_shifts": {name: [int(s) for s in pop._vertex.get_ring_buffer_shifts()]
-                               for name, pop in built.populations.items()},
+                               for name, pop in first.items()},
         "cores_per_population": dict(cores),
         "cores": int(sum(cores.values())),
         "neuron_cores": int(neuron_cores),
@@ -164,33 +425,48 @@ def _mapping_report(built: BuiltNetwork, neurons_per_core: int) -> dict:
     }
 
 
-def _build(lowered: LoweredNetwork, neurons_per_core: int, cell: DeltaCell, summed_weights: dict[str, list[float]],
-           source_size: int | None, record: bool) -> tuple[Any, DeltaProfile, BuiltNetwork]:
+def _build(lowered: LoweredNetwork, neurons_per_core: int, cell: DeltaCell | ExpCell,
+           summed_weights: dict[str, list[float]], source_size: int | None, record: bool
+           ) -> tuple[Any, DeltaProfile | ExpProfile, BuiltNetwork, dict]:
+    """sPyNNaker set up and the network built: IF_curr_delta and FromList, or the local-only variant (an
+    :class:`ExpCell`); the dict holds the cell, the PyNN populations and projections made per kind."""
+    if isinstance(cell, ExpCell):  # sPyNNaker would not notice a missing binary on a virtual board
+        check_local_only_binaries(ExpProfile.model, {"conv" if isinstance(p, ConvProjection) else "pool_dense"
+                                                     for p in lowered.local})
     import pyNN.spiNNaker as sim
 
+    if isinstance(cell, ExpCell):
+        profile = ExpProfile(sim, cell, summed_weights, neurons_per_core, lowered)
+        built, counts = build_local_network(sim, profile, lowered, source_size, record)
+        return sim, profile, built, {"cell": ExpProfile.model, **counts,
+                                     "grids": {name: {"shape": [g.channels, g.height, g.width], "block": list(g.block)}
+                                               for name, g in lowered.grids.items()},
+                                     "pool_dense_neurons_per_core": {name: min(n, neurons_per_core) for name, n
+                                                                     in lowered.neurons_per_core.items()}}
     profile = DeltaProfile(sim, cell, summed_weights, neurons_per_core)
-    return sim, profile, build_network(sim, profile, lowered, source_size, record)
+    built = build_network(sim, profile, lowered, source_size, record)
+    return sim, profile, built, {"cell": "IF_curr_delta", "projections": {"fromlist": None}}
 
 
 def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, neurons_per_core: int,
-                cell: DeltaCell, summed_weights: dict[str, list[float]]) -> dict:
+                cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]]) -> dict:
     """Builds the network (one spike source for the input, nothing recorded) and runs it for T steps, which
     maps it; returns the mapping report with ``build_s`` and ``map_s``. Logs go to ``run_dir/run.log``."""
     _enter_run_folder(config_dir, run_dir)
     with log_to_file(Path(run_dir) / "run.log"):
         start = time.perf_counter()
-        sim, profile, built = _build(lowered, neurons_per_core, cell, summed_weights, None, False)
+        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, None, False)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         sim.run(profile.run_ms(T))
-        report = {**_mapping_report(built, neurons_per_core), "build_s": build_s,
+        report = {**_mapping_report(built, neurons_per_core), **variant, "build_s": build_s,
                   "map_s": time.perf_counter() - start, "reports": str(Path(run_dir) / "reports")}
         _end(sim)
     return report
 
 
 def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndarray, T: int, neurons_per_core: int,
-              cell: DeltaCell, summed_weights: dict[str, list[float]], source_size: int = 100) -> dict:
+              cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]], source_size: int = 100) -> dict:
     """The complete per-item loop on the configured machine: build once (input as spike sources of at most
     ``source_size`` neurons), one mapping run, then per item of ``x [B, *input_shape]``: set its IF-encoded
     input spikes, run T steps, read spikes and the output membrane back, reset. Returns the runner's dict
@@ -202,11 +478,11 @@ def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndar
         from spinn_utilities.config_holder import get_config_bool
 
         start = time.perf_counter()
-        sim, profile, built = _build(lowered, neurons_per_core, cell, summed_weights, source_size, True)
+        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, source_size, True)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         sim.run(profile.run_ms(T))
-        mapping = _mapping_report(built, neurons_per_core)
+        mapping = {**_mapping_report(built, neurons_per_core), **variant}
         sim.reset()
         map_s = time.perf_counter() - start
         result = PyNNRunner(sim, profile, lowered, built).run_items(x, T)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,8 +10,10 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from neurodeploy.convert.fx_graph import FxConverter
+from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES, FxConverter
+from neurodeploy.convert.max_pool import average_pooling_model
 from neurodeploy.convert.normalize import apply_normalization, channel_lambdas
+from neurodeploy.convert.readout import choose_readout_start
 from neurodeploy.convert.refusals import REFUSALS
 from neurodeploy.convert.statistics import activation_scales
 from neurodeploy.errors import ConfigError, DataError, UnsupportedOperationError
@@ -23,18 +26,34 @@ CONVERSIONS = ("rate", "qcfs", "qffs")
 
 
 class _Recorder(torch.fx.Interpreter):
-    """Runs the traced model and keeps a copy of the chosen nodes' outputs."""
+    """Runs the traced model and keeps a copy of the chosen nodes' outputs (``recorded``: node -> output)."""
 
-    def __init__(self, graph_module: torch.fx.GraphModule, wanted: dict[str, str]):
+    def __init__(self, graph_module: torch.fx.GraphModule, nodes: set[str]):
         super().__init__(graph_module)
-        self.by_node = {node: name for name, node in wanted.items()}
+        self.nodes = nodes
         self.recorded: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: torch.fx.Node):
         result = super().run_node(n)
-        if n.name in self.by_node:
-            self.recorded[self.by_node[n.name]] = result.detach().clone()
+        if n.name in self.nodes:
+            self.recorded[n.name] = result.detach().clone()
         return result
+
+
+def _float32_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """``model`` itself when its parameters and buffers are float32 (or not floating point), else a
+    float32 copy and the note that says so; complex or quantized parameters are refused."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    odd = sorted({str(t.dtype) for t in tensors if t.is_complex() or t.is_quantized})
+    if odd:
+        raise UnsupportedOperationError(f"cannot convert model {type(model).__name__}: it has {', '.join(odd)} "
+                                        f"parameters: {REFUSALS['model parameters that are not real floating point']}")
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in tensors if t.is_floating_point()} - {"float32"})
+    if not dtypes:
+        return model, []
+    note = (f"cast the model from {' and '.join(dtypes)} to float32 (a copy; the IR stores float32 weights and "
+            "the simulators run in float32)")
+    return copy.deepcopy(model).float(), [note]
 
 
 def _batches(data: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -67,6 +86,10 @@ def convert(
     seed: int = 0,
     batch_size: int = 500,
     conversion: str = "rate",
+    max_pool: str | None = None,
+    readout_start: int | str = 0,
+    readout_T: int | None = None,
+    readout_items: int = 500,
 ) -> Network:
     """Converts ``model`` into a rate-coded IF network.
 
@@ -80,9 +103,17 @@ def convert(
         or "percentile_all" (over all activations; SaRNN, default p = 99.0).
     granularity: "layer" (one lambda per population) or "neuron" (one per channel; Dutson et al.).
     reset, v_init, seed: neuron spec of every hidden population (see :class:`NeuronSpec`).
+    max_pool: None (max pooling is refused), "avg" (replaced by average pooling of the same window, not
+        retrained; :func:`neurodeploy.convert.replace_max_pooling` also fine-tunes) or "spiking" (an exact
+        maximum of rates built from ReLU populations, max(a, b) = b + relu(a - b)).
+    readout_start: delayed readout: the output is read from step k on, O'(t) = O(t) - O(k) for t > k
+        (``docs/semantics.md``), so the first k steps, while deep layers settle, do not count. An int k,
+        or "auto": k chosen on the first ``readout_items`` calibration items (never test items) as the step
+        that maximizes the SNN's agreement with the ANN's predictions at T = ``readout_T``.
+    A model in float64, float16 or bfloat16 is converted from a float32 copy (said in the notes).
     Returns a validated :class:`Network` whose metadata records the settings, the ANN's activation
-    sparsity S_a and weight sparsity S_w, and ``conversion_notes``: what the conversion changed without
-    changing predictions (a dropped final softmax), one line each.
+    sparsity S_a and weight sparsity S_w, ``readout_start`` and ``conversion_notes``: what the conversion
+    changed, one line each (a cast, a dropped final softmax, max pooling strategies).
     """
     if calibration.ndim < 2 or calibration.shape[0] == 0:
         raise DataError(f"calibration data must be [N, *input_shape] with N > 0, got {tuple(calibration.shape)}")
@@ -93,23 +124,44 @@ def convert(
     if normalization not in DEFAULT_PERCENTILE:
         raise ConfigError(f"normalization must be one of {sorted(DEFAULT_PERCENTILE)}, not {normalization!r}")
     percentile = DEFAULT_PERCENTILE[normalization] if percentile is None else float(percentile)
-    was_training = model.training
+    if max_pool is not None and max_pool not in MAX_POOL_STRATEGIES:
+        raise ConfigError(f"max_pool must be None or one of {MAX_POOL_STRATEGIES}, not {max_pool!r}")
+    if readout_start == "auto" and not (isinstance(readout_T, int) and readout_T > 1):
+        raise ConfigError("readout_start='auto' needs readout_T, the number of steps the network will run (> 1)")
+    if readout_start != "auto" and (isinstance(readout_start, bool) or not isinstance(readout_start, int)
+                                    or readout_start < 0):
+        raise ConfigError(f"readout_start must be 'auto' or a whole number of steps >= 0, not {readout_start!r}")
+    source = model
+    model, notes = _float32_model(model)
+    was_training = source.training
     model.eval()
     try:
-        fx = FxConverter(model, tuple(calibration.shape[1:]))
+        if max_pool == "avg":
+            model, changes = average_pooling_model(model)
+            notes += [f"{change} (max_pool='avg': not retrained)" for change in changes]
+            model.eval()
+        fx = FxConverter(model, tuple(calibration.shape[1:]), max_pool=max_pool if max_pool == "spiking" else None)
         network = fx.run()
+        nodes = set(fx.activation_nodes.values()) | {node for node, _, _ in fx.derived}
 
         def recorded_batches():
-            recorder = _Recorder(fx.graph_module, fx.activation_nodes)
+            recorder = _Recorder(fx.graph_module, nodes)
             with torch.no_grad():
                 for batch in _batches(calibration.float(), batch_size):
                     recorder.recorded = {}
                     recorder.run(batch)
-                    yield recorder.recorded
+                    acts = {name: recorder.recorded[node] for name, node in fx.activation_nodes.items()}
+                    for node, function, names in fx.derived:
+                        acts.update(zip(names, function(recorder.recorded[node]), strict=True))
+                    yield acts
 
         scales, zero_counts = activation_scales(recorded_batches, normalization, percentile, granularity)
+        if readout_start == "auto":
+            with torch.no_grad():
+                items = calibration[:readout_items].float()
+                reference = torch.cat([fx.graph_module(b) for b in _batches(items, batch_size)]).argmax(1)
     finally:
-        model.train(was_training)
+        source.train(was_training)
     if conversion == "rate":
         lambdas = {name: channel_lambdas(scales[name], network.populations[name].shape) for name in scales}
         apply_normalization(network, lambdas)
@@ -141,6 +193,12 @@ def convert(
         "calibration_samples": int(calibration.shape[0]),
         "activation_sparsity": zeros / total if total else 0.0,
         "weight_sparsity": weight_sparsity(model),
-        "conversion_notes": fx.notes,
+        "conversion_notes": notes + fx.notes,
+        "readout_start": readout_start if isinstance(readout_start, int) else 0,
     })
-    return network.validate()
+    network.validate()
+    if readout_start == "auto":
+        choice = choose_readout_start(network, items, reference.numpy(), readout_T)
+        network.metadata["readout_start"] = choice["readout_start"]
+        network.metadata["readout_start_choice"] = choice
+    return network

@@ -2,21 +2,31 @@
 
 Scales come from batch-norm folding (after the weighted op) and from normalization (lambda of the
 source before the chain, 1 / lambda of the target after it). Per-channel scales commute with average
-pooling and identity; before a flatten a per-channel scale becomes a per-feature scale. A scale that
-reaches a weighted op is multiplied into its input columns (moving forward) or output rows (moving
-backward). Chains without a weighted op keep one merged ``Scale``.
+pooling and identity; before a flatten a per-channel scale becomes a per-feature scale; through a
+channel slice (one part of a concatenation) a per-channel scale is padded with ones (forward) or sliced
+(backward). A scale that reaches a weighted op is multiplied into its input columns (moving forward) or
+output rows (moving backward). Chains without a weighted op keep one merged ``Scale``.
+
+A channel slice followed (through pooling and a flatten) by an ungrouped weighted op folds into that
+op: only the weight columns of its channels are kept, so a concatenation costs nothing extra.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity, Op, Scale
+from neurodeploy.ir.ops import AvgPool1d, AvgPool2d, ChannelSlice, Conv1d, Conv2d, Dense, Flatten, Identity, Op, Scale
 
 Shape = tuple[int, ...]
 
 
-def _conv_input_factor(conv: Conv2d, factor: np.ndarray) -> np.ndarray:
+#: ops a per-channel scale commutes with
+_CHANNELWISE = (AvgPool2d, AvgPool1d, Identity)
+
+
+def _conv_input_factor(conv: Conv2d | Conv1d, factor: np.ndarray) -> np.ndarray:
     """Per-input-channel factor laid out as ``conv.weight``'s second axis per group, shape [C_out, C_in/g]."""
     c_out, c_in_g = conv.weight.shape[:2]
     group_of_output = np.arange(c_out) // (c_out // conv.groups)
@@ -27,17 +37,16 @@ def _conv_input_factor(conv: Conv2d, factor: np.ndarray) -> np.ndarray:
 def _fold_into_input(op: Op, factor: np.ndarray) -> Op:
     if isinstance(op, Dense):
         return Dense(op.weight * (factor if factor.ndim == 0 else factor[None, :]))
-    assert isinstance(op, Conv2d)
-    scale = factor if factor.ndim == 0 else _conv_input_factor(op, factor)[:, :, None, None]
-    return Conv2d(op.weight * scale, op.stride, op.padding, op.dilation, op.groups)
+    assert isinstance(op, (Conv2d, Conv1d))
+    spatial = (1,) * (op.weight.ndim - 2)
+    scale = factor if factor.ndim == 0 else _conv_input_factor(op, factor).reshape(op.weight.shape[:2] + spatial)
+    return dataclasses.replace(op, weight=op.weight * scale)
 
 
 def _fold_into_output(op: Op, factor: np.ndarray) -> Op:
     shape = (-1,) + (1,) * (op.weight.ndim - 1)
     weight = op.weight * (factor if factor.ndim == 0 else factor.reshape(shape))
-    if isinstance(op, Dense):
-        return Dense(weight)
-    return Conv2d(weight, op.stride, op.padding, op.dilation, op.groups)
+    return dataclasses.replace(op, weight=weight)
 
 
 def _shapes(ops: list[Op], in_shape: Shape) -> list[Shape]:
@@ -60,8 +69,16 @@ def _push_forward(ops: list[Op], index: int, in_shape: Shape) -> bool:
     if nxt.weighted:
         ops[index: index + 2] = [_fold_into_input(nxt, factor)]
         return True
-    if isinstance(nxt, (AvgPool2d, Identity)):
+    if isinstance(nxt, _CHANNELWISE):
         ops[index], ops[index + 1] = nxt, scale
+        return True
+    if isinstance(nxt, ChannelSlice):
+        if factor.ndim:
+            channels = _shapes(ops, in_shape)[index][0]
+            padded = np.ones(nxt.channels, np.float64)
+            padded[nxt.offset: nxt.offset + channels] = factor
+            factor = padded
+        ops[index], ops[index + 1] = nxt, Scale(factor)
         return True
     if isinstance(nxt, Flatten):
         shape = _shapes(ops, in_shape)[index]
@@ -72,7 +89,7 @@ def _push_forward(ops: list[Op], index: int, in_shape: Shape) -> bool:
     return False
 
 
-def _push_backward(ops: list[Op], index: int) -> bool:
+def _push_backward(ops: list[Op], index: int, in_shape: Shape) -> bool:
     scale, prev = ops[index], ops[index - 1] if index > 0 else None
     if prev is None:
         return False
@@ -82,8 +99,15 @@ def _push_backward(ops: list[Op], index: int) -> bool:
     if prev.weighted:
         ops[index - 1: index + 1] = [_fold_into_output(prev, scale.factor)]
         return True
-    if isinstance(prev, (AvgPool2d, Identity)):
+    if isinstance(prev, _CHANNELWISE):
         ops[index - 1], ops[index] = scale, prev
+        return True
+    if isinstance(prev, ChannelSlice):
+        factor = scale.factor
+        if factor.ndim:
+            channels = _shapes(ops, in_shape)[index - 1][0]
+            factor = factor[prev.offset: prev.offset + channels]
+        ops[index - 1], ops[index] = Scale(factor), prev
         return True
     return False
 
@@ -102,9 +126,49 @@ def fold_scales(ops: list[Op], in_shape: Shape) -> list[Op]:
         index += 1
     index = len(ops) - 1
     while index >= 0:
-        if isinstance(ops[index], Scale) and _push_backward(ops, index):
+        if isinstance(ops[index], Scale) and _push_backward(ops, index, in_shape):
             index = min(index, len(ops) - 1)
             continue
         index -= 1
     trivial = [i for i, op in enumerate(ops) if isinstance(op, Scale) and np.all(op.factor == 1)]
-    return [op for i, op in enumerate(ops) if i not in trivial]
+    return fold_slices([op for i, op in enumerate(ops) if i not in trivial], in_shape)
+
+
+def _fold_slice(ops: list[Op], index: int, in_shape: Shape) -> bool:
+    """Folds the channel slice at ``index`` into the ungrouped weighted op it reaches through
+    channel-wise ops and at most one flatten; False when there is none."""
+    shapes = _shapes(ops, in_shape)
+    slice_op, channels = ops[index], shapes[index][0]
+    flatten = None
+    for j in range(index + 1, len(ops)):
+        op = ops[j]
+        if isinstance(op, _CHANNELWISE) and flatten is None:
+            continue
+        if isinstance(op, Flatten) and flatten is None:
+            flatten = j
+            continue
+        if not op.weighted or getattr(op, "groups", 1) != 1:
+            return False
+        if flatten is None:
+            columns = slice(slice_op.offset, slice_op.offset + channels)
+        else:
+            spatial = int(np.prod(shapes[flatten][1:]))
+            columns = slice(slice_op.offset * spatial, (slice_op.offset + channels) * spatial)
+        if isinstance(op, Dense) and flatten is None and len(shapes[j]) != 1:
+            return False
+        ops[j] = dataclasses.replace(op, weight=np.ascontiguousarray(op.weight[:, columns]))
+        del ops[index]
+        return True
+    return False
+
+
+def fold_slices(ops: list[Op], in_shape: Shape) -> list[Op]:
+    """Returns an equivalent chain with every foldable :class:`ChannelSlice` folded into the weighted op
+    after it (its weight columns sliced to the slice's channels)."""
+    ops = list(ops)
+    index = 0
+    while index < len(ops):
+        if isinstance(ops[index], ChannelSlice) and _fold_slice(ops, index, in_shape):
+            continue
+        index += 1
+    return ops

@@ -1,19 +1,26 @@
 """torch.fx walk: a PyTorch module becomes an (unnormalized) IR network.
 
 Every traced value is an affine expression of spiking populations: a list of terms (source
-population + op chain) plus a bias field. Linear layers, convolutions, pooling, flattening, batch norm
-and constant factors extend the op chains; ``+`` and ``-`` join two expressions (residual networks) and
-constant shifts add to the bias field (a shift before a zero-padded convolution becomes a bias map that
-is smaller at the borders, so input normalization folds exactly); a ReLU turns an expression into a new
-hidden population whose incoming projections are the terms. The model output becomes the non-spiking
-output population; a softmax right before it is dropped and said once in ``notes``. Values that depend
-on no population (buffers, constants reshaped in ``forward``) are computed directly. A refused op raises
-its advice from :data:`neurodeploy.convert.refusals.REFUSALS`.
+population + op chain) plus a bias field. Linear layers, 2-D and 1-D convolutions and pooling, spatial
+means and sums, flattening, batch norm and constant factors extend the op chains; ``+`` and ``-`` join
+two expressions (residual networks), a concatenation along channels joins its parts each placed in its
+channel slice, and constant shifts add to the bias field (a shift before a zero-padded convolution
+becomes a bias map that is smaller at the borders, so input normalization folds exactly); a ReLU or a
+clipped ReLU turns an expression into a new hidden population whose incoming projections are the terms
+(terms from one source that differ only in one weighted op's weights are merged into one projection).
+With the "spiking" strategy a max pooling becomes a tree of ReLU populations, max(a, b) = b + relu(a - b).
+The model output becomes the non-spiking output population; a softmax right before it is dropped and
+said once in ``notes``. Values that depend on no population (buffers, constants reshaped in
+``forward``) are computed directly. A refused op raises its advice from
+:data:`neurodeploy.convert.refusals.REFUSALS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +33,18 @@ from neurodeploy.convert.fold import fold_scales
 from neurodeploy.convert.refusals import REFUSALS, refusal, unlisted
 from neurodeploy.errors import UnsupportedOperationError
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Op, Scale, chain_out_shape
+from neurodeploy.ir.ops import (
+    AvgPool1d,
+    AvgPool2d,
+    ChannelSlice,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Op,
+    Scale,
+    chain_out_shape,
+)
 from neurodeploy.ir.population import NeuronSpec, Population
 from neurodeploy.ir.torch_ops import compile_op
 from neurodeploy.train.quantized import QuantReLU
@@ -52,6 +70,18 @@ CLAMP_FUNCTIONS = {torch.clamp: _CLAMP, torch.clip: _CLAMP, torch.clamp_min: _CL
                    F.threshold: _THRESHOLD, F.threshold_: _THRESHOLD}
 CLAMP_METHODS = {"clamp": _CLAMP, "clamp_": _CLAMP, "clip": _CLAMP, "clip_": _CLAMP,
                  "clamp_min": _CLAMP_MIN, "clamp_min_": _CLAMP_MIN}
+#: clipped ReLUs min(max(x, 0), a): function -> (names of its arguments after the input, their defaults)
+CLIP_FUNCTIONS = {F.relu6: ((), {}), F.hardtanh: (("min_val", "max_val"), {"min_val": -1.0, "max_val": 1.0}),
+                  F.hardtanh_: (("min_val", "max_val"), {"min_val": -1.0, "max_val": 1.0})}
+MEAN_FUNCTIONS = {torch.mean: "mean", torch.sum: "sum"}
+CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+#: max pooling: function or module class -> number of spatial axes, adaptive
+MAX_POOL_FUNCTIONS = {F.max_pool2d: (2, False), F.max_pool1d: (1, False), F.adaptive_max_pool2d: (2, True),
+                      F.adaptive_max_pool1d: (1, True)}
+MAX_POOL_MODULES = {nn.MaxPool2d: (2, False), nn.MaxPool1d: (1, False), nn.AdaptiveMaxPool2d: (2, True),
+                    nn.AdaptiveMaxPool1d: (1, True)}
+#: strategies for max pooling (``convert(..., max_pool=...)``)
+MAX_POOL_STRATEGIES = ("avg", "spiking")
 
 
 @dataclass
@@ -142,6 +172,20 @@ def _as_int_pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+def _as_ints(value, n: int) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints as a tuple of ``n`` ints."""
+    return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _dims(dim, ndim: int) -> tuple[int, ...] | None:
+    """Axes ``dim`` (an int or a sequence, negative allowed) of a tensor with ``ndim`` axes, batch included,
+    as sorted non-negative ints; None for ``dim=None`` (every axis)."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(sorted({int(d) % ndim for d in dims}))
+
+
 class _Tracer(torch.fx.Tracer):
     """Keeps quantized activations and ``Normalize`` modules as single graph nodes (their forward has
     data-dependent code or checks that tracing cannot pass)."""
@@ -154,9 +198,14 @@ class FxConverter:
     """Builds the IR of ``module`` for inputs of shape ``input_shape`` (no batch axis).
 
     ``quantizers`` maps each population made from a ``QuantReLU`` to that module (for QCFS/QFFS);
-    ``notes`` lists what the conversion changed without changing predictions (a dropped softmax)."""
+    ``notes`` lists what the conversion changed without changing predictions (a dropped softmax).
+    ``max_pool``: None (max pooling is refused) or "spiking" (an exact max built from ReLU populations,
+    max(a, b) = b + relu(a - b)); the "avg" strategy rewrites the model before the walk
+    (:func:`neurodeploy.convert.max_pool.replace_max_pooling`). ``derived`` lists populations whose ANN
+    activation is not a graph node's output: (graph node, function of that node's output giving the
+    activations, population names)."""
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...]):
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], max_pool: str | None = None):
         try:
             graph = _Tracer().trace(module)
             self.graph_module = torch.fx.GraphModule(module, graph)
@@ -171,6 +220,8 @@ class FxConverter:
         self.activation_nodes: dict[str, str] = {}
         self.quantizers: dict[str, QuantReLU] = {}
         self.notes: list[str] = []
+        self.max_pool = max_pool
+        self.derived: list[tuple[str, Callable[[torch.Tensor], list[torch.Tensor]], list[str]]] = []
 
     def run(self) -> Network:
         values: dict[str, object] = {}
@@ -238,6 +289,8 @@ class FxConverter:
             return out
         if isinstance(module, nn.Threshold):
             return self._clamp(node, "nn.Threshold", _THRESHOLD, [x, module.threshold, module.value], {})
+        if isinstance(module, nn.Hardtanh):  # nn.ReLU6 included
+            return self._clipped(node, f"nn.{kind}", x, module.min_val, module.max_val)
         if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
             return self._softmax(node, x, module.dim, kind)
         if _is_normalize(module):
@@ -249,7 +302,7 @@ class FxConverter:
         if isinstance(module, nn.Linear):
             out = x.apply(Dense(module.weight.detach().double().numpy()))
             return out.add_bias(module.bias.detach()) if module.bias is not None else out
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.Conv1d)):
             return self._conv(node, module, x)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self._batch_norm(node, module, x)
@@ -258,15 +311,28 @@ class FxConverter:
                                   module.ceil_mode, module.count_include_pad, module.divisor_override)
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return self._adaptive_pool(node, x, module.output_size)
+        if isinstance(module, nn.AvgPool1d):
+            return self._avg_pool1d(node, x, module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                                    module.count_include_pad)
+        if isinstance(module, nn.AdaptiveAvgPool1d):
+            return self._adaptive_pool(node, x, module.output_size)
+        for cls, (n_axes, adaptive) in MAX_POOL_MODULES.items():
+            if isinstance(module, cls):
+                what = f"module {node.target!r} of type {kind}"
+                if adaptive:
+                    return self._adaptive_max_pool(node, x, n_axes, module.output_size, module.return_indices, what)
+                return self._max_pool(node, x, n_axes, module.kernel_size, module.stride, module.padding,
+                                      module.dilation, module.ceil_mode, module.return_indices, what)
         if isinstance(module, nn.Flatten):
             return self._flatten(node, x, module.start_dim, module.end_dim)
         key = next((k for k in (f"nn.{c.__name__}" for c in type(module).__mro__) if k in REFUSALS), None)
         raise _refuse_op(node, key, f"module {node.target!r} of type {kind}", args)
 
-    def _conv(self, node, module: nn.Conv2d, x: Affine) -> Affine:
+    def _conv(self, node, module: nn.Conv2d | nn.Conv1d, x: Affine) -> Affine:
+        kind = type(module).__name__
         if module.padding_mode != "zeros":
-            raise _refuse(node, "nn.Conv2d padding_mode other than 'zeros'",
-                          f"nn.Conv2d with padding_mode={module.padding_mode!r}")
+            raise _refuse(node, "convolution padding_mode other than 'zeros'",
+                          f"nn.{kind} with padding_mode={module.padding_mode!r}")
         padding = module.padding
         if padding == "same":
             total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
@@ -274,8 +340,12 @@ class FxConverter:
                 raise _refuse(node, "asymmetric 'same' padding")
             padding = tuple(t // 2 for t in total)
         elif padding == "valid":
-            padding = (0, 0)
-        op = Conv2d(module.weight.detach().double().numpy(), module.stride, padding, module.dilation, module.groups)
+            padding = (0,) * len(module.kernel_size)
+        weight = module.weight.detach().double().numpy()
+        if isinstance(module, nn.Conv1d):
+            op = Conv1d(weight, module.stride[0], padding[0], module.dilation[0], module.groups)
+        else:
+            op = Conv2d(weight, module.stride, padding, module.dilation, module.groups)
         out = x.apply(op)
         return out.add_bias(module.bias.detach()) if module.bias is not None else out
 
@@ -298,14 +368,91 @@ class FxConverter:
         kernel = _as_int_pair(kernel)
         return x.apply(AvgPool2d(kernel, _as_int_pair(stride) if stride else kernel, padding))
 
+    def _adaptive_kernel(self, node, x: Affine, output_size, what: str, key: str) -> tuple[int, ...]:
+        """The window of an adaptive pooling of ``x`` (C, H, W) or (C, L) to ``output_size``."""
+        n_axes = len(x.shape) - 1
+        sizes = (output_size,) * n_axes if isinstance(output_size, int) or output_size is None else output_size
+        out = tuple(x.shape[1 + i] if o is None else int(o) for i, o in enumerate(sizes))
+        if n_axes not in (1, 2) or len(out) != n_axes or any(s % o for s, o in zip(x.shape[1:], out, strict=True)):
+            raise _refuse(node, key, f"{what} from {x.shape[1:]} to {out}")
+        return tuple(s // o for s, o in zip(x.shape[1:], out, strict=True))
+
     def _adaptive_pool(self, node, x: Affine, output_size) -> Affine:
-        out = _as_int_pair(output_size)
-        out = tuple(x.shape[1 + i] if o is None else o for i, o in enumerate(out))
-        if len(x.shape) != 3 or x.shape[1] % out[0] or x.shape[2] % out[1]:
-            raise _refuse(node, "adaptive average pooling to a size that does not divide the input",
-                          f"adaptive average pooling from {x.shape[1:]} to {out}")
-        kernel = (x.shape[1] // out[0], x.shape[2] // out[1])
-        return x.apply(AvgPool2d(kernel, kernel))
+        kernel = self._adaptive_kernel(node, x, output_size, "adaptive average pooling",
+                                       "adaptive pooling to a size that does not divide the input")
+        return x.apply(AvgPool2d(kernel, kernel) if len(kernel) == 2 else AvgPool1d(kernel[0], kernel[0]))
+
+    def _avg_pool1d(self, node, x, kernel, stride, padding, ceil_mode, count_include_pad) -> Affine:
+        if ceil_mode:
+            raise _refuse(node, "average pooling with ceil_mode or divisor_override")
+        (padding,) = _as_ints(padding, 1)
+        if not count_include_pad and padding:
+            raise _refuse(node, "padded average pooling with count_include_pad=False")
+        (kernel,) = _as_ints(kernel, 1)
+        stride = _as_ints(stride, 1)[0] if stride else kernel
+        return x.apply(AvgPool1d(kernel, stride, padding))
+
+    # --- max pooling (strategy "spiking") -------------------------------------------------------
+    def _adaptive_max_pool(self, node, x: Affine, n_axes: int, output_size, return_indices, what: str) -> Affine:
+        if self.max_pool is None:
+            raise _refuse(node, "max pooling without a strategy", what)
+        kernel = self._adaptive_kernel(node, x, output_size, "adaptive max pooling",
+                                       "adaptive pooling to a size that does not divide the input")
+        return self._max_pool(node, x, n_axes, kernel, kernel, 0, 1, False, return_indices, what)
+
+    def _max_pool(self, node, x: Affine, n_axes: int, kernel, stride, padding, dilation, ceil_mode, return_indices,
+                  what: str) -> Affine:
+        """Max pooling as a tree of pairwise maxima max(a, b) = b + relu(a - b): each window position is
+        selected by a one-hot depthwise convolution, each relu(a - b) is a hidden population, and the
+        result is the affine sum of one selection and the populations on its path. Exact for rates in the
+        limit of large T; it adds ceil(log2(window size)) populations in series."""
+        if self.max_pool is None:
+            raise _refuse(node, "max pooling without a strategy", what)
+        kernel = _as_ints(kernel, n_axes)
+        stride = _as_ints(stride, n_axes) if stride else kernel
+        padding, dilation = _as_ints(padding, n_axes), _as_ints(dilation, n_axes)
+        signed = not (x.bias is None and all(not t.ops and self.network.populations[t.source].role == "hidden"
+                                             for t in x.terms))
+        if self.max_pool != "spiking" or ceil_mode or return_indices or (any(padding) and signed) \
+                or len(x.shape) != n_axes + 1:
+            raise _refuse(node, "max pooling the 'spiking' strategy cannot express", what)
+        channels = x.shape[0]
+        extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
+
+        def selection(offset: tuple[int, ...]) -> Op:
+            weight = np.zeros((channels, 1, *extent))
+            weight[(slice(None), 0, *(o * d for o, d in zip(offset, dilation, strict=True)))] = 1.0
+            if n_axes == 2:
+                return Conv2d(weight, stride, padding, (1, 1), channels)
+            return Conv1d(weight, stride[0], padding[0], 1, channels)
+
+        selections = [selection(o) for o in itertools.product(*(range(k) for k in kernel))]
+        names: list[str] = []
+
+        def combine(a: Affine, b: Affine) -> Affine:
+            difference = self._add(node, a, b.apply(Scale(np.asarray(-1.0))))
+            name = self._make_population(node, difference, role="hidden", name=f"{node.name}_max{len(names)}")
+            names.append(name)
+            return self._add(node, b, Affine([Term(name)], difference.shape))
+
+        out = _max_tree([x.apply(op) for op in selections], combine)
+        functions = [compile_op(op) for op in selections]
+
+        def activations(value: torch.Tensor) -> list[torch.Tensor]:
+            found: list[torch.Tensor] = []
+
+            def combine_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                found.append(torch.relu(a - b))
+                return b + found[-1]
+
+            _max_tree([fn(value.float()) for fn in functions], combine_values)
+            return found
+
+        source = node.args[0] if node.args else next(iter(node.kwargs.values()))
+        self.derived.append((source.name, activations, names))
+        self.notes.append(f"max pooling {what} (graph node {node.name!r}) built from {len(names)} ReLU populations "
+                          f"(strategy 'spiking': max(a, b) = b + relu(a - b))")
+        return out
 
     # --- functions and methods -----------------------------------------------------------------
     def _visit_function(self, node, fn, args, kwargs):
@@ -317,6 +464,28 @@ class FxConverter:
             return self._arithmetic(node, "mul", args[0], -1.0)
         if fn in CLAMP_FUNCTIONS:
             return self._clamp(node, _function_key(fn), CLAMP_FUNCTIONS[fn], args, kwargs)
+        if fn in CLIP_FUNCTIONS:
+            names, defaults = CLIP_FUNCTIONS[fn]
+            params = defaults | dict(zip(names, args[1:], strict=False)) | {k: kwargs[k] for k in names if k in kwargs}
+            low, high = (0.0, 6.0) if fn is F.relu6 else (params["min_val"], params["max_val"])
+            return self._clipped(node, _function_key(fn), args[0], low, high)
+        if fn in MEAN_FUNCTIONS:
+            return self._reduce(node, MEAN_FUNCTIONS[fn], args, kwargs)
+        if fn in CAT_FUNCTIONS:
+            tensors = args[0] if args else kwargs.get("tensors")
+            return self._cat(node, tensors, args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0)))
+        if fn in MAX_POOL_FUNCTIONS:
+            n_axes, adaptive = MAX_POOL_FUNCTIONS[fn]
+            what = f"function {_function_key(fn)}"
+            if adaptive:
+                output_size = args[1] if len(args) > 1 else kwargs["output_size"]
+                return self._adaptive_max_pool(node, args[0], n_axes, output_size,
+                                               args[2] if len(args) > 2 else kwargs.get("return_indices", False), what)
+            params = dict(zip(("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                              args[1:], strict=False), **kwargs)
+            return self._max_pool(node, args[0], n_axes, params["kernel_size"], params.get("stride"),
+                                  params.get("padding", 0), params.get("dilation", 1), params.get("ceil_mode", False),
+                                  params.get("return_indices", False), what)
         if fn in SOFTMAX_FUNCTIONS:
             return self._softmax(node, args[0], kwargs.get("dim", args[1] if len(args) > 1 else None), fn.__name__)
         if fn in FLATTEN_FUNCTIONS:
@@ -329,8 +498,14 @@ class FxConverter:
             return self._avg_pool(node, args[0], params["kernel_size"], params.get("stride"),
                                   params.get("padding", 0), params.get("ceil_mode", False),
                                   params.get("count_include_pad", True), params.get("divisor_override"))
-        if fn is F.adaptive_avg_pool2d:
+        if fn in (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d):
             return self._adaptive_pool(node, args[0], args[1] if len(args) > 1 else kwargs["output_size"])
+        if fn is F.avg_pool1d:
+            params = dict(zip(("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"), args[1:],
+                              strict=False), **kwargs)
+            return self._avg_pool1d(node, args[0], params["kernel_size"], params.get("stride"),
+                                    params.get("padding", 0), params.get("ceil_mode", False),
+                                    params.get("count_include_pad", True))
         if fn is getattr and args[1] == "shape":
             return _BatchSize()
         key = _function_key(fn)
@@ -348,6 +523,8 @@ class FxConverter:
             return self._clamp(node, f"Tensor.{method}", CLAMP_METHODS[method], args, kwargs)
         if method in ("softmax", "log_softmax"):
             return self._softmax(node, x, kwargs.get("dim", args[1] if len(args) > 1 else None), method)
+        if method in ("mean", "sum"):
+            return self._reduce(node, method, args, kwargs)
         if method == "size":
             return _BatchSize()
         if method == "flatten":
@@ -391,8 +568,20 @@ class FxConverter:
         params = dict(zip(names, args[1:], strict=False)) | {k: kwargs[k] for k in names if k in kwargs}
         if all(_matches(params.get(k), v) for k, v in relu_values.items()):
             return self._relu(node, args[0])
+        if "max" in names and _matches(params.get("min"), 0) and isinstance(params.get("max"), (int, float)):
+            return self._clipped(node, name, args[0], 0, params["max"])
         described = ", ".join(f"{k}={v}" for k, v in params.items())
-        raise _refuse(node, "clamp or threshold other than a ReLU", f"{name}({described})")
+        raise _refuse(node, "clip other than a ReLU or a clipped ReLU", f"{name}({described})")
+
+    def _clipped(self, node, name: str, x: Affine, low, high) -> Affine:
+        """A clipped ReLU min(max(x, 0), a), a > 0 (nn.ReLU6, nn.Hardtanh(0, a), clamp(0, a)): a hidden
+        population, as a ReLU. An IF neuron fires at most once per step, so it clips at its threshold,
+        which normalization puts at the activation scale lambda of the clipped activation (<= a)."""
+        if not (isinstance(low, (int, float)) and low == 0 and isinstance(high, (int, float)) and high > 0):
+            raise _refuse(node, "clip other than a ReLU or a clipped ReLU", f"{name}(min={low}, max={high})")
+        out = self._relu(node, x)
+        self.network.populations[out.terms[0].source].metadata["clip"] = float(high)
+        return out
 
     def _softmax(self, node, x: Affine, dim: int | None, name: str) -> Affine:
         """Drops a softmax / log_softmax over the class axis that is the model's last op (monotonic, so
@@ -404,6 +593,46 @@ class FxConverter:
         self.notes.append(f"dropped the final {name} (graph node {node.name!r}): the output population reads "
                           "out logits, whose argmax is the same")
         return x
+
+    def _reduce(self, node, kind: str, args: list, kwargs: dict) -> Affine:
+        """``mean`` / ``sum`` over every spatial axis (average pooling over the whole map, then a flatten
+        unless ``keepdim``), or over some spatial axes with ``keepdim=True``; a sum is the mean times the
+        window size."""
+        x = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis"))
+        keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+        ndim = len(x.shape) + 1
+        dims, spatial = _dims(dim, ndim), tuple(range(2, ndim))
+        what = f"{kind} over dim {dim}{' (keepdim)' if keepdim else ''} of an activation of shape {x.shape}"
+        if (not dims or not spatial or len(spatial) > 2 or not set(dims) <= set(spatial)
+                or (not keepdim and dims != spatial) or kwargs.get("dtype") not in (None, torch.float32)):
+            raise _refuse(node, "mean or sum over axes other than the spatial ones", what)
+        kernel = tuple(x.shape[d - 1] if d in dims else 1 for d in spatial)
+        out = x.apply(AvgPool2d(kernel, kernel) if len(kernel) == 2 else AvgPool1d(kernel[0], kernel[0]))
+        if kind == "sum":
+            out = out.apply(Scale(np.asarray(float(np.prod(kernel)))))
+        return out if keepdim else out.apply(Flatten())
+
+    def _cat(self, node, tensors, dim) -> Affine:
+        """Concatenation along the channel axis: each part goes to its channel slice of the result
+        (``ChannelSlice``), and the parts add up; a population made from it receives one projection
+        per part."""
+        parts = list(tensors)
+        if not all(isinstance(p, Affine) for p in parts):
+            raise _refuse(node, "parameter or buffer used directly", "concatenation with a constant tensor")
+        ndim = len(parts[0].shape) + 1
+        shapes = [p.shape for p in parts]
+        if not isinstance(dim, int) or dim % ndim != 1 or len({s[1:] for s in shapes}) != 1 \
+                or len({len(s) for s in shapes}) != 1:
+            raise _refuse(node, "concatenation along an axis other than the channels",
+                          f"concatenation of shapes {shapes} along dim {dim}")
+        total = sum(s[0] for s in shapes)
+        out, offset = None, 0
+        for part in parts:
+            piece = part.apply(ChannelSlice(offset, total))
+            offset += part.shape[0]
+            out = piece if out is None else self._add(node, out, piece)
+        return out
 
     def _flatten(self, node, x: Affine, start_dim: int = 1, end_dim: int = -1) -> Affine:
         if start_dim != 1 or end_dim != -1:
@@ -435,19 +664,28 @@ class FxConverter:
         self.activation_nodes[name] = node.name
         return Affine([Term(name)], x.shape)
 
-    def _make_population(self, node, x: Affine, role: str) -> str:
-        name = "output" if role == "output" else node.name.lstrip("_")
+    def _make_population(self, node, x: Affine, role: str, name: str | None = None) -> str:
+        name = (name or ("output" if role == "output" else node.name)).lstrip("_")
         if name[:1].isdigit():
             name = f"relu_{name}"
         bias = None if x.bias is None else _compress_bias(x.bias)
         neuron = NeuronSpec(readout="membrane") if role == "output" else NeuronSpec()
         self.network.add_population(Population(name, x.shape, role, neuron=neuron, bias=bias,
                                                 metadata={"fx_node": node.name}))
+        chains: list[tuple[str, list[Op]]] = []
         for term in x.terms:
             source_shape = self.network.populations[term.source].shape
             ops = fold_scales(term.ops, source_shape)
             assert chain_out_shape(ops, source_shape) == x.shape
-            self.network.connect(term.source, name, ops)
+            for index, (source, other) in enumerate(chains):
+                merged = _merged(other, ops) if source == term.source else None
+                if merged is not None:
+                    chains[index] = (source, merged)
+                    break
+            else:
+                chains.append((term.source, ops))
+        for source, ops in chains:
+            self.network.connect(source, name, ops)
         return name
 
 
@@ -459,3 +697,34 @@ def _compress_bias(bias: torch.Tensor) -> np.ndarray:
         if np.all(flat == flat[:, :1]):
             return flat[:, 0].copy()
     return array.copy()
+
+
+def _max_tree(values: list, combine: Callable) -> object:
+    """Reduces ``values`` by ``combine(a, b)`` (a maximum) in a balanced tree: pairs, then pairs of
+    pairs; an odd one out moves up a level unchanged."""
+    while len(values) > 1:
+        paired = [combine(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
+        values = paired + values[-1:] if len(values) % 2 else paired
+    return values[0]
+
+
+def _same_op(a: Op, b: Op, arrays: bool = True) -> bool:
+    if type(a) is not type(b) or a.params() != b.params():
+        return False
+    if not arrays:
+        return {k: np.shape(v) for k, v in a.arrays().items()} == {k: np.shape(v) for k, v in b.arrays().items()}
+    return all(np.array_equal(v, b.arrays()[k]) for k, v in a.arrays().items())
+
+
+def _merged(a: list[Op], b: list[Op]) -> list[Op] | None:
+    """One chain for two chains from the same source that differ only in the weights of one weighted op
+    (A W1 B + A W2 B = A (W1 + W2) B), or None."""
+    if len(a) != len(b):
+        return None
+    differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not _same_op(x, y)]
+    if len(differ) != 1:
+        return None
+    i = differ[0]
+    if not a[i].weighted or not _same_op(a[i], b[i], arrays=False):
+        return None
+    return [*a[:i], dataclasses.replace(a[i], weight=a[i].weight + b[i].weight), *a[i + 1:]]

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from neurodeploy.ir.network import Network, Projection
-from neurodeploy.ir.ops import AvgPool2d, chain_out_shape
+from neurodeploy.ir.ops import chain_out_shape
 from neurodeploy.ir.torch_ops import chain_columns, compile_chain
 
 
 def _paths_are_unique(projection: Projection) -> bool:
     weighted = sum(op.weighted for op in projection.ops)
-    overlapping = any(isinstance(op, AvgPool2d) and op.overlapping for op in projection.ops)
+    overlapping = any(getattr(op, "overlapping", False) for op in projection.ops)  # 1-D and 2-D pooling
     return weighted <= 1 and not overlapping
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity, Op, Scale
+from neurodeploy.ir.ops import AvgPool1d, AvgPool2d, ChannelSlice, Conv1d, Conv2d, Dense, Flatten, Identity, Op, Scale
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,6 +43,18 @@ def compile_op(op: Op, device: torch.device | str = "cpu", dtype: torch.dtype = 
     if isinstance(op, AvgPool2d):
         area = op.kernel[0] * op.kernel[1] if support else 1
         return lambda x: F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True) * area
+    if isinstance(op, Conv1d):
+        weight = tensor(op.weight)
+        return lambda x: F.conv1d(x, weight, None, op.stride, op.padding, op.dilation, op.groups)
+    if isinstance(op, AvgPool1d):
+        length = op.kernel if support else 1
+        return lambda x: F.avg_pool1d(x, op.kernel, op.stride, op.padding, count_include_pad=True) * length
+    if isinstance(op, ChannelSlice):
+        def embed(x: torch.Tensor) -> torch.Tensor:
+            out = x.new_zeros((x.shape[0], op.channels, *x.shape[2:]))
+            out[:, op.offset: op.offset + x.shape[1]] = x
+            return out
+        return embed
     if isinstance(op, Flatten):
         return lambda x: x.flatten(1)
     if isinstance(op, Identity):

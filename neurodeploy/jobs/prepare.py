@@ -85,7 +85,7 @@ def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache,
     if conversion.conversion != "rate":
         if config.model.given:
             return [base]
-        settings = {"bits": conversion.quant_bits, "resolution": "mixed", "q_share": Q_SHARE,
+        settings = {"bits": conversion.quant_bits, "resolution": "mixed-per-layer", "q_share": Q_SHARE,
                     "train": asdict(TrainConfig(epochs=conversion.quant_epochs, lr=0.01, seed=seed))}
 
         def quantize():
@@ -93,7 +93,7 @@ def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache,
                                       f"{conversion.quant_epochs} epochs"))
             model, record = finetune_quantized(base.model, dataset.train, conversion.quant_bits,
                                                TrainConfig(**settings["train"]), progress=progress,
-                                               resolution=settings["resolution"])
+                                               resolution="mixed")
             return model, {**_shape(base, dataset), "quant_bits": conversion.quant_bits}, record
 
         return [base, derived_model(cache, base, dataset, f"q{conversion.quant_bits}",

@@ -77,15 +77,16 @@ def weight_scale(shift: int) -> float:
     return 2.0 ** (15 - shift)
 
 
-def quantize_weights(weights: np.ndarray, shift: int) -> tuple[np.ndarray, int]:
+def quantize_weights(weights: np.ndarray, shift: int, limit: int = RING_BUFFER_MAX) -> tuple[np.ndarray, int]:
     """The weights a receptor with ``shift`` really applies (magnitudes rounded to 16-bit integers of
     ``2^(shift - 15)``; signs kept), and how many magnitudes exceeded 16 bits and were clipped (sPyNNaker
     masks them to 16 bits; clipping is the kinder reading, and a shift from the summed weight never
-    lets one synapse get there)."""
+    lets one synapse get there). ``limit``: the largest integer magnitude (``LOCAL_ONLY_WEIGHT_MAX`` for
+    the int16 weights of local-only connectors)."""
     scale = weight_scale(shift)
     units = np.rint(np.abs(weights) * scale)
-    clipped = int((units > RING_BUFFER_MAX).sum())
-    return np.sign(weights) * np.minimum(units, RING_BUFFER_MAX) / scale, clipped
+    clipped = int((units > limit).sum())
+    return np.sign(weights) * np.minimum(units, limit) / scale, clipped
 
 
 def ring_buffer_limit(shift: int) -> float:
@@ -114,3 +115,85 @@ class DeltaCell:
         cm = float(round_s1615(tau_m * (1.0 - decay)))
         resistance = float(round_s1615(tau_m / cm))
         return DeltaCell(tau_m, cm, decay, resistance * (1.0 - decay))
+
+
+#: synaptic time constant (ms) of the IF_curr_exp cell: exp(-1 / (1/32)) = exp(-32) is 0 in sPyNNaker's u0.32
+#: decay, so a spike's current acts in its arrival step only, as a delta synapse's
+DEFAULT_TAU_SYN = 1.0 / 32
+#: magnitude limit of local-only (ConvolutionConnector, PoolDenseConnector) weights: int16 after scaling
+LOCAL_ONLY_WEIGHT_MAX = 2**15 - 1
+U032_ONE = 2**32
+
+
+@dataclass(frozen=True)
+class ExpCell:
+    """The constants of IF_curr_exp (``tau_refrac = 0``, dt = 1 ms), the cell of local-only connectors, as
+    sPyNNaker 1!7.4.x computes them on the chip: membrane ``decay = e = exp(-dt / tau_m)`` and
+    ``resistance = R = tau_m / cm`` in S16.15; synaptic ``decay_bits = exp(-dt / tau_syn)`` and
+    ``init_bits = (tau_syn / dt) (1 - decay)`` in u0.32 (``1 - decay`` taken as ``2^32 - 1 - decay_bits``).
+
+    One step (tick) per neuron: the ring buffer's summed input x of each receptor (S16.15, see
+    :func:`weight_scale`) enters its synaptic current as ``I += floor(x * init)`` (:meth:`synaptic_input`);
+    the membrane takes ``V <- e V + R (1 - e) (I_exc - I_inh + i_offset)`` (the closed form
+    ``a - e (a - V)``, ``a = R I``); a spike at ``V >= v_thresh`` resets V to 0; then ``I <- floor(I *
+    decay)``, which is 0 for ``tau_syn <= 1/32`` ms. ``cm`` makes ``gain = R (1 - e) init`` 1 (a
+    weight w moves V by w); ``bias_gain = R (1 - e)`` is what one unit of ``i_offset`` adds per step,
+    so a bias b is sent as ``i_offset = b / bias_gain`` (:meth:`offset_for`).
+    """
+
+    tau_m: float
+    tau_syn: float
+    cm: float
+    decay: float
+    resistance: float
+    syn_decay_bits: int
+    init_bits: int
+    bias_gain: float
+    gain: float
+
+    @staticmethod
+    def for_tau(tau_m: float, tau_syn: float = DEFAULT_TAU_SYN) -> ExpCell:
+        tau_syn = float(round_s1615(tau_syn))
+        syn_decay_bits = int(round(math.exp(-1.0 / tau_syn) * U032_ONE)) if tau_syn > 0 else 0
+        if tau_syn <= 0 or syn_decay_bits:
+            raise BackendError(f"tau_syn = {tau_syn} ms: the IF_curr_exp cell here needs 0 < tau_syn <= 0.04 ms, so "
+                               "that the synaptic current decays to 0 within one 1 ms step")
+        init_bits = (int(round(tau_syn / S1615_RESOLUTION)) * (U032_ONE - 1 - syn_decay_bits)) >> 15
+        decay = float(round_s1615(math.exp(-1.0 / tau_m)))
+        cm = float(round_s1615(tau_m * (1.0 - decay) * init_bits / U032_ONE))
+        resistance = tau_m / cm if cm > 0 else math.inf
+        if not 1.0 <= tau_m <= 16384.0 or resistance > S1615_MAX:
+            raise BackendError(f"tau_m = {tau_m} ms is outside what S16.15 IF_curr_exp handles here (R = tau_m / cm "
+                               f"must stay below {S1615_MAX:.0f}: tau_m below about 1985 ms with tau_syn = "
+                               f"{tau_syn} ms)")
+        resistance = float(round_s1615(resistance))
+        bias_gain = resistance * (1.0 - decay)
+        return ExpCell(tau_m, tau_syn, cm, decay, resistance, syn_decay_bits, init_bits, bias_gain,
+                       bias_gain * init_bits / U032_ONE)
+
+    def synaptic_input(self, summed: np.ndarray) -> np.ndarray:
+        """The synaptic current ``floor(x * init)`` (S16.15) of one receptor's summed ring-buffer input
+        ``summed`` (non-negative S16.15 values)."""
+        bits = np.rint(np.asarray(summed, np.float64) / S1615_RESOLUTION).astype(np.int64)
+        return ((bits * self.init_bits) >> 32) * S1615_RESOLUTION
+
+    def offset_for(self, bias):
+        """``i_offset`` (S16.15) for a per-step membrane bias ``bias`` (numbers and numpy arrays)."""
+        return round_s1615(np.asarray(bias, np.float64) / self.bias_gain)
+
+# --- energy (SpiNNaker 1), the figures of sPyNNaker's own energy report (spinn_machine, VersionSpin1) --------
+#: router energy per transmitted bit (Painkras et al., "SpiNNaker: A 1-W 18-core system-on-chip for
+#: massively-parallel neural network simulation", IEEE JSSC 48(8), 2013)
+JOULES_PER_ROUTER_BIT = 25e-12
+#: a multicast spike packet is 40 bits (1 nJ per router it passes); 72 bits with a 32-bit payload (1.8 nJ)
+PACKET_BITS = 40
+PACKET_WITH_PAYLOAD_BITS = 72
+JOULES_PER_PACKET = JOULES_PER_ROUTER_BIT * PACKET_BITS
+JOULES_PER_PACKET_WITH_PAYLOAD = JOULES_PER_ROUTER_BIT * PACKET_WITH_PAYLOAD_BITS
+#: power of a chip with every core idle (a 48-chip board measured at 16.82 W idle, SDRAM included)
+WATTS_PER_IDLE_CHIP = 0.35
+#: extra power of one core running (806 active cores on a 48-chip board added 27.5 W)
+WATTS_PER_ACTIVE_CORE = 0.034
+#: cores per chip; one runs the monitor, so at most 17 run application vertices
+CORES_PER_CHIP = 18
+APPLICATION_CORES_PER_CHIP = 17

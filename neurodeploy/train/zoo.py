@@ -1,5 +1,6 @@
-"""Seed architectures (Dutson et al.'s dense and conv MNIST and conv CIFAR models, and a small ResNet). Every weighted layer but the last is followed by BatchNorm
-and ReLU; convolutions use "same" padding."""
+"""Seed architectures (Dutson et al.'s dense and conv MNIST and conv CIFAR models, a small ResNet and a
+ResNet-20-style network). Every weighted layer but the last is followed by BatchNorm and ReLU;
+convolutions use "same" padding."""
 
 from __future__ import annotations
 
@@ -84,11 +85,27 @@ def resnet_small(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10
     )
 
 
+def resnet20(input_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10, blocks: int = 3) -> nn.Module:
+    """He et al.'s CIFAR ResNet (6n + 2 layers; n = ``blocks`` = 3 gives ResNet-20): conv3x3x16 stem, three
+    stages of ``blocks`` residual blocks with 16, 32 (stride 2) and 64 (stride 2) channels, downsampling
+    shortcuts by strided 1x1 conv-BN (option B), global average pooling, FC. About 33 M
+    multiply-accumulates per 28 x 28 image."""
+    c = input_shape[0]
+    layers: list[nn.Module] = [nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    c = 16
+    for width, stride in ((16, 1), (32, 2), (64, 2)):
+        for index in range(blocks):
+            layers.append(ResidualBlock(c, width, stride if index == 0 else 1))
+            c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "dense_mnist": dense_mnist,
     "conv_mnist": conv_mnist,
     "conv_cifar": conv_cifar,
     "resnet_small": resnet_small,
+    "resnet20": resnet20,
 }
 
 

@@ -1,0 +1,140 @@
+"""Residual networks: the ResNet-20-style zoo model, QCFS at the residual join, the mixed-resolution
+fine-tuning of QuantReLU, and the delayed readout chosen on calibration items."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from conftest import simulate
+
+from neurodeploy.convert import convert
+from neurodeploy.train.quantized import QuantReLU, calibrate_steps, draw_resolution, quantize_activations
+from neurodeploy.train.zoo import ResidualBlock, build, resnet20
+
+
+def test_resnet20_has_three_stages_of_three_blocks_and_converts():
+    model = resnet20()
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 9 and sum(isinstance(b.shortcut, nn.Sequential) for b in blocks) == 2
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert isinstance(build("resnet20", (1, 28, 28), 10, seed=0), nn.Sequential)
+    net = convert(model.eval(), torch.rand(8, 1, 28, 28))
+    hidden = [p for p in net.populations.values() if p.role == "hidden"]
+    assert len(hidden) == 1 + 2 * 9
+    joins = [p.name for p in hidden if len(net.incoming(p.name)) == 2]
+    assert len(joins) == 9  # every block's output population adds its conv path and its shortcut
+
+
+class _QuantBlock(nn.Module):
+    """stem -> residual block with a strided 1x1 shortcut -> identity residual block -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.down, self.same = ResidualBlock(4, 6, 2), ResidualBlock(6, 6, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.head(self.same(self.down(self.stem(x))))
+
+
+def _ramp(model: nn.Module) -> nn.Module:
+    """``model`` with every QuantReLU's staircase replaced by the clipped ramp clip(x, 0, s Q)."""
+    ramp = copy.deepcopy(model)
+    for module in ramp.modules():
+        if isinstance(module, QuantReLU):
+            theta = float(module.step.detach().abs()) * module.levels
+            module.forward = lambda x, theta=theta: torch.clamp(x, 0, theta)
+    return ramp
+
+
+def test_qcfs_residual_join_follows_the_method_and_tends_to_the_clipped_ramp():
+    """The population after each '+' has theta = s Q of the QuantReLU after the addition, v0 = theta / 2,
+    reset by subtraction, and receives its conv path and its shortcut; the SNN's large-T limit is the ANN
+    with each staircase replaced by the clipped ramp (what QCFS computes for T >> Q)."""
+    torch.manual_seed(0)
+    model = quantize_activations(_QuantBlock(), 2)
+    x = torch.rand(64, 1, 8, 8)
+    calibrate_steps(model, x)
+    model.eval()
+    net = convert(model, x, conversion="qcfs")
+    for block in ("down", "same"):
+        quantizer = getattr(model, block).relu2
+        join = next(p for p in net.populations.values() if p.metadata.get("fx_node") == f"{block}_relu2")
+        assert join.neuron.threshold == pytest.approx(float(quantizer.step.detach()) * quantizer.levels)
+        assert join.neuron.v_init == "half" and join.neuron.reset == "subtract"
+        assert len(net.incoming(join.name)) == 2
+    T = 2000
+    snn = simulate(net, x, T).readout[:, -1] / T
+    with torch.no_grad():
+        ramp = _ramp(model)(x).numpy()
+    assert np.abs(snn - ramp).max() < 0.02 * np.abs(ramp).max()
+
+
+def test_mixed_resolution_draws_q_levels_everywhere_or_a_resolution_per_layer():
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 8), nn.ReLU()] + [m for _ in range(3) for m in (nn.Linear(8, 8), nn.ReLU())]
+    model = quantize_activations(nn.Sequential(*layers), 2)
+    calibrate_steps(model, torch.rand(64, 4))
+    quantizers = [m for m in model.modules() if isinstance(m, QuantReLU)]
+    assert len(quantizers) == 4 and all(q.resolution == "mixed" for q in quantizers)
+    model.train()
+    seen, everywhere_q, mixed = set(), 0, 0
+    for _ in range(200):
+        model(torch.rand(8, 4))
+        finer = [q.finer for q in quantizers]
+        seen |= set(finer)
+        everywhere_q += finer == [1, 1, 1, 1]
+        mixed += len(set(finer)) > 1
+    assert seen == {1, 2, 4, 8, 16}
+    assert 80 <= everywhere_q <= 130 and mixed >= 60  # about half the batches run every layer at Q levels
+    q = quantizers[0]
+    x = torch.linspace(-1, 3, 401)[None, :].repeat(2, 1)
+    q.finer = 4
+    values = (q(x) / q.step.detach()).detach()
+    np.testing.assert_allclose(values * 4, torch.round(values * 4), atol=1e-4)  # a grid of s / 4
+    assert values.max() == pytest.approx(q.levels, rel=1e-5)  # the same clip s Q
+    model.eval()
+    model(torch.rand(8, 4))  # the hook draws nothing in eval mode; eval always uses Q levels
+    np.testing.assert_allclose((q(x) / q.step).detach(), torch.round((q(x) / q.step).detach()), atol=1e-4)
+    fixed = quantize_activations(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), 2, resolution="fixed")
+    assert not fixed._forward_pre_hooks
+    draw_resolution(fixed.train(), ())
+    assert all(m.finer == 1 for m in fixed.modules() if isinstance(m, QuantReLU))
+
+
+def test_delayed_readout_choice_uses_calibration_items_only():
+    """'auto' simulates the first readout_items calibration items; the chosen k never agrees less with
+    the ANN than reading from the start."""
+    torch.manual_seed(0)
+    model = resnet20(input_shape=(1, 8, 8), n_classes=4, blocks=1).eval()
+    calibration = torch.rand(48, 1, 8, 8)
+    net = convert(model, calibration, readout_start="auto", readout_T=12, readout_items=24)
+    choice = net.metadata["readout_start_choice"]
+    assert choice["items"] == 24 and choice["T"] == 12
+    assert net.metadata["readout_start"] == choice["readout_start"]
+    assert choice["agreement"] >= choice["agreement_without"]
+
+
+@pytest.mark.slow
+def test_qcfs_resnet_small_at_T32_is_close_to_its_quantized_ann(mnist):
+    """A briefly trained 2-bit resnet_small (mixed-resolution fine-tuning): the SNN at T = 32 within 3 pp
+    of the quantized ANN on 500 test digits (examples/deep_conversion.py measures the full recipe)."""
+    from neurodeploy.data import Split
+    from neurodeploy.train import TrainConfig, evaluate_accuracy, train_model
+    from neurodeploy.train.quantized import finetune_quantized
+    from neurodeploy.train.zoo import resnet_small
+
+    torch.manual_seed(0)
+    train = Split(mnist.train.images[:3000], mnist.train.labels[:3000])
+    model = resnet_small()
+    train_model(model, train, TrainConfig(epochs=3, seed=0), progress=False)
+    quantized, _ = finetune_quantized(model, train, 2, TrainConfig(epochs=3, lr=0.01, seed=0), progress=False)
+    test = mnist.test.head(500)
+    ann = evaluate_accuracy(quantized, test)
+    net = convert(quantized, train.images[:500], conversion="qcfs")
+    snn = simulate(net, test.images, 32).readout[:, -1].argmax(1)
+    accuracy = float((snn == test.labels.numpy()).mean())
+    assert abs(accuracy - ann) <= 0.03, (accuracy, ann)
