@@ -116,25 +116,3 @@ def test_delayed_readout_choice_uses_calibration_items_only():
     assert choice["items"] == 24 and choice["T"] == 12
     assert net.metadata["readout_start"] == choice["readout_start"]
     assert choice["agreement"] >= choice["agreement_without"]
-
-
-@pytest.mark.slow
-def test_qcfs_resnet_small_at_T32_is_close_to_its_quantized_ann(mnist):
-    """A briefly trained 2-bit resnet_small (mixed-resolution fine-tuning): the SNN at T = 32 within 3 pp
-    of the quantized ANN on 500 test digits (examples/deep_conversion.py measures the full recipe)."""
-    from neurodeploy.data import Split
-    from neurodeploy.train import TrainConfig, evaluate_accuracy, train_model
-    from neurodeploy.train.quantized import finetune_quantized
-    from neurodeploy.train.zoo import resnet_small
-
-    torch.manual_seed(0)
-    train = Split(mnist.train.images[:3000], mnist.train.labels[:3000])
-    model = resnet_small()
-    train_model(model, train, TrainConfig(epochs=3, seed=0), progress=False)
-    quantized, _ = finetune_quantized(model, train, 2, TrainConfig(epochs=3, lr=0.01, seed=0), progress=False)
-    test = mnist.test.head(500)
-    ann = evaluate_accuracy(quantized, test)
-    net = convert(quantized, train.images[:500], conversion="qcfs")
-    snn = simulate(net, test.images, 32).readout[:, -1].argmax(1)
-    accuracy = float((snn == test.labels.numpy()).mean())
-    assert abs(accuracy - ann) <= 0.03, (accuracy, ann)
