@@ -4,7 +4,8 @@ Two residual networks: the zoo's ``resnet_small`` and ``resnet20`` (three stages
 downsampling shortcuts), trained here (cached under ``results/models/`` like every job's models).
 
 * ``qcfs``: each net fine-tuned with 2-bit activations (QuantReLU, mixed training resolution) and
-  converted with QCFS; the quantized ANN's and the SNN's test accuracy at T = 8 ... 64.
+  converted with QCFS; the quantized ANN's and the SNN's test accuracy at T = 16, 32, 64, read from the
+  start and with a delayed readout (k chosen on calibration items of the training split).
 * ``rate``: the full-precision nets converted with rate coding (percentile normalization), test
   accuracy at T = 32, 64, 128 before and after per-channel threshold balancing and a delayed readout
   (the delay is chosen on calibration items of the training split, never on the test split).
@@ -38,6 +39,10 @@ from neurodeploy.train import evaluate_accuracy
 ARCHS = {"resnet_small": 15, "resnet20": 8}  # architecture -> training epochs
 
 
+def _archs(args) -> list[tuple[str, int]]:
+    return [(arch, ARCHS[arch]) for arch in args.archs.split(",")]
+
+
 def snn_accuracy(network, split, Ts: list[int], batch_size: int = 500) -> dict[int, float]:
     """Test accuracy of the readout at each T in ``Ts`` from one run of max(Ts) steps (the gpu backend
     on this machine's device), honouring a delayed readout recorded in the network."""
@@ -58,16 +63,39 @@ def model(arch: str, epochs: int, dataset, quant_epochs: int | None = None, seed
     return model_for_conversion(config, dataset, model_cache(config, silent))[-1].model.eval()
 
 
+QCFS_TS = [16, 32, 64]
+
+
 def qcfs_part(args, dataset, test) -> list[dict]:
+    """QCFS on the 2-bit nets: the quantized ANN's test accuracy, the SNN's at T = 16, 32, 64 read from the
+    start, and with the delayed readout chosen for each T on calibration items (``readout_starts``, the
+    choice ``convert(..., readout_start="auto", readout_T=T)`` makes)."""
+    from neurodeploy.backends.base import delayed_readout
+    from neurodeploy.convert.readout import readout_starts
+
+    choice_items = dataset.train.images[1000:1000 + args.readout_items]
+    labels = test.labels.numpy()
     rows = []
-    for arch, epochs in ARCHS.items():
+    for arch, epochs in _archs(args):
         quantized = model(arch, epochs, dataset, args.quant_epochs)
         network = convert(quantized, dataset.train.images[:1000], conversion="qcfs")
         ann = evaluate_accuracy(quantized, test)
-        snn = snn_accuracy(network, test, [8, 16, 32, 64])
-        rows.append({"arch": arch, "quantized_ann": ann, **{f"snn_T{T}": a for T, a in snn.items()}})
-        print(f"qcfs {arch}: quantized ANN {ann:.4f}, SNN " + ", ".join(f"T={T} {a:.4f}" for T, a in snn.items()),
-              flush=True)
+        with torch.no_grad():
+            reference = quantized(choice_items).argmax(1).numpy()
+        choices = readout_starts(network, choice_items, reference, QCFS_TS)
+        result = get_backend("gpu").run(network, test.images, test.labels,
+                                        RunOptions(T=max(QCFS_TS), batch_size=500, progress=False))
+        readout = result.readout.astype(np.float64)
+        row = {"arch": arch, "quantized_ann": ann}
+        for T in QCFS_TS:
+            k = choices[T]["readout_start"]
+            row[f"snn_T{T}"] = float((readout[:, T - 1].argmax(1) == labels).mean())
+            row[f"snn_T{T}_delayed"] = float((delayed_readout(readout[:, :T], k)[:, T - 1].argmax(1) == labels).mean())
+            row[f"k{T}"] = k
+        rows.append(row)
+        print(f"qcfs {arch}: quantized ANN {ann:.4f}; SNN " + ", ".join(
+            f"T={T} {row[f'snn_T{T}']:.4f} / delayed (k={row[f'k{T}']}) {row[f'snn_T{T}_delayed']:.4f}"
+            for T in QCFS_TS), flush=True)
     return rows
 
 
@@ -93,7 +121,7 @@ def rate_part(args, dataset, test) -> list[dict]:
     backend = get_backend("gpu")
     labels = test.labels.numpy()
     rows = []
-    for arch, epochs in ARCHS.items():
+    for arch, epochs in _archs(args):
         source = model(arch, epochs, dataset)
         ann = evaluate_accuracy(source, test)
         with torch.no_grad():
@@ -249,7 +277,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="qcfs,rate,ops,maxpool")
     parser.add_argument("--samples", type=int, default=None, help="test items (default: all 2,000)")
-    parser.add_argument("--quant-epochs", type=int, default=5)
+    parser.add_argument("--archs", default="resnet_small,resnet20", help=f"residual nets, from {sorted(ARCHS)}")
+    parser.add_argument("--quant-epochs", type=int, default=8)
     parser.add_argument("--op-items", type=int, default=1000, help="random inputs per op (part ops)")
     parser.add_argument("--readout-items", type=int, default=300,
                         help="training items (after the 1,000 calibration items) the delayed readout is chosen on")

@@ -253,7 +253,7 @@ def _then(op, shape=LIN):
 #: table key -> (model factory, input shape without batch); conversion "qcfs" for the last entry
 TRIGGERS = {
     "max pooling without a strategy": _then(nn.MaxPool2d(2), CONV),
-    "max pooling the 'spiking' strategy cannot express": _then(nn.MaxPool2d(2, ceil_mode=True), CONV),
+    "max pooling that its strategy cannot express": _then(nn.MaxPool2d(2, ceil_mode=True), CONV),
     "nn.Sigmoid": _then(nn.Sigmoid()),
     "nn.Tanh": _then(nn.Tanh()),
     "nn.GELU": _then(nn.GELU()),
@@ -318,7 +318,7 @@ ACTIONS = ("replace", "use ", "retrain", "remove", "return", "wrap", "fine-tune"
 def test_every_refusal_names_the_op_the_node_and_an_action(key):
     factory, shape = TRIGGERS[key]
     conversion = "qcfs" if "qcfs" in key else "rate"
-    max_pool = "spiking" if "'spiking'" in key else None
+    max_pool = "spiking" if "its strategy" in key else None
     with pytest.raises(UnsupportedOperationError) as err:
         convert(factory().eval(), torch.rand(4, *shape), conversion=conversion, max_pool=max_pool)
     message, advice = str(err.value), REFUSALS[key]

@@ -73,7 +73,8 @@ def test_qcfs_residual_join_follows_the_method_and_tends_to_the_clipped_ramp():
     assert np.abs(snn - ramp).max() < 0.02 * np.abs(ramp).max()
 
 
-def test_mixed_resolution_draws_q_levels_everywhere_or_a_resolution_per_layer():
+def test_mixed_resolution_draws_one_of_three_schedules_per_batch():
+    """Every QuantReLU at Q levels, all at one finer resolution, or each at its own: a third each."""
     torch.manual_seed(0)
     layers = [nn.Linear(4, 8), nn.ReLU()] + [m for _ in range(3) for m in (nn.Linear(8, 8), nn.ReLU())]
     model = quantize_activations(nn.Sequential(*layers), 2)
@@ -81,15 +82,16 @@ def test_mixed_resolution_draws_q_levels_everywhere_or_a_resolution_per_layer():
     quantizers = [m for m in model.modules() if isinstance(m, QuantReLU)]
     assert len(quantizers) == 4 and all(q.resolution == "mixed" for q in quantizers)
     model.train()
-    seen, everywhere_q, mixed = set(), 0, 0
-    for _ in range(200):
+    seen, everywhere_q, shared_finer, per_layer = set(), 0, 0, 0
+    for _ in range(300):
         model(torch.rand(8, 4))
         finer = [q.finer for q in quantizers]
         seen |= set(finer)
         everywhere_q += finer == [1, 1, 1, 1]
-        mixed += len(set(finer)) > 1
+        shared_finer += len(set(finer)) == 1 and finer[0] > 1
+        per_layer += len(set(finer)) > 1
     assert seen == {1, 2, 4, 8, 16}
-    assert 80 <= everywhere_q <= 130 and mixed >= 60  # about half the batches run every layer at Q levels
+    assert min(everywhere_q, shared_finer, per_layer) >= 70  # about 100 each
     q = quantizers[0]
     x = torch.linspace(-1, 3, 401)[None, :].repeat(2, 1)
     q.finer = 4

@@ -93,16 +93,17 @@ def exp_synaptic_fn(excitatory, inhibitory, limits: tuple[float, float], cell: E
     limit and becomes the current ``floor(x * init)`` (exact integer arithmetic on the S16.15 bits); the
     result is the membrane change ``R (1 - e) (I_exc - I_inh)``. ``excitatory`` / ``inhibitory``: the
     receptors' weight functions (magnitudes)."""
-    init = cell.init_bits
+    init, scale = cell.init_bits, cell.bias_gain * S1615_RESOLUTION
 
-    def current(fn, limit, spikes):
-        summed = fn(spikes).clamp_(max=limit)
-        bits = torch.round(summed.double() / S1615_RESOLUTION).long()
-        return torch.bitwise_right_shift(bits * init, 32).double() * S1615_RESOLUTION
+    def current_bits(fn, limit, spikes):
+        # the sums of quantized weights are multiples of 2^(shift - 15) below 2^24 of them: exact in float32,
+        # and so are their S16.15 bits
+        bits = fn(spikes).clamp_(max=limit).mul_(1.0 / S1615_RESOLUTION).long()
+        return torch.bitwise_right_shift(bits.mul_(init), 32)
 
     def apply(spikes: torch.Tensor) -> torch.Tensor:
-        total = current(excitatory, limits[0], spikes).sub_(current(inhibitory, limits[1], spikes))
-        return total.mul_(cell.bias_gain).to(spikes.dtype)
+        total = current_bits(excitatory, limits[0], spikes).sub_(current_bits(inhibitory, limits[1], spikes))
+        return total.double().mul_(scale).to(spikes.dtype)
 
     return apply
 

@@ -101,7 +101,8 @@ def convert(
     calibration: input samples ``[N, *input_shape]`` used for activation statistics (float32).
     normalization: "max", "percentile" (over non-zero activations; Rueckauer 2017, default p = 99.9)
         or "percentile_all" (over all activations; SaRNN, default p = 99.0).
-    granularity: "layer" (one lambda per population) or "neuron" (one per channel; Dutson et al.).
+    granularity: "layer" (one lambda per population) or "neuron" (one per channel; Dutson et al.): per-channel
+        threshold balancing, which deep and residual networks need at low T (with ``v_init="half"``).
     reset, v_init, seed: neuron spec of every hidden population (see :class:`NeuronSpec`).
     max_pool: None (max pooling is refused), "avg" (replaced by average pooling of the same window, not
         retrained; :func:`neurodeploy.convert.replace_max_pooling` also fine-tunes) or "spiking" (an exact

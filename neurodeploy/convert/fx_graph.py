@@ -415,7 +415,7 @@ class FxConverter:
                                              for t in x.terms))
         if self.max_pool != "spiking" or ceil_mode or return_indices or (any(padding) and signed) \
                 or len(x.shape) != n_axes + 1:
-            raise _refuse(node, "max pooling the 'spiking' strategy cannot express", what)
+            raise _refuse(node, "max pooling that its strategy cannot express", what)
         channels = x.shape[0]
         extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
 

@@ -34,12 +34,12 @@ def _average_module(node: str, module: nn.Module) -> nn.Module:
     if isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool1d)):
         if module.return_indices:
             raise refusal(f"{type(module).__name__} with return_indices", node,
-                          "max pooling the 'spiking' strategy cannot express")
+                          "max pooling that its strategy cannot express")
         return _MODULES[type(module)](module.output_size)
     dilation = module.dilation if isinstance(module.dilation, int) else max(module.dilation)
     if dilation != 1 or module.return_indices:
         raise refusal(f"{type(module).__name__} with dilation or return_indices", node,
-                      "max pooling the 'spiking' strategy cannot express")
+                      "max pooling that its strategy cannot express")
     return _MODULES[type(module)](module.kernel_size, module.stride, module.padding, module.ceil_mode)
 
 
@@ -64,13 +64,13 @@ def average_pooling_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
                 params = dict(zip(("output_size", "return_indices"), node.args[1:], strict=False), **node.kwargs)
                 if params.get("return_indices"):
                     raise refusal(f"F.{name} with return_indices", node.name,
-                                  "max pooling the 'spiking' strategy cannot express")
+                                  "max pooling that its strategy cannot express")
                 node.args, node.kwargs = (node.args[0], params["output_size"]), {}
             else:
                 params = dict(zip(_POOL_ARGS, node.args[1:], strict=False), **node.kwargs)
                 if params.get("dilation", 1) not in (1, (1,), (1, 1)) or params.get("return_indices"):
                     raise refusal(f"F.{name} with dilation or return_indices", node.name,
-                                  "max pooling the 'spiking' strategy cannot express")
+                                  "max pooling that its strategy cannot express")
                 stride = params.get("stride") or params["kernel_size"]
                 node.args = (node.args[0], params["kernel_size"], stride, params.get("padding", 0),
                              params.get("ceil_mode", False))

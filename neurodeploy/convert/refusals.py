@@ -79,9 +79,9 @@ REFUSALS: dict[str, str] = {
         "a > 0 (clamp(0, a), nn.ReLU6, nn.Hardtanh(0, a)) convert: an IF neuron clips at its threshold; a lower "
         "bound other than 0 needs signed spikes: replace it with nn.ReLU or nn.Hardtanh(0, a) and retrain"),
     "max pooling without a strategy": _MAX_POOL,
-    "max pooling the 'spiking' strategy cannot express": (
-        "use ceil_mode=False, return_indices=False and no padding (padding is exact only right after a ReLU), or "
-        "max_pool='avg'"),
+    "max pooling that its strategy cannot express": (
+        "use ceil_mode=False and return_indices=False; max_pool='spiking' takes no padding of a signed input (use "
+        "padding only right after a ReLU, where it is exact) and max_pool='avg' no dilation"),
     "mean or sum over axes other than the spatial ones": (
         "use x.mean((2, 3)) / x.sum((2, 3)) over every spatial axis (or keepdim=True for some of them); for a "
         "channel mean use nn.Conv2d(C, 1, 1) with weights 1 / C"),

@@ -24,7 +24,7 @@ from neurodeploy.jobs.events import Event, Listener
 from neurodeploy.jobs.models import CachedModel, ModelCache, cache_folder, derived_model, trained_model
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.train import TrainConfig, evaluate_accuracy, train_model
-from neurodeploy.train.quantized import Q_SHARE, finetune_quantized
+from neurodeploy.train.quantized import SCHEDULES, finetune_quantized
 
 #: training items the backends' passes calibrate on (ring-buffer sizing)
 BACKEND_CALIBRATION_ITEMS = 256
@@ -85,7 +85,7 @@ def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache,
     if conversion.conversion != "rate":
         if config.model.given:
             return [base]
-        settings = {"bits": conversion.quant_bits, "resolution": "mixed-per-layer", "q_share": Q_SHARE,
+        settings = {"bits": conversion.quant_bits, "resolution": "mixed", "schedules": list(SCHEDULES),
                     "train": asdict(TrainConfig(epochs=conversion.quant_epochs, lr=0.01, seed=seed))}
 
         def quantize():

@@ -11,11 +11,12 @@ clip(z, 0, theta) as T grows. A network fine-tuned at exactly Q levels can learn
 coarse staircase (pre-activations piled in the dead zone (0, s / 2), or a bias sitting on a rounding
 edge, e.g. the zero background of MNIST digits) and then fails at every T > Q: a 2-bit resnet_small
 scored 91.6 % as a quantized ANN and 38 % with the ramp (and as an SNN at T = 32). With
-``resolution="mixed"`` (the default) half of the training batches run the whole network at Q levels and
-the others give each QuantReLU its own resolution Q * 2^j (j uniform in 0 .. 4, the same clip): the ANN
-stays accurate at Q levels, at the finer resolutions the SNN runs at, and when layers are off their
-levels by different amounts, as an SNN's layers are while it settles. Evaluation always uses Q levels.
-The draw is made by a forward pre-hook that :func:`quantize_activations` puts on the model's root.
+``resolution="mixed"`` (the default) each training batch draws one of three schedules with equal
+probability: the whole network at Q levels; the whole network at one finer resolution Q * 2^j (j uniform
+in 1 .. 4, the same clip); or each QuantReLU at its own Q * 2^j (j uniform in 0 .. 4). The ANN then stays
+accurate at Q levels, at the finer resolutions the SNN runs at for larger T, and when its layers are off
+their levels by different amounts, as an SNN's layers are while it settles. Evaluation always uses Q
+levels. The draw is made by a forward pre-hook that :func:`quantize_activations` puts on the model's root.
 ``resolution="fixed"`` trains at Q levels only.
 """
 
@@ -43,8 +44,8 @@ def _scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
 #: training resolutions of :class:`QuantReLU`: "mixed" (Q * 2^j levels, j uniform in 0..MAX_DOUBLINGS) or "fixed"
 RESOLUTIONS = ("mixed", "fixed")
 MAX_DOUBLINGS = 4
-#: fraction of the "mixed" training batches that run every QuantReLU at Q levels
-Q_SHARE = 0.5
+#: the "mixed" schedules, each drawn for a third of the training batches
+SCHEDULES = ("Q levels everywhere", "one finer resolution everywhere", "a resolution per layer")
 
 
 class QuantReLU(nn.Module):
@@ -93,14 +94,16 @@ class QuantReLU(nn.Module):
 
 
 def draw_resolution(model: nn.Module, args) -> None:
-    """Forward pre-hook of a model with "mixed" QuantReLUs: in training, runs every QuantReLU at Q levels
-    (probability ``Q_SHARE``), or each at its own Q * 2^j levels, j uniform in 0 .. ``MAX_DOUBLINGS``."""
+    """Forward pre-hook of a model with "mixed" QuantReLUs: in training, draws one of :data:`SCHEDULES`
+    (every QuantReLU at Q levels; all at one Q * 2^j, j uniform in 1 .. ``MAX_DOUBLINGS``; or each at its
+    own Q * 2^j, j uniform in 0 .. ``MAX_DOUBLINGS``)."""
     if not model.training:
         return
-    everywhere_q = float(torch.rand(())) < Q_SHARE
+    schedule = int(torch.randint(0, len(SCHEDULES), ()))
+    shared = 1 if schedule == 0 else 2 ** int(torch.randint(1, MAX_DOUBLINGS + 1, ()))
     for module in model.modules():
         if isinstance(module, QuantReLU) and module.resolution == "mixed":
-            module.finer = 1 if everywhere_q else 2 ** int(torch.randint(0, MAX_DOUBLINGS + 1, ()))
+            module.finer = shared if schedule < 2 else 2 ** int(torch.randint(0, MAX_DOUBLINGS + 1, ()))
 
 
 def quantize_activations(model: nn.Module, bits: int, resolution: str = "mixed") -> nn.Module:
