@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -25,11 +27,15 @@ def constant_current_network(currents, v_init="zero", reset="subtract", threshol
     return net.validate()
 
 
+#: the device the analytic tests simulate on (``NEURODEPLOY_TEST_DEVICE=cuda`` runs them on a GPU)
+TEST_DEVICE = os.environ.get("NEURODEPLOY_TEST_DEVICE", "cpu")
+
+
 def simulate(net: Network, x: torch.Tensor, T: int, **backend_kwargs):
     options = RunOptions(T=T, batch_size=max(len(x), 1), progress=False,
                          encoding=backend_kwargs.pop("encoding", "analog"))
     labels = torch.zeros(len(x), dtype=torch.long)
-    return get_backend("gpu", device="cpu", **backend_kwargs).run(net, x, labels, options)
+    return get_backend("gpu", device=TEST_DEVICE, **backend_kwargs).run(net, x, labels, options)
 
 
 @pytest.fixture(scope="session", autouse=True)
