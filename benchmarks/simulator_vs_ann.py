@@ -4,7 +4,7 @@ batched forward pass on the same device and batch (the supplement's Table D sett
     python benchmarks/simulator_vs_ann.py                    # dense MNIST and conv CIFAR, fp32 and bf16
     python benchmarks/simulator_vs_ann.py --models dense_mnist --items 1000 --T 50
 
-dense MNIST uses the trained embedded-MNIST model (trained here if not cached under results/models);
+dense MNIST uses the trained embedded-MNIST model (trained here if not in the model cache);
 conv CIFAR uses the seed architecture with random weights (no CIFAR data ships here) whose batch norm
 statistics are set on random images, so layers fire at plausible rates; its "accuracy" column is the
 agreement of the SNN's prediction at T with the ANN's prediction. Prints a table and writes
