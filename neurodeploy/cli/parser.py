@@ -188,8 +188,8 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
     group = parser.add_argument_group("anytime optimizations (Dutson et al.)")
     if switch:
         group.add_argument("--optimize", action="store_true",
-                           help="sparsity fine-tuning, per-channel scales optimized for L_SNN on held-out training "
-                           "items, half-threshold initial membrane")
+                           help="sparsity fine-tuning, per-channel scales and initial membranes optimized for L_SNN "
+                           "on held-out training items from a half-threshold start, within --accuracy-budget")
     group.add_argument("--optimize-method", default="coarse_to_fine", choices=METHODS,
                        help="staged SUBPLEX over tied channel groups, or SUBPLEX over every channel "
                        "(default: %(default)s)")
@@ -201,7 +201,21 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
     group.add_argument("--lambda-e", type=float, default=200.0, metavar="X",
                        help="weight of (1 - peak accuracy) in L_SNN (paper: 200 MNIST, 50 CIFAR) "
                        "(default: %(default)s)")
+    group.add_argument("--fixed-v-init", action="store_true",
+                       help="keep the initial membrane of --v-init (default: search one per hidden population, as "
+                       "a fraction of the threshold, starting there)")
     group.add_argument("--no-sparsity", action="store_true", help="skip sparsity fine-tuning (phase 1)")
+    group.add_argument("--accuracy-budget", type=float, default=0.5, metavar="PP",
+                       help="validation accuracy (percentage points, held-out training items) the optimizations "
+                       "may lose against the original ANN: phase 1 takes the sparsest model within it, phase 2 "
+                       "keeps the peak accuracy within it (default: %(default)s)")
+    group.add_argument("--lambda-a", type=float, metavar="X",
+                       help="phase 1 activation penalty weight (default: searched with --lambda-w as s x (10, 50), "
+                       "the sparsest model within the budget)")
+    group.add_argument("--lambda-w", type=float, metavar="X",
+                       help="phase 1 weight penalty weight (default: chosen with --lambda-a under the budget)")
+    group.add_argument("--prune", type=float, metavar="X",
+                       help="phase 1: weights with |w| below this become 0 (default: chosen under the budget)")
 
 
 def _output_group(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,8 @@ verbosity = 0
 #: worker processes of the backends read the log level from here (``neurodeploy.backends.processes``)
 LOG_LEVEL_VARIABLE = "NEURODEPLOY_LOG_LEVEL"
 
-__all__ = ["comparison_table", "configure", "console", "render", "sparsity_table", "summary_rows", "summary_table"]
+__all__ = ["comparison_table", "configure", "console", "optimization_table", "render", "sparsity_table", "summary_rows",
+           "summary_table"]
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
@@ -146,14 +147,68 @@ def mapping_table(report: dict) -> Table:
     return table
 
 
+def _pp(change: float) -> str:
+    return f"{100 * change:+.2f} pp"
+
+
 def sparsity_table(report: dict) -> Table:
-    table = Table(title="sparsity fine-tuning (validation part of the training split)")
-    for column in ("", "accuracy", "S_a", "S_w", "S_c"):
+    """Phase 1 before and after on the validation part of the training split: accuracy, S_a, S_w, S_c and
+    the strengths; under an accuracy budget (``neurodeploy.train.sparsity.budgeted_sparsity``) also the
+    budget, how the strengths were found, and with -v every candidate the search measured."""
+    items = report.get("validation_items")
+    table = Table(title="sparsity fine-tuning (validation part of the training split"
+                        + (f", {items} items)" if items else ")"))
+    for column in ("", "lambda_a", "lambda_w", "prune below", "accuracy", "change", "S_a", "S_w", "S_c"):
         table.add_column(column)
-    for when in ("before", "after"):
-        r = report[when]
-        table.add_row(when, f"{r['accuracy']:.4f}", f"{r['activation_sparsity']:.4f}", f"{r['weight_sparsity']:.4f}",
-                      f"{r['combined_sparsity']:.4f}")
+    before, config = report["before"], report["config"]
+
+    def row(label: str, r: dict, strengths: tuple[str, str, str], change: str) -> None:
+        table.add_row(label, *strengths, f"{r['accuracy']:.4f}", change, f"{r['activation_sparsity']:.4f}",
+                      f"{r['weight_sparsity']:.4f}", f"{r['combined_sparsity']:.4f}")
+
+    row("before", before, ("", "", ""), "")
+    if verbosity > 0:
+        for trial in report.get("trials", []):
+            row("candidate", trial, (f"{trial['lambda_a']:.4g}", f"{trial['lambda_w']:.4g}",
+                                     f"{trial['prune_threshold']:g}"),
+                _pp(trial["accuracy"] - before["accuracy"]) + ("" if trial["within_budget"] else " (out)"))
+    after = report["after"]
+    row("after", after, (f"{config['lambda_a']:.4g}", f"{config['lambda_w']:.4g}", f"{config['prune_threshold']:g}"),
+        _pp(after["accuracy"] - before["accuracy"]))
+    if "budget" in report:
+        searched = report["searched"]
+        how = [f"penalty chosen over {sum(t['scale'] != 0.0 for t in report['trials'])} fine-tunings"
+               if searched["penalty"] else "penalty given",
+               "pruning threshold chosen" if searched["prune_threshold"] else "pruning threshold given"]
+        verdict = "within the budget" if report["within_budget"] else "OUTSIDE the budget (the given strengths)"
+        table.caption = (f"accuracy budget {100 * report['budget']:g} pp: at least {report['accuracy_floor']:.4f}; "
+                         f"{', '.join(how)}; the sparsest candidate {verdict}" + ("" if verbosity > 0 else
+                                                                                 " (-v: every candidate)"))
+        table.caption_justify = "left"
+    return table
+
+
+def optimization_table(report: dict, message: str) -> Table:
+    """Phase 2 on the held-out training items: the original ANN, H0 and the optimized scales, with the
+    accuracy floor of the budget."""
+    table = Table(title=f"scale optimization ({report['method']}, {report['optimization_items']} held-out training "
+                        "items)")
+    for column in ("", "peak accuracy", "vs original ANN", "P_l (steps)", "P_p (events)", "loss"):
+        table.add_column(column)
+    original = report.get("original_ann_accuracy", report["ann_accuracy"])
+    table.add_row("original ANN", f"{original:.4f}", "", "", "", "")
+    for label, measured, loss in (("H0 (heuristic scales)", report["start"], report["start_loss"]),
+                                  ("optimized", report["best"], report["best_loss"])):
+        table.add_row(label, f"{measured['peak_accuracy']:.4f}", _pp(measured["peak_accuracy"] - original),
+                      f"{measured['pareto_latency']:.4g}", f"{measured['pareto_power']:.4g}", f"{loss:.4f}")
+    floor = report.get("accuracy_floor")
+    lines = [message]
+    if floor is not None:
+        verdict = "meets it" if report["feasible"] else "is BELOW it (no simulated point met it)"
+        lines.insert(0, f"accuracy budget {report['accuracy_budget_pp']:g} pp: peak accuracy at least {floor:.4f}; "
+                        f"the optimized point {verdict}")
+    table.caption = "\n".join(lines)
+    table.caption_justify = "left"
     return table
 
 
@@ -175,6 +230,10 @@ def render(event: Event) -> None:
         _simulator_logs(Path(event.data["folder"]))
     if event.kind == "fan_in":
         console.print(fan_in_table(event.data) if verbosity > 0 else fan_in_line(event.data), highlight=False)
+    elif event.kind == "sparsity":
+        console.print(sparsity_table(event.data))
+    elif event.kind == "optimization" and event.data:
+        console.print(optimization_table(event.data, event.message))
     elif event.kind == "mapping":
         console.print(mapping_table(event.data) if verbosity > 0 else mapping_line(event.data), highlight=False)
     elif event.kind == "summary":

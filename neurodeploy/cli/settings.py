@@ -41,14 +41,14 @@ def evaluation(args: argparse.Namespace) -> EvaluationSettings:
 def optimization(args: argparse.Namespace, enabled: bool) -> OptimizationSettings:
     return OptimizationSettings(enabled=enabled, method=args.optimize_method, evals=args.optimize_evals,
                                 T=args.optimize_T, items=args.optimize_items, lambda_e=args.lambda_e,
-                                sparsity=not args.no_sparsity)
+                                sparsity=not args.no_sparsity, accuracy_budget=args.accuracy_budget,
+                                lambda_a=args.lambda_a, lambda_w=args.lambda_w, prune=args.prune,
+                                v_init=not args.fixed_v_init)
 
 
 def run(args: argparse.Namespace) -> RunSettings:
     return RunSettings(T=args.T, batch_size=args.batch_size, samples=args.samples, encoding=args.encoding,
                        exit=getattr(args, "exit", None), progress=not args.no_progress)
-
-
 
 
 def backend_options(args: argparse.Namespace) -> dict:

@@ -138,7 +138,16 @@ class FanInSettings:
 class OptimizationSettings:
     """Dutson et al.'s anytime optimizations (``neurodeploy.optimize``): enabled, the search method,
     simulations, steps per simulation (None: the run's T), held-out training items simulated per
-    evaluation, lambda_e, and whether phase 1 (sparsity fine-tuning) runs."""
+    evaluation, lambda_e, and whether phase 1 (sparsity fine-tuning) runs.
+
+    accuracy_budget: validation accuracy, in percentage points, that the optimizations may lose against
+    the original ANN: phase 1 takes the sparsest model within it (``neurodeploy.train.sparsity.
+    BudgetedSparsity``) and phase 2 keeps the SNN's peak accuracy within it (a hard constraint).
+    lambda_a, lambda_w, prune: phase 1's penalty weights and pruning threshold when given (None: chosen
+    by the budget search).
+    v_init: phase 2 also searches one initial membrane per hidden population, starting at ``--v-init``
+    (False: the initial membrane stays as converted).
+    """
 
     enabled: bool = False
     method: str = "coarse_to_fine"
@@ -147,6 +156,11 @@ class OptimizationSettings:
     items: int = 800
     lambda_e: float = 200.0
     sparsity: bool = True
+    accuracy_budget: float = 0.5
+    lambda_a: float | None = None
+    lambda_w: float | None = None
+    prune: float | None = None
+    v_init: bool = True
 
     def __post_init__(self) -> None:
         choice("--optimize-method", self.method, METHODS)
@@ -154,6 +168,19 @@ class OptimizationSettings:
         whole("--optimize-T", self.T, 1, optional=True)
         whole("--optimize-items", self.items, 1)
         number("--lambda-e", self.lambda_e, 0.0)
+        number("--accuracy-budget", self.accuracy_budget, 0.0, 100.0)
+        given = [flag for flag, value in (("--lambda-a", self.lambda_a), ("--lambda-w", self.lambda_w),
+                                          ("--prune", self.prune)) if value is not None]
+        for flag in given:
+            number(flag, getattr(self, flag[2:].replace("-", "_")), 0.0)
+        if given and not (self.enabled and self.sparsity):
+            raise ConfigError(f"{given[0]} sets phase 1 (sparsity fine-tuning) of --optimize: "
+                              + ("drop --no-sparsity" if self.enabled else "add --optimize"))
+
+    @property
+    def budget_fraction(self) -> float:
+        """The accuracy budget as a fraction of the items (0.5 pp -> 0.005)."""
+        return self.accuracy_budget / 100.0
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""The anytime optimizations as jobs: formal scale optimization of a converted network on held-out
-training items (phase 2 of Dutson et al.; phase 1, sparsity fine-tuning, happens in ``prepare``), and
-``neurodeploy optimize``, which writes the optimized IR without a test run."""
+"""The anytime optimizations as jobs: phase 1 of Dutson et al. (sparsity fine-tuning, its strength chosen
+under the accuracy budget on held-out training items), formal scale optimization of a converted network on
+held-out training items (phase 2, its peak accuracy kept within the same budget), and ``neurodeploy
+optimize``, which writes the optimized IR without a test run."""
 
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -14,8 +18,12 @@ from neurodeploy.ir import Network, save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, write_json
+from neurodeploy.jobs.models import CachedModel, ModelCache, derived_model
 from neurodeploy.train import TrainConfig, evaluate_accuracy
 from neurodeploy.train.trainer import split_validation
+
+#: the kind a sparsity fine-tuned model's cache key names (``derived_model``'s ``what``)
+SPARSE = "sparse"
 
 
 def optimization_split(dataset: Dataset, config: JobConfig) -> Split:
@@ -26,26 +34,84 @@ def optimization_split(dataset: Dataset, config: JobConfig) -> Split:
     return validation.head(config.optimization.items)
 
 
+def sparsity_search(config: JobConfig):
+    """Phase 1's settings from the job: the accuracy budget and the strengths given on the command line."""
+    from neurodeploy.train.sparsity import BudgetedSparsity
+
+    o = config.optimization
+    return BudgetedSparsity(budget=o.budget_fraction, lambda_a=o.lambda_a, lambda_w=o.lambda_w,
+                            prune_threshold=o.prune, seed=config.model.seed)
+
+
+def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: CachedModel) -> CachedModel:
+    """Phase 1: ``base`` fine-tuned for sparsity and pruned, at the strength the budget search chooses
+    (or the one given), cached under a key that holds every setting of the search; the record (validation
+    accuracies, sparsities, chosen strengths, every candidate) is emitted as a ``sparsity`` event."""
+    from neurodeploy.jobs.prepare import _shape
+    from neurodeploy.train.sparsity import budgeted_sparsity
+
+    search = sparsity_search(config)
+    progress = config.run.progress
+
+    def trial(entry: dict) -> None:
+        what = "original, pruned only" if entry["scale"] == 0.0 else \
+            f"lambda_a {entry['lambda_a']:.4g}, lambda_w {entry['lambda_w']:.4g}"
+        cache.emit(Event("stage", f"  {what}, pruning below {entry['prune_threshold']:g}: validation accuracy "
+                                  f"{entry['accuracy']:.4f}, S_c {entry['combined_sparsity']:.4f}"
+                                  + ("" if entry["within_budget"] else " (outside the budget)")))
+
+    def sparsify():
+        strengths = "the sparsest within it" if search.searches_penalty else "the given strengths"
+        cache.emit(Event("stage", f"sparsity fine-tuning under an accuracy budget of {100 * search.budget:g} pp of "
+                                  f"validation accuracy ({strengths}, {search.epochs} epochs each)"))
+        model, record = budgeted_sparsity(base.model, dataset.train, search, progress=progress, on_trial=trial)
+        return model, _shape(base, dataset), {"sparsity": record}
+
+    model = derived_model(cache, base, dataset, SPARSE, "sparsity fine-tuned", asdict(search), sparsify)
+    cache.emit(Event("sparsity", data=model.info["record"]["sparsity"]))
+    return model
+
+
+def accuracy_floor(accuracy: float, items: int, budget: float) -> float:
+    """The least accuracy within ``budget`` (fraction) of ``accuracy`` on ``items`` items, counted in whole
+    items: (correct - floor(budget * items)) / items."""
+    correct = round(accuracy * items)
+    return max(correct - math.floor(budget * items + 1e-9), 0) / items
+
+
 def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,
-                     emit: Listener) -> tuple[Network, dict]:
-    """Formal scale optimization of ``network`` (H0) on :func:`optimization_split` with the reference
-    simulator; the replay log ``folder/optimize_log.jsonl`` makes an interrupted search resume.
-    Returns the network and a report."""
+                     emit: Listener, models: list[CachedModel] | None = None) -> tuple[Network, dict]:
+    """Formal scale optimization of ``network`` (H0, converted from ``model``) on :func:`optimization_split`
+    with the reference simulator; the replay log ``folder/optimize_log.jsonl`` makes an interrupted search
+    resume. The peak accuracy is kept within the accuracy budget of the original ANN on those items: the
+    model phase 1 started from when ``models`` (the chain the network was converted from, the source
+    first) holds a sparsity fine-tuned one, else ``model``. Returns the network and a report, which holds
+    phase 1's record too."""
     from neurodeploy.optimize import OptimizeConfig, optimize_scales
 
     o = config.optimization
     items = optimization_split(dataset, config)
-    settings = OptimizeConfig(method=o.method, max_evals=o.evals, T=o.T or config.run.T, lambda_e=o.lambda_e)
+    chain = models or []
+    sparse = next((i for i, m in enumerate(chain) if m.key.get("kind") == SPARSE), None)
+    original = chain[sparse - 1].model if sparse is not None and sparse > 0 else model
     ann = evaluate_accuracy(model, items)
+    original_accuracy = ann if original is model else evaluate_accuracy(original, items)
+    floor = accuracy_floor(original_accuracy, len(items), o.budget_fraction)
+    settings = OptimizeConfig(method=o.method, max_evals=o.evals, T=o.T or config.run.T, lambda_e=o.lambda_e,
+                              accuracy_floor=floor, v_init=o.v_init)
     emit(Event("stage", f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
-                        f"held-out training items, T={settings.T})"))
+                        f"held-out training items, T={settings.T}, peak accuracy at least {floor:.4f})"))
     # the reference simulator is the optimizer's whatever the job deploys to; a job whose backend has a
     # device option (the gpu backend's) places it there too
     simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
         network, items.images, items.labels, settings.T)
     optimized, result = optimize_scales(network, simulator, items.images, items.labels, ann, settings,
                                         folder / "optimize_log.jsonl", config.run.progress)
-    report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann, **result.as_dict()}
+    report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
+              "original_ann_accuracy": original_accuracy, "accuracy_budget_pp": o.accuracy_budget,
+              "v_init_searched": settings.v_init, **result.as_dict()}
+    if sparse is not None:
+        report["sparsity"] = copy.deepcopy(chain[sparse].info["record"]["sparsity"])
     emit(Event("optimization", f"L_SNN {result.start_loss:.4f} -> {result.best_loss:.4f} in {result.evaluations} "
                                f"simulations ({result.replayed} from the log), {result.wall_time_s:.1f} s",
                data=report))

@@ -5,7 +5,6 @@ each backend its own passes (``Backend.prepare``).
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -99,20 +98,9 @@ def model_for_conversion(config: JobConfig, dataset: Dataset, cache: ModelCache,
         return [base, derived_model(cache, base, dataset, f"q{conversion.quant_bits}",
                                      f"{conversion.quant_bits}-bit activations", settings, quantize)]
     if config.optimization.enabled and config.optimization.sparsity:
-        from neurodeploy.train.sparsity import SparsityConfig, finetune_sparsity
+        from neurodeploy.jobs.optimize import sparse_model
 
-        sparsity = SparsityConfig(seed=seed)
-
-        def sparsify():
-            cache.emit(Event("stage", f"sparsity fine-tuning for {sparsity.epochs} epochs (lambda_a "
-                                      f"{sparsity.lambda_a}, lambda_w {sparsity.lambda_w}, pruning below "
-                                      f"{sparsity.prune_threshold})"))
-            model = copy.deepcopy(base.model)
-            report = finetune_sparsity(model, dataset.train, sparsity, progress=progress)
-            return model, _shape(base, dataset), {"sparsity": report}
-
-        return [base, derived_model(cache, base, dataset, "sparse", "sparsity fine-tuned", asdict(sparsity),
-                                     sparsify)]
+        return [base, sparse_model(config, dataset, cache, base)]
     return [base]
 
 
@@ -195,7 +183,7 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
     if config.optimization.enabled:
         from neurodeploy.jobs.optimize import optimize_network
 
-        network, optimization = optimize_network(network, source.model, dataset, config, folder, emit)
+        network, optimization = optimize_network(network, source.model, dataset, config, folder, emit, chain)
     if limit is not None:
         changes = changes + [c.as_dict() for c in materialize_pooling(network, limit)]
         network.metadata["fan_in_pass"] = {"max_fan_in": limit, "changes": changes}

@@ -7,6 +7,11 @@ and lambda_p = 1 / P_p(H0), with H0 the heuristic scaling the search starts from
 H0; lambda_e is given (the paper: 200 for MNIST models, 50 for CIFAR). P_l and P_p are the Pareto forms
 of :mod:`neurodeploy.evaluate.metrics`.
 
+lambda_e only weighs accuracy softly. An accuracy floor makes it a constraint: a candidate whose peak
+accuracy lies below the floor is infeasible, its loss is L_SNN + CONSTRAINT_WEIGHT * (floor - peak)
+(so the search turns back towards the feasible region), and :meth:`AnytimeObjective.rank` orders every
+feasible candidate before every infeasible one, whatever their L_SNN.
+
 A candidate only changes thresholds and initial membranes (:class:`ScaleSpace`), so the simulator
 (:class:`Simulator`) is built once and given each variant.
 """
@@ -21,6 +26,12 @@ import numpy as np
 from neurodeploy.evaluate.metrics import pareto_latency, pareto_power
 from neurodeploy.ir.network import Network
 from neurodeploy.optimize.parameters import ScaleSpace
+
+#: loss per unit of accuracy (fraction) below the floor: 100 per percentage point, 50 times what lambda_e = 200
+#: gives it; it steers the search, while the best point is picked by :meth:`AnytimeObjective.rank`
+CONSTRAINT_WEIGHT = 1e4
+#: peak accuracies are item counts over the set: a shortfall below this is rounding, not an item
+_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,9 @@ class Simulator(Protocol):
 
 @dataclass
 class AnytimeObjective:
-    """L_SNN of a parameter vector; :meth:`calibrate` with the measurement of H0 sets lambda_l, lambda_p."""
+    """L_SNN of a parameter vector; :meth:`calibrate` with the measurement of H0 sets lambda_l, lambda_p.
+    accuracy_floor: the least peak accuracy (fraction, on the optimization set) of a feasible candidate;
+    None: no constraint."""
 
     simulator: Simulator
     space: ScaleSpace
@@ -56,6 +69,7 @@ class AnytimeObjective:
     lambda_e: float
     lambda_l: float = 1.0
     lambda_p: float = 1.0
+    accuracy_floor: float | None = None
 
     def measure(self, x: np.ndarray) -> Measurement:
         """Simulates the candidate ``x`` on the optimization set."""
@@ -63,9 +77,28 @@ class AnytimeObjective:
         return Measurement(float(accuracy.max()), pareto_latency(accuracy, self.ann_accuracy),
                            pareto_power(accuracy, self.ann_accuracy, events))
 
-    def loss(self, m: Measurement) -> float:
+    def l_snn(self, m: Measurement) -> float:
+        """lambda_e (1 - peak accuracy) + lambda_l P_l + lambda_p P_p."""
         return self.lambda_e * (1.0 - m.peak_accuracy) + self.lambda_l * m.pareto_latency \
             + self.lambda_p * m.pareto_power
+
+    def shortfall(self, m: Measurement) -> float:
+        """How far the peak accuracy lies below the floor (fraction); 0 when feasible."""
+        if self.accuracy_floor is None or m.peak_accuracy >= self.accuracy_floor - _TOLERANCE:
+            return 0.0
+        return self.accuracy_floor - m.peak_accuracy
+
+    def feasible(self, m: Measurement) -> bool:
+        return self.shortfall(m) == 0.0
+
+    def loss(self, m: Measurement) -> float:
+        """What the search minimizes: L_SNN, plus CONSTRAINT_WEIGHT times the shortfall below the floor."""
+        return self.l_snn(m) + CONSTRAINT_WEIGHT * self.shortfall(m)
+
+    def rank(self, m: Measurement) -> tuple[float, float]:
+        """Sort key of candidates, best first: the smaller shortfall (every feasible one first), then the
+        smaller L_SNN."""
+        return self.shortfall(m), self.l_snn(m)
 
     def calibrate(self, start: Measurement) -> None:
         """lambda_l = 1 / P_l(H0) and lambda_p = 1 / P_p(H0) (1 where that is 0)."""

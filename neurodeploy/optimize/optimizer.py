@@ -2,7 +2,9 @@
 optionally its initial membranes) for the anytime loss L_SNN (see :mod:`neurodeploy.optimize.objective`).
 
 The search starts at the heuristic scaling H0 (the network as converted), evaluates H0 first, and
-returns the best point it evaluated, so its loss on the optimization set is never above H0's. Every
+returns the best point it evaluated, so its loss on the optimization set is never above H0's. With an
+accuracy floor (``OptimizeConfig.accuracy_floor``) the best point is the feasible one (peak accuracy at
+or above the floor) of least L_SNN; when no point is feasible, the one closest to the floor. Every
 evaluation goes to a replay log (:mod:`neurodeploy.optimize.replay_log`): run again with the same log
 and settings and an interrupted search resumes with the same result.
 """
@@ -40,6 +42,8 @@ class OptimizeConfig:
     v_init: also search one initial membrane (fraction of threshold) per population.
     groups, evals_per_dimension: the stages of coarse_to_fine (channel groups per population; None =
     every channel) and the evaluations each stage may spend per searched dimension.
+    accuracy_floor: least peak accuracy (fraction, on the optimization set) of a feasible point, a hard
+    constraint (:mod:`neurodeploy.optimize.objective`); None: accuracy only weighs through lambda_e.
     """
 
     method: str = "coarse_to_fine"
@@ -51,6 +55,7 @@ class OptimizeConfig:
     v_init: bool = False
     groups: tuple[int | None, ...] = (1, 4, 16)
     evals_per_dimension: tuple[int, ...] = (25, 10, 6)
+    accuracy_floor: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,13 +66,17 @@ class OptimizeConfig:
             raise NeurodeployError(f"max_factor must exceed 1, got {self.max_factor}")
         if len(self.groups) != len(self.evals_per_dimension):
             raise NeurodeployError("groups and evals_per_dimension need one entry per stage")
+        if self.accuracy_floor is not None and not 0.0 <= self.accuracy_floor <= 1.0:
+            raise NeurodeployError(f"accuracy_floor must lie in [0, 1], got {self.accuracy_floor}")
 
 
 @dataclass
 class OptimizeResult:
     """x: best parameter vector; start / best: their measurements on the optimization set;
-    losses: L_SNN of every evaluation in order; evaluations: how many; replayed: how many came from
-    the log; wall_time_s: this call's wall time."""
+    start_loss / best_loss: their losses (L_SNN plus any penalty below the accuracy floor);
+    losses: the loss of every evaluation in order; evaluations: how many; replayed: how many came from
+    the log; wall_time_s: this call's wall time; accuracy_floor: the constraint (None: none);
+    start_feasible / feasible: whether H0 and the best point meet it."""
 
     x: np.ndarray
     start: Measurement
@@ -79,11 +88,15 @@ class OptimizeResult:
     replayed: int
     losses: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
+    accuracy_floor: float | None = None
+    start_feasible: bool = True
+    feasible: bool = True
 
     def as_dict(self) -> dict:
         return {"start": self.start.as_dict(), "best": self.best.as_dict(), "start_loss": self.start_loss,
                 "best_loss": self.best_loss, "lambdas": self.lambdas, "evaluations": self.evaluations,
-                "replayed": self.replayed, "wall_time_s": self.wall_time_s,
+                "replayed": self.replayed, "wall_time_s": self.wall_time_s, "accuracy_floor": self.accuracy_floor,
+                "start_feasible": self.start_feasible, "feasible": self.feasible,
                 "scale_factor_range": [float(np.exp(self.x.min())), float(np.exp(self.x.max()))]}
 
 
@@ -108,7 +121,8 @@ def search_fingerprint(network: Network, images: torch.Tensor, labels: torch.Ten
 
 
 class _Search:
-    """The loss as the methods see it: logged, counted, tracked for the best point, with progress."""
+    """The loss as the methods see it: logged, counted, tracked for the best point (by the objective's
+    rank: feasible first), with progress."""
 
     def __init__(self, objective: AnytimeObjective, log: ReplayLog, max_evals: int, progress: bool,
                  on_evaluation: Callable[[int], None] | None):
@@ -125,7 +139,7 @@ class _Search:
         measurement = self.log.evaluate(x, self.objective.measure)
         loss = self.objective.loss(measurement)
         self.losses.append(loss)
-        if self.best is None or loss < self.objective.loss(self.best):
+        if self.best is None or self.objective.rank(measurement) < self.objective.rank(self.best):
             self.best, self.best_x = measurement, np.array(x, np.float64)
         self.bar.update(1)
         self.bar.set_postfix(best=f"{self.objective.loss(self.best):.4f}", replay=self.log.replaying)
@@ -139,7 +153,8 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
                     progress: bool = True,
                     on_evaluation: Callable[[int], None] | None = None) -> tuple[Network, OptimizeResult]:
     """Searches scale factors of ``network`` (as converted: H0) that minimize L_SNN on the optimization
-    set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set.
+    set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set,
+    keeping the peak accuracy at or above ``config.accuracy_floor`` when one is given.
 
     simulator: built for ``network`` on that set, for ``config.T`` steps (e.g.
     ``GpuBackend.anytime_simulator(network, images, labels, config.T)``); the images and labels key
@@ -151,7 +166,8 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
     config = config or OptimizeConfig()
     start_time = time.perf_counter()
     space = ScaleSpace.of(network, v_init=config.v_init)
-    objective = AnytimeObjective(simulator, space, network, ann_accuracy, config.lambda_e)
+    objective = AnytimeObjective(simulator, space, network, ann_accuracy, config.lambda_e,
+                                 accuracy_floor=config.accuracy_floor)
     log = ReplayLog(log_path, search_fingerprint(network, images, labels, ann_accuracy, space, config))
     replayed = len(log.records)
     x0 = space.start(network)
@@ -174,7 +190,8 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
         best_loss=objective.loss(search.best),
         lambdas={"lambda_e": objective.lambda_e, "lambda_l": objective.lambda_l, "lambda_p": objective.lambda_p},
         evaluations=len(search.losses), replayed=min(replayed, len(search.losses)), losses=search.losses,
-        wall_time_s=time.perf_counter() - start_time)
+        wall_time_s=time.perf_counter() - start_time, accuracy_floor=config.accuracy_floor,
+        start_feasible=objective.feasible(start), feasible=objective.feasible(search.best))
     optimized = space.apply(network, result.x)
     optimized.metadata = {**network.metadata, "scale_optimization": {
         "method": config.method, **{k: v for k, v in result.as_dict().items() if k != "losses"}}}

@@ -8,12 +8,18 @@ CDF, N_l the neurons of layer l (channels x positions), N all such neurons, S_l 
 weighted layer l (weights x output positions for convolutions) and S all synapses. Pushing beta down
 shifts each batch-normalized pre-activation below zero, so fewer ReLUs fire. After fine-tuning, weights
 with |w| below a threshold are set to zero.
+
+How strong to make the penalties depends on the data: :func:`budgeted_sparsity` chooses the strength
+itself, searching the penalty scale and the pruning threshold for the sparsest model whose accuracy on
+the validation part of the training split stays within an accuracy budget of the original model's.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -106,6 +112,11 @@ def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
     return counts[0] / max(counts[1], 1)
 
 
+#: fraction of the training split held out for validation (the same part training keeps for choosing its
+#: best epoch, and the scale optimization's items are the first of)
+VALIDATION_FRACTION = 0.1
+
+
 @dataclass
 class SparsityConfig:
     """The paper's schedule: SGD at lr 5e-3 for the first half of the epochs, then 1e-3.
@@ -123,17 +134,16 @@ class SparsityConfig:
     seed: int = 0
 
 
-def finetune_sparsity(model: nn.Module, train: Split, config: SparsityConfig, progress: bool = True) -> dict:
-    """Fine-tunes ``model`` in place, prunes it, and returns before/after accuracy (on the validation
-    part of ``train``), S_a, S_w and S_c."""
-    fit, val = split_validation(train, 0.1, config.seed)
+def validation_report(model: nn.Module, val: Split) -> dict:
+    """Accuracy (fraction), correctly classified items, S_a, S_w and S_c of ``model`` on ``val``."""
+    accuracy = evaluate_accuracy(model, val)
+    s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
+    return {"accuracy": accuracy, "correct": round(accuracy * len(val)), "activation_sparsity": s_a,
+            "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}
 
-    def report() -> dict:
-        s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
-        return {"accuracy": evaluate_accuracy(model, val), "activation_sparsity": s_a, "weight_sparsity": s_w,
-                "combined_sparsity": combined_sparsity(s_a, s_w)}
 
-    before = report()
+def _finetune(model: nn.Module, fit: Split, config: SparsityConfig, progress: bool) -> None:
+    """Fine-tunes ``model`` in place with the penalties of ``config`` (no pruning)."""
     sizes = measure_sizes(model, fit.images[:1])
     optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
@@ -145,6 +155,173 @@ def finetune_sparsity(model: nn.Module, train: Split, config: SparsityConfig, pr
         for group in optimizer.param_groups:
             group["lr"] = 5e-3 if epoch < (config.epochs + 1) // 2 else 1e-3
         train_epoch(model, fit, optimizer, config.batch_size, generator, penalty=penalty)
+    model.eval()
+
+
+def finetune_sparsity(model: nn.Module, train: Split, config: SparsityConfig, progress: bool = True) -> dict:
+    """Fine-tunes ``model`` in place with the strengths of ``config``, prunes it, and returns before/after
+    accuracy (on the validation part of ``train``), S_a, S_w and S_c."""
+    fit, val = split_validation(train, VALIDATION_FRACTION, config.seed)
+    before = validation_report(model, val)
+    _finetune(model, fit, config, progress)
     prune(model, config.prune_threshold)
     model.eval()
-    return {"before": before, "after": report(), "config": config.__dict__}
+    return {"before": before, "after": validation_report(model, val), "config": asdict(config)}
+
+
+#: the penalty direction the budget search scales: (lambda_a, lambda_w) = scale * DEFAULT_LAMBDAS
+DEFAULT_LAMBDAS = (SparsityConfig.lambda_a, SparsityConfig.lambda_w)
+#: pruning thresholds tried on every candidate model (0: no pruning)
+PRUNE_THRESHOLDS = (0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+
+
+@dataclass(frozen=True)
+class BudgetedSparsity:
+    """Phase 1 that chooses its own strength: the sparsest model whose validation accuracy stays within
+    ``budget`` of the original's.
+
+    budget: validation accuracy the fine-tuned, pruned model may lose against the original, as a fraction
+    (0.005 = 0.5 percentage points); counted in whole items of the validation part.
+    lambda_a, lambda_w: fixed penalty weights (None and None: searched along ``scale * DEFAULT_LAMBDAS``;
+    one given: the other keeps its default and nothing is searched).
+    prune_threshold: fixed pruning threshold (None: each candidate tries every one of ``PRUNE_THRESHOLDS``).
+    first_scale, step, min_scale, max_scale, resolution, max_trials: the scale search. It starts at
+    ``first_scale`` (the defaults 10 / 50), multiplies by ``step`` while the model stays within the budget
+    and divides by it while it does not, then bisects (geometrically) the bracket between the largest
+    scale inside and the smallest outside until their ratio is at most ``resolution``; at most
+    ``max_trials`` fine-tunings. Scale 0 (the original model, pruned only) is always a candidate, so a
+    search over both the penalty and the threshold (threshold 0 among them) always ends inside the budget.
+    epochs, batch_size, momentum, seed: every fine-tuning's, as :class:`SparsityConfig`.
+    """
+
+    budget: float = 0.005
+    lambda_a: float | None = None
+    lambda_w: float | None = None
+    prune_threshold: float | None = None
+    first_scale: float = 1.0
+    step: float = 4.0
+    min_scale: float = 1.0 / 64
+    max_scale: float = 64.0
+    resolution: float = 1.5
+    max_trials: int = 6
+    epochs: int = 6
+    batch_size: int = 64
+    momentum: float = 0.9
+    seed: int = 0
+
+    @property
+    def searches_penalty(self) -> bool:
+        return self.lambda_a is None and self.lambda_w is None
+
+    def config(self, scale: float | None) -> SparsityConfig:
+        """The fine-tuning settings of one candidate: the penalty ``scale * DEFAULT_LAMBDAS`` (or the
+        fixed lambdas when ``scale`` is None) and the fixed pruning threshold (0 when it is searched)."""
+        if scale is None:
+            lambda_a = DEFAULT_LAMBDAS[0] if self.lambda_a is None else self.lambda_a
+            lambda_w = DEFAULT_LAMBDAS[1] if self.lambda_w is None else self.lambda_w
+        else:
+            lambda_a, lambda_w = scale * DEFAULT_LAMBDAS[0], scale * DEFAULT_LAMBDAS[1]
+        return SparsityConfig(epochs=self.epochs, lambda_a=lambda_a, lambda_w=lambda_w,
+                              prune_threshold=self.prune_threshold or 0.0, batch_size=self.batch_size,
+                              momentum=self.momentum, seed=self.seed)
+
+
+@dataclass
+class _Best:
+    """The preferred candidate so far: one inside the budget over one outside; inside, the larger S_c,
+    then the more accurate; outside, the more accurate, then the larger S_c. The first found wins ties
+    (so the search is deterministic)."""
+
+    model: nn.Module | None = None
+    entry: dict | None = None
+
+    @staticmethod
+    def rank(entry: dict) -> tuple:
+        sparsity, accuracy = entry["combined_sparsity"], entry["accuracy"]
+        return (True, sparsity, accuracy) if entry["within_budget"] else (False, accuracy, sparsity)
+
+    def offer(self, model: nn.Module, entry: dict) -> None:
+        if self.entry is None or self.rank(entry) > self.rank(self.entry):
+            self.model, self.entry = model, entry
+
+
+def scale_schedule(search: BudgetedSparsity, within_budget: Callable[[float], bool]) -> list[float]:
+    """The penalty scales the search tries, in order; ``within_budget(scale)`` measures one (a fine-tuning)
+    and says whether it is inside the budget. Steps up or down by ``search.step`` until the budget is
+    bracketed (or ``min_scale`` / ``max_scale`` is passed), then bisects the bracket geometrically until
+    its ends are at most ``search.resolution`` apart; at most ``search.max_trials`` scales."""
+    tried, inside, outside, scale = [], 0.0, math.inf, search.first_scale
+    while len(tried) < search.max_trials:
+        tried.append(scale)
+        if within_budget(scale):
+            inside = scale
+        else:
+            outside = scale
+        if inside > 0 and outside < math.inf:
+            if outside / inside <= search.resolution:
+                break
+            scale = math.sqrt(inside * outside)
+        else:
+            scale = scale * search.step if outside == math.inf else scale / search.step
+            if not search.min_scale <= scale <= search.max_scale:
+                break
+    return tried
+
+
+def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, progress: bool = True,
+                      on_trial: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
+    """Phase 1 under the accuracy budget of ``search``; ``model`` is left untouched.
+
+    Every candidate (a fine-tuning at one penalty scale, or the original model at scale 0) is pruned at
+    each threshold tried and measured on the validation part of ``train`` (never the test split); the
+    sparsest (largest S_c) inside the budget is returned. With fixed lambdas nothing may be inside the
+    budget: then the most accurate candidate is returned and the record says ``within_budget`` False.
+    ``on_trial`` is called with each candidate's row of the record (progress lines).
+
+    Returns the chosen model (a new module) and the record: ``before`` / ``after`` (validation accuracy,
+    correct items, S_a, S_w, S_c), ``config`` (the chosen lambdas and threshold), ``scale`` (None when the
+    lambdas were given), ``budget``, ``accuracy_floor`` (the least validation accuracy inside it),
+    ``validation_items``, ``within_budget``, ``searched`` and ``trials`` (one row per candidate: its
+    preferred threshold).
+    """
+    fit, val = split_validation(train, VALIDATION_FRACTION, search.seed)
+    before = validation_report(model, val)
+    # the budget in whole items: a float comparison could let one item more through
+    floor_correct = before["correct"] - math.floor(search.budget * len(val) + 1e-9)
+    thresholds = PRUNE_THRESHOLDS if search.prune_threshold is None else (search.prune_threshold,)
+    best, trials = _Best(), []
+
+    def candidate(scale: float | None) -> bool:
+        """Measures one candidate at every threshold; True when one of them is inside the budget."""
+        config = search.config(scale)
+        tuned = copy.deepcopy(model)
+        if scale != 0.0:
+            _finetune(tuned, fit, config, progress)
+        own = _Best()
+        for threshold in thresholds:
+            pruned = copy.deepcopy(tuned)
+            prune(pruned, threshold)
+            report = validation_report(pruned, val)
+            entry = {"scale": scale, "lambda_a": config.lambda_a, "lambda_w": config.lambda_w,
+                     "prune_threshold": threshold, **report, "within_budget": report["correct"] >= floor_correct}
+            own.offer(pruned, entry)
+        trials.append(own.entry)
+        best.offer(own.model, own.entry)
+        if on_trial is not None:
+            on_trial(own.entry)
+        return own.entry["within_budget"]
+
+    if not search.searches_penalty:
+        candidate(None)
+    else:
+        candidate(0.0)
+        scale_schedule(search, candidate)
+    chosen = best.entry
+    config = replace(search.config(chosen["scale"]), prune_threshold=chosen["prune_threshold"])
+    record = {"before": before, "after": validation_report(best.model, val), "config": asdict(config),
+              "scale": chosen["scale"], "budget": search.budget, "accuracy_floor": floor_correct / len(val),
+              "validation_items": len(val), "within_budget": chosen["within_budget"],
+              "searched": {"penalty": search.searches_penalty, "prune_threshold": search.prune_threshold is None},
+              "trials": trials}
+    best.model.eval()
+    return best.model, record
