@@ -30,7 +30,7 @@ from neurodeploy.jobs.run import run_job
 def run_on(device: str, arch: str, profile: str, samples: int, T: int, folder: Path):
     config = JobConfig(backend="gpu", backend_options={"device": device, "profile": profile},
                        model=ModelSettings(arch=arch), run=RunSettings(samples=samples, T=T, progress=False),
-                       results_dir=str(folder), run_id=f"{arch}-{profile}-{device.replace(':', '')}")
+                       results_dir=folder, run_id=f"{arch}-{profile}-{device.replace(':', '')}")
     run_folder, summary = run_job(config)
     result = SimulationResult.load(run_folder / "result.npz")
     return result, summary

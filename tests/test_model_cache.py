@@ -108,3 +108,13 @@ def test_optimization_items_are_bounded_on_a_large_training_split():
     config = JobConfig(optimization=OptimizationSettings(enabled=True, items=123), model=ModelSettings(seed=1))
     part = optimization_split(dataset, config)
     assert len(part) == 123
+
+
+def test_job_config_takes_paths_as_folders():
+    from pathlib import Path
+
+    from neurodeploy.jobs.config import JobConfig
+
+    config = JobConfig(results_dir=Path("/tmp/runs"), cache_dir=Path("/tmp/models"))
+    assert (config.results_dir, config.cache_dir) == ("/tmp/runs", "/tmp/models")
+    assert config.as_dict()["results_dir"] == "/tmp/runs"

@@ -9,6 +9,7 @@ the modules that own them.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from dataclasses import asdict, dataclass, field, replace
@@ -256,13 +257,16 @@ class JobConfig:
     optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
     run: RunSettings = field(default_factory=RunSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
-    results_dir: str = "results"
+    results_dir: str | os.PathLike = "results"
     run_id: str | None = None
-    cache_dir: str | None = None
+    cache_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         options = backend_class(self.backend).validate_options(self.backend_options)
         object.__setattr__(self, "backend_options", options)
+        for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ConfigError(f"--run-id {self.run_id!r}: use letters, digits, '_', '-' and '.' (a folder name, "
                               "not a path)")
