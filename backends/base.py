@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neurodeploy.errors import BackendError, ConfigError, DataError, ResultFormatError
-from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
 from neurodeploy.ir.network import Network
 
 #: encodings of the input, see ``docs/semantics.md`` ("Input encodings")
@@ -261,7 +261,7 @@ class Backend:
         result = run_in_batches(simulate, inputs, labels, options.batch_size, checkpoint_dir, options.progress,
                                 self.describe())
         if start_step:
-            result.readout = delayed_readout(result.readout, start_step)
+            result.readout = delayed_readout(result.readout, start_step, in_place=result.readout.flags.writeable)
             session.metadata["readout_start"] = start_step
         run_s = time.perf_counter() - start
         timings = {"build_s": build_s, **session.metadata.pop("timings", {}), "run_s": run_s,
@@ -287,13 +287,14 @@ def readout_start(network: Network) -> int:
     return int(value)
 
 
-def delayed_readout(readout: np.ndarray, start: int) -> np.ndarray:
+def delayed_readout(readout: np.ndarray, start: int, in_place: bool = False) -> np.ndarray:
     """Delayed readout (``docs/semantics.md``): O'(t) = O(t) - O(k) for t > k, O(t) for t <= k, with
-    ``readout [N, T, C]`` holding O(1) .. O(T) and k = ``start``."""
+    ``readout [N, T, C]`` holding O(1) .. O(T) and k = ``start``; ``in_place`` changes ``readout`` itself
+    (a run's result, so that it is not held twice)."""
     if start <= 0 or start >= readout.shape[1]:
         return readout
-    out = readout.copy()
-    out[:, start:] -= readout[:, start - 1: start]
+    out = readout if in_place else readout.copy()
+    out[:, start:] -= out[:, start - 1: start]  # step k itself is not changed, so reading it while writing is safe
     return out
 
 
@@ -325,17 +326,18 @@ def run_in_batches(
 
     With ``checkpoint_dir`` every finished batch is written there as ``batch_<first item>.npz``, and
     batches already present (from an interrupted run with the same batch size) are loaded instead of
-    simulated again, so a long run resumes where it stopped.
+    simulated again, so a long run resumes where it stopped. Batches are joined as they finish
+    (:class:`ResultAssembler`): the run holds its result plus one batch, and a run of one batch only
+    that batch.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be positive, got {batch_size}")
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    parts = []
-    starts = list(range(0, inputs.shape[0], batch_size))
+    assembler = ResultAssembler(inputs.shape[0])
     bar = tqdm(total=inputs.shape[0], desc=description, unit="item", disable=not progress, leave=False)
-    for start in starts:
+    for start in range(0, inputs.shape[0], batch_size):
         stop = min(start + batch_size, inputs.shape[0])
         path = folder / f"batch_{start:07d}.npz" if folder is not None else None
         part = None
@@ -344,7 +346,7 @@ def run_in_batches(
                 part = SimulationResult.load(path)
             except ResultFormatError:
                 part = None  # a batch cut off mid-write: simulate it again
-            if part is not None and part.n_items != stop - start:
+            if part is not None and (part.n_items != stop - start or not assembler.fits(part)):
                 part = None
         if part is None:
             part = simulate_batch(inputs[start:stop], labels[start:stop], start)
@@ -352,9 +354,10 @@ def run_in_batches(
                 tmp = path.with_suffix(".tmp.npz")
                 part.save(tmp)
                 tmp.replace(path)
-        parts.append(part)
+        assembler.add(start, part)
+        del part  # the assembler holds its rows: the batch's own arrays can go before the next one
         bar.update(stop - start)
     bar.close()
-    result = SimulationResult.concatenate(parts)
+    result = assembler.result()
     result.labels = np.asarray(result.labels, dtype=np.int64)
     return result

@@ -118,9 +118,10 @@ class GpuBackend(Backend):
             readout, counts, stop, neurons = simulate_batch(
                 compiled, x, options.T, options.encoding, chunk, PROFILES[self.profile], options.seed + first,
                 options.exit_policy, options.record_neuron_counts)
-        counts = counts.cpu().numpy()
-        return SimulationResult(readout.cpu().numpy(), labels.cpu().numpy().astype(np.int64),
-                                counts[..., 0], counts[..., 1],
+        # counts[..., k] are contiguous (engine.simulate_batch): on the CPU the result takes the tensors'
+        # memory as it is
+        spikes, events = (np.ascontiguousarray(counts[..., k].cpu().numpy()) for k in (0, 1))
+        return SimulationResult(readout.cpu().numpy(), labels.cpu().numpy().astype(np.int64), spikes, events,
                                 stop_times=None if options.exit_policy is None else stop.cpu().numpy(),
                                 neuron_counts=None if neurons is None else neurons.cpu().numpy())
 

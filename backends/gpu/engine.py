@@ -201,7 +201,9 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
                    delay: int, seed: int, exit_policy: ExitPolicy | None = None, record_neurons: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Returns ``readout [B, T, C]``, ``counts [B, T, P, 2]`` (spikes, synaptic events per step and
-    population), ``stop [B]`` (1-based exit step; T when the item ran to the end) and, with
+    population; stored as ``[2, B, T, P]``, so that ``counts[..., 0]`` and ``counts[..., 1]`` are each
+    contiguous and become the result's arrays without a copy), ``stop [B]`` (1-based exit step; T when
+    the item ran to the end) and, with
     ``record_neurons`` (not with early exit), every neuron's spikes over the run ``[B, M]`` (layers
     concatenated in order).
 
@@ -215,7 +217,7 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
     B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
     readout = torch.zeros((B, T, n_classes), dtype=x.dtype, device=x.device)
-    counts = torch.zeros((B, T, len(compiled.layers), 2), dtype=x.dtype, device=x.device)
+    counts = torch.zeros((2, B, T, len(compiled.layers)), dtype=x.dtype, device=x.device).permute(1, 2, 3, 0)
     stop = torch.full((B,), T, dtype=torch.long, device=x.device)
     rows = torch.arange(B, device=x.device)  # original index of every row still simulated
     while sim.t < T and sim.B > 0:

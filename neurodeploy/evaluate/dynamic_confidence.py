@@ -22,21 +22,39 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, logsumexp, softmax
 
 from neurodeploy.errors import ConfigError
+from neurodeploy.evaluate.result import item_chunks
 
 
-def confidence(readout: np.ndarray, alpha: float) -> np.ndarray:
-    """C_t for every item and step: ``readout [N, T, K]`` -> ``[N, T]``."""
-    return softmax(np.asarray(readout, np.float64) / alpha, axis=2).max(axis=2)
+def _per_chunk(readout: np.ndarray, index: np.ndarray | None, fn) -> np.ndarray:
+    """``fn`` (``[n, T, K]`` float64 -> ``[n, T]``) over item chunks of ``readout [N, T, K]`` (with
+    ``index``: of those items), so that its temporaries (a copy of the chunk and a few float64 ones)
+    stay within about ``CHUNK_BYTES`` whatever N and T; returns ``[N, T]`` (``[len(index), T]``) float64."""
+    items = None if index is None else np.asarray(index)
+    n = readout.shape[0] if items is None else len(items)
+    out = np.empty((n, readout.shape[1]), np.float64)
+    for rows in item_chunks(n, 64 * readout.shape[1] * readout.shape[2]):  # a float32 copy, ~6 float64
+        part = readout[rows] if items is None else readout[items[rows]]
+        out[rows] = fn(np.asarray(part, np.float64))
+    return out
 
 
-def confidence_log_odds(readout: np.ndarray, alpha: float) -> np.ndarray:
-    """log(C_t / (1 - C_t)) for every item and step, ``[N, T]``, computed without saturation."""
-    z = np.asarray(readout, np.float64) / alpha
+def confidence(readout: np.ndarray, alpha: float, index: np.ndarray | None = None) -> np.ndarray:
+    """C_t for every item and step: ``readout [N, T, K]`` -> ``[N, T]`` (with ``index``: those items)."""
+    return _per_chunk(readout, index, lambda z: softmax(z / alpha, axis=2).max(axis=2))
+
+
+def _log_odds(z: np.ndarray) -> np.ndarray:
     top = z.max(axis=2, keepdims=True)
     first_max = np.argmax(z, axis=2)[..., None]
     others = z.copy()
     np.put_along_axis(others, first_max, -np.inf, axis=2)
     return (top[..., 0] - logsumexp(others, axis=2))
+
+
+def confidence_log_odds(readout: np.ndarray, alpha: float, index: np.ndarray | None = None) -> np.ndarray:
+    """log(C_t / (1 - C_t)) for every item and step, ``[N, T]`` (with ``index``: those items), computed
+    without saturation."""
+    return _per_chunk(readout, index, lambda z: _log_odds(z / alpha))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -73,17 +91,17 @@ def parse_alpha(spec: str | float) -> str | float:
     return value
 
 
-def resolve_alpha(policy: str | float, readout: np.ndarray, labels: np.ndarray) -> float:
-    """alpha from a policy: "T" (number of steps), "bits:B" (2^B - 1, QFFS), "fit" (temperature
-    scaling of O_T on these items) or a number."""
+def resolve_alpha(policy: str | float, T: int, final_readout: np.ndarray, labels: np.ndarray) -> float:
+    """alpha from a policy: "T" (the number of steps ``T``), "bits:B" (2^B - 1, QFFS), "fit" (temperature
+    scaling of O_T, ``final_readout [N, K]``, on these items' ``labels``) or a number."""
     policy = parse_alpha(policy)
     if isinstance(policy, float):
         return policy
     if policy == "T":
-        return float(readout.shape[1])
+        return float(T)
     if policy.startswith("bits:"):
         return float(2 ** int(policy.split(":", 1)[1]) - 1)
-    return fit_temperature(readout[:, -1], labels)
+    return fit_temperature(final_readout, labels)
 
 
 @dataclass
@@ -100,28 +118,61 @@ def threshold_sweep(conf: np.ndarray, correct: np.ndarray) -> Sweep:
 
     conf: ``[N, T]`` confidences; correct: ``[N, T]`` bool (prediction at t is right).
     The first point (largest threshold) lets no item exit early; the last exits every item at t = 1.
+    Records are found per item chunk and kept compactly (value float64, latency change int32,
+    correctness change int8), sorted in place and their changes summed per distinct value, so the pass
+    needs about 30 bytes per record (at most one per item and step) besides its inputs and the sweep.
     """
     n, T = conf.shape
-    running = np.maximum.accumulate(conf, axis=1)
+    pieces = [list(kind) for kind in zip(*(_records(conf[rows], correct[rows]) for rows in item_chunks(n, 64 * T)),
+                                        strict=True)]
+    joined = []
+    for k in range(3):  # one array at a time, dropping its pieces before the next is joined
+        joined.append(np.concatenate(pieces[k]))
+        pieces[k] = []
+    values, d_latency, d_correct = joined
+    del joined
+    np.negative(values, out=values)  # descending values = ascending negated ones (stable: ties keep their order)
+    order = np.argsort(values, kind="stable")
+    values = values[order]
+    np.negative(values, out=values)
+    d_latency = d_latency[order]
+    d_correct = d_correct[order]
+    del order
+    group_start = np.flatnonzero(np.append(True, values[1:] != values[:-1]))
+    thresholds = np.append(values[group_start], np.nextafter(values[-1], -np.inf))
+    del values
+    # the point of threshold k has the changes of every record above it: those of groups 0 .. k-1
+    mean_latency = _points(d_latency, group_start, n * T, n)
+    del d_latency
+    accuracy = _points(d_correct, group_start, int(correct[:, -1].sum()), n)
+    return Sweep(thresholds, mean_latency, accuracy)
+
+
+def _points(changes: np.ndarray, group_start: np.ndarray, base: int, n: int) -> np.ndarray:
+    """(base + the changes of groups 0 .. k-1) / n for k = 0 .. number of groups, ``[groups + 1]``."""
+    totals = np.empty(len(group_start) + 1, np.int64)
+    totals[0] = 0
+    np.add.reduceat(changes, group_start, dtype=np.int64, out=totals[1:])
+    np.cumsum(totals, out=totals)
+    totals += base
+    return totals / n
+
+
+def _records(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The records of items ``conf [n, T]`` (steps where an item's running maximum of the confidence
+    rises; the first step always), item by item: their values, and how latency and correctness change
+    when an item's stop moves from its next record (or T) to this one."""
+    T = conf.shape[1]
     record = np.ones_like(conf, dtype=bool)
-    record[:, 1:] = conf[:, 1:] > running[:, :-1]
+    record[:, 1:] = conf[:, 1:] > np.maximum.accumulate(conf, axis=1)[:, :-1]
     items, steps = np.nonzero(record)  # sorted by item, then step
-    values = conf[items, steps]
+    del record
     stops = steps + 1
     last_of_item = np.append(items[1:] != items[:-1], True)
     next_stop = np.where(last_of_item, T, np.append(stops[1:], T))
-    d_latency = stops - next_stop
-    d_correct = correct[items, steps].astype(np.int64) - correct[items, next_stop - 1].astype(np.int64)
-    order = np.argsort(-values, kind="stable")
-    values, d_latency, d_correct = values[order], d_latency[order], d_correct[order]
-    cum_latency = np.concatenate([[0], np.cumsum(d_latency)])
-    cum_correct = np.concatenate([[0], np.cumsum(d_correct)])
-    group_start = np.flatnonzero(np.append(True, values[1:] != values[:-1]))
-    thresholds = np.append(values[group_start], np.nextafter(values[-1], -np.inf))
-    processed = np.append(group_start, len(values))  # events with value > threshold
-    base_latency, base_correct = n * T, int(correct[:, -1].sum())
-    return Sweep(thresholds, (base_latency + cum_latency[processed]) / n,
-                 (base_correct + cum_correct[processed]) / n)
+    d_latency = (stops - next_stop).astype(np.int32)
+    d_correct = (correct[items, steps].astype(np.int8) - correct[items, next_stop - 1].astype(np.int8))
+    return conf[items, steps], d_latency, d_correct
 
 
 def pareto_front(sweep: Sweep) -> np.ndarray:
@@ -199,24 +250,25 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     Returns the summary (alpha, threshold, mean latency, accuracy, full-T accuracy, step saving,
     spike and synaptic-event savings on the test part, oracle bound on the test part) plus arrays for
     plots under the key "arrays" (validation sweep, Pareto front, chosen index, test stop times, mean
-    confidence per step).
+    confidence per step, test items never correct and those correct at their stop). The readout is
+    read per item chunk: no copy of a part of the result, no float64 copy of its readout.
     """
-    from neurodeploy.evaluate.metrics import spikes_per_neuron
+    from neurodeploy.evaluate.metrics import item_events, spikes_per_neuron
 
     val_index, test_index = validation_test_split(result.n_items, validation_fraction, seed)
-    val, test = result.select(val_index), result.select(test_index)
-    alpha_value = resolve_alpha(alpha, val.readout, val.labels)
-    sweep = threshold_sweep(confidence_log_odds(val.readout, alpha_value), val.correct())
+    readout = result.readout
+    alpha_value = resolve_alpha(alpha, result.T, readout[val_index, -1], result.labels[val_index])
+    sweep = threshold_sweep(confidence_log_odds(readout, alpha_value, val_index), result.correct(val_index))
     chosen = choose_threshold(sweep, tolerance, rule)
     threshold = float(sweep.thresholds[chosen])
-    test_conf = confidence_log_odds(test.readout, alpha_value)
-    test_correct = test.correct()
+    test_conf = confidence_log_odds(readout, alpha_value, test_index)
+    test_correct = result.correct(test_index)
     stops = stop_times(test_conf, threshold)
-    accuracy = float(test_correct[np.arange(test.n_items), stops - 1].mean())
-    events = test.synaptic_events.sum(axis=2)
-    before_stop = np.arange(test.T)[None, :] < stops[:, None]
-    events_full, events_dc = float(events.sum(axis=1).mean()), float((events * before_stop).sum(axis=1).mean())
-    spikes_full, spikes_dc = spikes_per_neuron(test), spikes_per_neuron(test, stops)
+    n_test, T = len(test_index), result.T
+    dc_correct = test_correct[np.arange(n_test), stops - 1]
+    accuracy = float(dc_correct.mean())
+    events_full, events_dc = (float(item_events(result, test_index, stop).mean()) for stop in (None, stops))
+    spikes_full, spikes_dc = spikes_per_neuron(result, index=test_index), spikes_per_neuron(result, stops, test_index)
     bound = oracle(test_correct)
     summary = {
         "alpha": alpha_value,
@@ -225,12 +277,12 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
         "threshold_log_odds": threshold,
         "tolerance": tolerance,
         "pick_rule": rule,
-        "n_validation": int(val.n_items),
-        "n_test": int(test.n_items),
+        "n_validation": len(val_index),
+        "n_test": n_test,
         "mean_latency": float(stops.mean()),
         "accuracy": accuracy,
         "full_T_accuracy": float(test_correct[:, -1].mean()),
-        "step_saving": 1.0 - float(stops.mean()) / test.T,
+        "step_saving": 1.0 - float(stops.mean()) / T,
         "spikes_per_neuron_full": spikes_full,
         "spikes_per_neuron_dc": spikes_dc,
         "synaptic_events_full": events_full,
@@ -244,5 +296,6 @@ def evaluate_dynamic_confidence(result, alpha: str | float = "T", tolerance: flo
     arrays = {
         "sweep": sweep, "front": pareto_front(sweep), "chosen": chosen, "stop_times": stops,
         "oracle_stop_times": bound["stop_times"], "mean_confidence": expit(test_conf).mean(axis=0),
+        "never_correct": ~test_correct.any(axis=1), "dc_correct": dc_correct,
     }
     return {"dynamic_confidence": summary, "oracle": oracle_summary, "arrays": arrays}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurodeploy.errors import ConfigError
-from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.evaluate.result import SimulationResult, item_chunks
 
 FORMS = ("raw", "pareto")
 
@@ -74,15 +74,38 @@ def spiking_population_mask(result: SimulationResult) -> np.ndarray:
                      for i, pop in enumerate(result.populations)], dtype=bool)
 
 
-def spikes_per_neuron(result: SimulationResult, stop: np.ndarray | None = None) -> float:
+def _items(result: SimulationResult, index: np.ndarray | None) -> np.ndarray:
+    return np.arange(result.n_items) if index is None else np.asarray(index)
+
+
+def spikes_per_neuron(result: SimulationResult, stop: np.ndarray | None = None,
+                      index: np.ndarray | None = None) -> float:
     """Mean spikes per spiking neuron per inference; with ``stop`` ([N], 1-based) only spikes up to
-    each item's stop step count."""
+    each item's stop step count; with ``index`` over those items only (``stop`` then has one entry per
+    item of ``index``). Spikes per item and step ``[N, T]`` are gathered per item chunk."""
     mask = spiking_population_mask(result)
     neurons = sum(pop["size"] for pop, m in zip(result.populations, mask, strict=True) if m)
-    per_step = result.spike_counts[:, :, mask].sum(axis=2)
+    items = _items(result, index)
+    parts = [result.spike_counts[items[rows]][:, :, mask].sum(axis=2)
+             for rows in item_chunks(len(items), 8 * result.T * result.spike_counts.shape[2])]
+    per_step = np.concatenate(parts) if parts else np.zeros((0, result.T))
     if stop is not None:
         per_step = per_step * (np.arange(result.T)[None, :] < np.asarray(stop)[:, None])
-    return float(per_step.sum() / max(neurons, 1) / max(result.n_items, 1))
+    return float(per_step.sum() / max(neurons, 1) / max(len(items), 1))
+
+
+def item_events(result: SimulationResult, index: np.ndarray | None = None, stop: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Synaptic events of each item over the run, summed over populations, ``[N]`` (with ``index``:
+    those items; with ``stop``, one 1-based step per item, only the steps up to it), per item chunk."""
+    items = _items(result, index)
+    parts = []
+    for rows in item_chunks(len(items), 8 * result.T * result.synaptic_events.shape[2]):
+        events = result.synaptic_events[items[rows]].sum(axis=2)
+        if stop is not None:
+            events = events * (np.arange(result.T)[None, :] < np.asarray(stop)[rows, None])
+        parts.append(events.sum(axis=1))
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def combined_sparsity(activation_sparsity: float, weight_sparsity: float) -> float:

@@ -12,9 +12,10 @@ each other stay visible. Axes say their units: steps (1 step = 1 ms), ms, synapt
   with the ANN accuracy a*; the shaded area between the Pareto envelope and a* is a* x P_l.
 * ``accuracy_vs_events.png``: a(t) against the cumulative synaptic events per inference (log), with the
   Loihi energy estimate of those events on the top axis.
-* ``dc_pareto_front.png``: Dynamic Confidence operating points on the validation part, the Pareto front
-  with some thresholds c written next to it, the chosen point (star); log latency axis when the
-  latencies span more than a decade.
+* ``dc_pareto_front.png``: Dynamic Confidence operating points on the validation part (at most
+  ``SCATTER_POINTS`` of them, spread evenly over the sweep), the Pareto front with some thresholds c
+  written next to it, the chosen point (star); log latency axis when the latencies span more than a
+  decade.
 * ``stop_time_histogram.png``: fractions of test-part items stopping at each step (DC) and first correct
   (oracle); items never correct, and items wrong at their DC exit, as separate bars.
 * ``mean_confidence.png``: mean confidence C_t and the chosen threshold.
@@ -45,6 +46,9 @@ COLORS = colormaps["tab10"].colors
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 STEP_UNIT = "time step t (1 step = 1 ms)"
+#: sweep points drawn as the Dynamic Confidence cloud: a sweep has up to one point per item and step
+#: (millions for long runs), which a figure need not hold; the front and the chosen point are drawn exactly
+SCATTER_POINTS = 20_000
 
 
 def run_style(index: int, n_runs: int, n_points: int) -> dict:
@@ -162,12 +166,19 @@ def _dc_zoom_range(runs) -> tuple[float, float]:
     return max(0.0, low), best + max(0.15 * (best - low), 0.003)
 
 
+def _thinned(n: int, limit: int) -> np.ndarray:
+    """At most ``limit`` indices spread evenly over ``0 .. n - 1``, the first and last included."""
+    return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
 def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
     low, high = _dc_zoom_range(runs) if zoom else (0.0, 1.0)
     for i, (label, summary, arrays) in enumerate(runs):
         sweep, front, chosen = arrays["sweep"], arrays["front"], arrays["chosen"]
         color = _color(i)
-        ax.scatter(sweep.mean_latency, sweep.accuracy, s=3, alpha=0.15, color=color, linewidths=0)
+        shown_points = _thinned(len(sweep.thresholds), SCATTER_POINTS)
+        ax.scatter(sweep.mean_latency[shown_points], sweep.accuracy[shown_points], s=3, alpha=0.15, color=color,
+                   linewidths=0)
         style = run_style(i, len(runs), len(front))
         style.update(markevery=1, markersize=3)
         ax.plot(sweep.mean_latency[front], sweep.accuracy[front], label=None if zoom else f"{label} front", **style)

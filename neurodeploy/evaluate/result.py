@@ -14,6 +14,10 @@ Metadata (JSON): backend, T, dt_ms, profile, pipeline_delay, populations (name, 
 n_neurons, n_synapses, timings, and whatever the producer adds (ann_accuracy, model, ...).
 
 Saved as one ``.npz`` (numeric arrays + the metadata as a JSON string; no pickle).
+
+Memory: the evaluator works on item chunks (:func:`item_chunks`) of at most :data:`CHUNK_BYTES` of
+temporaries, so what it allocates beyond the result grows with N x T by a few bytes per item and step
+(the [N, T] curves it needs), not by float64 copies of the [N, T, C] readout.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,6 +49,16 @@ _DTYPES = frozenset(np.dtype(t).str for t in ("<f2", "<f4", "<f8", "i1", "<i2", 
                                               "<u8"))
 _MAX_METADATA_BYTES = 64 << 20
 _LOW_LEVEL_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError, OverflowError, RecursionError)
+#: bytes of temporaries one item chunk of the evaluator may allocate (float64 copies of its readout)
+CHUNK_BYTES = 16 << 20
+
+
+def item_chunks(n_items: int, bytes_per_item: int, budget: int | None = None) -> Iterator[slice]:
+    """Consecutive slices over ``n_items`` items, each holding as many items as fit ``budget`` bytes
+    (default :data:`CHUNK_BYTES`) at ``bytes_per_item`` (at least one)."""
+    size = max(1, (CHUNK_BYTES if budget is None else budget) // max(bytes_per_item, 1))
+    for start in range(0, n_items, size):
+        yield slice(start, min(start + size, n_items))
 
 
 class _Loose(BaseModel):
@@ -145,7 +160,7 @@ class SimulationResult:
             lines.append(("populations", ", ".join(f"{p['name']} ({p['role']}, {p['size']})"
                                                    for p in self.populations)))
         if self.n_items and self.T:
-            lines.append(("accuracy at T", f"{float(self.correct()[:, -1].mean()):.4f}"))
+            lines.append(("accuracy at T", f"{float((self.readout[:, -1].argmax(1) == self.labels).mean()):.4f}"))
         shown = ("ann_accuracy", "model", "dataset", "dt_ms", "pipeline_delay", "n_neurons", "n_synapses")
         lines += [(key, str(meta[key])) for key in shown if meta.get(key) is not None]
         other = [key for key in meta if key not in shown + ("backend", "profile", "device", "encoding", "populations")]
@@ -170,13 +185,22 @@ class SimulationResult:
         """Predicted class at every step, ``[N, T]`` (argmax of O(t); ties go to the lowest class)."""
         return self.readout.argmax(axis=2)
 
-    def correct(self) -> np.ndarray:
-        """``[N, T]`` bool: prediction at step t equals the label."""
-        return self.predictions() == self.labels[:, None]
+    def correct(self, index: np.ndarray | None = None) -> np.ndarray:
+        """``[N, T]`` bool: prediction at step t equals the label; with ``index`` only those items
+        (``[len(index), T]``). Computed per item chunk: no [N, T] int64 predictions are made."""
+        items = np.arange(self.n_items) if index is None else np.asarray(index)
+        out = np.empty((len(items), self.T), dtype=bool)
+        for rows in item_chunks(len(items), self.T * (self.readout.shape[2] * self.readout.itemsize + 8)):
+            chunk = self.readout[rows] if index is None else self.readout[items[rows]]  # a copy with an index
+            np.equal(chunk.argmax(axis=2), self.labels[items[rows], None], out=out[rows])
+        return out
 
     def accuracy_curve(self) -> np.ndarray:
-        """a(t) for t = 1..T as fractions in [0, 1], shape ``[T]``."""
-        return self.correct().mean(axis=0)
+        """a(t) for t = 1..T as fractions in [0, 1], shape ``[T]`` (correct items counted per chunk)."""
+        hits = np.zeros(self.T, dtype=np.int64)
+        for rows in item_chunks(self.n_items, self.T * 9):
+            hits += (self.readout[rows].argmax(axis=2) == self.labels[rows, None]).sum(axis=0)
+        return hits / self.n_items
 
     def population_neuron_counts(self) -> dict[str, np.ndarray]:
         """``neuron_counts`` split per population: ``{name: [N, size]}``."""
@@ -196,20 +220,19 @@ class SimulationResult:
         """``[N]`` bool: the prediction at each item's stop step is right (needs ``stop_times``)."""
         if self.stop_times is None:
             raise ResultFormatError("this result has no stop times (it was not run with early exit)")
-        return self.correct()[np.arange(self.n_items), self.stop_times - 1]
+        at_stop = self.readout[np.arange(self.n_items), self.stop_times - 1]
+        return at_stop.argmax(axis=1) == self.labels
 
     @staticmethod
     def concatenate(parts: list[SimulationResult]) -> SimulationResult:
-        """Joins per-batch results along the item axis (metadata of the first part)."""
-        def optional(name: str) -> np.ndarray | None:
-            arrays = [getattr(p, name) for p in parts]
-            return None if any(a is None for a in arrays) else np.concatenate(arrays)
-
-        return SimulationResult(
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
-            metadata=dict(parts[0].metadata), stop_times=optional("stop_times"),
-            neuron_counts=optional("neuron_counts"),
-        )
+        """Joins per-batch results along the item axis (metadata of the first part; every part has the
+        first one's shapes beyond the item axis, see :class:`ResultAssembler`)."""
+        assembler = ResultAssembler(sum(part.n_items for part in parts))
+        start = 0
+        for part in parts:
+            assembler.add(start, part)
+            start += part.n_items
+        return assembler.result()
 
     def validate(self, where: str = "result") -> SimulationResult:
         """Checks what the result says: array kinds and shapes agree ([N, T, C] readout, [N] labels in
@@ -225,10 +248,13 @@ class SimulationResult:
         metadata = _check_metadata(where, self.metadata)
         _check_against_metadata(where, metadata, {name: array.shape for name, array in present.items()})
         for name, array in present.items():
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if not array.size:
+                continue
+            low = array.min()  # min and max propagate NaN: no [N, T, C] mask is needed to find one
+            if array.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(array.max())):
                 raise ResultFormatError(f"{where}: {name} contains NaN or infinite values")
-            if name in ("spike_counts", "synaptic_events", "neuron_counts") and array.size and array.min() < 0:
-                raise ResultFormatError(f"{where}: {name} holds negative counts (min {array.min()})")
+            if name in ("spike_counts", "synaptic_events", "neuron_counts") and low < 0:
+                raise ResultFormatError(f"{where}: {name} holds negative counts (min {low})")
         classes = self.readout.shape[2]
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= classes):
             bad = self.labels[(self.labels < 0) | (self.labels >= classes)][0]
@@ -273,6 +299,71 @@ class SimulationResult:
         except Exception as err:  # last resort, so a resume always simulates an unreadable batch again
             raise ResultFormatError(f"{path}: not a readable result file (unexpected {type(err).__name__}: "
                                     f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
+
+
+class ResultAssembler:
+    """Joins the per-batch results of a run of ``n_items`` items as they arrive, in place.
+
+    The first part fixes every array's shape beyond the item axis and the metadata; arrays for the
+    whole run are allocated once and each part is copied into its rows, so a run holds the whole result
+    plus the part at hand, never every part and their concatenation. A run of one part keeps that
+    part's arrays. dtypes are promoted as ``np.concatenate`` would; optional arrays are kept when every
+    part has them.
+    """
+
+    def __init__(self, n_items: int):
+        self.n_items = n_items
+        #: shape beyond the item axis of every array of the first part, None where it has none
+        self.shapes: dict[str, tuple[int, ...] | None] | None = None
+        self.metadata: dict = {}
+        self.joined: dict[str, np.ndarray | None] | SimulationResult | None = None
+        self.filled = 0
+
+    def fits(self, part: SimulationResult) -> bool:
+        """Whether ``part`` has the first part's shapes beyond the item axis (True before the first)."""
+        if self.shapes is None:
+            return True
+        arrays = {name: getattr(part, name) for name in _NDIM}
+        return all(self.shapes[name] == array.shape[1:]
+                   for name, array in arrays.items() if array is not None and self.shapes[name] is not None)
+
+    def add(self, start: int, part: SimulationResult) -> None:
+        """Places ``part`` at items ``start .. start + part.n_items - 1``; raises ResultFormatError when it
+        does not fit (:meth:`fits`) or leaves the run's items."""
+        if not self.fits(part):
+            raise ResultFormatError("a batch's result differs from the first batch's in shape")
+        if start < 0 or start + part.n_items > self.n_items or isinstance(self.joined, SimulationResult):
+            raise ResultFormatError(f"a batch of {part.n_items} items at item {start} leaves the run's "
+                                    f"{self.n_items} items")
+        if self.shapes is None:
+            arrays = {name: getattr(part, name) for name in _NDIM}
+            self.shapes = {name: None if array is None else array.shape[1:] for name, array in arrays.items()}
+            self.metadata = dict(part.metadata)
+            if part.n_items == self.n_items:
+                self.joined, self.filled = part, part.n_items
+                return
+            self.joined = {name: None if array is None else np.empty((self.n_items, *array.shape[1:]), array.dtype)
+                           for name, array in arrays.items()}
+        for name, target in self.joined.items():
+            source = getattr(part, name)
+            if source is None:
+                self.joined[name] = None
+                continue
+            if target is None:
+                continue
+            if not np.can_cast(source.dtype, target.dtype):  # a wider batch: widen the whole, as concatenate does
+                target = self.joined[name] = target.astype(np.result_type(target.dtype, source.dtype))
+            target[start:start + part.n_items] = source
+        self.filled += part.n_items
+
+    def result(self) -> SimulationResult:
+        """The joined result (metadata of the first part); raises ResultFormatError before every item
+        arrived."""
+        if self.joined is None or self.filled != self.n_items:
+            raise ResultFormatError(f"{self.filled} of {self.n_items} items arrived")
+        if isinstance(self.joined, SimulationResult):
+            return self.joined
+        return SimulationResult(**self.joined, metadata=self.metadata)
 
 
 def _check_kind(where: str, name: str, dtype: np.dtype, ndim: int) -> None:
@@ -347,10 +438,8 @@ def _load(path: Path) -> SimulationResult:
                                         "numbers)")
             _check_kind(str(path), name, found.dtype, len(found.shape))
         _check_shapes(str(path), {name: found.shape for name, found in headers.items()})
-        temporaries = max((found.size for found in headers.values()), default=0)  # a bool mask while validating
         as_int64 = headers["labels"].size * 8 if headers["labels"].dtype != np.int64 else 0
-        archive.budget.charge(sum(found.nbytes for found in headers.values()) + meta.nbytes + temporaries + as_int64,
-                              "its arrays")
+        archive.budget.charge(sum(found.nbytes for found in headers.values()) + meta.nbytes + as_int64, "its arrays")
         archive.budget.used = 0  # charged again as they are read
         text = str(archive.read_array(names["metadata_json"], meta)[()])
         header = parse_json(text.encode("utf-8", "surrogatepass"), ResultFormatError, f"{path}: metadata_json")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodeploy.evaluate.dynamic_confidence import evaluate_dynamic_confidence, validation_test_split
+from neurodeploy.evaluate.dynamic_confidence import evaluate_dynamic_confidence
 from neurodeploy.evaluate.energy import LABELS, format_joules, result_energy
 from neurodeploy.evaluate.metrics import anytime_metrics, events_per_step
 from neurodeploy.evaluate.result import SimulationResult
@@ -55,14 +55,10 @@ def summarize(result: SimulationResult, ann_accuracy: float, dc_alpha: str | flo
     summary["energy"] = result_energy(result, summary["synaptic_events_per_item"])
     summary["wall_time_s"] = float(result.metadata.get("timings", {}).get("run_s", float("nan")))
     summary["metadata"] = result.metadata
-    _, test_index = validation_test_split(result.n_items, dc_validation_fraction, seed)
-    test = result.select(test_index)
-    stops = dc["arrays"]["stop_times"]
     arrays = dict(dc["arrays"], events_per_step=events_per_step(result), accuracy=result.accuracy_curve(),
-                  never_correct=~test.correct().any(axis=1),
-                  dc_correct=test.correct()[np.arange(test.n_items), stops - 1],
                   spikes_per_step=result.spike_counts.mean(axis=0), item_spikes=result.spike_counts[:PLOTTED_ITEMS],
-                  item_labels=result.labels[:PLOTTED_ITEMS], item_predictions=result.predictions()[:PLOTTED_ITEMS, -1],
+                  item_labels=result.labels[:PLOTTED_ITEMS],
+                  item_predictions=result.readout[:PLOTTED_ITEMS, -1].argmax(axis=1),
                   populations=list(result.populations), dt_ms=float(result.metadata.get("dt_ms", 1.0)))
     return summary, arrays
 
