@@ -131,6 +131,7 @@ def test_per_item_loop_on_the_virtual_board(tmp_path, monkeypatch, capfd):
     pyNN.spiNNaker on the virtual board. The input (150 neurons) is played by two sources of at most 100
     neurons; every item's spikes reach the source cores; the result says that nothing comes back."""
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset
     from neurodeploy.backends.spinnaker.worker import run_items
     from neurodeploy.passes.ring_buffers import summed_weights_or_bound
     from neurodeploy.targets.spinnaker import DeltaCell
@@ -141,6 +142,7 @@ def test_per_item_loop_on_the_virtual_board(tmp_path, monkeypatch, capfd):
     torch.manual_seed(0)
     x = torch.rand(3, 150)
     net = convert(nn.Sequential(nn.Linear(150, 24), nn.ReLU(), nn.Linear(24, 4)).eval(), x)
+    compensate_hard_reset(net, x, "if")  # the cells get per-neuron v_reset values
     run = tmp_path / "run"
     config = load_hardware_config().write_for_run(run)
     out = _in_child(run_items, lower_network(net, input_as_synapses=True), str(config), str(run),

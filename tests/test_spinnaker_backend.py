@@ -41,6 +41,25 @@ def test_hardware_configs_are_documented_and_validated(tmp_path):
     assert "virtual_board = True" in text and str((tmp_path / "run" / "reports").resolve()) in text
 
 
+def test_boards_are_for_allocated_machines_and_v_reset_zero_clears_a_compensation(tmp_path):
+    from neurodeploy.backends.spinnaker import SpinnakerBackend
+    from neurodeploy.errors import ConfigError
+    from neurodeploy.passes.reset_compensation import METADATA_KEY, annotate_reset_compensation
+
+    with pytest.raises(ConfigError, match="--boards applies to spalloc and remote configs, not to the virtual"):
+        SpinnakerBackend(boards=2)
+    (tmp_path / "spalloc.cfg").write_text("[Machine]\nspalloc_server = 127.0.0.1\n")
+    assert SpinnakerBackend(hardware_config=str(tmp_path / "spalloc.cfg"), boards=3).boards == 3
+    torch.manual_seed(0)
+    x = torch.rand(8, 6)
+    network = convert(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval(), x)
+    annotate_reset_compensation(network, {"relu_1": 0.2}, "by hand")
+    SpinnakerBackend(v_reset="zero").prepare(network, x)
+    assert not any(METADATA_KEY in p.metadata for p in network.populations.values())
+    SpinnakerBackend().prepare(network, x)
+    assert network.populations["relu_1"].metadata[METADATA_KEY]["measured_on"].endswith("if input")
+
+
 @pytest.mark.slow
 def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, monkeypatch):
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
@@ -99,6 +118,7 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
     blocks (two cores) and 196 -> 128 a PoolDenseConnector (32 KiB / (2 x 196) = 83 neurons per core)."""
     pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
     from neurodeploy.backends import get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset
     from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
     from neurodeploy.passes.ring_buffers import annotate_summed_weights
     from neurodeploy.targets.spinnaker import ring_buffer_shift
@@ -112,6 +132,8 @@ def test_dense_mnist_with_fan_in_pass_maps_and_spynnaker_uses_our_ring_buffer_sh
     network = convert(pooled, x)
     materialize_pooling(network, 256)
     annotate_summed_weights(network, pool_inputs(network, x).numpy(), encoding="if")
+    compensate_hard_reset(network, pool_inputs(network, x), "if")  # per-neuron v_reset arrays reach sPyNNaker
+    assert network.populations["relu_3"].metadata["reset_compensation"]["mean_overshoot"] > 0
     report = get_backend("spinnaker", connectors=connectors).map(network, tmp_path / "run")
     assert report["max_fan_in"]["relu_3"] == 196 and report["n_synapses"] == 196 * 128 + 128 * 128 + 128 * 10
     assert report["cores_per_population"]["input"] == input_cores and report["chips"] >= 1 and report["cores"] >= 4

@@ -17,10 +17,11 @@ from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions,
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
-from neurodeploy.backends.gpu.spinnaker_profile import PARTS, apply_spinnaker_arithmetic
+from neurodeploy.backends.gpu.spinnaker_profile import PARTS, apply_spinnaker_arithmetic, compensate_hard_reset
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
+from neurodeploy.passes.reset_compensation import annotate_reset_compensation
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
@@ -52,6 +53,9 @@ class GpuBackend(Backend):
                "machines), spinnaker (SpiNNaker's cell and arithmetic: hard reset, leak, S16.15, 16-bit ring "
                "buffers; predicts a board), spinnaker_exp (the same with the IF_curr_exp cell and the int16 "
                "local-only weights of the spinnaker backend's --connectors local)", choices=tuple(PROFILES)),
+        Option("v_reset", "calibrated", "reset value of the spinnaker profiles' hard-reset cells: calibrated (per "
+               "population, the mean overshoot a subtract reset keeps, measured on calibration items; see "
+               "docs/semantics.md) or zero", choices=("calibrated", "zero")),
         Option("precision", "fp32", "fp32, or bf16 weights and spikes (membranes stay fp32)",
                choices=tuple(PRECISIONS)),
         Option("chunk", None, "steps per chunk (1 = step-major streaming; default from the memory budget)",
@@ -87,10 +91,16 @@ class GpuBackend(Backend):
         return Requirements()
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
-        """The spinnaker profile sizes each population's ring buffers from firing rates on the
-        calibration items (``passes.ring_buffers``), as the spinnaker backend does."""
+        """The spinnaker profiles size each population's ring buffers from firing rates on the
+        calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
+        reset value to the mean overshoot a subtract reset would keep (``passes.reset_compensation``), as
+        the spinnaker backend does."""
         if self.profile in SPINNAKER_CELLS:
             annotate_summed_weights(network, calibration.numpy(), encoding)
+            if self.v_reset == "calibrated":
+                compensate_hard_reset(network, calibration, encoding, self.device)
+            else:
+                annotate_reset_compensation(network, {}, "")
         return network
 
     def compile(self, network: Network, options: RunOptions) -> Session:

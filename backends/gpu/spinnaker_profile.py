@@ -13,6 +13,13 @@ What changes against the ``pynn`` profile (one-step delays stay):
 Not modelled: the ARM's rounding inside the closed-form update (at most one unit of 2^-15 per step)
 and the order in which saturating additions happen within a step.
 
+Hard-reset compensation (``passes.reset_compensation``): a population annotated by
+:func:`compensate_hard_reset` resets to its per-neuron ``v_reset`` (S16.15) instead of 0, the PyNN
+parameter the spinnaker backend sets. The engine resets to 0, so the profile simulates the membrane
+``v' = v - v_reset``: threshold ``theta - v_reset``, initial membrane ``v_init - v_reset`` and, with the leak,
+the extra current ``-(1 - e) v_reset`` per step (``e v + I = e v' + I - (1 - e) v_reset + v_reset``). With
+``v_reset`` on the S16.15 grid, rounding ``v'`` is rounding ``v`` shifted by ``v_reset``: the same spikes.
+
 The ``spinnaker_exp`` profile (``cell="exp"``) predicts the local-only variant of the spinnaker backend:
 every population is IF_curr_exp (:class:`~neurodeploy.targets.spinnaker.ExpCell`, ``tau_syn`` = 1/32 ms)
 and the projections ``backends.pynn.lowering.local_connector_kinds`` makes ConvolutionConnector or
@@ -30,13 +37,17 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
-from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming
+from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming, Layer, compile_network
+from neurodeploy.backends.gpu.engine import BatchSimulation
 from neurodeploy.backends.pynn.lowering import local_connector_kinds
 from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.passes.reset_compensation import METADATA_KEY as RESET_KEY
+from neurodeploy.passes.reset_compensation import annotate_reset_compensation, compensated_populations, v_reset
 from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 from neurodeploy.targets.spinnaker import (
@@ -57,17 +68,21 @@ CELLS = ("delta", "exp")
 
 #: the parts of SpiNNaker's semantics the profile applies; leaving some out measures what each costs
 PARTS = ("hard_reset", "leak", "fixed_point", "weights")
+#: calibration of the hard-reset compensation: items (the first of the calibration items) and steps
+COMPENSATION_ITEMS = 64
+COMPENSATION_STEPS = 100
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
     """``[n, *source_shape] -> [n, *target_shape]`` through a sparse ``[n_target, n_source]`` matrix."""
     csr = matrix.tocsr()
+    csr.sum_duplicates()  # canonical (sorted, unique indices): a valid CSR layout without PyTorch's own check,
+    # which PyTorch 2.11 failed on a matrix of conv MNIST ("expected col_indices to be a contiguous tensor")
     with warnings.catch_warnings():  # CSR is "beta" in PyTorch, and 10x faster than COO here
         warnings.simplefilter("ignore", UserWarning)
-        weights = torch.sparse_csr_tensor(torch.as_tensor(csr.indptr, dtype=torch.int64),
-                                          torch.as_tensor(csr.indices, dtype=torch.int64),
-                                          torch.as_tensor(csr.data, dtype=dtype), csr.shape, device=device,
-                                          check_invariants=True)
+        parts = [torch.tensor(np.ascontiguousarray(a), dtype=t) for a, t in
+                 ((csr.indptr, torch.int64), (csr.indices, torch.int64), (csr.data, dtype))]
+        weights = torch.sparse_csr_tensor(*parts, csr.shape).to(device)
 
     def apply(spikes: torch.Tensor) -> torch.Tensor:
         flat = spikes.reshape(spikes.shape[0], -1)
@@ -150,10 +165,15 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
             layer.v_init = _round(layer.v_init)
             if layer.bias is not None:
                 layer.bias = _exp_bias(layer.bias, constants) if exp else _round(layer.bias)
+        if "hard_reset" in parts:
+            _reset_to(layer, v_reset(network, layer.name), fixed, device)
         layer.amplitude = None  # folded into the synapse matrices below
         layer.incoming = []
         report["populations"][layer.name] = {"max_expected_summed_weight": summed[layer.name],
                                              "ring_buffer_shift": shifts, "weights_to_zero": 0, "weights_clipped": 0}
+        if "hard_reset" in parts and RESET_KEY in network.populations[layer.name].metadata:
+            report["populations"][layer.name]["reset_compensation"] = network.populations[layer.name].metadata[
+                RESET_KEY]
     for projection, kind in zip(network.projections, kinds, strict=True):
         source = network.populations[projection.source]
         target = compiled.layers[index[projection.target]]
@@ -185,3 +205,54 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
             target.incoming.append(Incoming(index[projection.source], *receptors))
     return report
 
+
+
+def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.device) -> None:
+    """A hard reset to ``values`` (per neuron, C order) on an engine that resets to 0: the layer simulates
+    ``v - values`` (module docstring). Nothing changes where every value is 0."""
+    if not values.any():
+        return
+    shift = torch.as_tensor(round_s1615(values) if fixed else values, dtype=torch.float32, device=device)
+    shift = shift.reshape(layer.shape)
+    layer.threshold = torch.as_tensor(layer.threshold, dtype=torch.float32, device=device) - shift
+    layer.v_init = torch.as_tensor(layer.v_init, dtype=torch.float32, device=device) - shift
+    if layer.decay is not None:
+        extra = shift * -(1.0 - layer.decay)
+        layer.bias = extra if layer.bias is None else layer.bias + extra
+
+
+def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", device: torch.device | None = None,
+                   T: int = COMPENSATION_STEPS, batch_size: int = 64) -> dict[str, float]:
+    """``{population: E[o]}``: per population of ``passes.reset_compensation.compensated_populations``, the
+    mean over its spikes of the overshoot ``o = v - theta`` the subtract reset keeps (the membrane right
+    after the spike, capped at ``theta``: a neuron driven above ``theta`` every step fires every step
+    whatever its reset), simulated with the IR's own semantics and one-step delays on items ``x [N, *input]``
+    for ``T`` steps. Populations that never spike are left out."""
+    device = device or torch.device("cpu")
+    names = compensated_populations(network)
+    compiled = compile_network(network, device, torch.float32, delay=1)
+    index = {layer.name: i for i, layer in enumerate(compiled.layers)}
+    totals = {name: [0.0, 0] for name in names}
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            sim = BatchSimulation(compiled, x[start:start + batch_size].to(device, torch.float32), encoding, 1, 0)
+            for _ in range(T):
+                sim.step_chunk(1)
+                for name in names:
+                    k = index[name]
+                    v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the step just simulated
+                    theta = torch.as_tensor(compiled.layers[k].threshold, dtype=v.dtype, device=device).expand_as(v)
+                    totals[name][0] += float(torch.minimum(v, theta)[spiked].sum())
+                    totals[name][1] += int(spiked.sum())
+    return {name: total / count for name, (total, count) in totals.items() if count}
+
+
+def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
+                          device: torch.device | None = None) -> Network:
+    """The hard-reset compensation pass (``passes.reset_compensation``) with ``E[o]`` from
+    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place."""
+    items = calibration[:COMPENSATION_ITEMS]
+    overshoot = mean_overshoot(network, items, encoding, device)
+    return annotate_reset_compensation(network, overshoot, (
+        f"mean v - theta after a spike (subtract reset, one-step delays), {len(items)} calibration items, "
+        f"{COMPENSATION_STEPS} steps, {encoding} input"))

@@ -31,6 +31,7 @@ from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity
 from neurodeploy.ir.population import Population, initial_membrane, per_neuron
 from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.passes.reset_compensation import v_reset
 from neurodeploy.passes.synapse_matrix import projection_matrix, spike_amplitude
 
 #: most neurons on one core of a channel population (a block of rows x columns that divides the map): local-
@@ -70,6 +71,7 @@ class LoweredPopulation:
     reset_zero: bool
     spiking: bool
     fan_out: np.ndarray  # synapses leaving each neuron (counts synaptic events)
+    v_reset: np.ndarray  # reset value of a hard-reset cell (``passes.reset_compensation``; zeros without it)
 
 
 @dataclass
@@ -179,7 +181,7 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
         populations.append(LoweredPopulation(name, pop.role, pop.size, threshold, bias,
                                              initial_membrane(neuron, pop.shape).reshape(-1).astype(np.float64),
                                              neuron.reset == "zero", pop.role == "hidden",
-                                             fan_out[name].reshape(-1).astype(np.float64)))
+                                             fan_out[name].reshape(-1).astype(np.float64), v_reset(network, name)))
     synapses, inputs = [], []
     for projection, kind in zip(network.projections, kinds, strict=True):
         if kind is not None:

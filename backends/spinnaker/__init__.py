@@ -1,13 +1,15 @@
 """``spinnaker``: SpiNNaker through sPyNNaker (``pyNN.spiNNaker``, 1!7.4.x).
 
-Cells are ``IF_curr_delta`` (delta synapses, hard reset to 0, ``tau_refrac = 0``; ``tau_m`` large so the
-leak is small but inside fixed-point limits, ``cm`` chosen so an input of w moves the membrane by w, see
-``neurodeploy.targets.spinnaker.DeltaCell``); excitatory and inhibitory synapses are separate receptors with
-positive weights; every parameter is checked against the S16.15 range before sPyNNaker sees it; each
-population's ring buffers are sized by ``max_expected_summed_weight`` from the firing-rate statistics the
-``ring_buffers`` pass stored in the IR (without them: the sum of all incoming weights, which never
-saturates but wastes resolution). The reference simulator's ``spinnaker`` profile computes the same.
-sPyNNaker runs in a child process whose config folder is the run's own (see ``config.py``).
+Cells are ``IF_curr_delta`` (delta synapses, hard reset, ``tau_refrac = 0``; ``tau_m`` large so the leak is
+small but inside fixed-point limits, ``cm`` chosen so an input of w moves the membrane by w, see
+``neurodeploy.targets.spinnaker.DeltaCell``); the reset value ``v_reset`` is by default each population's mean
+overshoot on calibration items, which makes up for what the hard reset loses against the IR's subtract reset
+(``neurodeploy/passes/reset_compensation.py``; ``v_reset="zero"`` turns it off); excitatory and inhibitory
+synapses are separate receptors with positive weights; every parameter is checked against the S16.15 range
+before sPyNNaker sees it; each population's ring buffers are sized by ``max_expected_summed_weight`` from the
+firing-rate statistics the ``ring_buffers`` pass stored in the IR (without them: the sum of all incoming
+weights, which never saturates but wastes resolution). The reference simulator's ``spinnaker`` profile
+computes the same. sPyNNaker runs in a child process whose config folder is the run's own (see ``config.py``).
 
 ``connectors``: "fromlist" is the above; "local" (the default where the installed sPyNNaker ships
 ``IF_curr_exp_conv.aplx`` and ``IF_curr_exp_pool_dense.aplx``) makes every cell IF_curr_exp
@@ -23,7 +25,8 @@ spikes and the output membrane back, reset. On a virtual board (the default conf
 network and runs nothing: the result is zeros and says so (``metadata["virtual"]``), and the
 orchestrator asks :meth:`SpinnakerBackend.predictor` (the gpu backend's spinnaker profile) for the
 predicted accuracy instead. A board (``--hardware-config spinn5``), a spalloc server or a remote
-machine is checked for reachability before any other work (:meth:`SpinnakerBackend.check_target`).
+machine is checked for reachability before any other work (:meth:`SpinnakerBackend.check_target`);
+``boards`` sets how many boards a spalloc server or remote service allocates.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
+from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
-from neurodeploy.errors import BackendError
+from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
+from neurodeploy.passes.reset_compensation import annotate_reset_compensation
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
 from neurodeploy.targets import spinnaker
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, check_s1615
@@ -63,16 +68,18 @@ def _local_only_shipped() -> bool:
     return True
 
 
-def _map(args):
+def _map(call):
     from neurodeploy.backends.spinnaker.worker import map_network
 
-    return map_network(*args)
+    args, kwargs = call
+    return map_network(*args, **kwargs)
 
 
-def _run(args):
+def _run(call):
     from neurodeploy.backends.spinnaker.worker import run_items
 
-    return run_items(*args)
+    args, kwargs = call
+    return run_items(*args, **kwargs)
 
 
 def _in_child_process(function, args: tuple, target: str):
@@ -102,6 +109,11 @@ class SpinnakerBackend(Backend):
                "sPyNNaker's local-only ConvolutionConnector / PoolDenseConnector where they apply, FromList "
                "elsewhere) or auto (local where the installed sPyNNaker ships its binaries)",
                choices=("auto", "local", "fromlist")),
+        Option("v_reset", "calibrated", "reset value of the hard-reset cells: calibrated (per population, the "
+               "mean overshoot a subtract reset keeps, measured on calibration items; see docs/semantics.md) "
+               "or zero", choices=("calibrated", "zero")),
+        Option("boards", None, "SpiNN-5 boards to request from a spalloc server or remote service (default: "
+               "as many as the network needs)", kind=int, minimum=1),
     )
 
     def __init__(self, **values):
@@ -111,6 +123,9 @@ class SpinnakerBackend(Backend):
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
         self.cell = ExpCell.for_tau(self.tau_m) if self.local_only else DeltaCell.for_tau(self.tau_m)
+        if self.boards is not None and not self.config.allocated:
+            raise ConfigError(f"spinnaker backend: --boards applies to spalloc and remote configs, not to the "
+                              f"{self.config.target} of {self.config.path}")
 
     def describe(self) -> str:
         return f"spinnaker[{self.config.target}, {'IF_curr_exp, local-only' if self.local_only else 'IF_curr_delta'}]"
@@ -130,8 +145,12 @@ class SpinnakerBackend(Backend):
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
         """Sizes each population's ring buffers from firing rates on the calibration items, with the
-        input as the spikes of the board's spike source (``passes.ring_buffers``)."""
-        return annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
+        input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
+        "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
+        network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
+        if self.v_reset == "calibrated":
+            return compensate_hard_reset(network, calibration, BOARD_ENCODING)
+        return annotate_reset_compensation(network, {}, "")  # "zero" also for an IR that was compensated before
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""
@@ -144,7 +163,7 @@ class SpinnakerBackend(Backend):
         for pop in lowered.populations:
             bias = self.cell.offset_for(pop.bias) if self.local_only else pop.bias
             for parameter, values in (("threshold", pop.threshold), ("bias (i_offset)", bias),
-                                      ("initial membrane", pop.v_init)):
+                                      ("initial membrane", pop.v_init), ("v_reset", pop.v_reset)):
                 check_s1615(pop.name, parameter, values)
         for synapses in lowered.synapses:
             check_s1615(synapses.target, f"weight from {synapses.source!r}", synapses.weight)
@@ -166,8 +185,8 @@ class SpinnakerBackend(Backend):
         lowered = self.check(network)
         summed = summed_weights_or_bound(network, BOARD_ENCODING)
         config_dir = self.config.write_for_run(run_dir)
-        report = _in_child_process(_map, (lowered, str(config_dir), str(run_dir), T, self.neurons_per_core,
-                                          self.cell, summed), self.config.target)
+        report = _in_child_process(_map, ((lowered, str(config_dir), str(run_dir), T, self.neurons_per_core,
+                                           self.cell, summed), {"boards": self.boards}), self.config.target)
         _, fan_in = fan_maps(network)
         report.update(max_expected_summed_weight=summed)
         report.update(target=self.config.target, config=str(self.config.path), virtual=self.config.virtual,
@@ -201,8 +220,8 @@ class SpinnakerBackend(Backend):
                        options: RunOptions) -> SimulationResult:
         lowered, config_dir, folder, summed = session.state
         x = inputs.numpy().astype(np.float64)
-        out = _in_child_process(_run, (lowered, config_dir, folder, x, options.T, self.neurons_per_core, self.cell,
-                                       summed), self.config.target)
+        out = _in_child_process(_run, ((lowered, config_dir, folder, x, options.T, self.neurons_per_core, self.cell,
+                                        summed), {"boards": self.boards}), self.config.target)
         session.metadata.update(mapping=out["mapping"], note=out["note"], virtual=out["virtual"],
                                 items_read=session.metadata.get("items_read", 0) + out["items_read"])
         spikes = np.concatenate([out["input_spikes"][..., None], out["spikes"]], axis=2)

@@ -42,6 +42,13 @@ class HardwareConfig:
         return self.parser.getboolean("Machine", "virtual_board", fallback=False)
 
     @property
+    def allocated(self) -> bool:
+        """The machine is allocated by a service (a spalloc server or a remote SpiNNaker service), which
+        takes the number of boards to allocate."""
+        machine = self.parser["Machine"]
+        return "spalloc_server" in machine or "remote_spinnaker_url" in machine
+
+    @property
     def target(self) -> str:
         machine = self.parser["Machine"]
         if self.virtual:

@@ -3,7 +3,10 @@ for the shared PyNN runner (``backends/pynn/runner.py``), :func:`map_network` (b
 a virtual board partitions, places and routes the network) and :func:`run_items` (the per-item loop).
 
 The cell is IF_curr_delta with tau_refrac = 0 (``neurodeploy.targets.spinnaker.DeltaCell``), timestep
-1 ms, every synapse 1 ms of delay, weights as magnitudes on the excitatory or inhibitory receptor.
+1 ms, every synapse 1 ms of delay, weights as magnitudes on the excitatory or inhibitory receptor; it
+resets to each neuron's ``v_reset`` (0, or the value of the hard-reset compensation,
+``passes.reset_compensation``). ``boards``: the boards ``sim.setup`` asks a spalloc server or remote
+service for (``n_boards_required``; None: as many as the network needs).
 Tick n (t = n ms) is IR step n + 1: an input spike of step k is sent in tick k - 1, and a spike recorded
 at t ms belongs to step t + 1; sPyNNaker records v at the start of a tick, so sample k (tick k) is the
 membrane after step k, and a run of T steps lasts T + 1 ticks.
@@ -83,8 +86,9 @@ class DeltaProfile:
 
     delay_ms = 1.0
 
-    def __init__(self, sim, cell: DeltaCell, summed_weights: dict[str, list[float]], neurons_per_core: int):
-        sim.setup(timestep=1.0)
+    def __init__(self, sim, cell: DeltaCell, summed_weights: dict[str, list[float]], neurons_per_core: int,
+                 boards: int | None = None):
+        sim.setup(timestep=1.0, n_boards_required=boards)
         sim.set_number_of_neurons_per_core(sim.IF_curr_delta, neurons_per_core)
         self.cell, self.summed_weights = cell, summed_weights
         #: spike ticks the source cores held after each set (summed over items)
@@ -92,8 +96,8 @@ class DeltaProfile:
 
     def population(self, sim, pop: LoweredPopulation):
         threshold = pop.threshold if pop.spiking else np.full(pop.size, OUTPUT_THRESHOLD)
-        model = sim.IF_curr_delta(tau_m=self.cell.tau_m, cm=self.cell.cm, v_rest=0.0, v_reset=0.0, tau_refrac=0.0,
-                                  v_thresh=threshold, i_offset=pop.bias)
+        model = sim.IF_curr_delta(tau_m=self.cell.tau_m, cm=self.cell.cm, v_rest=0.0, v_reset=pop.v_reset,
+                                  tau_refrac=0.0, v_thresh=threshold, i_offset=pop.bias)
         return sim.Population(pop.size, model, label=pop.name, initial_values={"v": pop.v_init},
                               additional_parameters={"max_expected_summed_weight": self.summed_weights[pop.name]})
 
@@ -206,8 +210,8 @@ class ExpProfile:
     model = "IF_curr_exp"
 
     def __init__(self, sim, cell: ExpCell, summed_weights: dict[str, list[float]], neurons_per_core: int,
-                 lowered: LoweredNetwork):
-        sim.setup(timestep=1.0)
+                 lowered: LoweredNetwork, boards: int | None = None):
+        sim.setup(timestep=1.0, n_boards_required=boards)
         sim.set_number_of_neurons_per_core(sim.IF_curr_exp, None)  # set per population (1-D and 2-D ones)
         sim.set_number_of_neurons_per_core(sim.SpikeSourceArray, None)
         self.cell, self.summed_weights, self.neurons_per_core = cell, summed_weights, neurons_per_core
@@ -221,7 +225,7 @@ class ExpProfile:
         threshold = pop.threshold[part] if pop.spiking else np.full(len(pop.threshold[part]), OUTPUT_THRESHOLD)
         cell = self.cell
         return sim.IF_curr_exp(tau_m=cell.tau_m, cm=cell.cm, tau_syn_E=cell.tau_syn, tau_syn_I=cell.tau_syn,
-                               v_rest=0.0, v_reset=0.0, tau_refrac=0.0, v_thresh=threshold,
+                               v_rest=0.0, v_reset=pop.v_reset[part], tau_refrac=0.0, v_thresh=threshold,
                                i_offset=cell.offset_for(pop.bias[part]))
 
     def population(self, sim, pop: LoweredPopulation):
@@ -426,7 +430,7 @@ def _mapping_report(built: BuiltNetwork, neurons_per_core: int) -> dict:
 
 
 def _build(lowered: LoweredNetwork, neurons_per_core: int, cell: DeltaCell | ExpCell,
-           summed_weights: dict[str, list[float]], source_size: int | None, record: bool
+           summed_weights: dict[str, list[float]], source_size: int | None, record: bool, boards: int | None
            ) -> tuple[Any, DeltaProfile | ExpProfile, BuiltNetwork, dict]:
     """sPyNNaker set up and the network built: IF_curr_delta and FromList, or the local-only variant (an
     :class:`ExpCell`); the dict holds the cell, the PyNN populations and projections made per kind."""
@@ -436,26 +440,26 @@ def _build(lowered: LoweredNetwork, neurons_per_core: int, cell: DeltaCell | Exp
     import pyNN.spiNNaker as sim
 
     if isinstance(cell, ExpCell):
-        profile = ExpProfile(sim, cell, summed_weights, neurons_per_core, lowered)
+        profile = ExpProfile(sim, cell, summed_weights, neurons_per_core, lowered, boards)
         built, counts = build_local_network(sim, profile, lowered, source_size, record)
         return sim, profile, built, {"cell": ExpProfile.model, **counts,
                                      "grids": {name: {"shape": [g.channels, g.height, g.width], "block": list(g.block)}
                                                for name, g in lowered.grids.items()},
                                      "pool_dense_neurons_per_core": {name: min(n, neurons_per_core) for name, n
                                                                      in lowered.neurons_per_core.items()}}
-    profile = DeltaProfile(sim, cell, summed_weights, neurons_per_core)
+    profile = DeltaProfile(sim, cell, summed_weights, neurons_per_core, boards)
     built = build_network(sim, profile, lowered, source_size, record)
     return sim, profile, built, {"cell": "IF_curr_delta", "projections": {"fromlist": None}}
 
 
 def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, neurons_per_core: int,
-                cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]]) -> dict:
+                cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]], boards: int | None = None) -> dict:
     """Builds the network (one spike source for the input, nothing recorded) and runs it for T steps, which
     maps it; returns the mapping report with ``build_s`` and ``map_s``. Logs go to ``run_dir/run.log``."""
     _enter_run_folder(config_dir, run_dir)
     with log_to_file(Path(run_dir) / "run.log"):
         start = time.perf_counter()
-        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, None, False)
+        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, None, False, boards)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         sim.run(profile.run_ms(T))
@@ -466,7 +470,8 @@ def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, 
 
 
 def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndarray, T: int, neurons_per_core: int,
-              cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]], source_size: int = 100) -> dict:
+              cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]], source_size: int = 100,
+              boards: int | None = None) -> dict:
     """The complete per-item loop on the configured machine: build once (input as spike sources of at most
     ``source_size`` neurons), one mapping run, then per item of ``x [B, *input_shape]``: set its IF-encoded
     input spikes, run T steps, read spikes and the output membrane back, reset. Returns the runner's dict
@@ -478,7 +483,8 @@ def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndar
         from spinn_utilities.config_holder import get_config_bool
 
         start = time.perf_counter()
-        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, source_size, True)
+        sim, profile, built, variant = _build(lowered, neurons_per_core, cell, summed_weights, source_size, True,
+                                              boards)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         sim.run(profile.run_ms(T))

@@ -1,0 +1,117 @@
+"""A reset value per neuron that makes up, on average, for the overshoot a hard reset loses.
+
+The IR's converted neurons reset by subtraction: after a spike at ``v >= theta`` the membrane keeps the
+overshoot ``o = v - theta``. SpiNNaker's cells reset hard, to ``v_reset``; with ``v_reset = 0`` every spike
+loses its overshoot. By Wald's identity a neuron whose input per step has mean ``mu`` then spikes every
+``(theta - v_reset + E[o]) / mu`` steps instead of every ``theta / mu`` (subtraction), so a reset to
+``v_reset = E[o]`` keeps its rate, to first order. The loss is large where the input of one step is large
+against ``theta``: in conv MNIST rare spikes arrive through large 3 x 3 x C kernels and ``E[o]`` is 0.17-0.31
+``theta`` per layer, so each layer fires 10-40 % less and the losses compound (``docs/semantics.md``,
+"Hard-reset compensation").
+
+The pass stores, per hidden population that resets by subtraction, the mean overshoot measured on
+calibration items (the measurement needs a simulator: ``backends/gpu/spinnaker_profile.py``,
+``compensate_hard_reset``) and :func:`v_reset` turns it into per-neuron reset values, the ``v_reset``
+parameter of PyNN's cells:
+
+- ``v_reset = E[o]`` for every neuron of the population;
+- except in a *lattice* population, whose input per step is always a multiple of one weight ``h`` (a
+  pooling population: no bias, no weights of its own; its membrane moves on the lattice of ``h``). There
+  only the number of lattice steps a reset value saves counts, so a reset below ``h`` saves nothing: each
+  neuron saves a whole number ``k`` of steps, ``k`` spread over the neurons so that its mean is
+  ``E[o] / h``, its reset value in the middle of the interval that saves ``k`` (``k = 0`` included: robust
+  by half a step to what makes steps smaller than ``h`` on a board, the leak and the IF_curr_exp
+  current's floor, which with a reset to 0 would need one step more per spike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurodeploy.ir.network import Network
+from neurodeploy.ir.ops import AvgPool2d, Flatten, Identity
+from neurodeploy.ir.population import per_neuron
+from neurodeploy.passes.synapse_matrix import projection_matrix
+
+METADATA_KEY = "reset_compensation"
+#: ops whose projections carry no weights of their own (the weights are the pooling's equal shares)
+_WEIGHTLESS = (AvgPool2d, Flatten, Identity)
+
+
+def compensated_populations(network: Network) -> list[str]:
+    """Hidden populations (topological order) whose IR neurons reset by subtraction: the ones a hard-reset
+    target changes and this pass compensates (QFFS neurons, whose negative spikes read the membrane's
+    sign, are left out; no hard-reset target runs them)."""
+    names = []
+    for name in network.topological_order():
+        pop = network.populations[name]
+        if pop.role == "hidden" and pop.neuron.reset == "subtract" and pop.neuron.spike_cap is None and \
+                not pop.neuron.negative_spikes:
+            names.append(name)
+    return names
+
+
+def lattice_step(network: Network, name: str) -> float:
+    """The one weight ``h`` every synapse into population ``name`` has when its input per step is always a
+    multiple of it (no bias; every incoming projection from a spiking population, pooling only, all its
+    weights equal and positive), else 0."""
+    pop = network.populations[name]
+    if pop.bias is not None and np.any(np.asarray(pop.bias) != 0):
+        return 0.0
+    values = []
+    for projection in network.projections:
+        if projection.target != name:
+            continue
+        if network.populations[projection.source].role != "hidden" or not all(
+                isinstance(op, _WEIGHTLESS) for op in projection.ops):
+            return 0.0
+        values.append(np.unique(projection_matrix(network, projection).data))
+    weights = np.unique(np.concatenate(values)) if values else np.zeros(0)
+    if weights.size == 0 or weights[0] <= 0 or not np.allclose(weights, weights[0], rtol=1e-9, atol=0.0):
+        return 0.0
+    return float(weights[0])
+
+
+def annotate_reset_compensation(network: Network, mean_overshoot: dict[str, float], measured_on: str) -> Network:
+    """Stores each population's mean overshoot ``E[o]`` (membrane units, from ``mean_overshoot``) and its
+    lattice step (:func:`lattice_step`) in its metadata, in place, replacing any earlier annotation;
+    ``measured_on`` says how ``E[o]`` was measured. Populations missing from ``mean_overshoot`` (all of them
+    for ``{}``) get ``v_reset = 0``."""
+    for pop in network.populations.values():
+        pop.metadata.pop(METADATA_KEY, None)
+    for name in compensated_populations(network):
+        if name in mean_overshoot:
+            network.populations[name].metadata[METADATA_KEY] = {
+                "mean_overshoot": float(mean_overshoot[name]), "lattice_step": lattice_step(network, name),
+                "measured_on": measured_on}
+    return network
+
+
+def v_reset(network: Network, name: str) -> np.ndarray:
+    """Per-neuron reset values ``[size]`` (C order) of population ``name``: zeros without the pass's
+    annotation, else the values of the module docstring, each below the neuron's threshold."""
+    pop = network.populations[name]
+    entry = pop.metadata.get(METADATA_KEY)
+    if not entry:
+        return np.zeros(pop.size)
+    theta = per_neuron(pop.neuron.threshold, pop.shape).reshape(-1)
+    overshoot, h = float(entry["mean_overshoot"]), float(entry["lattice_step"])
+    if h <= 0:
+        return np.minimum(np.full(pop.size, overshoot), theta)
+    return lattice_values(overshoot, h, theta)
+
+
+def lattice_values(overshoot: float, h: float, theta: np.ndarray) -> np.ndarray:
+    """Reset values on a lattice of step ``h`` (thresholds ``theta [n]``): neuron i saves ``k_i`` steps,
+    ``k_i = floor((i + 1) p) - floor(i p)`` with ``p = overshoot / h`` (mean p, evenly spread), by resetting
+    to ``theta - (m - k_i - 1/2) h``, where ``m = ceil(theta / h)`` steps reach the threshold from 0: the
+    middle of the interval of resets that save ``k_i`` steps, ``k_i = 0`` included, so that steps a little
+    smaller than ``h`` (the leak, the IF_curr_exp current's floor) still reach the threshold in ``m - k_i``."""
+    theta = np.asarray(theta, np.float64)
+    p = overshoot / h
+    index = np.arange(theta.size)
+    steps = np.floor((index + 1) * p) - np.floor(index * p)
+    reach = np.ceil(theta / h - 1e-9)
+    steps = np.minimum(steps, reach - 1)  # a reset at or above the threshold would fire every step
+    return theta - (reach - steps - 0.5) * h
+
