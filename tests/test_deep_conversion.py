@@ -10,6 +10,7 @@ import torch.nn as nn
 from conftest import simulate
 
 from neurodeploy.convert import convert
+from neurodeploy.errors import ConfigError
 from neurodeploy.train.quantized import QuantReLU, calibrate_steps, draw_resolution, quantize_activations
 from neurodeploy.train.zoo import ResidualBlock, build, resnet20
 
@@ -118,3 +119,22 @@ def test_delayed_readout_choice_uses_calibration_items_only():
     assert choice["items"] == 24 and choice["T"] == 12
     assert net.metadata["readout_start"] == choice["readout_start"]
     assert choice["agreement"] >= choice["agreement_without"]
+
+
+def test_job_conversion_settings_reach_the_converter(mnist):
+    """--max-pool and --readout-start: a max-pooling model converts with the strategy, and the delayed
+    readout's step is recorded in the network."""
+
+    from neurodeploy.jobs.config import ConversionSettings, JobConfig
+    from neurodeploy.jobs.prepare import convert_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    config = JobConfig(conversion=ConversionSettings(max_pool="avg", readout_start=3, calibration_samples=64))
+    network = convert_model(model.eval(), mnist, config)
+    assert network.metadata["readout_start"] == 3
+    assert any("MaxPool2d" in note for note in network.metadata["conversion_notes"])
+    with pytest.raises(ConfigError, match="--max-pool"):
+        ConversionSettings(max_pool="sum")
+    with pytest.raises(ConfigError, match="--readout-start"):
+        ConversionSettings(readout_start=-1)

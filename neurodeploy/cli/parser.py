@@ -109,8 +109,22 @@ def _data_flag(group, purpose: str = "") -> None:
                        "files (default: the embedded MNIST subset, 2,000 test digits)")
 
 
+def _readout_start(text: str) -> int | str:
+    """``--readout-start``: "auto" or a whole number of steps >= 0."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a whole number of steps") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} steps: the readout starts at step 0 or later")
+    return value
+
+
 def _conversion_group(parser: argparse.ArgumentParser) -> None:
     from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+    from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES
     from neurodeploy.convert.statistics import GRANULARITIES
     from neurodeploy.ir.population import VINIT_NAMES
     from neurodeploy.jobs.config import RESETS
@@ -130,6 +144,13 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
                        help="after a spike: subtract the threshold or set v to 0 (default: %(default)s)")
     group.add_argument("--v-init", choices=VINIT_NAMES, help="initial membrane: 0, theta/2, or uniform in "
                        "[0, theta) (seeded) (default: zero; half with --optimize)")
+    group.add_argument("--max-pool", choices=MAX_POOL_STRATEGIES,
+                       help="max pooling strategy: avg (replaced by average pooling of the same window, not "
+                       "retrained) or spiking (an exact maximum of rates built from ReLU populations) (default: "
+                       "max pooling is refused with a message)")
+    group.add_argument("--readout-start", type=_readout_start, default=0, metavar="K|auto",
+                       help="delayed readout: read the output from step K on, so the steps while deep layers "
+                       "settle do not count; auto chooses K on calibration items (default: %(default)s)")
     group.add_argument("--calibration-samples", type=int, default=2000, metavar="N",
                        help="training items for activation statistics (default: %(default)s)")
     group.add_argument("--quant-bits", type=int, default=2, metavar="B",

@@ -24,7 +24,8 @@ SUPPORTED = (
 _RELU_ONLY = "IF neurons approximate ReLU only: replace the activation with nn.ReLU and retrain"
 _SIGNED = "negative slopes need signed spikes: replace it with nn.ReLU and retrain"
 _MAX_POOL = (
-    "choose a strategy: convert(..., max_pool='avg') replaces it with average pooling of the same window (no "
+    "choose a strategy (on the command line: neurodeploy run --max-pool avg or --max-pool spiking): "
+    "convert(..., max_pool='avg') replaces it with average pooling of the same window (no "
     "retraining: check the accuracy), neurodeploy.convert.replace_max_pooling(model, train) replaces it and "
     "fine-tunes, or convert(..., max_pool='spiking') computes the max exactly in rates from ReLU populations "
     "(max(a, b) = b + relu(a - b); ceil(log2(window)) more layers, so it needs a longer T)")

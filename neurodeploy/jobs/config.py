@@ -18,6 +18,7 @@ from pathlib import Path
 from neurodeploy.backends import backend_class
 from neurodeploy.backends.base import ENCODINGS
 from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES
 from neurodeploy.convert.statistics import GRANULARITIES
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
@@ -90,7 +91,9 @@ class ConversionSettings:
 
     granularity and v_init None: "layer" and "zero", or "neuron" and "half" when the job optimizes
     (Dutson et al.'s pipeline); ``JobConfig.resolved_conversion`` fills them in. percentile None: the
-    normalization's default (99.9 for ``percentile``, 99.0 for ``percentile_all``).
+    normalization's default (99.9 for ``percentile``, 99.0 for ``percentile_all``). max_pool: None (max
+    pooling refused), "avg" or "spiking"; readout_start: the delayed readout's first step k, or "auto"
+    (chosen on calibration items for the run's T); see :func:`neurodeploy.convert.convert`.
     """
 
     conversion: str = "rate"
@@ -102,9 +105,15 @@ class ConversionSettings:
     calibration_samples: int = 2000
     quant_bits: int = 2
     quant_epochs: int = 5
+    max_pool: str | None = None
+    readout_start: int | str = 0
 
     def __post_init__(self) -> None:
         choice("--conversion", self.conversion, CONVERSIONS)
+        if self.max_pool is not None:
+            choice("--max-pool", self.max_pool, MAX_POOL_STRATEGIES)
+        if self.readout_start != "auto":
+            whole("--readout-start", self.readout_start, 0)
         choice("--normalization", self.normalization, tuple(DEFAULT_PERCENTILE))
         number("--percentile", self.percentile, 0.0, 100.0, low_open=True, optional=True)
         if self.granularity is not None:

@@ -154,7 +154,8 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
     # the percentile as given: None lets the converter pick its own (it differs for QCFS/QFFS)
     return convert(model, calibration, normalization=c.normalization, percentile=config.conversion.percentile,
                    granularity=c.granularity, reset=c.reset, v_init=c.v_init, seed=config.model.seed,
-                   conversion=c.conversion)
+                   conversion=c.conversion, max_pool=c.max_pool, readout_start=c.readout_start,
+                   readout_T=config.run.T)
 
 
 def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend], folder: Path,
