@@ -105,6 +105,18 @@ def _connect(sim: Any, profile: CellProfile, pre_population: Any, post_populatio
     return made
 
 
+def input_sources(sim: Any, profile: CellProfile, name: str, n_input: int,
+                  source_size: int | None) -> list[tuple[int, Any]]:
+    """The input's spike sources, ``(first input index, source)`` each: at most ``source_size`` neurons a
+    source (None: one source), labelled ``name``, or ``name[first:stop]`` when split."""
+    parts = max(1, -(-n_input // source_size)) if source_size else 1
+    sources = []
+    for chunk in np.array_split(np.arange(n_input), parts):
+        first, stop = int(chunk[0]), int(chunk[-1]) + 1
+        sources.append((first, profile.source(sim, stop - first, name if parts == 1 else f"{name}[{first}:{stop}]")))
+    return sources
+
+
 def build_network(sim: Any, profile: CellProfile, lowered: LoweredNetwork, source_size: int | None = None,
                   record: bool = True) -> BuiltNetwork:
     """Creates every population and projection (``sim.setup`` already called). Synapses from a population
@@ -115,12 +127,7 @@ def build_network(sim: Any, profile: CellProfile, lowered: LoweredNetwork, sourc
     input_synapses = [s for s in lowered.synapses if s.source not in populations]
     built = BuiltNetwork(populations, np.zeros(n_input))
     if input_synapses:
-        name = input_synapses[0].source
-        parts = max(1, -(-n_input // source_size)) if source_size else 1
-        for chunk in np.array_split(np.arange(n_input), parts):
-            first, stop = int(chunk[0]), int(chunk[-1]) + 1
-            label = name if parts == 1 else f"{name}[{first}:{stop}]"
-            built.sources.append((first, profile.source(sim, stop - first, label)))
+        built.sources = input_sources(sim, profile, input_synapses[0].source, n_input, source_size)
     for synapses in lowered.synapses:
         target = populations[synapses.target]
         if synapses.source in populations:

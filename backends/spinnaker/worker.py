@@ -61,7 +61,7 @@ from neurodeploy.backends.pynn.lowering import (
     LoweredPopulation,
     PoolDenseProjection,
 )
-from neurodeploy.backends.pynn.runner import BuiltNetwork, PyNNRunner, build_network, log_to_file
+from neurodeploy.backends.pynn.runner import BuiltNetwork, PyNNRunner, build_network, input_sources, log_to_file
 from neurodeploy.errors import BackendError
 from neurodeploy.targets.spinnaker import (
     LOCAL_ONLY_WEIGHT_MAX,
@@ -336,11 +336,7 @@ def build_local_network(sim, profile: ExpProfile, lowered: LoweredNetwork, sourc
             built.sources = [(c * size, profile.source(sim, size, f"{input_name}[c{c}]", grid))
                              for c in range(grid.channels)]
         else:
-            parts = max(1, -(-n_input // source_size)) if source_size else 1
-            for chunk in np.array_split(np.arange(n_input), parts):
-                first, stop = int(chunk[0]), int(chunk[-1]) + 1
-                label = input_name if parts == 1 else f"{input_name}[{first}:{stop}]"
-                built.sources.append((first, profile.source(sim, stop - first, label)))
+            built.sources = input_sources(sim, profile, input_name, n_input, source_size)
     for projection in lowered.local:
         pre, post = _parts(built, projection.source), _parts(built, projection.target)
         shifts = profile.shifts(projection.target)
