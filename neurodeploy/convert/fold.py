@@ -118,12 +118,7 @@ def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def fold_scales(ops: list[Op], in_shape: Shape) -> list[Op]:
     """Returns an equivalent chain with every foldable ``Scale`` merged into a weighted op."""
-    ops = list(ops)
-    index = 0
-    while index < len(ops):
-        if isinstance(ops[index], Scale) and _push_forward(ops, index, in_shape):
-            continue
-        index += 1
+    ops = _fold_forward(list(ops), Scale, _push_forward, in_shape)
     index = len(ops) - 1
     while index >= 0:
         if isinstance(ops[index], Scale) and _push_backward(ops, index, in_shape):
@@ -165,10 +160,15 @@ def _fold_slice(ops: list[Op], index: int, in_shape: Shape) -> bool:
 def fold_slices(ops: list[Op], in_shape: Shape) -> list[Op]:
     """Returns an equivalent chain with every foldable :class:`ChannelSlice` folded into the weighted op
     after it (its weight columns sliced to the slice's channels)."""
-    ops = list(ops)
+    return _fold_forward(list(ops), ChannelSlice, _fold_slice, in_shape)
+
+
+def _fold_forward(ops: list[Op], kind: type, fold, in_shape: Shape) -> list[Op]:
+    """Tries ``fold(ops, index, in_shape)`` (which changes ``ops`` in place and says whether it did) at
+    every op of type ``kind``, front to back, and returns ``ops``."""
     index = 0
     while index < len(ops):
-        if isinstance(ops[index], ChannelSlice) and _fold_slice(ops, index, in_shape):
+        if isinstance(ops[index], kind) and fold(ops, index, in_shape):
             continue
         index += 1
     return ops
