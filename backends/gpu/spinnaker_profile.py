@@ -206,7 +206,6 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
     return report
 
 
-
 def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.device) -> None:
     """A hard reset to ``values`` (per neuron, C order) on an engine that resets to 0: the layer simulates
     ``v - values`` (module docstring). Nothing changes where every value is 0."""
@@ -232,7 +231,11 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     names = compensated_populations(network)
     compiled = compile_network(network, device, torch.float32, delay=1)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
-    totals = {name: [0.0, 0] for name in names}
+    thresholds = {name: torch.as_tensor(compiled.layers[index[name]].threshold, dtype=torch.float32, device=device)
+                  for name in names}
+    # running sums stay on the device: no host synchronization per step
+    overshoot = {name: torch.zeros((), dtype=torch.float64, device=device) for name in names}
+    spikes = {name: torch.zeros((), dtype=torch.int64, device=device) for name in names}
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             sim = BatchSimulation(compiled, x[start:start + batch_size].to(device, torch.float32), encoding, 1, 0)
@@ -241,10 +244,9 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
                 for name in names:
                     k = index[name]
                     v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the step just simulated
-                    theta = torch.as_tensor(compiled.layers[k].threshold, dtype=v.dtype, device=device).expand_as(v)
-                    totals[name][0] += float(torch.minimum(v, theta)[spiked].sum())
-                    totals[name][1] += int(spiked.sum())
-    return {name: total / count for name, (total, count) in totals.items() if count}
+                    overshoot[name] += torch.minimum(v, thresholds[name]).mul(spiked).sum(dtype=torch.float64)
+                    spikes[name] += spiked.sum()
+    return {name: float(overshoot[name]) / int(spikes[name]) for name in names if int(spikes[name])}
 
 
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
