@@ -6,7 +6,6 @@ optimize``, which writes the optimized IR without a test run."""
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, write_json
 from neurodeploy.jobs.models import CachedModel, ModelCache, derived_model
 from neurodeploy.train import TrainConfig, evaluate_accuracy
+from neurodeploy.train.sparsity import items_within
 from neurodeploy.train.trainer import split_validation
 
 #: the kind a sparsity fine-tuned model's cache key names (``derived_model``'s ``what``)
@@ -75,8 +75,7 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
 def accuracy_floor(accuracy: float, items: int, budget: float) -> float:
     """The least accuracy within ``budget`` (fraction) of ``accuracy`` on ``items`` items, counted in whole
     items: (correct - floor(budget * items)) / items."""
-    correct = round(accuracy * items)
-    return max(correct - math.floor(budget * items + 1e-9), 0) / items
+    return max(round(accuracy * items) - items_within(budget, items), 0) / items
 
 
 def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,

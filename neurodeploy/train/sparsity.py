@@ -175,6 +175,13 @@ DEFAULT_LAMBDAS = (SparsityConfig.lambda_a, SparsityConfig.lambda_w)
 PRUNE_THRESHOLDS = (0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 
 
+def items_within(budget: float, items: int) -> int:
+    """How many of ``items`` items an accuracy budget (fraction) lets a model lose: floor(budget * items),
+    counted in whole items because a float comparison of accuracies could let one item more through (the
+    1e-9 absorbs the float error of products such as 0.005 * 2000)."""
+    return math.floor(budget * items + 1e-9)
+
+
 @dataclass(frozen=True)
 class BudgetedSparsity:
     """Phase 1 that chooses its own strength: the sparsest model whose validation accuracy stays within
@@ -286,8 +293,7 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
     """
     fit, val = split_validation(train, VALIDATION_FRACTION, search.seed)
     before = validation_report(model, val)
-    # the budget in whole items: a float comparison could let one item more through
-    floor_correct = before["correct"] - math.floor(search.budget * len(val) + 1e-9)
+    floor_correct = before["correct"] - items_within(search.budget, len(val))
     thresholds = PRUNE_THRESHOLDS if search.prune_threshold is None else (search.prune_threshold,)
     best, trials = _Best(), []
 
@@ -318,7 +324,8 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
         scale_schedule(search, candidate)
     chosen = best.entry
     config = replace(search.config(chosen["scale"]), prune_threshold=chosen["prune_threshold"])
-    record = {"before": before, "after": validation_report(best.model, val), "config": asdict(config),
+    after = {key: chosen[key] for key in before}  # the chosen candidate's validation report, measured above
+    record = {"before": before, "after": after, "config": asdict(config),
               "scale": chosen["scale"], "budget": search.budget, "accuracy_floor": floor_correct / len(val),
               "validation_items": len(val), "within_budget": chosen["within_budget"],
               "searched": {"penalty": search.searches_penalty, "prune_threshold": search.prune_threshold is None},
