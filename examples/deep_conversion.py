@@ -5,7 +5,8 @@ downsampling shortcuts), trained here (cached under ``results/models/`` like eve
 
 * ``qcfs``: each net fine-tuned with 2-bit activations (QuantReLU, mixed training resolution) and
   converted with QCFS; the quantized ANN's and the SNN's test accuracy at T = 16, 32, 64, read from the
-  start and with a delayed readout (k chosen on calibration items of the training split).
+  start, with a delayed readout (k chosen on calibration items of the training split), and with initial
+  membranes calibrated for T = 32 on training items (``v_init="calibrated"``).
 * ``rate``: the full-precision nets converted with rate coding (percentile normalization), test
   accuracy at T = 32, 64, 128 before and after per-channel threshold balancing and a delayed readout
   (the delay is chosen on calibration items of the training split, never on the test split).
@@ -64,12 +65,13 @@ def model(arch: str, epochs: int, dataset, quant_epochs: int | None = None, seed
 
 
 QCFS_TS = [16, 32, 64]
+CALIBRATION_T = 32  # the initial membranes are calibrated for T = 32 and the network is then run for every T
 
 
 def qcfs_part(args, dataset, test) -> list[dict]:
     """QCFS on the 2-bit nets: the quantized ANN's test accuracy, the SNN's at T = 16, 32, 64 read from the
     start, and with the delayed readout chosen for each T on calibration items (``readout_starts``, the
-    choice ``convert(..., readout_start="auto", readout_T=T)`` makes)."""
+    choice ``convert(..., readout_start="auto", T=T)`` makes)."""
     from neurodeploy.backends.base import delayed_readout
     from neurodeploy.convert.readout import readout_starts
 
@@ -92,10 +94,16 @@ def qcfs_part(args, dataset, test) -> list[dict]:
             row[f"snn_T{T}"] = float((readout[:, T - 1].argmax(1) == labels).mean())
             row[f"snn_T{T}_delayed"] = float((delayed_readout(readout[:, :T], k)[:, T - 1].argmax(1) == labels).mean())
             row[f"k{T}"] = k
+        calibrated = convert(quantized, dataset.train.images[:1000], conversion="qcfs", v_init="calibrated",
+                             T=CALIBRATION_T, progress=True)
+        row["v_init_calibration"] = calibrated.metadata["v_init_calibration"]
+        for T, accuracy in snn_accuracy(calibrated, test, QCFS_TS).items():
+            row[f"snn_T{T}_calibrated"] = accuracy
         rows.append(row)
         print(f"qcfs {arch}: quantized ANN {ann:.4f}; SNN " + ", ".join(
-            f"T={T} {row[f'snn_T{T}']:.4f} / delayed (k={row[f'k{T}']}) {row[f'snn_T{T}_delayed']:.4f}"
-            for T in QCFS_TS), flush=True)
+            f"T={T} {row[f'snn_T{T}']:.4f} / delayed (k={row[f'k{T}']}) {row[f'snn_T{T}_delayed']:.4f} / "
+            f"v0 calibrated {row[f'snn_T{T}_calibrated']:.4f}" for T in QCFS_TS), flush=True)
+        print(f"qcfs {arch}: calibrated v0 / theta {row['v_init_calibration']['fractions']}", flush=True)
     return rows
 
 
@@ -112,7 +120,7 @@ RATE_TS = [32, 64, 128]
 def rate_part(args, dataset, test) -> list[dict]:
     """Rate conversion of the full-precision residual nets: accuracy at T = 32, 64, 128 for each recipe.
     The delayed readout's k is chosen for each T on calibration items of the training split
-    (``readout_starts``: the same choice as ``convert(..., readout_start="auto", readout_T=T)``)."""
+    (``readout_starts``: the same choice as ``convert(..., readout_start="auto", T=T)``)."""
     from neurodeploy.backends.base import delayed_readout
     from neurodeploy.convert.readout import readout_starts
 

@@ -52,7 +52,8 @@ def evaluate_entry(method: str, arch: str, args, dataset, out: Path) -> dict:
     alpha = "T" if method == "qcfs" else f"bits:{args.bits}"
     config = JobConfig(
         model=ModelSettings(arch=arch, epochs=args.epochs, seed=args.seed),
-        conversion=ConversionSettings(conversion=method, quant_bits=args.bits, quant_epochs=args.quant_epochs),
+        conversion=ConversionSettings(conversion=method, quant_bits=args.bits, quant_epochs=args.quant_epochs,
+                                      v_init=args.v_init),
         run=RunSettings(T=args.T_qcfs if method == "qcfs" else args.T_qffs or 2**args.bits - 1, batch_size=1000,
                         exit="confidence", progress=False),
         evaluation=EvaluationSettings(dc_alpha=alpha))
@@ -61,7 +62,7 @@ def evaluate_entry(method: str, arch: str, args, dataset, out: Path) -> dict:
     model, label = cached.model, cached.label
     test = dataset.test.head(args.samples)
     ann_accuracy = evaluate_accuracy(model, test)
-    network = convert_model(model, dataset, config)
+    network = convert_model(model, dataset, config)  # with --v-init calibrated: chosen for this T on training items
     backend = get_backend("gpu")
     full = backend.run(network, test.images, test.labels, RunOptions(T=T, batch_size=1000, progress=False))
     full.metadata["ann_accuracy"] = ann_accuracy
@@ -85,7 +86,8 @@ def evaluate_entry(method: str, arch: str, args, dataset, out: Path) -> dict:
     fig.savefig(out / f"stop_times_{method}_{arch}.png", dpi=110)
     plt.close(fig)
     return {
-        "method": method, "arch": arch, "model": label, "bits": args.bits, "n_items": full.n_items,
+        "method": method, "arch": arch, "model": label, "bits": args.bits, "v_init": args.v_init,
+        "n_items": full.n_items,
         "ann_accuracy": ann_accuracy, "full_T": T, "full_T_accuracy": dc["full_T_accuracy"],
         "snn_accuracy_all_items": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
         "dc_accuracy": dc["accuracy"], "dc_mean_latency": dc["mean_latency"], "step_saving": dc["step_saving"],
@@ -100,7 +102,8 @@ def evaluate_entry(method: str, arch: str, args, dataset, out: Path) -> dict:
 
 
 COLUMNS = [
-    ("method", "{}"), ("arch", "{}"), ("ann_accuracy", "{:.4f}"), ("full_T", "{}"), ("full_T_accuracy", "{:.4f}"),
+    ("method", "{}"), ("arch", "{}"), ("v_init", "{}"), ("ann_accuracy", "{:.4f}"), ("full_T", "{}"),
+    ("full_T_accuracy", "{:.4f}"),
     ("dc_accuracy", "{:.4f}"), ("dc_mean_latency", "{:.2f}"), ("step_saving", "{:.1%}"), ("wall_saving", "{:.1%}"),
     ("spikes_per_neuron_full", "{:.3f}"), ("spikes_per_neuron_dc", "{:.3f}"), ("oracle_accuracy", "{:.4f}"),
     ("oracle_mean_latency", "{:.2f}"), ("latency_per_item_batch1_full_s", "{:.4f}"),
@@ -121,6 +124,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="test items (default: all 2000)")
     parser.add_argument("--latency-items", type=int, default=50, help="items for the batch-1 latency columns")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--v-init", choices=("half", "calibrated"), default="half",
+                        help="initial membranes: theta/2 (QCFS's shift) or calibrated on training items for the T run")
     parser.add_argument("--out", default="results/dynamic_confidence")
     args = parser.parse_args()
     console = Console(width=200)  # the report table has 15 columns

@@ -42,6 +42,8 @@ BAD = [
     (["run", "--max-fan-in", "-1"], "--max-fan-in must be at least 0"),
     (["run", "--max-pool", "sum"], "invalid choice: 'sum'"),
     (["run", "--readout-start", "-3"], "the readout starts at step 0 or later"),
+    (["run", "--conversion", "qcfs", "--v-init", "zero"], "--conversion qcfs starts every membrane at theta/2"),
+    (["run", "--v-init", "warm"], "invalid choice: 'warm'"),
     (["run", "--readout-start", "soon"], "'soon' is neither 'auto' nor a whole number of steps"),
     (["run", "--optimize-evals", "0"], "--optimize-evals must be at least 1"),
     (["run", "--encoding", "morse"], "morse"),

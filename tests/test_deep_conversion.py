@@ -109,12 +109,12 @@ def test_mixed_resolution_draws_one_of_three_schedules_per_batch():
 
 
 def test_delayed_readout_choice_uses_calibration_items_only():
-    """'auto' simulates the first readout_items calibration items; the chosen k never agrees less with
+    """'auto' simulates the first choice_items calibration items; the chosen k never agrees less with
     the ANN than reading from the start."""
     torch.manual_seed(0)
     model = resnet20(input_shape=(1, 8, 8), n_classes=4, blocks=1).eval()
     calibration = torch.rand(48, 1, 8, 8)
-    net = convert(model, calibration, readout_start="auto", readout_T=12, readout_items=24)
+    net = convert(model, calibration, readout_start="auto", T=12, choice_items=24)
     choice = net.metadata["readout_start_choice"]
     assert choice["items"] == 24 and choice["T"] == 12
     assert net.metadata["readout_start"] == choice["readout_start"]

@@ -228,3 +228,21 @@ def test_optimize_applies_the_fan_in_pass_and_quantization_flags(tmp_path):
     report = json.loads((tmp_path / "o" / "optimization.json").read_text())
     assert report["fan_in_pass"] == network.metadata["fan_in_pass"]
     assert "3-bit" in report["model"]
+
+
+def test_cli_qcfs_with_calibrated_initial_membranes(run_folder):
+    """--v-init calibrated: the fractions are chosen for the run's T on calibration items and saved in the IR."""
+    assert main(["run", "--conversion", "qcfs", "--v-init", "calibrated", "--samples", "200", "-T", "12",
+                 "--epochs", "2", "--quant-epochs", "1", "--calibration-samples", "300",
+                 "--results-dir", str(run_folder), "--run-id", "qcfs_calibrated", "--no-progress"]) == 0
+    folder = run_folder / "qcfs_calibrated"
+    assert json.loads((folder / "config.json").read_text())["conversion"]["v_init"] == "calibrated"
+    from neurodeploy.ir.io import load_network
+
+    network = load_network(next(folder.glob("*.zip")))
+    choice = network.metadata["v_init_calibration"]
+    assert choice["T"] == 12 and choice["items"] == 300 and choice["agreement"] >= choice["agreement_before"]
+    hidden = [p for p in network.populations.values() if p.role == "hidden"]
+    for population in hidden:
+        np.testing.assert_allclose(population.neuron.v_init,
+                                   choice["fractions"][population.name] * np.asarray(population.neuron.threshold))

@@ -219,9 +219,9 @@ def test_delayed_readout_in_the_network_and_the_backend():
     a, b = simulate(plain, x, 20), simulate(delayed, x, 20)
     np.testing.assert_allclose(b.readout, delayed_readout(a.readout, 5), atol=1e-5)
     assert b.metadata["readout_start"] == 5
-    with pytest.raises(ConfigError, match="readout_T"):
+    with pytest.raises(ConfigError, match="needs T"):
         convert(model, x, readout_start="auto")
-    auto = convert(model, x, readout_start="auto", readout_T=16, readout_items=40)
+    auto = convert(model, x, readout_start="auto", T=16, choice_items=40)
     choice = auto.metadata["readout_start_choice"]
     assert choice["items"] == 40 and 0 <= auto.metadata["readout_start"] < 16
     assert choice["agreement"] >= choice["agreement_without"]

@@ -101,7 +101,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
         raise ConfigError("convert needs the model: a file (torch.export program, model file, pickled module with "
                           "--trust-pickle) or --model-class FILE.py:Class --weights FILE")
     config = JobConfig(model=settings.model(args), **settings.conversion(args),
-                       run=RunSettings(progress=not args.no_progress), results_dir=args.results_dir,
+                       run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
                        cache_dir=args.cache_dir)
     convert_job(config, args.out, render)
 

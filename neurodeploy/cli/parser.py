@@ -123,10 +123,9 @@ def _readout_start(text: str) -> int | str:
 
 
 def _conversion_group(parser: argparse.ArgumentParser) -> None:
-    from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+    from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE, V_INIT_CHOICES
     from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES
     from neurodeploy.convert.statistics import GRANULARITIES
-    from neurodeploy.ir.population import VINIT_NAMES
     from neurodeploy.jobs.config import RESETS
 
     group = parser.add_argument_group("conversion")
@@ -142,8 +141,10 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
                        help="one scale per layer or per channel (default: layer; neuron with --optimize)")
     group.add_argument("--reset", default="subtract", choices=RESETS,
                        help="after a spike: subtract the threshold or set v to 0 (default: %(default)s)")
-    group.add_argument("--v-init", choices=VINIT_NAMES, help="initial membrane: 0, theta/2, or uniform in "
-                       "[0, theta) (seeded) (default: zero; half with --optimize)")
+    group.add_argument("--v-init", choices=V_INIT_CHOICES, help="initial membrane: 0, theta/2, uniform in "
+                       "[0, theta) (seeded), or calibrated: one v0/theta per layer chosen on calibration items for "
+                       "the run's --T, which deep nets need at low T (default: zero; half with --optimize or "
+                       "qcfs/qffs)")
     group.add_argument("--max-pool", choices=MAX_POOL_STRATEGIES,
                        help="max pooling strategy: avg (replaced by average pooling of the same window, not "
                        "retrained) or spiking (an exact maximum of rates built from ReLU populations) (default: "
@@ -407,6 +408,9 @@ def _convert_flags(convert: argparse.ArgumentParser) -> None:
     group = convert.add_argument_group("data")
     _data_flag(group, " for calibration")
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seeds the conversion (default: %(default)s)")
+    group.add_argument("-T", "--steps", dest="T", type=int, default=100, metavar="T",
+                       help="steps the network will run: --readout-start auto and --v-init calibrated choose for "
+                       "this T (default: %(default)s)")
     group = convert.add_argument_group("output")
     group.add_argument("--results-dir", default="results", metavar="DIR",
                        help="folder of run folders (default: %(default)s)")

@@ -12,17 +12,20 @@ import torch.nn as nn
 
 from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES, FxConverter
 from neurodeploy.convert.max_pool import average_pooling_model
+from neurodeploy.convert.membrane import calibrate_initial_membrane
 from neurodeploy.convert.normalize import apply_normalization, channel_lambdas
 from neurodeploy.convert.readout import choose_readout_start
 from neurodeploy.convert.refusals import REFUSALS
 from neurodeploy.convert.statistics import activation_scales
 from neurodeploy.errors import ConfigError, DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import NeuronSpec
+from neurodeploy.ir.population import VINIT_NAMES, NeuronSpec
 from neurodeploy.train.sparsity import weight_sparsity
 
 DEFAULT_PERCENTILE = {"max": 100.0, "percentile": 99.9, "percentile_all": 99.0}
 CONVERSIONS = ("rate", "qcfs", "qffs")
+#: initial membranes the converter offers: the IR's named ones and "calibrated" (``convert.membrane``)
+V_INIT_CHOICES = VINIT_NAMES + ("calibrated",)
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -62,6 +65,7 @@ def _batches(data: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def _quantized_neuron(name: str, node: str, quantizer, conversion: str) -> NeuronSpec:
+    """theta = s * Q and v_init = theta / 2 (QCFS's shift; ``convert`` may calibrate it afterwards)."""
     if quantizer is None:
         advice = REFUSALS["plain ReLU with conversion 'qcfs' or 'qffs'"]
         raise UnsupportedOperationError(
@@ -82,38 +86,48 @@ def convert(
     percentile: float | None = None,
     granularity: str = "layer",
     reset: str = "subtract",
-    v_init: str | float = "zero",
+    v_init: str | float | None = None,
     seed: int = 0,
     batch_size: int = 500,
     conversion: str = "rate",
     max_pool: str | None = None,
     readout_start: int | str = 0,
-    readout_T: int | None = None,
-    readout_items: int = 500,
+    T: int | None = None,
+    choice_items: int = 500,
+    progress: bool = False,
 ) -> Network:
     """Converts ``model`` into a rate-coded IF network.
 
     conversion: "rate" (data-based normalization of a ReLU network, threshold 1), or, for models whose
         hidden activations are ``QuantReLU`` (LSQ step s, Q levels): "qcfs" (no normalization;
         theta = s * Q, v_init = theta / 2, reset by subtraction) or "qffs" (QCFS plus a cap of Q net
-        spikes per neuron and negative spikes). The normalization arguments are ignored for these.
+        spikes per neuron and negative spikes). The normalization arguments are ignored for these, and
+        v_init may only be None, "half" or "calibrated".
 
     calibration: input samples ``[N, *input_shape]`` used for activation statistics (float32).
     normalization: "max", "percentile" (over non-zero activations; Rueckauer 2017, default p = 99.9)
         or "percentile_all" (over all activations; SaRNN, default p = 99.0).
     granularity: "layer" (one lambda per population) or "neuron" (one per channel; Dutson et al.): per-channel
         threshold balancing, which deep and residual networks need at low T (with ``v_init="half"``).
-    reset, v_init, seed: neuron spec of every hidden population (see :class:`NeuronSpec`).
+    reset, v_init, seed: neuron spec of every hidden population (see :class:`NeuronSpec`); v_init None is
+        "zero" for rate conversion and "half" (theta / 2) for qcfs/qffs. v_init "calibrated": one fraction
+        v0 / theta per hidden population, searched from theta / 2 on the first ``choice_items`` calibration
+        items for the agreement of the SNN's prediction at ``T`` with the ANN's (``docs/semantics.md``,
+        "Calibrated initial membrane"; :mod:`neurodeploy.convert.membrane`).
     max_pool: None (max pooling is refused), "avg" (replaced by average pooling of the same window, not
         retrained; :func:`neurodeploy.convert.replace_max_pooling` also fine-tunes) or "spiking" (an exact
         maximum of rates built from ReLU populations, max(a, b) = b + relu(a - b)).
     readout_start: delayed readout: the output is read from step k on, O'(t) = O(t) - O(k) for t > k
         (``docs/semantics.md``), so the first k steps, while deep layers settle, do not count. An int k,
-        or "auto": k chosen on the first ``readout_items`` calibration items (never test items) as the step
-        that maximizes the SNN's agreement with the ANN's predictions at T = ``readout_T``.
+        or "auto": k chosen on the first ``choice_items`` calibration items (never test items) as the step
+        that maximizes the SNN's agreement with the ANN's predictions at ``T`` (after any v_init
+        calibration).
+    T: the steps the network will run; needed by readout_start "auto" and v_init "calibrated".
+    progress: a progress bar for the v_init calibration's simulations.
     A model in float64, float16 or bfloat16 is converted from a float32 copy (said in the notes).
     Returns a validated :class:`Network` whose metadata records the settings, the ANN's activation
-    sparsity S_a and weight sparsity S_w, ``readout_start`` and ``conversion_notes``: what the conversion
+    sparsity S_a and weight sparsity S_w, ``readout_start`` (with ``readout_start_choice``), any
+    ``v_init_calibration`` and ``conversion_notes``: what the conversion
     changed, one line each (a cast, a dropped final softmax, max pooling strategies).
     """
     if calibration.ndim < 2 or calibration.shape[0] == 0:
@@ -127,8 +141,18 @@ def convert(
     percentile = DEFAULT_PERCENTILE[normalization] if percentile is None else float(percentile)
     if max_pool is not None and max_pool not in MAX_POOL_STRATEGIES:
         raise ConfigError(f"max_pool must be None or one of {MAX_POOL_STRATEGIES}, not {max_pool!r}")
-    if readout_start == "auto" and not (isinstance(readout_T, int) and readout_T > 1):
-        raise ConfigError("readout_start='auto' needs readout_T, the number of steps the network will run (> 1)")
+    quantized = conversion != "rate"
+    if v_init is None:
+        v_init = "half" if quantized else "zero"
+    if isinstance(v_init, str) and v_init not in V_INIT_CHOICES:
+        raise ConfigError(f"v_init must be one of {V_INIT_CHOICES} or a number, not {v_init!r}")
+    if quantized and v_init not in ("half", "calibrated"):
+        raise ConfigError(f"conversion {conversion!r} starts every membrane at theta / 2 (its shift): v_init must "
+                          f"be 'half' or 'calibrated', not {v_init!r}")
+    for choice, wanted in (("readout_start='auto'", readout_start == "auto"),
+                           ("v_init='calibrated'", v_init == "calibrated")):
+        if wanted and not (isinstance(T, int) and not isinstance(T, bool) and T > 1):
+            raise ConfigError(f"{choice} needs T, the number of steps the network will run (> 1)")
     if readout_start != "auto" and (isinstance(readout_start, bool) or not isinstance(readout_start, int)
                                     or readout_start < 0):
         raise ConfigError(f"readout_start must be 'auto' or a whole number of steps >= 0, not {readout_start!r}")
@@ -157,10 +181,10 @@ def convert(
                     yield acts
 
         scales, zero_counts = activation_scales(recorded_batches, normalization, percentile, granularity)
-        if readout_start == "auto":
+        if readout_start == "auto" or v_init == "calibrated":
             with torch.no_grad():
-                items = calibration[:readout_items].float()
-                reference = torch.cat([fx.graph_module(b) for b in _batches(items, batch_size)]).argmax(1)
+                items = calibration[:choice_items].float()
+                logits = torch.cat([fx.graph_module(b) for b in _batches(items, batch_size)]).numpy()
     finally:
         source.train(was_training)
     if conversion == "rate":
@@ -170,7 +194,8 @@ def convert(
         if population.role != "hidden":
             pass
         elif conversion == "rate":
-            population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=v_init, v_init_seed=seed)
+            start = "half" if v_init == "calibrated" else v_init
+            population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=start, v_init_seed=seed)
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
             population.metadata["lambda"] = [float(v) for v in lambdas[name]]
         else:
@@ -198,8 +223,11 @@ def convert(
         "readout_start": readout_start if isinstance(readout_start, int) else 0,
     })
     network.validate()
+    if v_init == "calibrated":
+        network.metadata["v_init_calibration"] = calibrate_initial_membrane(network, items, logits, T,
+                                                                           batch_size=batch_size, progress=progress)
     if readout_start == "auto":
-        choice = choose_readout_start(network, items, reference.numpy(), readout_T)
+        choice = choose_readout_start(network, items, logits.argmax(1), T)
         network.metadata["readout_start"] = choice["readout_start"]
         network.metadata["readout_start_choice"] = choice
     return network

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from neurodeploy.backends import backend_class
 from neurodeploy.backends.base import ENCODINGS
-from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE
+from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE, V_INIT_CHOICES
 from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES
 from neurodeploy.convert.statistics import GRANULARITIES
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
-from neurodeploy.ir.population import VINIT_NAMES, ResetMode
+from neurodeploy.ir.population import ResetMode
 from neurodeploy.jobs.checks import choice, existing, number, whole
 from neurodeploy.optimize.optimizer import METHODS
 from neurodeploy.train.zoo import ARCHITECTURES
@@ -90,7 +90,9 @@ class ConversionSettings:
     """ANN -> SNN conversion (``docs/semantics.md``, "Conversion").
 
     granularity and v_init None: "layer" and "zero", or "neuron" and "half" when the job optimizes
-    (Dutson et al.'s pipeline); ``JobConfig.resolved_conversion`` fills them in. percentile None: the
+    (Dutson et al.'s pipeline); v_init None is "half" for qcfs/qffs, which take only "half" or
+    "calibrated" (one v0 / theta per population chosen on calibration items for the run's T);
+    ``JobConfig.resolved_conversion`` fills them in. percentile None: the
     normalization's default (99.9 for ``percentile``, 99.0 for ``percentile_all``). max_pool: None (max
     pooling refused), "avg" or "spiking"; readout_start: the delayed readout's first step k, or "auto"
     (chosen on calibration items for the run's T); see :func:`neurodeploy.convert.convert`.
@@ -120,7 +122,10 @@ class ConversionSettings:
             choice("--granularity", self.granularity, GRANULARITIES)
         choice("--reset", self.reset, RESETS)
         if self.v_init is not None:
-            choice("--v-init", self.v_init, VINIT_NAMES)
+            choice("--v-init", self.v_init, V_INIT_CHOICES)
+            if self.conversion != "rate" and self.v_init not in ("half", "calibrated"):
+                raise ConfigError(f"--v-init {self.v_init}: --conversion {self.conversion} starts every membrane at "
+                                  "theta/2 (its shift); use half or calibrated")
         whole("--calibration-samples", self.calibration_samples, 1)
         whole("--quant-bits", self.quant_bits, 1, 8)
         whole("--quant-epochs", self.quant_epochs, 1)
@@ -287,7 +292,7 @@ class JobConfig:
         use, so a config made with ``dataclasses.replace`` resolves by its own optimization setting."""
         optimizing, c = self.optimization.enabled, self.conversion
         return replace(c, granularity=c.granularity or ("neuron" if optimizing else "layer"),
-                       v_init=c.v_init or ("half" if optimizing else "zero"),
+                       v_init=c.v_init or ("half" if optimizing or c.conversion != "rate" else "zero"),
                        percentile=c.resolved_percentile)
 
     def with_backend(self, name: str, options: dict) -> JobConfig:

@@ -155,7 +155,22 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
     return convert(model, calibration, normalization=c.normalization, percentile=config.conversion.percentile,
                    granularity=c.granularity, reset=c.reset, v_init=c.v_init, seed=config.model.seed,
                    conversion=c.conversion, max_pool=c.max_pool, readout_start=c.readout_start,
-                   readout_T=config.run.T)
+                   T=config.run.T, progress=config.run.progress)
+
+
+def choice_lines(metadata: dict) -> list[str]:
+    """One line for each choice the converter made on calibration items (initial membranes, readout start)."""
+    lines = []
+    if "v_init_calibration" in metadata:
+        c = metadata["v_init_calibration"]
+        fractions = ", ".join(f"{name} {fraction:g}" for name, fraction in c["fractions"].items())
+        lines.append(f"initial membranes calibrated for T={c['T']} on {c['items']} training items: agreement with "
+                     f"the ANN {c['agreement_before']:.4f} -> {c['agreement']:.4f}; v0/theta: {fractions}")
+    if "readout_start_choice" in metadata:
+        c = metadata["readout_start_choice"]
+        lines.append(f"delayed readout from step {c['readout_start']} (chosen for T={c['T']} on {c['items']} "
+                     f"training items: agreement {c['agreement_without']:.4f} -> {c['agreement']:.4f})")
+    return lines
 
 
 def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend], folder: Path,
@@ -180,6 +195,8 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
     convert_s = time.perf_counter() - start
     for note in network.metadata.get("conversion_notes", []):
         emit(Event("stage", f"conversion: {note}"))
+    for line in choice_lines(network.metadata):
+        emit(Event("stage", f"conversion: {line}"))
     optimization = None
     if config.optimization.enabled:
         from neurodeploy.jobs.optimize import optimize_network

@@ -61,11 +61,17 @@ class ScaleSpace:
 
     def start(self, network: Network) -> np.ndarray:
         """The vector of the network as converted (H0): log factors 0, and the initial membranes it has
-        (0.5 for "half", 0 for "zero" and for "uniform", whose draws the fraction then replaces)."""
+        (0.5 for "half", 0 for "zero" and for "uniform", whose draws the fraction then replaces; for a
+        value or array, e.g. a calibrated one, the mean of v0 / theta)."""
         x = np.zeros(self.size)
         if self.v_init:
             for i, name in enumerate(self.populations):
-                x[self.n_scales + i] = 0.5 if network.populations[name].neuron.v_init == "half" else 0.0
+                neuron = network.populations[name].neuron
+                if isinstance(neuron.v_init, str):
+                    x[self.n_scales + i] = 0.5 if neuron.v_init == "half" else 0.0
+                else:
+                    ratio = np.asarray(neuron.v_init, np.float64) / np.asarray(neuron.threshold, np.float64)
+                    x[self.n_scales + i] = float(np.clip(ratio.mean(), 0.0, 0.999))
         return x
 
     def bounds(self, max_factor: float) -> tuple[np.ndarray, np.ndarray]:
