@@ -7,6 +7,8 @@ downsampling shortcuts), trained here (cached under ``results/models/`` like eve
   converted with QCFS; the quantized ANN's and the SNN's test accuracy at T = 16, 32, 64, read from the
   start, with a delayed readout (k chosen on calibration items of the training split), and with initial
   membranes calibrated for T = 32 on training items (``v_init="calibrated"``).
+* ``staircase``: the quantized ANNs with each 2-bit staircase replaced by the T-level one a settled QCFS
+  SNN computes at T = 16, 32, 64 (no simulation; the accuracy the SNN tends to at each T).
 * ``rate``: the full-precision nets converted with rate coding (percentile normalization), test
   accuracy at T = 32, 64, 128 before and after per-channel threshold balancing and a delayed readout
   (the delay is chosen on calibration items of the training split, never on the test split).
@@ -32,6 +34,7 @@ import torch.nn as nn
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.convert import convert
 from neurodeploy.data import load_dataset
+from neurodeploy.ir.io import save_network
 from neurodeploy.jobs.config import ConversionSettings, JobConfig, ModelSettings
 from neurodeploy.jobs.events import silent
 from neurodeploy.jobs.prepare import model_cache, model_for_conversion
@@ -70,8 +73,10 @@ CALIBRATION_T = 32  # the initial membranes are calibrated for T = 32 and the ne
 
 def qcfs_part(args, dataset, test) -> list[dict]:
     """QCFS on the 2-bit nets: the quantized ANN's test accuracy, the SNN's at T = 16, 32, 64 read from the
-    start, and with the delayed readout chosen for each T on calibration items (``readout_starts``, the
-    choice ``convert(..., readout_start="auto", T=T)`` makes)."""
+    start, with the delayed readout chosen for each T on calibration items (``readout_starts``, the
+    choice ``convert(..., readout_start="auto", T=T)`` makes), and with initial membranes calibrated for
+    T = 32 (``convert(..., v_init="calibrated", T=32)``, saved as ``qcfs_<arch>_calibrated.zip``); and how
+    often the SNN's prediction equals the quantized ANN's, with and without the calibration."""
     from neurodeploy.backends.base import delayed_readout
     from neurodeploy.convert.readout import readout_starts
 
@@ -97,13 +102,54 @@ def qcfs_part(args, dataset, test) -> list[dict]:
         calibrated = convert(quantized, dataset.train.images[:1000], conversion="qcfs", v_init="calibrated",
                              T=CALIBRATION_T, progress=True)
         row["v_init_calibration"] = calibrated.metadata["v_init_calibration"]
-        for T, accuracy in snn_accuracy(calibrated, test, QCFS_TS).items():
-            row[f"snn_T{T}_calibrated"] = accuracy
+        save_network(calibrated, Path(args.out) / f"qcfs_{arch}_calibrated.zip")
+        with torch.no_grad():
+            quantized_predictions = torch.cat([quantized(b) for b in test.images.split(500)]).argmax(1).numpy()
+        calibrated_readout = get_backend("gpu").run(calibrated, test.images, test.labels, RunOptions(
+            T=max(QCFS_TS), batch_size=500, progress=False)).readout
+        for T in QCFS_TS:
+            predictions = {"": readout[:, T - 1].argmax(1), "_calibrated": calibrated_readout[:, T - 1].argmax(1)}
+            for suffix, predicted in predictions.items():
+                row[f"agreement_T{T}{suffix}"] = float((predicted == quantized_predictions).mean())
+            row[f"snn_T{T}_calibrated"] = float((predictions["_calibrated"] == labels).mean())
         rows.append(row)
         print(f"qcfs {arch}: quantized ANN {ann:.4f}; SNN " + ", ".join(
             f"T={T} {row[f'snn_T{T}']:.4f} / delayed (k={row[f'k{T}']}) {row[f'snn_T{T}_delayed']:.4f} / "
             f"v0 calibrated {row[f'snn_T{T}_calibrated']:.4f}" for T in QCFS_TS), flush=True)
-        print(f"qcfs {arch}: calibrated v0 / theta {row['v_init_calibration']['fractions']}", flush=True)
+        print(f"qcfs {arch}: calibrated v0 / theta {row['v_init_calibration']['fractions']}; predictions equal to the "
+              "quantized ANN's (start / calibrated): " + ", ".join(
+                  f"T={T} {row[f'agreement_T{T}']:.4f} / {row[f'agreement_T{T}_calibrated']:.4f}" for T in QCFS_TS),
+              flush=True)
+    return rows
+
+
+def staircase_part(args, dataset, test) -> list[dict]:
+    """What a settled QCFS SNN computes at T: each QuantReLU's Q-level staircase replaced by a T-level one
+    of the same clip, theta / T * round(clip(x, 0, theta) T / theta) (the count of an IF neuron with v0 =
+    theta / 2 after T steps of a constant input). The quantized ANNs' test accuracy at Q levels and at
+    T = 16, 32, 64 levels: the accuracy a QCFS SNN tends to at each T, above the 2-bit ANN's."""
+    from neurodeploy.train.quantized import QuantReLU
+
+    def t_level(module: QuantReLU, T: int):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            step = module.step.abs()
+            return torch.round(torch.clamp(x / step, 0, module.levels) * T / module.levels) * module.levels / T * step
+        return forward
+
+    rows = []
+    for arch, epochs in _archs(args):
+        quantized = model(arch, epochs, dataset, args.quant_epochs)
+        row = {"arch": arch, "quantized_ann": evaluate_accuracy(quantized, test)}
+        quantizers = [m for m in quantized.modules() if isinstance(m, QuantReLU)]
+        for T in QCFS_TS:
+            for module in quantizers:
+                module.forward = t_level(module, T)
+            row[f"staircase_T{T}"] = evaluate_accuracy(quantized, test)
+            for module in quantizers:
+                del module.forward
+        rows.append(row)
+        print(f"staircase {arch}: quantized ANN {row['quantized_ann']:.4f}; with T-level staircases " +
+              ", ".join(f"T={T} {row[f'staircase_T{T}']:.4f}" for T in QCFS_TS), flush=True)
     return rows
 
 
@@ -283,7 +329,7 @@ def maxpool_part(args, dataset, test) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="qcfs,rate,ops,maxpool")
+    parser.add_argument("--parts", default="qcfs,staircase,rate,ops,maxpool")
     parser.add_argument("--samples", type=int, default=None, help="test items (default: all 2,000)")
     parser.add_argument("--archs", default="resnet_small,resnet20", help=f"residual nets, from {sorted(ARCHS)}")
     parser.add_argument("--quant-epochs", type=int, default=8)
@@ -302,6 +348,8 @@ def main() -> None:
     start = time.perf_counter()
     if "qcfs" in parts:
         report["qcfs"] = qcfs_part(args, dataset, test)
+    if "staircase" in parts:
+        report["staircase"] = staircase_part(args, dataset, test)
     if "rate" in parts:
         report["rate"] = rate_part(args, dataset, test)
     if "ops" in parts:

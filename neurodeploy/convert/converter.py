@@ -146,11 +146,12 @@ def convert(
         v_init = "half" if quantized else "zero"
     if isinstance(v_init, str) and v_init not in V_INIT_CHOICES:
         raise ConfigError(f"v_init must be one of {V_INIT_CHOICES} or a number, not {v_init!r}")
-    if quantized and v_init not in ("half", "calibrated"):
+    calibrated = isinstance(v_init, str) and v_init == "calibrated"
+    if quantized and not (isinstance(v_init, str) and v_init in ("half", "calibrated")):
         raise ConfigError(f"conversion {conversion!r} starts every membrane at theta / 2 (its shift): v_init must "
                           f"be 'half' or 'calibrated', not {v_init!r}")
     for choice, wanted in (("readout_start='auto'", readout_start == "auto"),
-                           ("v_init='calibrated'", v_init == "calibrated")):
+                           ("v_init='calibrated'", calibrated)):
         if wanted and not (isinstance(T, int) and not isinstance(T, bool) and T > 1):
             raise ConfigError(f"{choice} needs T, the number of steps the network will run (> 1)")
     if readout_start != "auto" and (isinstance(readout_start, bool) or not isinstance(readout_start, int)
@@ -181,7 +182,7 @@ def convert(
                     yield acts
 
         scales, zero_counts = activation_scales(recorded_batches, normalization, percentile, granularity)
-        if readout_start == "auto" or v_init == "calibrated":
+        if readout_start == "auto" or calibrated:
             with torch.no_grad():
                 items = calibration[:choice_items].float()
                 logits = torch.cat([fx.graph_module(b) for b in _batches(items, batch_size)]).numpy()
@@ -194,7 +195,7 @@ def convert(
         if population.role != "hidden":
             pass
         elif conversion == "rate":
-            start = "half" if v_init == "calibrated" else v_init
+            start = "half" if calibrated else v_init
             population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=start, v_init_seed=seed)
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
             population.metadata["lambda"] = [float(v) for v in lambdas[name]]
@@ -223,7 +224,7 @@ def convert(
         "readout_start": readout_start if isinstance(readout_start, int) else 0,
     })
     network.validate()
-    if v_init == "calibrated":
+    if calibrated:
         network.metadata["v_init_calibration"] = calibrate_initial_membrane(network, items, logits, T,
                                                                            batch_size=batch_size, progress=progress)
     if readout_start == "auto":
