@@ -40,6 +40,15 @@ def test_the_fraction_that_agrees_with_the_ann_is_chosen():
     np.testing.assert_array_equal(net.populations["hidden"].neuron.v_init, 0.0)
 
 
+def test_equal_agreement_is_decided_by_the_readout_rate_error():
+    """Current 0.3, T = 3, O_1(3) = -1: class 0 wins with one spike or none, so every fraction agrees with the ANN.
+    With logits [0, -1/3] the rate O(3) / 3 is [0, -1/3] (error 0) after no spike (f = 0) and [1/3, -1/3]
+    (mean squared error 1/18) after one (f >= 1/8): f = 0 is chosen."""
+    net = one_neuron_network(-1.0 / 3)
+    choice = calibrate_initial_membrane(net, torch.tensor([[0.3]]), np.array([[0.0, -1.0 / 3]]), T=3)
+    assert choice["fractions"] == {"hidden": 0.0} and choice["agreement"] == choice["agreement_before"] == 1.0
+
+
 def test_half_stays_where_no_fraction_is_better():
     """Current 0.3 for T = 4: every fraction in FRACTIONS gives exactly one spike (f + 1.2 >= 1 and f + 1.2 < 2),
     so every candidate has the same agreement and error, and theta / 2 is kept."""
