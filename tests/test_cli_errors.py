@@ -46,6 +46,8 @@ BAD = [
     (["run", "--v-init", "warm"], "invalid choice: 'warm'"),
     (["run", "--readout-start", "soon"], "'soon' is neither 'auto' nor a whole number of steps"),
     (["run", "--optimize-evals", "0"], "--optimize-evals must be at least 1"),
+    (["run", "--fixed-v-init"], "--fixed-v-init applies only with --optimize"),
+    (["run", "--accuracy-budget", "2"], "--accuracy-budget applies only with --optimize"),
     (["run", "--encoding", "morse"], "morse"),
     (["run", "--backend", "neuron", "--workers", "0"], "neuron backend: --workers must be at least 1"),
     (["run", "--workers", "2"], "gpu backend has no option --workers"),

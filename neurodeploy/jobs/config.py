@@ -149,6 +149,12 @@ class FanInSettings:
         whole("--fan-in-epochs", self.epochs, 1)
 
 
+#: OptimizationSettings fields -> the flag that sets them
+OPTIMIZATION_FLAGS = {"method": "--optimize-method", "evals": "--optimize-evals", "T": "--optimize-T",
+                      "items": "--optimize-items", "lambda_e": "--lambda-e", "sparsity": "--no-sparsity",
+                      "accuracy_budget": "--accuracy-budget", "v_init": "--fixed-v-init"}
+
+
 @dataclass(frozen=True)
 class OptimizationSettings:
     """Dutson et al.'s anytime optimizations (``neurodeploy.optimize``): enabled, the search method,
@@ -162,6 +168,7 @@ class OptimizationSettings:
     by the budget search).
     v_init: phase 2 also searches one initial membrane per hidden population, starting at ``--v-init``
     (False: the initial membrane stays as converted).
+    Without ``enabled`` every other field must keep its default: a flag that would change nothing is refused.
     """
 
     enabled: bool = False
@@ -191,6 +198,11 @@ class OptimizationSettings:
         if given and not (self.enabled and self.sparsity):
             raise ConfigError(f"{given[0]} sets phase 1 (sparsity fine-tuning) of --optimize: "
                               + ("drop --no-sparsity" if self.enabled else "add --optimize"))
+        if not self.enabled:  # a setting that would change nothing is a mistake to report, not to ignore
+            fields = OptimizationSettings.__dataclass_fields__
+            changed = [flag for name, flag in OPTIMIZATION_FLAGS.items() if getattr(self, name) != fields[name].default]
+            if changed:
+                raise ConfigError(f"{changed[0]} applies only with --optimize")
 
     @property
     def budget_fraction(self) -> float:
