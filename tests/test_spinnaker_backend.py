@@ -281,3 +281,21 @@ def test_local_only_binaries_are_checked_in_the_package(tmp_path):
     check_local_only_binaries("IF_curr_exp", {"conv", "pool_dense"})  # sPyNNaker 1!7.4.1 ships both
     with pytest.raises(BackendError, match="ships no IF_curr_delta_pool_dense.aplx"):
         check_local_only_binaries("IF_curr_delta", {"pool_dense"})
+
+
+@pytest.mark.slow
+def test_a_virtual_board_run_is_predicted_with_the_input_the_board_receives(tmp_path, monkeypatch):
+    """``run --backend spinnaker`` on the virtual board: the gpu profile that predicts it gets the IF spikes a
+    board receives from its spike source, not the analog current; another --encoding is refused first."""
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.cli import main
+    from neurodeploy.evaluate.result import SimulationResult
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--backend", "spinnaker", "--samples", "30", "-T", "12", "--epochs", "1",
+                 "--fan-in-epochs", "1", "--run-id", "board", "--no-progress"]) == 0
+    result = SimulationResult.load(tmp_path / "results" / "board" / "result.npz")
+    assert result.metadata["encoding"] == "if" and "(if encoding)" in result.metadata["predicted_for"]["note"]
+    assert main(["run", "--backend", "spinnaker", "--encoding", "poisson", "--run-id", "x", "--no-progress"]) == 2
+    assert not (tmp_path / "results" / "x").exists()

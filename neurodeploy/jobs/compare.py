@@ -17,7 +17,7 @@ from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
 from neurodeploy.jobs.prepare import preflight, prepare_network
-from neurodeploy.jobs.run import evaluate, run_options
+from neurodeploy.jobs.run import check_encoding, evaluate, run_options
 
 
 def parse_backend_spec(spec: str, shared: dict | None = None) -> tuple[str, dict]:
@@ -59,6 +59,7 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     backends = [get_backend(name, **options) for _, name, options in parsed]
     for backend in backends:
         backend.check_target()
+        check_encoding(backend, config)
     dataset = load_dataset(config.model.data)
     user = preflight(config, dataset)  # the user's model against the data, before the run folder
     folder = prepare_folder(config, dataset.content_hash())

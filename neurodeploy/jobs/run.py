@@ -4,6 +4,7 @@ evaluator -> ``results/<run-id>/``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from neurodeploy.backends import Backend, ExitPolicy, RunOptions, get_backend
 from neurodeploy.data import Split, load_dataset
+from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.dynamic_confidence import validation_test_split
 from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.result import SimulationResult
@@ -22,10 +24,20 @@ from neurodeploy.jobs.folders import prepare_folder, record_in_config
 from neurodeploy.jobs.prepare import preflight, prepare_network
 
 
-def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None) -> RunOptions:
+def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None, encoding: str | None = None) -> RunOptions:
+    """The job's run settings; ``encoding`` replaces the job's input encoding (a prediction of a target that
+    encodes its input itself)."""
     r = config.run
-    return RunOptions(T=r.T, batch_size=r.batch_size, encoding=r.encoding, seed=config.model.seed,
+    return RunOptions(T=r.T, batch_size=r.batch_size, encoding=encoding or r.encoding, seed=config.model.seed,
                       progress=r.progress, exit_policy=exit_policy)
+
+
+def check_encoding(backend: Backend, config: JobConfig) -> None:
+    """A target that receives its input in one encoding (it encodes the input itself) takes no --encoding."""
+    fixed = backend.requirements().input_encoding
+    if fixed is not None and config.run.encoding != "analog":
+        raise ConfigError(f"--encoding {config.run.encoding}: {backend.name} encodes the input itself (as {fixed} "
+                          "spikes); leave --encoding at its default")
 
 
 def evaluate(result: SimulationResult, config: JobConfig, ann_accuracy: float | None = None) -> tuple[dict, dict]:
@@ -45,16 +57,19 @@ def write_evaluation(folder: Path, label: str, summary: dict, arrays: dict) -> N
     plot_reports(folder, [(label, summary, arrays)])
 
 
-def runner_for(backend: Backend) -> tuple[Backend, str | None]:
+def runner_for(backend: Backend) -> tuple[Backend, str | None, str | None]:
     """The backend that produces the run's data: ``backend`` itself, or the one that predicts it
-    where it returns none (with a note saying so, which the summary carries)."""
+    where it returns none (with a note saying so, which the summary carries), and the input encoding
+    the prediction must use: the one the predicted target receives (None: the job's)."""
     predictor = backend.predictor()
     if predictor is None:
-        return backend, None
+        return backend, None, None
     name, options = predictor
     runner = get_backend(name, **options)
+    encoding = backend.requirements().input_encoding
     return runner, (f"{backend.describe()} returns no data: accuracy and spikes are predicted by "
-                    f"{runner.describe()} on the same IR")
+                    f"{runner.describe()} on the same IR" + (f", with the input as the target receives it "
+                                                             f"({encoding} encoding)" if encoding else "")), encoding
 
 
 def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
@@ -67,6 +82,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     """
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
+    check_encoding(backend, config)
     dataset = load_dataset(config.model.data)
     user = preflight(config, dataset)  # the user's model against the data, before the run folder
     folder = prepare_folder(config, dataset.content_hash())
@@ -79,14 +95,15 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     mapping = backend.map(network, folder)
     if mapping is not None:
         emit(Event("mapping", data=mapping))
-    runner, prediction_note = runner_for(backend)
+    runner, prediction_note, encoding = runner_for(backend)
+    options = run_options(config, encoding=encoding)
     runner.use_folder(folder)
     emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
     partial = folder / "partial"
     if partial.exists() and any(partial.glob("batch_*.npz")):
         emit(Event("stage", f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in "
                             f"{partial}"))
-    result = runner.run(network, test.images, test.labels, run_options(config), checkpoint_dir=partial)
+    result = runner.run(network, test.images, test.labels, options, checkpoint_dir=partial)
     result.metadata.update({
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
         "activation_sparsity": network.metadata["activation_sparsity"],
@@ -108,7 +125,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
         if value is not None:
             summary[key] = value
     if config.run.exit:
-        summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder)
+        summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder, options)
     label = backend.name if prediction_note is None else f"{runner.name} predicting {backend.name}"
     write_evaluation(folder, label, summary, arrays)
     emit(Event("summary", f"{prepared.model.label} on {dataset.name} ({result.n_items} test items), backend "
@@ -118,19 +135,21 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
 
 
 def run_early_exit(backend: Backend, network: Network, test: Split, full: SimulationResult, summary: dict,
-                   config: JobConfig, folder: Path) -> dict:
+                   config: JobConfig, folder: Path, options: RunOptions | None = None) -> dict:
     """Runs the Dynamic Confidence test part again with early exit in the simulator and compares its
-    wall time with the full-T run of the same items (saved as ``result_exit.npz``)."""
+    wall time with the full-T run of the same items (saved as ``result_exit.npz``); ``options``: the full
+    run's (None: the job's)."""
     dc = summary["dynamic_confidence"]
     given = config.run.exit_threshold
     policy = ExitPolicy(dc["alpha"], dc["threshold_log_odds"]) if given is None else \
         ExitPolicy.from_confidence(dc["alpha"], given)
     _, test_index = validation_test_split(full.n_items, config.evaluation.dc_validation_fraction, config.model.seed)
     index = torch.as_tensor(test_index)
-    exited = backend.run(network, test.images[index], test.labels[index], run_options(config, policy))
+    options = options or run_options(config)
+    exited = backend.run(network, test.images[index], test.labels[index], replace(options, exit_policy=policy))
     exited.metadata["ann_accuracy"] = full.metadata["ann_accuracy"]
     exited.save(folder / "result_exit.npz")
-    full_part = backend.run(network, test.images[index], test.labels[index], run_options(config))
+    full_part = backend.run(network, test.images[index], test.labels[index], options)
     wall, wall_full = exited.metadata["timings"]["run_s"], full_part.metadata["timings"]["run_s"]
     return {
         "threshold": float(1.0 / (1.0 + np.exp(-policy.threshold_log_odds))),
