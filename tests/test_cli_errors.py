@@ -54,6 +54,7 @@ BAD = [
     (["run", "--chunk", "0"], "gpu backend: --chunk must be at least 1"),
     (["run", "--device", "tpu"], "is not a device"),
     (["run", "--backend", "spinnaker", "--neurons-per-core", "300"], "--neurons-per-core must be at most 256"),
+    (["run", "--backend", "spinnaker", "--encoding", "poisson"], "spinnaker encodes the input itself"),
     (["run", "--backend", "spinnaker", "--hardware-config", "no-such-board.cfg"], "no-such-board.cfg"),
     (["run", "--run-id", "../../x"], "--run-id '../../x'"),
     (["run", "--model", "{files}/missing.pt"], "missing.pt: no such file"),
