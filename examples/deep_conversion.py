@@ -10,8 +10,9 @@ downsampling shortcuts), trained here (cached under ``results/models/`` like eve
 * ``staircase``: the quantized ANNs with each 2-bit staircase replaced by the T-level one a settled QCFS
   SNN computes at T = 16, 32, 64 (no simulation; the accuracy the SNN tends to at each T).
 * ``rate``: the full-precision nets converted with rate coding (percentile normalization), test
-  accuracy at T = 32, 64, 128 before and after per-channel threshold balancing and a delayed readout
-  (the delay is chosen on calibration items of the training split, never on the test split).
+  accuracy at T = 32, 64, 128 before and after per-channel threshold balancing, a delayed readout and
+  calibrated initial membranes (the delay and the membranes are chosen on calibration items of the
+  training split, never on the test split; ``--rate-rows`` runs some of the recipes).
 * ``ops``: every newly supported op (global mean, Conv1d/1-D pooling, channel concatenation, clipped
   ReLUs): agreement of the SNN at large T with its ANN on random inputs.
 * ``maxpool``: a conv net with max pooling trained here, and each max-pooling strategy's accuracy.
@@ -159,6 +160,7 @@ RATE_RECIPES = [  # (row, granularity, v_init, delayed readout)
     ("+ delayed readout", "layer", "zero", True),
     ("+ both", "neuron", "zero", True),
     ("+ both, v0 = theta / 2", "neuron", "half", True),
+    ("+ per-channel, v0 calibrated for T = 32", "neuron", "calibrated", False),
 ]
 RATE_TS = [32, 64, 128]
 
@@ -181,10 +183,13 @@ def rate_part(args, dataset, test) -> list[dict]:
         with torch.no_grad():
             reference = source(choice_items).argmax(1).numpy()
         runs: dict[tuple[str, str], tuple] = {}
-        for row, granularity, v_init, delayed in RATE_RECIPES:
+        for index, (row, granularity, v_init, delayed) in enumerate(RATE_RECIPES):
+            if args.rate_rows and str(index) not in args.rate_rows.split(","):
+                continue
             key = (granularity, v_init)
             if key not in runs:
-                network = convert(source, calibration, granularity=granularity, v_init=v_init)
+                network = convert(source, calibration, granularity=granularity, v_init=v_init,
+                                  T=RATE_TS[0] if v_init == "calibrated" else None, progress=v_init == "calibrated")
                 result = backend.run(network, test.images, test.labels,
                                      RunOptions(T=max(RATE_TS), batch_size=500, progress=False))
                 runs[key] = (network, result.readout.astype(np.float64), None)
@@ -336,6 +341,7 @@ def main() -> None:
     parser.add_argument("--op-items", type=int, default=1000, help="random inputs per op (part ops)")
     parser.add_argument("--readout-items", type=int, default=300,
                         help="training items (after the 1,000 calibration items) the delayed readout is chosen on")
+    parser.add_argument("--rate-rows", default="", help="comma-separated indices of RATE_RECIPES to run (default: all)")
     parser.add_argument("--out", default="results/deep_conversion")
     args = parser.parse_args()
     torch.manual_seed(0)
