@@ -96,6 +96,15 @@ def test_train_convert_info(tmp_path, capsys):
     assert main(["info", str(ir)]) == 0
     out = capsys.readouterr().out
     assert "max_fan_in" in out and "784" in out
+    # the metadata is a table, and the ANN's per-item record (2,000 entries) is shortened, not printed whole
+    assert "granularity" in out and "[2000 values: " in out and len(out) < 8000
+
+
+def test_long_lists_are_shortened_for_display():
+    from neurodeploy.cli.render import brief
+
+    assert brief({"a": list(range(10)), "b": [1, 2], "c": {"d": tuple("abcdefgh")}}) == {
+        "a": "[10 values: 0, 1, 2, ...]", "b": [1, 2], "c": {"d": "[8 values: a, b, c, ...]"}}
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

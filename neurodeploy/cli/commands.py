@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurodeploy.cli.render import comparison_table, console, render, sparsity_table
+from neurodeploy.cli.render import comparison_table, console, metadata_table, render, sparsity_table
 from neurodeploy.errors import ConfigError, NeurodeployError
 from neurodeploy.jobs.events import Event
 
@@ -120,8 +120,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
     neurons = sum(r["neurons"] for r in rows if r["role"] != "input")
-    console.print(f"{neurons} neurons, {sum(r['synapses_in'] for r in rows)} synapses; "
-                  f"metadata: {network.metadata}")
+    console.print(f"{neurons} neurons, {sum(r['synapses_in'] for r in rows)} synapses")
+    console.print(metadata_table(network.metadata))
 
 
 def _result_paths(paths: list[str]) -> list[tuple[Path, str]]:

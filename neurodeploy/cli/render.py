@@ -109,6 +109,28 @@ def agreement_table(report: dict) -> Table:
     return table
 
 
+def brief(value, items: int = 6):
+    """``value`` for display: a list or tuple of more than ``items`` entries becomes
+    "[N values: first, second, third, ...]", inside dicts and lists too."""
+    if isinstance(value, dict):
+        return {key: brief(entry, items) for key, entry in value.items()}
+    if isinstance(value, (list, tuple)):
+        if len(value) > items:
+            return f"[{len(value)} values: {', '.join(str(brief(v, items)) for v in value[:3])}, ...]"
+        return [brief(v, items) for v in value]
+    return value
+
+
+def metadata_table(metadata: dict) -> Table:
+    """An IR's metadata, one key per row, long lists shortened (:func:`brief`)."""
+    table = Table(title="metadata", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in metadata.items():
+        table.add_row(key, escape(str(brief(value))))
+    return table
+
+
 def fan_in_table(pass_report: dict) -> Table | str:
     limit, changes = pass_report["max_fan_in"], pass_report["changes"]
     if not changes:
