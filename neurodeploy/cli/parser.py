@@ -143,7 +143,7 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
                        help="after a spike: subtract the threshold or set v to 0 (default: %(default)s)")
     group.add_argument("--v-init", choices=V_INIT_CHOICES, help="initial membrane: 0, theta/2, uniform in "
                        "[0, theta) (seeded), or calibrated: one v0/theta per layer chosen on calibration items for "
-                       "the run's --T, which deep nets need at low T (default: zero; half with --optimize or "
+                       "the run's -T, which deep nets need at low T (default: zero; half with --optimize or "
                        "qcfs/qffs)")
     group.add_argument("--max-pool", choices=MAX_POOL_STRATEGIES,
                        help="max pooling strategy: avg (replaced by average pooling of the same window, not "
