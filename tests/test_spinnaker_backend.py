@@ -299,3 +299,27 @@ def test_a_virtual_board_run_is_predicted_with_the_input_the_board_receives(tmp_
     assert result.metadata["encoding"] == "if" and "(if encoding)" in result.metadata["predicted_for"]["note"]
     assert main(["run", "--backend", "spinnaker", "--encoding", "poisson", "--run-id", "x", "--no-progress"]) == 2
     assert not (tmp_path / "results" / "x").exists()
+
+
+@pytest.mark.slow
+def test_compare_maps_the_virtual_board_and_compares_its_prediction(tmp_path, monkeypatch):
+    """``compare`` with the spinnaker backend on the virtual board maps the network and compares the prediction
+    (IF input), instead of failing after the other backends ran (it used to ask the board for per-neuron counts);
+    with ``--encoding if`` every backend gets the input the board receives."""
+    pytest.importorskip("spynnaker", reason="the spinnaker extra (sPyNNaker) is not installed")
+    from neurodeploy.cli import main
+    from neurodeploy.evaluate.result import SimulationResult
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--backends", "gpu:spinnaker_exp,spinnaker", "--encoding", "if", "--samples", "20",
+                 "-T", "10", "--epochs", "1", "--fan-in-epochs", "1", "--run-id", "cmp", "--no-progress"]) == 0
+    folder = tmp_path / "results" / "cmp"
+    board = SimulationResult.load(folder / "result_spinnaker.npz")
+    assert board.metadata["encoding"] == "if" and board.metadata["predicted_for"]["backend"] == "spinnaker"
+    assert board.metadata["mapping"]["chips"] >= 1 and (folder / "spinnaker" / "mapping.json").is_file()
+    report = json.loads((folder / "compare.json").read_text())
+    assert set(report["backends"]) == {"gpu:spinnaker_exp", "spinnaker"}
+    # with --encoding if the profile and the board's prediction get the same input: the same spikes
+    assert report["backends"]["spinnaker"]["agreement_with_reference"]["prediction_agreement_min"] == 1.0
+    assert main(["compare", "--backends", "gpu,spinnaker", "--encoding", "poisson", "--no-progress"]) == 2

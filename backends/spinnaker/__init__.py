@@ -198,7 +198,7 @@ class SpinnakerBackend(Backend):
         return report
 
     def compile(self, network: Network, options: RunOptions) -> Session:
-        if options.encoding != "analog":
+        if options.encoding not in ("analog", BOARD_ENCODING):  # "if" names what the board does anyway
             raise BackendError(f"the spinnaker backend encodes the input itself (IF spikes from a spike source); "
                                f"--encoding {options.encoding} does not apply")
         lowered = self.check(network)

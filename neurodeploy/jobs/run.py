@@ -33,11 +33,12 @@ def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None, encodi
 
 
 def check_encoding(backend: Backend, config: JobConfig) -> None:
-    """A target that receives its input in one encoding (it encodes the input itself) takes no --encoding."""
+    """A target that receives its input in one encoding (it encodes the input itself) takes no other --encoding
+    (the default, or that one: ``compare`` then gives every backend the input the target receives)."""
     fixed = backend.requirements().input_encoding
-    if fixed is not None and config.run.encoding != "analog":
+    if fixed is not None and config.run.encoding not in ("analog", fixed):
         raise ConfigError(f"--encoding {config.run.encoding}: {backend.name} encodes the input itself (as {fixed} "
-                          "spikes); leave --encoding at its default")
+                          f"spikes); leave --encoding at its default or give --encoding {fixed}")
 
 
 def evaluate(result: SimulationResult, config: JobConfig, ann_accuracy: float | None = None) -> tuple[dict, dict]:
