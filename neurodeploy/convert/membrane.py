@@ -40,7 +40,7 @@ def calibrate_initial_membrane(network: Network, images: torch.Tensor, logits: n
 
     images: calibration items ``[N, *input_shape]`` (training data); logits: the ANN's outputs for them,
     ``[N, classes]``; T: the steps the network will run. Simulates with the reference simulator (ideal
-    profile, analog input), ``1 + (len(fractions) - 1) * populations`` runs of N items and T steps (a
+    profile, analog input), 1 + (fractions other than 1/2) x populations runs of N items and T steps (a
     progress bar with ``progress``). Returns ``{"fractions": {population: v0 / theta}, "T",
     "items", "agreement": at T with them, "agreement_before": with theta / 2 everywhere}``.
     """
@@ -50,7 +50,8 @@ def calibrate_initial_membrane(network: Network, images: torch.Tensor, logits: n
     reference = logits.argmax(1)
     labels = torch.as_tensor(reference, dtype=torch.long)
     names = [name for name in network.topological_order() if network.populations[name].role == "hidden"]
-    bar = tqdm(total=1 + (len(fractions) - 1) * len(names), desc="calibrating initial membranes", unit="sim",
+    others = [f for f in fractions if f != 0.5]  # each population is visited while it is still at 1/2
+    bar = tqdm(total=1 + len(others) * len(names), desc="calibrating initial membranes", unit="sim",
                disable=not progress, leave=False)
 
     def score(choice: dict[str, float]) -> tuple[float, float]:
@@ -63,7 +64,7 @@ def calibrate_initial_membrane(network: Network, images: torch.Tensor, logits: n
     choice = {name: 0.5 for name in names}
     best = before = score(choice)
     for name in names:
-        for fraction in [f for f in fractions if f != choice[name]]:  # the current one is already scored
+        for fraction in others:
             candidate = {**choice, name: float(fraction)}
             value = score(candidate)
             if value > best:
