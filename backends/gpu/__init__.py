@@ -17,11 +17,15 @@ from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions,
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
-from neurodeploy.backends.gpu.spinnaker_profile import PARTS, apply_spinnaker_arithmetic, compensate_hard_reset
+from neurodeploy.backends.gpu.spinnaker_profile import (
+    PARTS,
+    V_RESET_OPTION,
+    apply_spinnaker_arithmetic,
+    set_reset_values,
+)
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import Network
-from neurodeploy.passes.reset_compensation import annotate_reset_compensation
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
@@ -53,9 +57,7 @@ class GpuBackend(Backend):
                "machines), spinnaker (SpiNNaker's cell and arithmetic: hard reset, leak, S16.15, 16-bit ring "
                "buffers; predicts a board), spinnaker_exp (the same with the IF_curr_exp cell and the int16 "
                "local-only weights of the spinnaker backend's --connectors local)", choices=tuple(PROFILES)),
-        Option("v_reset", "calibrated", "reset value of the spinnaker profiles' hard-reset cells: calibrated (per "
-               "population, the mean overshoot a subtract reset keeps, measured on calibration items; see "
-               "docs/semantics.md) or zero", choices=("calibrated", "zero")),
+        V_RESET_OPTION,
         Option("precision", "fp32", "fp32, or bf16 weights and spikes (membranes stay fp32)",
                choices=tuple(PRECISIONS)),
         Option("chunk", None, "steps per chunk (1 = step-major streaming; default from the memory budget)",
@@ -97,10 +99,7 @@ class GpuBackend(Backend):
         the spinnaker backend does."""
         if self.profile in SPINNAKER_CELLS:
             annotate_summed_weights(network, calibration.numpy(), encoding)
-            if self.v_reset == "calibrated":
-                compensate_hard_reset(network, calibration, encoding, self.device)
-            else:
-                annotate_reset_compensation(network, {}, "")
+            set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         return network
 
     def compile(self, network: Network, options: RunOptions) -> Session:

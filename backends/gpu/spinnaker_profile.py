@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 import torch
 
+from neurodeploy.backends.base import Option
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming, Layer, compile_network
 from neurodeploy.backends.gpu.engine import BatchSimulation
 from neurodeploy.backends.pynn.lowering import local_connector_kinds
@@ -71,6 +72,12 @@ PARTS = ("hard_reset", "leak", "fixed_point", "weights")
 #: calibration of the hard-reset compensation: items (the first of the calibration items) and steps
 COMPENSATION_ITEMS = 64
 COMPENSATION_STEPS = 100
+#: the option of every backend that runs SpiNNaker's hard-reset cells (the gpu backend's spinnaker profiles,
+#: the spinnaker backend); :func:`set_reset_values` applies it
+V_RESET_OPTION = Option(
+    "v_reset", "calibrated", "reset value of SpiNNaker's hard-reset cells: calibrated (per population, the mean "
+    "overshoot a subtract reset keeps, measured on calibration items; see docs/semantics.md) or zero",
+    choices=("calibrated", "zero"))
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
@@ -258,3 +265,13 @@ def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding:
     return annotate_reset_compensation(network, overshoot, (
         f"mean v - theta after a spike (subtract reset, one-step delays), {len(items)} calibration items, "
         f"{COMPENSATION_STEPS} steps, {encoding} input"))
+
+
+def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str, mode: str,
+                     device: torch.device | None = None) -> Network:
+    """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "calibrated" runs
+    :func:`compensate_hard_reset` on ``calibration`` with ``encoding``; "zero" records that no population is
+    compensated (also in an IR that was compensated before)."""
+    if mode == "calibrated":
+        return compensate_hard_reset(network, calibration, encoding, device)
+    return annotate_reset_compensation(network, {}, "")

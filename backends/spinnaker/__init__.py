@@ -41,14 +41,13 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
-from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset
+from neurodeploy.backends.gpu.spinnaker_profile import V_RESET_OPTION, set_reset_values
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.passes.reset_compensation import annotate_reset_compensation
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
 from neurodeploy.targets import spinnaker
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, check_s1615
@@ -109,9 +108,7 @@ class SpinnakerBackend(Backend):
                "sPyNNaker's local-only ConvolutionConnector / PoolDenseConnector where they apply, FromList "
                "elsewhere) or auto (local where the installed sPyNNaker ships its binaries)",
                choices=("auto", "local", "fromlist")),
-        Option("v_reset", "calibrated", "reset value of the hard-reset cells: calibrated (per population, the "
-               "mean overshoot a subtract reset keeps, measured on calibration items; see docs/semantics.md) "
-               "or zero", choices=("calibrated", "zero")),
+        V_RESET_OPTION,
         Option("boards", None, "SpiNN-5 boards to request from a spalloc server or remote service (default: "
                "as many as the network needs)", kind=int, minimum=1),
     )
@@ -148,9 +145,7 @@ class SpinnakerBackend(Backend):
         input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
         "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
         network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
-        if self.v_reset == "calibrated":
-            return compensate_hard_reset(network, calibration, BOARD_ENCODING)
-        return annotate_reset_compensation(network, {}, "")  # "zero" also for an IR that was compensated before
+        return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset)
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""

@@ -50,7 +50,7 @@ def add_backend_option_groups(parser: argparse.ArgumentParser) -> None:
         title = f"{names[0]} backend options" if len(names) == 1 else f"options of the {', '.join(names)} backends"
         group = groups.setdefault(title, parser.add_argument_group(title))
         first = owners[0][1]
-        if len(owners) == 1:
+        if all(option == first for _, option in owners):  # one option (or the same one, shared): its help once
             text = first.help + ("" if first.default is None else f" (default: {first.default})")
             choices = first.choices
         else:
