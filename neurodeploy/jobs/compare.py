@@ -17,7 +17,7 @@ from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
 from neurodeploy.jobs.prepare import preflight, prepare_network
-from neurodeploy.jobs.run import check_encoding, evaluate, run_options, runner_for
+from neurodeploy.jobs.run import check_encoding, deploy, evaluate
 
 
 def parse_backend_spec(spec: str, shared: dict | None = None) -> tuple[str, dict]:
@@ -73,22 +73,16 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     save_network(network, folder / "network.zip")
     runs, results = [], []
     for (spec, _, _), backend in zip(parsed, backends, strict=True):
-        backend_folder = folder / spec.replace(":", "-")
-        mapping = backend.map(network, backend_folder)
-        if mapping is not None:
-            emit(Event("mapping", data=mapping))
-        runner, prediction_note, encoding = runner_for(backend)  # a virtual board: the backend that predicts it
-        runner.use_folder(backend_folder)
-        options = replace(run_options(config, encoding=encoding), record_neuron_counts=runner.supports_neuron_counts)
+        deployment = deploy(backend, network, folder / spec.replace(":", "-"), config, emit)
+        runner = deployment.runner  # a virtual board: the backend that predicts it
+        options = replace(deployment.options, record_neuron_counts=runner.supports_neuron_counts)
         emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
         result = runner.run(network, test.images, test.labels, options)
         result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name,
                                ann_operations=ann_operations(network))
-        if prediction_note:
-            result.metadata["predicted_for"] = {"backend": backend.name, "note": prediction_note}
-            emit(Event("stage", prediction_note))
-        if mapping is not None:  # cores and chips for the SpiNNaker energy estimate
-            result.metadata["mapping"] = {key: mapping.get(key) for key in ("target", "cores", "chips")}
+        deployment.record(result)
+        if deployment.prediction_note:
+            emit(Event("stage", deployment.prediction_note))
         result.save(folder / f"result_{spec.replace(':', '-')}.npz")
         summary, arrays = evaluate(result, config)
         runs.append((spec, summary, arrays))

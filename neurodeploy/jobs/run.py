@@ -4,7 +4,7 @@ evaluator -> ``results/<run-id>/``."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +58,46 @@ def write_evaluation(folder: Path, label: str, summary: dict, arrays: dict) -> N
     plot_reports(folder, [(label, summary, arrays)])
 
 
-def runner_for(backend: Backend) -> tuple[Backend, str | None, str | None]:
-    """The backend that produces the run's data: ``backend`` itself, or the one that predicts it
-    where it returns none (with a note saying so, which the summary carries), and the input encoding
-    the prediction must use: the one the predicted target receives (None: the job's)."""
+@dataclass
+class Deployment:
+    """A job's network on one backend: the mapping report (None where the backend places nothing), the
+    backend that produces the data (``backend`` itself, or the one that predicts it where it returns none)
+    with its run options, and the note saying it predicts (None where it does not)."""
+
+    backend: Backend
+    runner: Backend
+    options: RunOptions
+    mapping: dict | None
+    prediction_note: str | None
+
+    def record(self, result: SimulationResult) -> None:
+        """Writes into ``result.metadata`` the mapping's cores and chips (for the SpiNNaker energy estimate)
+        and which backend the result predicts."""
+        if self.mapping is not None:
+            result.metadata["mapping"] = {key: self.mapping.get(key) for key in ("target", "cores", "chips")}
+        if self.prediction_note:
+            result.metadata["predicted_for"] = {"backend": self.backend.name, "note": self.prediction_note}
+
+
+def deploy(backend: Backend, network: Network, folder: Path, config: JobConfig, emit: Listener) -> Deployment:
+    """Maps ``network`` with ``backend`` into ``folder`` (a ``mapping`` event where it places networks) and
+    chooses what produces the data: ``backend``, or where it returns none the backend that predicts it, which
+    gets the input the target receives (its requirements' input encoding)."""
+    mapping = backend.map(network, folder)
+    if mapping is not None:
+        emit(Event("mapping", data=mapping))
     predictor = backend.predictor()
-    if predictor is None:
-        return backend, None, None
-    name, options = predictor
-    runner = get_backend(name, **options)
-    encoding = backend.requirements().input_encoding
-    return runner, (f"{backend.describe()} returns no data: accuracy and spikes are predicted by "
-                    f"{runner.describe()} on the same IR" + (f", with the input as the target receives it "
-                                                             f"({encoding} encoding)" if encoding else "")), encoding
+    runner, note, encoding = backend, None, None
+    if predictor is not None:
+        name, options = predictor
+        runner = get_backend(name, **options)
+        encoding = backend.requirements().input_encoding
+        note = (f"{backend.describe()} returns no data: accuracy and spikes are predicted by {runner.describe()} on "
+                "the same IR")
+        if encoding:
+            note += f", with the input as the target receives it ({encoding} encoding)"
+    runner.use_folder(folder)
+    return Deployment(backend, runner, run_options(config, encoding=encoding), mapping, note)
 
 
 def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
@@ -93,41 +120,35 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
                      models=prepared.models)
     save_network(network, folder / "network.zip")
-    mapping = backend.map(network, folder)
-    if mapping is not None:
-        emit(Event("mapping", data=mapping))
-    runner, prediction_note, encoding = runner_for(backend)
-    options = run_options(config, encoding=encoding)
-    runner.use_folder(folder)
+    deployment = deploy(backend, network, folder, config, emit)
+    runner = deployment.runner
     emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
     partial = folder / "partial"
     if partial.exists() and any(partial.glob("batch_*.npz")):
         emit(Event("stage", f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in "
                             f"{partial}"))
-    result = runner.run(network, test.images, test.labels, options, checkpoint_dir=partial)
+    result = runner.run(network, test.images, test.labels, deployment.options, checkpoint_dir=partial)
     result.metadata.update({
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
         "activation_sparsity": network.metadata["activation_sparsity"],
         "weight_sparsity": network.metadata["weight_sparsity"], "convert_s": prepared.convert_s,
         "ann_operations": ann_operations(network),
     })
-    if mapping is not None:  # cores and chips for the SpiNNaker energy estimate
-        result.metadata["mapping"] = {key: mapping.get(key) for key in ("target", "cores", "chips")}
-    if prediction_note:
-        result.metadata["predicted_for"] = {"backend": backend.name, "note": prediction_note}
+    deployment.record(result)
     result.save(folder / "result.npz")
     for path in partial.glob("batch_*.npz"):
         path.unlink()
     partial.rmdir()
     summary, arrays = evaluate(result, config)
     for key, value in (("fan_in_pass", network.metadata.get("fan_in_pass")),
-                       ("scale_optimization", prepared.optimization), ("mapping", mapping),
-                       ("prediction", prediction_note)):
+                       ("scale_optimization", prepared.optimization), ("mapping", deployment.mapping),
+                       ("prediction", deployment.prediction_note)):
         if value is not None:
             summary[key] = value
     if config.run.exit:
-        summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder, options)
-    label = backend.name if prediction_note is None else f"{runner.name} predicting {backend.name}"
+        summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder,
+                                               deployment.options)
+    label = backend.name if deployment.prediction_note is None else f"{runner.name} predicting {backend.name}"
     write_evaluation(folder, label, summary, arrays)
     emit(Event("summary", f"{prepared.model.label} on {dataset.name} ({result.n_items} test items), backend "
                           f"{backend.describe()}", data=summary))
