@@ -130,8 +130,9 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     result = runner.run(network, test.images, test.labels, deployment.options, checkpoint_dir=partial)
     result.metadata.update({
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
-        "activation_sparsity": network.metadata["activation_sparsity"],
-        "weight_sparsity": network.metadata["weight_sparsity"], "convert_s": prepared.convert_s,
+        # a network run without its ANN (--network, e.g. a NIR graph written elsewhere) records no sparsity
+        "activation_sparsity": network.metadata.get("activation_sparsity"),
+        "weight_sparsity": network.metadata.get("weight_sparsity"), "convert_s": prepared.convert_s,
         "ann_operations": ann_operations(network),
     })
     deployment.record(result)

@@ -1,0 +1,239 @@
+"""Import: a NIR file or ``nir.NIRGraph`` into the IR. Graphs written here come back exactly from their
+metadata; graphs written elsewhere go to :mod:`neurodeploy.nir.foreign` (docs/nir.md, "Import")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neurodeploy.errors import NeurodeployError
+from neurodeploy.ir.network import Network
+from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity, Op, Scale
+from neurodeploy.ir.population import NeuronSpec, Population
+from neurodeploy.nir.foreign import _ForeignReader
+from neurodeploy.nir.vocabulary import (
+    HDF5_SIGNATURE,
+    LEAK_RULES,
+    NIR_FORMAT,
+    NIR_FORMAT_VERSION,
+    NIRError,
+    _channel_form,
+    _full,
+    _nir,
+    _regroup,
+    _scalar,
+    _SumPool2d,
+    _warn,
+)
+
+
+def is_nir_file(path: str | Path) -> bool:
+    """True when ``path`` is a file that starts with the HDF5 signature (NIR's container)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return path.is_file() and f.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def nir_info(path: str | Path) -> dict:
+    """The graph-level facts of a NIR file (docs/nir.md): dialect, dt, T, delay_steps, ... ({} for a
+    graph not written here)."""
+    graph = _read_graph(path)
+    return {k: _scalar(v) for k, v in (graph.metadata or {}).items()
+            if k not in ("populations", "projections", "network_metadata")}
+
+
+def _read_graph(path: str | Path):
+    nir = _nir()
+    path = Path(path)
+    if not path.exists():
+        raise NIRError(f"{path}: no such NIR file")
+    try:
+        return nir.read(str(path), type_check=False)
+    except (OSError, KeyError, ValueError, TypeError, AssertionError) as err:
+        raise NIRError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
+
+
+def read_nir(path: str | Path, *, dt: float | None = None, reset: str | None = None, leak: str = "exp") -> Network:
+    """Reads a NIR file into a validated :class:`Network` (see :func:`from_nir_graph`)."""
+    graph = _read_graph(path)
+    try:
+        return from_nir_graph(graph, dt=dt, reset=reset, leak=leak)
+    except NIRError as err:
+        raise type(err)(f"{path}: {err}") from None
+
+
+def from_nir_graph(graph, *, dt: float | None = None, reset: str | None = None, leak: str = "exp") -> Network:
+    """The IR network of a ``nir.NIRGraph``.
+
+    A graph written here (graph metadata ``format`` = "neurodeploy-nir") comes back exactly as it was
+    written. Any other graph is read with NIR's semantics, each assumption stated in a NIRWarning:
+
+    dt: seconds per step, needed for leaky (``LIF``/``LI``) and ``Delay`` nodes of graphs that do not
+        state it (snnTorch writes with dt = 1e-4 s; sinabs counts tau in steps: dt = 1).
+    reset: how ``IF``/``LIF`` nodes reset: None follows NIR (reset to ``v_reset``, which must be 0),
+        "subtract" reads the graph as sinabs and snnTorch mean it (reset by subtraction).
+    leak: "exp" (decay exp(-dt / tau) per step) or "euler" (snnTorch's beta = 1 - dt / tau).
+    """
+    _nir()
+    if reset not in (None, "subtract", "zero"):
+        raise NIRError(f"reset must be None, 'subtract' or 'zero', not {reset!r}")
+    if leak not in LEAK_RULES:
+        raise NIRError(f"leak must be one of {LEAK_RULES}, not {leak!r}")
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    if meta.get("format") == NIR_FORMAT:
+        version = int(_scalar(meta.get("format_version", 0)))
+        if version > NIR_FORMAT_VERSION:
+            raise NIRError(f"written with neurodeploy NIR vocabulary version {version}; this reads up to "
+                           f"{NIR_FORMAT_VERSION}")
+        return _OwnReader(graph).network()
+    return _ForeignReader(graph, dt, reset, leak).network()
+
+
+# ---- graphs written here
+
+
+def _meta(node) -> dict:
+    return node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
+
+
+def _meta_value(value):
+    if isinstance(value, np.ndarray):
+        return value
+    return _scalar(value)
+
+
+def _threshold_value(value):
+    value = _meta_value(value)
+    return float(value) if not isinstance(value, np.ndarray) else value
+
+
+def _op_from_node(nir, node, in_shape: tuple[int, ...], where: str) -> Op:
+    """The IR op of an op node written here (exact arrays)."""
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return Dense(np.asarray(node.weight))
+    if isinstance(node, nir.Conv2d):
+        groups = int(_scalar(_meta(node).get("groups", node.groups)))
+        weight = np.asarray(node.weight)
+        return Conv2d(_regroup(weight, groups) if groups > 1 else weight, tuple(int(s) for s in np.ravel(node.stride)),
+                      tuple(int(p) for p in np.ravel(node.padding)), tuple(int(d) for d in np.ravel(node.dilation)),
+                      groups)
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        op_type = _SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
+        return op_type(tuple(int(k) for k in np.ravel(node.kernel_size)), tuple(int(s) for s in np.ravel(node.stride)),
+                       tuple(int(p) for p in np.ravel(node.padding)))
+    if isinstance(node, nir.Flatten):
+        return Flatten()
+    if isinstance(node, nir.Scale):
+        full = np.asarray(node.scale, np.float32)
+        if _meta(node).get("scale_form") == "scalar":
+            return Scale(np.asarray(full.reshape(-1)[0]))
+        return Scale(full.reshape(full.shape[0], -1)[:, 0].copy() if full.ndim > 1 else full.copy())
+    raise NIRError(f"{where}: unexpected {type(node).__name__} node")
+
+
+class _OwnReader:
+    def __init__(self, graph):
+        self.nir = _nir()
+        self.graph = graph
+        self.meta = graph.metadata
+
+    def _json(self, key: str):
+        try:
+            return json.loads(self.meta[key])
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise NIRError(f"graph metadata {key!r} is missing or not JSON ({err})") from None
+
+    def _node(self, name: str, where: str):
+        if name not in self.graph.nodes:
+            raise NIRError(f"{where}: metadata names node {name!r}, which the graph does not have")
+        return self.graph.nodes[name]
+
+    def network(self) -> Network:
+        nir = self.nir
+        order = self._json("populations")
+        table = self._json("projections")
+        by_population = {}
+        for name, node in self.graph.nodes.items():
+            meta = _meta(node)
+            if "population" in meta and "role" in meta and meta["role"] in ("input", "hidden", "output"):
+                by_population[str(meta["population"])] = (name, node)
+        network = Network(metadata=self._json("network_metadata"))
+        for name in order:
+            if name not in by_population:
+                raise NIRError(f"population {name!r} has no node in the graph")
+            network.add_population(self._population(name, *by_population[name]))
+        biases: dict[str, np.ndarray] = {}
+        for node in self.graph.nodes.values():
+            target = _meta(node).get("population_bias")
+            if target is not None:
+                biases[str(target)] = np.asarray(node.bias)
+        for index, entry in enumerate(table):
+            source = network.populations[entry["source"]]
+            ops, shape = [], source.shape
+            for j, node_name in enumerate(entry["ops"]):
+                if node_name is None:
+                    op = Identity()
+                else:
+                    op = _op_from_node(nir, self._node(node_name, f"projection {index}"), shape,
+                                       f"projection {index} op {j}")
+                ops.append(op)
+                shape = op.out_shape(shape)
+            if any(isinstance(op, _SumPool2d) for op in ops):
+                ops = _plain_ops(ops)
+            network.connect(entry["source"], entry["target"], ops)
+        for name, bias in biases.items():
+            network.populations[name].bias = bias
+        if int(_scalar(self.meta.get("delay_steps", 0))):
+            _warn("this graph was written for the one-step-delay profile: simulate it with profile 'pynn'")
+        try:
+            return network.validate()
+        except NeurodeployError as err:
+            raise NIRError(f"the graph's network is invalid: {err}") from None
+
+    def _population(self, name: str, node_name: str, node) -> Population:
+        meta = _meta(node)
+        shape = tuple(int(s) for s in np.ravel(meta["shape"]))
+        role = str(meta["role"])
+        metadata = json.loads(meta["population_metadata"]) if "population_metadata" in meta else {}
+        if role == "input":
+            return Population(name, shape, "input", metadata=metadata)
+        v_init = _meta_value(meta["v_init"])
+        v_init = v_init if isinstance(v_init, (str, np.ndarray)) else float(v_init)
+        neuron = NeuronSpec(
+            threshold=_threshold_value(meta["threshold"]),
+            reset=str(meta["reset"]),
+            v_init=v_init,
+            v_init_seed=int(_scalar(meta["v_init_seed"])),
+            leak_tau=float(_scalar(meta["leak_tau"])) if "leak_tau" in meta else None,
+            spike_cap=int(_scalar(meta["spike_cap"])) if "spike_cap" in meta else None,
+            negative_spikes=bool(_scalar(meta.get("negative_spikes", False))),
+            readout=str(meta.get("readout", "membrane")),
+        )
+        nir = self.nir
+        if isinstance(node, (nir.IF, nir.LIF)):
+            written = np.asarray(node.v_threshold, np.float32)
+            if not np.array_equal(written, _full(neuron.threshold, shape)):
+                _warn(f"population {name!r}: node {node_name!r}'s v_threshold differs from its metadata "
+                      "(edited after writing?); the node's values are used")
+                neuron.threshold = _channel_form(written, shape) if _channel_form(written, shape) is not None \
+                    else written
+        return Population(name, shape, role, neuron, metadata=metadata)
+
+
+def _plain_ops(ops: list[Op]) -> list[Op]:
+    """Sum pools read back as average pools times their area (a chain rewritten for sinabs)."""
+    out: list[Op] = []
+    for op in ops:
+        if isinstance(op, _SumPool2d):
+            out += [AvgPool2d(op.kernel, op.stride, op.padding),
+                    Scale(np.float32(op.kernel[0] * op.kernel[1]))]
+        else:
+            out.append(op)
+    return out
+
+
