@@ -13,6 +13,7 @@ from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Identity, Op, Scale
 from neurodeploy.ir.population import NeuronSpec, Population
 from neurodeploy.nir.foreign import _ForeignReader
+from neurodeploy.nir.hdf5 import MAX_BYTES, read_graph
 from neurodeploy.nir.vocabulary import (
     HDF5_SIGNATURE,
     LEAK_RULES,
@@ -47,15 +48,9 @@ def nir_info(path: str | Path) -> dict:
             if k not in ("populations", "projections", "network_metadata")}
 
 
-def _read_graph(path: str | Path):
-    nir = _nir()
-    path = Path(path)
-    if not path.exists():
-        raise NIRError(f"{path}: no such NIR file")
-    try:
-        return nir.read(str(path), type_check=False)
-    except (OSError, KeyError, ValueError, TypeError, AssertionError) as err:
-        raise NIRError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
+def _read_graph(path: str | Path, max_bytes: int = MAX_BYTES):
+    """The graph in ``path``, read with the checks of :mod:`neurodeploy.nir.hdf5` (links, dtypes, sizes)."""
+    return read_graph(path, max_bytes)
 
 
 def read_nir(path: str | Path, *, dt: float | None = None, reset: str | None = None, leak: str = "exp") -> Network:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodeploy.ir.network import Network
+from neurodeploy.nir.hdf5 import check_file, read_graph
 from neurodeploy.nir.reader import nir_info, read_nir
 from neurodeploy.nir.vocabulary import NIRError, NIRWarning, _nir
 
@@ -79,6 +80,7 @@ def read_reference(path: str | Path):
     import h5py
 
     nir = _nir()
+    check_file(path)  # no links followed, real arrays within the size budget
     with h5py.File(path, "r") as f:
         if "nodes" not in f:
             return None
@@ -103,7 +105,7 @@ def check_reference(path: str | Path, network: Network | None = None) -> dict:
         raise NIRError(f"{path}: the reference input varies over time; only analog (constant) inputs are checked")
     x = current[:, 0].reshape(len(current), *network.input.shape)
     spikes, readout = _simulate_steps(network, x, T, int(info.get("delay_steps", 0)))
-    graph = _nir().read(str(path), type_check=False)
+    graph = read_graph(path)
     node_of = {(n.metadata or {}).get("population"): k for k, n in graph.nodes.items()
                if (n.metadata or {}).get("role") not in (None, "spike_amplitude", "bias", "delay")}
     mismatches, readout_diff = {}, 0.0
