@@ -255,7 +255,7 @@ def test_outside_the_ir_is_refused_by_node_name():
         from_nir_graph(_lif_graph(np.inf, np.inf, [("lif", "w_back"), ("w_back", "w")]))
     with pytest.raises(NIRUnsupportedError, match="'lif' \\(CubaLIF\\): its synaptic current"):
         from_nir_graph(_lif_graph(1e-3, 10.0, cuba=True))
-    with pytest.raises(NIRError, match="pass dt"):
+    with pytest.raises(NIRError, match="needs the time step.*--nir-dt"):
         from_nir_graph(_lif_graph(1e-3, 10.0))
 
 

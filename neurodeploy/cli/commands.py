@@ -19,8 +19,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
                        model=settings.model(args), **settings.conversion(args),
                        optimization=settings.optimization(args, args.optimize), run=settings.run(args),
-                       evaluation=settings.evaluation(args), results_dir=args.results_dir, run_id=args.run_id,
-                       cache_dir=args.cache_dir)
+                       evaluation=settings.evaluation(args), nir_import=settings.nir_import(args),
+                       results_dir=args.results_dir, run_id=args.run_id, cache_dir=args.cache_dir)
     run_job(config, render)
 
 
@@ -44,7 +44,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     specs = args.backends.split(",")
     config = JobConfig(model=settings.model(args), **settings.conversion(args), run=settings.run(args),
-                       evaluation=settings.evaluation(args),
+                       evaluation=settings.evaluation(args), nir_import=settings.nir_import(args),
                        results_dir=args.results_dir, cache_dir=args.cache_dir,
                        run_id=args.run_id or f"compare-{args.backends.replace(',', '_').replace(':', '-')}")
     compare_backends(config, specs, settings.backend_options(args), render)
@@ -109,9 +109,11 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from neurodeploy.ir import load_network, network_summary
+    from neurodeploy.cli import settings
+    from neurodeploy.ir import network_summary
+    from neurodeploy.jobs.prepare import read_network
 
-    network = load_network(args.ir)
+    network = read_network(args.ir, settings.nir_import(args), render)
     table = Table(title=f"{args.ir}")
     rows = network_summary(network)
     for column in rows[0]:
@@ -233,13 +235,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from neurodeploy.ir import load_network
-    from neurodeploy.ir.nir import write_nir
+    from neurodeploy.cli import settings
     from neurodeploy.jobs.checks import whole
+    from neurodeploy.jobs.prepare import read_network
+    from neurodeploy.nir import write_nir
 
     whole("--reference", args.reference, 0)
     whole("-T/--steps", args.T, 1)
-    network = load_network(args.ir)
+    network = read_network(args.ir, settings.nir_import(args), render)
     reference = None
     if args.reference:
         from neurodeploy.data import load_dataset

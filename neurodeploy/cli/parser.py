@@ -98,8 +98,28 @@ def _own_model_flags(group, network: bool = False) -> None:
 
 def _network_flag(group) -> None:
     group.add_argument("--network", metavar="IR",
-                       help="run a converted or optimized network (network.zip of convert, optimize or run) as "
-                       "written, without a model; a* from its record (default: none)")
+                       help="run a converted or optimized network (network.zip of convert, optimize or run), or a "
+                       "NIR graph (.nir, any writer: see the NIR import flags), as written, without a model; a* from "
+                       "its record (default: none)")
+
+
+def _nir_import_group(parser: argparse.ArgumentParser) -> None:
+    from neurodeploy.nir.vocabulary import LEAK_RULES, NIR_RESETS, WRITERS
+
+    group = parser.add_argument_group("NIR import (a .nir graph written elsewhere; the graph's own metadata wins)")
+    group.add_argument("--nir-from", choices=tuple(WRITERS), default=None,
+                       help="the library that wrote the graph: sets --nir-dt, --nir-reset and --nir-leak as it means "
+                       "them (sinabs: dt 1, subtract, exp; snntorch: dt 1e-4, subtract, euler; norse: dt 1e-3, zero, "
+                       "euler; docs/nir.md) (default: nir, NIR's own semantics)")
+    group.add_argument("--nir-dt", type=float, default=None, metavar="SECONDS",
+                       help="seconds per simulation step, for leaky and delay nodes (default: --nir-from's; none "
+                       "for nir: a leaky graph then asks for it)")
+    group.add_argument("--nir-reset", choices=NIR_RESETS, default=None,
+                       help="after a spike: zero = to the node's v_reset (NIR), subtract = v -= v_threshold "
+                       "(sinabs, snnTorch) (default: --nir-from's)")
+    group.add_argument("--nir-leak", choices=LEAK_RULES, default=None,
+                       help="decay per step: exp = exp(-dt/tau), euler = 1 - dt/tau (snnTorch, Norse) (default: "
+                       "--nir-from's)")
 
 
 def _data_flag(group, purpose: str = "") -> None:
@@ -336,6 +356,7 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
     _backend_flag(run)
     _model_group(run)
     _network_flag(run._action_groups[-2])
+    _nir_import_group(run)
     _conversion_group(run)
     _simulation_group(run, None, 100, early_exit=True)
     _dynamic_confidence_group(run)
@@ -366,6 +387,7 @@ def _compare_flags(compare: argparse.ArgumentParser) -> None:
                        "(default: %(default)s)")
     _model_group(compare)
     _network_flag(compare._action_groups[-2])
+    _nir_import_group(compare)
     _conversion_group(compare)
     _simulation_group(compare, 20, 50)
     _dynamic_confidence_group(compare)
@@ -420,13 +442,15 @@ def _convert_flags(convert: argparse.ArgumentParser) -> None:
 
 
 def _info_flags(info: argparse.ArgumentParser) -> None:
-    info.add_argument("ir", help="IR file (.zip archive or folder)")
+    info.add_argument("ir", help="IR file (.zip archive or folder) or NIR graph (.nir)")
+    _nir_import_group(info)
 
 
 def _export_flags(export: argparse.ArgumentParser) -> None:
     from neurodeploy.ir.nir import DIALECTS
 
-    export.add_argument("ir", help="IR file written by convert, optimize or run (.zip archive or folder)")
+    export.add_argument("ir", help="IR file written by convert, optimize or run (.zip archive or folder), or a NIR "
+                        "graph written elsewhere")
     export.add_argument("out", help="file to write (.nir)")
     group = export.add_argument_group("format")
     group.add_argument("--to", default="nir", choices=("nir",), help="format (default: %(default)s)")
@@ -445,6 +469,7 @@ def _export_flags(export: argparse.ArgumentParser) -> None:
     _data_flag(group, " for --reference")
     group.add_argument("-T", "--steps", dest="T", type=int, default=50, metavar="T",
                        help="steps of the reference trace (default: %(default)s)")
+    _nir_import_group(export)
 
 
 def _evaluate_flags(evaluate: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from neurodeploy.jobs.config import (
     EvaluationSettings,
     FanInSettings,
     ModelSettings,
+    NIRImportSettings,
     OptimizationSettings,
     RunSettings,
 )
@@ -56,3 +57,7 @@ def backend_options(args: argparse.Namespace) -> dict:
     """The backend options given on the command line (not the defaults: each backend fills its own)."""
     prefix = "backend_option_"
     return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
+def nir_import(args: argparse.Namespace) -> NIRImportSettings:
+    return NIRImportSettings(writer=args.nir_from, dt=args.nir_dt, reset=args.nir_reset, leak=args.nir_leak)

@@ -16,7 +16,7 @@ from neurodeploy.ir import save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
-from neurodeploy.jobs.prepare import preflight, prepare_network
+from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
 from neurodeploy.jobs.run import check_encoding, deploy, evaluate
 
 
@@ -69,7 +69,8 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     network, test = prepared.network, prepared.test
     record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
                      backends={spec: {"description": backend.describe(), **backend.option_values()}
-                               for (spec, _, _), backend in zip(parsed, backends, strict=True)})
+                               for (spec, _, _), backend in zip(parsed, backends, strict=True)},
+                     **import_record(network))
     save_network(network, folder / "network.zip")
     runs, results = [], []
     for (spec, _, _), backend in zip(parsed, backends, strict=True):

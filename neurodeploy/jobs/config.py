@@ -265,11 +265,57 @@ class EvaluationSettings:
         choice("--dc-rule", self.dc_rule, PICK_RULES)
 
 
+#: NIRImportSettings fields -> the flag that sets them
+NIR_FLAGS = {"writer": "--nir-from", "dt": "--nir-dt", "reset": "--nir-reset", "leak": "--nir-leak"}
+
+
+@dataclass(frozen=True)
+class NIRImportSettings:
+    """How ``--network`` reads a NIR graph that does not state its time step or reset (docs/nir.md,
+    "Import options"): writer, a preset (``neurodeploy.nir.vocabulary.WRITERS``); dt, seconds per step;
+    reset, "zero" (to v_reset) or "subtract"; leak, "exp" or "euler". None: the preset's value. The graph's
+    own metadata wins where it states them."""
+
+    writer: str | None = None
+    dt: float | None = None
+    reset: str | None = None
+    leak: str | None = None
+
+    def __post_init__(self) -> None:
+        from neurodeploy.nir.vocabulary import LEAK_RULES, NIR_RESETS, WRITERS
+
+        for flag, value, choices in (("--nir-from", self.writer, tuple(WRITERS)),
+                                     ("--nir-reset", self.reset, NIR_RESETS), ("--nir-leak", self.leak, LEAK_RULES)):
+            if value is not None:
+                choice(flag, value, choices)
+        number("--nir-dt", self.dt, 0.0, low_open=True, optional=True)
+
+    @property
+    def given(self) -> list[str]:
+        """The flags given (not left at None)."""
+        return [flag for name, flag in NIR_FLAGS.items() if getattr(self, name) is not None]
+
+    def check_network(self, path: str | None) -> None:
+        """The flags apply to a NIR file given with --network (or the IR argument of info and export)."""
+        from neurodeploy.nir.reader import is_nir_file
+
+        if self.given and (path is None or not is_nir_file(path)):
+            where = "--network FILE.nir" if path is None else f"a NIR file, and {path} is not one"
+            raise ConfigError(f"{self.given[0]} applies only to a NIR graph: give {where}")
+
+    def options(self):
+        """The reader's :class:`neurodeploy.nir.vocabulary.ImportOptions`."""
+        from neurodeploy.nir.vocabulary import ImportOptions
+
+        return ImportOptions(self.writer, self.dt, self.reset, self.leak)
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything a job needs; the defaults run dense MNIST on the embedded data on the gpu backend.
 
     backend_options: the backend's own options (validated by the backend class; defaults filled in).
+    nir_import: how ``--network`` reads a NIR graph written elsewhere (only with a NIR file).
     results_dir / run_id: the run folder ``results_dir/run_id`` (run_id None: a time-stamped name).
     cache_dir: the model cache shared by all run folders (None: ``NEURODEPLOY_CACHE``, else the platform's
     user cache folder; ``neurodeploy.jobs.models.cache_folder``).
@@ -283,11 +329,13 @@ class JobConfig:
     optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
     run: RunSettings = field(default_factory=RunSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    nir_import: NIRImportSettings = field(default_factory=NIRImportSettings)
     results_dir: str | os.PathLike = "results"
     run_id: str | None = None
     cache_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
+        self.nir_import.check_network(self.model.network)
         options = backend_class(self.backend).validate_options(self.backend_options)
         object.__setattr__(self, "backend_options", options)
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string

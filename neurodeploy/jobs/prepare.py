@@ -18,7 +18,7 @@ from neurodeploy.convert import convert
 from neurodeploy.data import Dataset, Split
 from neurodeploy.errors import DataError
 from neurodeploy.ir import Network
-from neurodeploy.jobs.config import JobConfig
+from neurodeploy.jobs.config import JobConfig, NIRImportSettings
 from neurodeploy.jobs.events import Event, Listener
 from neurodeploy.jobs.models import CachedModel, ModelCache, cache_folder, derived_model, trained_model
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
@@ -271,15 +271,43 @@ def recorded_ann_accuracy(network: Network, dataset: Dataset, test: Split) -> tu
     return accuracy, f"a* {accuracy:.4f} on these {len(test)} items from the network's record"
 
 
+def read_network(path: str | Path, nir_import: NIRImportSettings, emit: Listener) -> Network:
+    """The IR in ``path`` (an IR archive or folder, or a NIR graph read with ``nir_import``); each assumption
+    of the NIR import is one ``stage`` event (and recorded in ``network.metadata["nir_import"]``)."""
+    import warnings
+
+    from neurodeploy.ir import load_network
+    from neurodeploy.nir import NIRWarning, is_nir_file, read_nir
+
+    nir_import.check_network(str(path))
+    if not is_nir_file(path):
+        return load_network(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NIRWarning)
+        network = read_nir(path, **vars(nir_import.options()))
+    for warning in caught:
+        if issubclass(warning.category, NIRWarning):
+            emit(Event("stage", f"NIR import: {warning.message}"))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return network
+
+
+def import_record(network: Network) -> dict:
+    """``{"nir_import_resolved": ...}`` for config.json when the network was read from a NIR graph: the import
+    options as used (the graph's metadata over the flags, the flags over the preset) and the notes; else {}."""
+    record = network.metadata.get("nir_import")
+    return {"nir_import_resolved": record} if record is not None else {}
+
+
 def prepare_from_ir(config: JobConfig, dataset: Dataset, backends: list[Backend], emit: Listener
                     ) -> PreparedNetwork:
     """``--network``: a converted (or optimized) IR as written by convert, optimize or run, run without its
     model; the data's items are checked against its input before any work."""
-    from neurodeploy.ir import load_network
     from neurodeploy.jobs.models import file_fingerprint
 
     path = config.model.network
-    network = load_network(path)
+    network = read_network(path, config.nir_import, emit)
     test = dataset.test.head(config.run.samples)
 
     def transform(images: torch.Tensor) -> torch.Tensor:

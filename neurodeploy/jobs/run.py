@@ -21,7 +21,7 @@ from neurodeploy.ir import Network, save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, record_in_config
-from neurodeploy.jobs.prepare import preflight, prepare_network
+from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
 
 
 def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None, encoding: str | None = None) -> RunOptions:
@@ -118,7 +118,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     prepared = prepare_network(config, dataset, [backend], folder, emit, user)
     network, test = prepared.network, prepared.test
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
-                     models=prepared.models)
+                     models=prepared.models, **import_record(network))
     save_network(network, folder / "network.zip")
     deployment = deploy(backend, network, folder, config, emit)
     runner = deployment.runner

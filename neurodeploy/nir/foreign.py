@@ -13,7 +13,17 @@ from neurodeploy.errors import NeurodeployError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Op, Scale, chain_out_shape
 from neurodeploy.ir.population import NeuronSpec, Population
-from neurodeploy.nir.vocabulary import NIRError, NIRUnsupportedError, _channel_form, _Names, _nir, _warn
+from neurodeploy.nir.vocabulary import (
+    NIR_RESETS,
+    ImportOptions,
+    NIRError,
+    NIRUnsupportedError,
+    _channel_form,
+    _Names,
+    _nir,
+    _scalar,
+    _warn,
+)
 
 _NEURONS = ("IF", "LIF", "I", "LI")
 _OPS = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
@@ -31,13 +41,30 @@ def _pair(value) -> tuple[int, int]:
 
 
 class _ForeignReader:
-    def __init__(self, graph, dt, reset, leak):
+    def __init__(self, graph, options: ImportOptions):
         self.nir = _nir()
         self.graph = graph
-        self.dt = dt
-        self.reset = reset
-        self.leak = leak
         self.notes: list[str] = []
+        self.options = options
+        resolved = options.resolved()
+        meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+        # the graph's own statement wins over the import options, said once
+        stated_dt = _scalar(meta.get("dt")) if "dt" in meta else None
+        if isinstance(stated_dt, int | float) and not isinstance(stated_dt, bool) and stated_dt > 0:
+            if options.dt is not None and float(options.dt) != float(stated_dt):
+                self.note(f"the graph's metadata states dt = {stated_dt} s, which overrides the dt = {options.dt} s "
+                          "given")
+            resolved["dt"] = float(stated_dt)
+        stated_reset = _scalar(meta.get("reset")) if "reset" in meta else None
+        if stated_reset in NIR_RESETS:
+            if options.reset is not None and options.reset != stated_reset:
+                self.note(f"the graph's metadata states reset {stated_reset!r}, which overrides the reset "
+                          f"{options.reset!r} given")
+            resolved["reset"] = stated_reset
+        self.resolved = resolved
+        self.dt = resolved["dt"]
+        self.reset = resolved["reset"]
+        self.leak = resolved["leak"]
         self.kind = {name: type(node).__name__ for name, node in graph.nodes.items()}
 
     def note(self, text: str) -> None:
@@ -47,8 +74,8 @@ class _ForeignReader:
 
     def _dt(self, name: str, what: str) -> float:
         if self.dt is None:
-            raise NIRError(f"node {name!r}: {what} needs the time step, which this graph does not state: "
-                           "pass dt (snnTorch writes dt = 1e-4 s; sinabs counts in steps, dt = 1)")
+            raise NIRError(f"node {name!r}: {what} needs the time step, which this graph does not state: give it "
+                           "(--nir-dt SECONDS, or --nir-from snntorch|sinabs|norse; Python: dt=...)")
         return float(self.dt)
 
     def network(self) -> Network:
@@ -222,15 +249,18 @@ class _ForeignReader:
                 raise NIRUnsupportedError(f"node {name!r}: thresholds vary inside a channel of a {shape} population")
             neuron.threshold = float(form) if form.ndim == 0 else form
             v_reset = np.asarray(node.v_reset, np.float64) if node.v_reset is not None else np.zeros(1)
-            if self.reset is None:
+            if self.reset == "zero":
                 if np.any(v_reset != 0):
                     raise NIRUnsupportedError(f"node {name!r}: v_reset != 0 (the IR resets to 0 or subtracts)")
                 neuron.reset = "zero"
-                self.note("spiking nodes follow NIR's semantics: reset to v_reset = 0 (no metadata says otherwise; "
-                          "pass reset='subtract' to read sinabs or snnTorch graphs as they mean it)")
+                if self.options.reset is None and self.options.writer is None:
+                    self.note("spiking nodes follow NIR's semantics: reset to v_reset = 0 (nothing says otherwise; "
+                              "sinabs and snnTorch graphs mean reset by subtraction: --nir-reset subtract or "
+                              "--nir-from sinabs|snntorch)")
             else:
-                neuron.reset = self.reset
-                self.note(f"spiking nodes are read with reset {self.reset!r} (the caller's choice), not NIR's v_reset")
+                neuron.reset = "subtract"
+                self.note("spiking nodes reset by subtraction (v -= v_threshold; the import options), not to NIR's "
+                          "v_reset")
             self.note("spikes are emitted at v >= v_threshold (NIR says v > v_threshold; snnTorch uses >, sinabs >=)")
         return gain, neuron
 
@@ -314,7 +344,8 @@ class _ForeignReader:
         delay = delays.pop() if delays else 0
         if delay > 1:
             raise NIRUnsupportedError(f"a delay of {delay} steps per projection (the IR knows 0 and 1)")
-        network.metadata = {"source": "nir", "nir_import": {"notes": list(self.notes), "delay_steps": delay}}
+        network.metadata = {"source": "nir", "nir_import": {"options": self.resolved, "notes": list(self.notes),
+                                                            "delay_steps": delay}}
         if delay:
             self.note("every projection is delayed by one step: simulate with profile 'pynn'")
             network.metadata["nir_import"]["notes"] = list(self.notes)

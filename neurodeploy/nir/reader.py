@@ -16,10 +16,11 @@ from neurodeploy.nir.foreign import _ForeignReader
 from neurodeploy.nir.hdf5 import MAX_BYTES, read_graph
 from neurodeploy.nir.vocabulary import (
     HDF5_SIGNATURE,
-    LEAK_RULES,
     NIR_FORMAT,
     NIR_FORMAT_VERSION,
+    ImportOptions,
     NIRError,
+    NIRUnsupportedError,
     _channel_form,
     _full,
     _nir,
@@ -53,40 +54,56 @@ def _read_graph(path: str | Path, max_bytes: int = MAX_BYTES):
     return read_graph(path, max_bytes)
 
 
-def read_nir(path: str | Path, *, dt: float | None = None, reset: str | None = None, leak: str = "exp") -> Network:
-    """Reads a NIR file into a validated :class:`Network` (see :func:`from_nir_graph`)."""
-    graph = _read_graph(path)
+def read_nir(path: str | Path, *, dt: float | None = None, reset: str | None = None, leak: str | None = None,
+             writer: str | None = None, max_bytes: int = MAX_BYTES) -> Network:
+    """Reads a NIR file into a validated :class:`Network` (see :func:`from_nir_graph`); the file is read with
+    the checks of :mod:`neurodeploy.nir.hdf5` (``max_bytes``: the most its arrays may declare)."""
+    options = ImportOptions(writer, dt, reset, leak)
+    graph = _read_graph(path, max_bytes)
     try:
-        return from_nir_graph(graph, dt=dt, reset=reset, leak=leak)
+        return from_nir_graph(graph, **_as_keywords(options))
     except NIRError as err:
         raise type(err)(f"{path}: {err}") from None
 
 
-def from_nir_graph(graph, *, dt: float | None = None, reset: str | None = None, leak: str = "exp") -> Network:
+def _as_keywords(options: ImportOptions) -> dict:
+    return {"writer": options.writer, "dt": options.dt, "reset": options.reset, "leak": options.leak}
+
+
+def from_nir_graph(graph, *, dt: float | None = None, reset: str | None = None, leak: str | None = None,
+                   writer: str | None = None) -> Network:
     """The IR network of a ``nir.NIRGraph``.
 
     A graph written here (graph metadata ``format`` = "neurodeploy-nir") comes back exactly as it was
-    written. Any other graph is read with NIR's semantics, each assumption stated in a NIRWarning:
+    written; it states its own time base and reset, so the options below are ignored (with a note). Any
+    other graph is read with NIR's semantics and these options (:class:`ImportOptions`, docs/nir.md,
+    "Import options"), each assumption stated in a NIRWarning and in ``network.metadata["nir_import"]``:
 
-    dt: seconds per step, needed for leaky (``LIF``/``LI``) and ``Delay`` nodes of graphs that do not
-        state it (snnTorch writes with dt = 1e-4 s; sinabs counts tau in steps: dt = 1).
-    reset: how ``IF``/``LIF`` nodes reset: None follows NIR (reset to ``v_reset``, which must be 0),
-        "subtract" reads the graph as sinabs and snnTorch mean it (reset by subtraction).
-    leak: "exp" (decay exp(-dt / tau) per step) or "euler" (snnTorch's beta = 1 - dt / tau).
+    writer: "nir" (default), "sinabs", "snntorch" or "norse": the preset of the three below.
+    dt: seconds per step, needed for leaky (``LIF``/``LI``/``CubaLIF``) and ``Delay`` nodes (snnTorch writes
+        with dt = 1e-4 s; sinabs counts tau in steps: dt = 1). A ``dt`` in the graph's metadata wins.
+    reset: how spiking nodes reset: "zero" (to ``v_reset``, NIR's meaning) or "subtract" (sinabs, snnTorch).
+    leak: "exp" (decay exp(-dt / tau) per step) or "euler" (snnTorch's and Norse's 1 - dt / tau).
     """
     _nir()
-    if reset not in (None, "subtract", "zero"):
-        raise NIRError(f"reset must be None, 'subtract' or 'zero', not {reset!r}")
-    if leak not in LEAK_RULES:
-        raise NIRError(f"leak must be one of {LEAK_RULES}, not {leak!r}")
+    options = ImportOptions(writer, dt, reset, leak)
+    if not isinstance(graph, _nir().NIRGraph):
+        raise NIRUnsupportedError(f"the file holds a single {type(graph).__name__} node, not a graph")
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     if meta.get("format") == NIR_FORMAT:
         version = int(_scalar(meta.get("format_version", 0)))
         if version > NIR_FORMAT_VERSION:
             raise NIRError(f"written with neurodeploy NIR vocabulary version {version}; this reads up to "
                            f"{NIR_FORMAT_VERSION}")
-        return _OwnReader(graph).network()
-    return _ForeignReader(graph, dt, reset, leak).network()
+        if options.given:
+            _warn("this graph was written by neurodeploy and states its own time step, reset and leak: the import "
+                  "options are not used")
+        network = _OwnReader(graph).network()
+        if options.given:
+            network.metadata["nir_import"] = {"options": None, "notes": ["written by neurodeploy: the graph's own "
+                                                                         "metadata is used, the import options not"]}
+        return network
+    return _ForeignReader(graph, options).network()
 
 
 # ---- graphs written here

@@ -3,9 +3,11 @@ and warnings, the lazy import of the optional ``nir`` package, and small array h
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,10 +22,56 @@ NIR_FORMAT_VERSION = 1
 DEFAULT_DT = 1e-3
 #: "nir": faithful NIR; "sinabs": only what ``sinabs.from_nir`` imports (see docs/nir.md)
 DIALECTS = ("nir", "sinabs")
-#: discretizations of a foreign leaky node: exact exponential decay, or snnTorch's Euler step
+#: discretizations of a foreign leaky node: exact exponential decay, or snnTorch's and Norse's Euler step
 LEAK_RULES = ("exp", "euler")
+#: how a foreign spiking node resets: "zero" to its v_reset (NIR's meaning), "subtract" v -= v_threshold
+NIR_RESETS = ("zero", "subtract")
+#: the import options each writer's graphs need (docs/nir.md, "Import options"): seconds per step, reset, leak
+WRITERS: dict[str, dict] = {
+    "nir": {"dt": None, "reset": "zero", "leak": "exp"},
+    "sinabs": {"dt": 1.0, "reset": "subtract", "leak": "exp"},
+    "snntorch": {"dt": 1e-4, "reset": "subtract", "leak": "euler"},
+    "norse": {"dt": 1e-3, "reset": "zero", "leak": "euler"},
+}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NIR_PIP = "nir==1.0.8"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read a graph that does not state its time step or reset (docs/nir.md, "Import options").
+
+    writer: a preset of the three below for graphs written by that library (:data:`WRITERS`; None: "nir").
+    dt: seconds per step (leaky nodes and Delay nodes need it); None: the preset's.
+    reset: "zero" (to the node's v_reset, NIR's meaning) or "subtract" (v -= v_threshold: sinabs, snnTorch);
+        None: the preset's.
+    leak: "exp" (decay exp(-dt / tau) per step) or "euler" (1 - dt / tau: snnTorch, Norse); None: the preset's.
+    A value given here, not by the preset, is "given": the graph's own metadata still wins over it, with a note.
+    """
+
+    writer: str | None = None
+    dt: float | None = None
+    reset: str | None = None
+    leak: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("writer", self.writer, WRITERS), ("reset", self.reset, NIR_RESETS),
+                                     ("leak", self.leak, LEAK_RULES)):
+            if value is not None and value not in allowed:
+                raise NIRError(f"NIR import option {name} {value!r}: choose from {', '.join(allowed)}")
+        if self.dt is not None and not (isinstance(self.dt, int | float) and math.isfinite(self.dt) and self.dt > 0):
+            raise NIRError(f"NIR import option dt {self.dt!r}: a positive number of seconds")
+
+    @property
+    def given(self) -> bool:
+        """Whether any option was given (not all defaults)."""
+        return any(v is not None for v in (self.writer, self.dt, self.reset, self.leak))
+
+    def resolved(self) -> dict:
+        """``{"writer", "dt", "reset", "leak"}``: the preset with the given values over it."""
+        preset = WRITERS[self.writer or "nir"]
+        return {"writer": self.writer or "nir", "dt": preset["dt"] if self.dt is None else float(self.dt),
+                "reset": self.reset or preset["reset"], "leak": self.leak or preset["leak"]}
 
 
 class NIRError(NeurodeployError):
