@@ -10,7 +10,7 @@ import torch
 
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import Population, initial_membrane
+from neurodeploy.ir.population import Population, initial_membrane, per_neuron
 from neurodeploy.ir.torch_ops import TensorFn, compile_chain
 
 
@@ -23,6 +23,7 @@ class Incoming:
     source: int
     fn: TensorFn
     fn_inh: TensorFn | None = None
+    delay: int = 0  # the projection's own delay (steps); the engine applies max(delay, the profile's minimum)
 
 
 @dataclass
@@ -38,7 +39,11 @@ class Layer:
     amplitude: torch.Tensor | None = None     # spike amplitude downstream; None means 1
     v_init: torch.Tensor | float = 0.0        # broadcastable to [B, *shape]
     reset: str = "subtract"
-    decay: float | None = None                # per-step membrane decay, None = non-leaky
+    decay: torch.Tensor | float | None = None  # per-step membrane decay beta, None = non-leaky
+    leak_drive: torch.Tensor | float | None = None  # (1 - beta) v_leak added every step, None when 0
+    syn_decay: torch.Tensor | float | None = None  # per-step synaptic current decay, None = no current
+    v_reset: torch.Tensor | float = 0.0       # membrane after a hard reset ("zero")
+    reset_next_step: bool = False             # subtract theta in the step after a spike (reset_timing)
     spike_cap: int | None = None
     negative_spikes: bool = False
     spiking: bool = True
@@ -69,7 +74,15 @@ def _layer(pop: Population, device, dtype) -> Layer:
     neuron = pop.neuron
     _set_threshold_and_v_init(layer, pop, device, dtype)
     layer.reset = neuron.reset
-    layer.decay = math.exp(-1.0 / neuron.leak_tau) if neuron.leak_tau else None
+    if neuron.leak_tau is not None:
+        layer.decay = _decay(neuron.leak_tau, pop.shape, device, dtype)
+        if np.any(np.asarray(neuron.v_leak) != 0):
+            beta = np.exp(-1.0 / per_neuron(neuron.leak_tau, pop.shape))
+            layer.leak_drive = _compact((1.0 - beta) * per_neuron(neuron.v_leak, pop.shape), pop.shape, device, dtype)
+    if neuron.tau_syn is not None:
+        layer.syn_decay = _decay(neuron.tau_syn, pop.shape, device, dtype)
+    layer.v_reset = _compact(per_neuron(neuron.v_reset, pop.shape), pop.shape, device, dtype)
+    layer.reset_next_step = neuron.reset_timing == "next_step"
     layer.spike_cap = neuron.spike_cap
     layer.negative_spikes = neuron.negative_spikes
     layer.spiking = pop.role == "hidden" or neuron.readout == "spikes"
@@ -78,6 +91,21 @@ def _layer(pop: Population, device, dtype) -> Layer:
         if isinstance(layer.bias, float):
             layer.bias = torch.tensor(layer.bias, device=device, dtype=dtype)
     return layer
+
+
+def _decay(tau, shape: tuple[int, ...], device, dtype) -> torch.Tensor | float:
+    """exp(-1 / tau) per step: a Python float for a scalar tau (float64, as the engine always took it), else a
+    tensor broadcastable to ``shape``."""
+    if np.ndim(tau) == 0:
+        return math.exp(-1.0 / float(tau))
+    return _channel_tensor(np.exp(-1.0 / np.asarray(tau, np.float64)), shape, device, dtype)
+
+
+def _compact(values: np.ndarray, shape: tuple[int, ...], device, dtype) -> torch.Tensor | float:
+    """Per-neuron ``values`` as one float when they are all equal, else a tensor of ``shape``."""
+    if np.all(values == values.flat[0]):
+        return float(values.flat[0])
+    return torch.as_tensor(values, device=device, dtype=dtype)
 
 
 def _set_threshold_and_v_init(layer: Layer, pop: Population, device, dtype) -> None:
@@ -117,7 +145,8 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         fn = compile_chain(projection.ops, device=device, dtype=op_dtype or dtype)
         if op_dtype is not None and op_dtype != dtype:
             fn = _cast_wrapper(fn, op_dtype, dtype)
-        layers[index[projection.target]].incoming.append(Incoming(index[projection.source], fn))
+        layers[index[projection.target]].incoming.append(Incoming(index[projection.source], fn,
+                                                                  delay=projection.delay))
     n_synapses = 0
     for layer in layers:
         fanout = fan_out[layer.name].reshape(-1)
@@ -125,7 +154,7 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         matrix = np.stack([np.ones_like(fanout), fanout], axis=1)
         layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
     output = network.output.name
-    return CompiledNetwork(layers, delay * network.depths()[output], n_synapses, index[output])
+    return CompiledNetwork(layers, network.pipeline_delay(delay), n_synapses, index[output])
 
 
 def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch.device,

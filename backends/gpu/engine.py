@@ -7,7 +7,12 @@ bounded by the chunk size, and chunk boundaries are where a run can stop. ``tc =
 streaming. Projections from an analog input see the same current every step: it is computed once per
 batch and added as a constant.
 
-Delay profile ``delay = 1`` (PyNN machines): a spike emitted at step t reaches its targets at t + 1.
+Delays: a projection with delay d (its own, at least the profile's ``delay``: 1 on PyNN machines) hands a
+spike emitted at step t to its target at step t + d; every population with delayed projections leaving it
+keeps its spikes of the last steps (a delay buffer of the longest such delay). Recurrent networks: a
+projection from a population at or after its target in the layer order (a feedback projection, delay
+>= 1) finds its spikes in the buffer only when a chunk spans at most that delay, so chunks are cut to the
+shortest feedback delay (:func:`max_chunk`; 1 for the usual one-step recurrence: step-major streaming).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: flo
     return max(1, min(T, int(budget_bytes // max(per_step, 1))))
 
 
+def max_chunk(compiled: CompiledNetwork, delay: int) -> int | None:
+    """The most steps a chunk may span (None: any): the shortest delay of a feedback projection (one whose
+    source is at or after its target in the layer order), ``delay`` being the profile's minimum."""
+    limits = [max(incoming.delay, delay) for index, layer in enumerate(compiled.layers) for incoming in layer.incoming
+              if incoming.source >= index]
+    return min(limits) if limits else None
+
+
 class BatchSimulation:
     """Simulates one batch ``x [B, *input_shape]``; call :meth:`run` once."""
 
@@ -45,8 +58,22 @@ class BatchSimulation:
         self.v = [self._initial_v(layer) for layer in self.layers]
         self.net_count = [torch.zeros_like(v) if layer.spike_cap is not None or layer.negative_spikes else None
                           for layer, v in zip(self.layers, self.v, strict=True)]
-        self.last = [torch.zeros((self.B, *layer.shape), dtype=x.dtype, device=x.device) for layer in self.layers]
-        self.constants = [self._constants(layer) for layer in self.layers]
+        self.syn = [torch.zeros_like(v) if layer.syn_decay is not None else None
+                    for layer, v in zip(self.layers, self.v, strict=True)]
+        self.previous = [torch.zeros_like(v) if layer.reset_next_step else None
+                         for layer, v in zip(self.layers, self.v, strict=True)]
+        #: per layer, the effective delay of each incoming projection
+        self.delays = [[max(incoming.delay, delay) for incoming in layer.incoming] for layer in self.layers]
+        buffer = [0] * len(self.layers)
+        for layer, delays in zip(self.layers, self.delays, strict=True):
+            for incoming, d in zip(layer.incoming, delays, strict=True):
+                if not (incoming.source == 0 and encoding == "analog"):  # analog input: a constant current
+                    buffer[incoming.source] = max(buffer[incoming.source], d)
+        #: per layer, its spikes of the last steps (oldest first) ``[D, B, *shape]``, None without delayed output
+        self.history = [torch.zeros((d, self.B, *layer.shape), dtype=x.dtype, device=x.device) if d else None
+                        for layer, d in zip(self.layers, buffer, strict=True)]
+        self.constants = [self._constants(layer, delays)
+                          for layer, delays in zip(self.layers, self.delays, strict=True)]
         output = self.layers[compiled.output_index]
         self.spike_readout = torch.zeros((self.B, output.size), dtype=x.dtype, device=x.device)
         #: spikes per neuron so far, ``[B, size]`` per layer (only when recording)
@@ -58,33 +85,45 @@ class BatchSimulation:
         v = torch.zeros((self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
         return v.add_(layer.v_init) if layer.role != "input" else v
 
-    def _constants(self, layer: Layer) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(current before the static input arrives, current after): bias plus the analog input's
-        projection, which arrives ``delay`` steps late."""
-        static = None
+    @property
+    def last(self) -> list[torch.Tensor | None]:
+        """Per layer, the spikes of the step just simulated (None for a layer without delayed output)."""
+        return [None if h is None else h[-1] for h in self.history]
+
+    def _constants(self, layer: Layer, delays: list[int]) -> list[tuple[int, torch.Tensor | None]]:
+        """The constant current of each stretch of the run, ``(first step, current)`` (0-based, ascending):
+        the bias from step 0 on, plus each analog input projection from its delay on (its current is the same
+        every step, computed once)."""
+        arrivals: dict[int, torch.Tensor] = {}
         if self.encoding == "analog":
-            for incoming in layer.incoming:
+            for incoming, d in zip(layer.incoming, delays, strict=True):
                 if incoming.source == 0:
                     part = incoming.fn(self.x)
-                    static = part if static is None else static + part
-        early = layer.bias
-        late = early if static is None else (static if early is None else static + early)
-        return early, late
+                    arrivals[d] = part if d not in arrivals else arrivals[d] + part
+        segments = [(0, layer.bias)] if 0 not in arrivals else []
+        static = None
+        for d in sorted(arrivals):
+            static = arrivals[d] if static is None else static + arrivals[d]
+            segments.append((d, static if layer.bias is None else static + layer.bias))
+        return segments
 
-    def _source_spikes(self, source: int, spikes: list, steps: int) -> torch.Tensor:
+    def _source_spikes(self, source: int, d: int, spikes: list, steps: int) -> torch.Tensor:
+        """The source's spikes reaching a projection of delay ``d`` in this chunk's steps, times its amplitude."""
         s = spikes[source]
+        if d:
+            history = self.history[source]
+            first = history.shape[0] - d
+            s = history[first:first + steps] if steps <= d else torch.cat([history[first:], s[:steps - d]])
         if self.layers[source].amplitude is not None:
             s = s * self.layers[source].amplitude
-        if self.delay:
-            s = torch.cat([self.last[source][None], s[:-1]]) if steps > 1 else self.last[source][None]
         return s
 
-    def _dynamic_current(self, layer: Layer, spikes: list, steps: int) -> torch.Tensor | None:
+    def _dynamic_current(self, index: int, layer: Layer, spikes: list, steps: int) -> torch.Tensor | None:
         current = inhibitory = None
-        for incoming in layer.incoming:
+        for incoming, d in zip(layer.incoming, self.delays[index], strict=True):
             if incoming.source == 0 and self.encoding == "analog":
                 continue
-            src = self._source_spikes(incoming.source, spikes, steps)
+            src = self._source_spikes(incoming.source, d, spikes, steps)
             src = src.reshape(steps * self.B, *src.shape[2:])
             part = incoming.fn(src).reshape(steps, self.B, *layer.shape)
             current = part if current is None else current.add_(part)
@@ -111,26 +150,20 @@ class BatchSimulation:
         for index, layer in enumerate(self.layers):
             if index == 0:
                 continue
-            dynamic = self._dynamic_current(layer, spikes, steps)
-            early, late = self.constants[index]
-            split = min(max(self.delay - t0, 0), steps) if early is not late else 0
+            dynamic = self._dynamic_current(index, layer, spikes, steps)
+            pieces = _pieces(self.constants[index], t0, steps)
             if layer.spiking:
-                parts = []
-                if split:
-                    parts.append(integrate_and_fire(layer, self.v[index], _rows(dynamic, 0, split), early, split,
-                                                    self.net_count[index]))
-                if split < steps:
-                    parts.append(integrate_and_fire(layer, self.v[index], _rows(dynamic, split, steps), late,
-                                                    steps - split, self.net_count[index]))
+                parts = [integrate_and_fire(layer, self.v[index], _rows(dynamic, a, b), constant, b - a,
+                                            self.net_count[index], self.syn[index], self.previous[index])
+                         for a, b, constant in pieces]
                 spikes[index] = parts[0] if len(parts) == 1 else torch.cat(parts)
             else:
                 current = dynamic if dynamic is not None else torch.zeros(
                     (steps, self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
-                if early is not None and split:
-                    current[:split] += early
-                if late is not None:
-                    current[split:] += late
-                membrane = _integrate(layer, current, self.v[index])
+                for a, b, constant in pieces:
+                    if constant is not None:
+                        current[a:b] += constant
+                membrane = _integrate(layer, current, self.v[index], self.syn[index])
                 self.v[index] = membrane[-1].clone()
                 readout.copy_(membrane.transpose(0, 1).reshape(self.B, steps, -1))
             if layer.role == "output" and layer.spiking:
@@ -148,8 +181,10 @@ class BatchSimulation:
                 self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
             stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
             counts[:, :, index] = stats.transpose(0, 1)
-            if self.delay:
-                self.last[index] = s[-1].clone()
+            history = self.history[index]
+            if history is not None:
+                depth = history.shape[0]
+                self.history[index] = s[steps - depth:].clone() if steps >= depth else torch.cat([history[steps:], s])
         self.t = t1
         return readout, counts
 
@@ -163,30 +198,50 @@ class BatchSimulation:
         self.x = self.x[keep]
         self.v = [rows(v) for v in self.v]
         self.net_count = [rows(c) for c in self.net_count]
-        self.last = [rows(s) for s in self.last]
+        self.syn = [rows(c) for c in self.syn]
+        self.previous = [rows(c) for c in self.previous]
+        self.history = [None if h is None else h[:, keep] for h in self.history]
         self.spike_readout = rows(self.spike_readout)
-        self.constants = [(rows(early), rows(late)) if self._batched(early, late, i) else (early, late)
-                          for i, (early, late) in enumerate(self.constants)]
+        self.constants = [[(start, rows(c) if self._batched(c, i) else c) for start, c in segments]
+                          for i, segments in enumerate(self.constants)]
         if self.encoder is not None:
             self.encoder.compact(keep)
         self.B = int(keep.numel())
 
-    def _batched(self, early, late, index: int) -> bool:
-        """Constants carry a batch axis only when they include the analog input's projection."""
-        shape = self.layers[index].shape
-        return any(torch.is_tensor(c) and c.ndim == len(shape) + 1 for c in (early, late))
+    def _batched(self, constant, index: int) -> bool:
+        """A constant carries a batch axis only when it includes the analog input's projection."""
+        return torch.is_tensor(constant) and constant.ndim == len(self.layers[index].shape) + 1
 
 
-def _integrate(layer: Layer, current: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """Membrane of a non-spiking layer after each step of ``current [steps, B, *shape]``."""
-    if layer.decay is None and not layer.fixed_point:
+def _pieces(segments: list[tuple[int, torch.Tensor | None]], t0: int, steps: int
+            ) -> list[tuple[int, int, torch.Tensor | None]]:
+    """The chunk of ``steps`` steps from step ``t0`` cut where the constant current changes:
+    ``(first, stop, current)`` with steps relative to the chunk."""
+    pieces = []
+    for k, (start, constant) in enumerate(segments):
+        stop = segments[k + 1][0] if k + 1 < len(segments) else t0 + steps
+        a, b = max(start, t0) - t0, min(stop, t0 + steps) - t0
+        if a < b:
+            pieces.append((a, b, constant))
+    return pieces
+
+
+def _integrate(layer: Layer, current: torch.Tensor, v0: torch.Tensor, syn: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """Membrane of a non-spiking layer after each step of ``current [steps, B, *shape]`` (``syn``: its
+    synaptic current, updated in place, for a layer with ``syn_decay``)."""
+    if layer.decay is None and not layer.fixed_point and syn is None:
         return torch.cumsum(current, 0).add_(v0)
     membrane = torch.empty_like(current)
     v = v0.clone()
     for k in range(current.shape[0]):
+        if syn is not None:
+            syn.mul_(layer.syn_decay).add_(current[k])
         if layer.decay is not None:
             v.mul_(layer.decay)
-        v.add_(current[k])
+        if layer.leak_drive is not None:
+            v.add_(layer.leak_drive)
+        v.add_(current[k] if syn is None else syn)
         if layer.fixed_point:
             round_s1615(v)
         membrane[k] = v
@@ -214,6 +269,7 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
     if record_neurons and exit_policy is not None:
         raise BackendError("per-neuron spike counts are recorded for full runs; run without early exit")
     sim = BatchSimulation(compiled, x, encoding, delay, seed, record_neurons)
+    chunk = min(chunk, max_chunk(compiled, delay) or chunk)
     B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
     readout = torch.zeros((B, T, n_classes), dtype=x.dtype, device=x.device)

@@ -39,7 +39,10 @@ from neurodeploy.safe_io import (
 )
 
 FORMAT_NAME = "neurodeploy-ir"
-FORMAT_VERSION = 1
+#: version 2 adds the trained-SNN fields (v_leak, v_reset, tau_syn, per-neuron leak_tau, reset_timing,
+#: projection delays); a network that uses none of them is written as version 1, and both are read
+FORMAT_VERSION = 2
+FIRST_VERSION = 1
 STRUCTURE_FILE = "network.json"
 ARRAYS_FILE = "arrays.npz"
 #: largest network.json read
@@ -88,11 +91,16 @@ def _to_parts(network: Network) -> tuple[dict, dict[str, np.ndarray]]:
                     f"population/{name}/v_init",
                 ),
                 "v_init_seed": int(neuron.v_init_seed),
-                "leak_tau": None if neuron.leak_tau is None else float(neuron.leak_tau),
+                "leak_tau": _optional_parameter(neuron.leak_tau, arrays, f"population/{name}/leak_tau"),
                 "spike_cap": None if neuron.spike_cap is None else int(neuron.spike_cap),
                 "negative_spikes": bool(neuron.negative_spikes),
                 "readout": neuron.readout,
             }
+            if neuron.dynamics() not in ([], ["leak"]):  # version 2 fields, written only when used
+                for key in ("v_leak", "v_reset", "tau_syn"):
+                    entry["neuron"][key] = _optional_parameter(getattr(neuron, key), arrays,
+                                                               f"population/{name}/{key}")
+                entry["neuron"]["reset_timing"] = neuron.reset_timing
         populations.append(entry)
     projections = []
     for p_index, proj in enumerate(network.projections):
@@ -105,14 +113,28 @@ def _to_parts(network: Network) -> tuple[dict, dict[str, np.ndarray]]:
                 keys[array_name] = key
             ops.append({"kind": op.kind, "params": op.params(), "arrays": keys})
         projections.append({"source": proj.source, "target": proj.target, "ops": ops})
+        if proj.delay:
+            projections[-1]["delay"] = int(proj.delay)
+    uses_v2 = any("reset_timing" in p.get("neuron", {}) for p in populations) or any(
+        "delay" in p for p in projections)
     structure = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if uses_v2 else FIRST_VERSION,
         "populations": populations,
         "projections": projections,
         "metadata": network.metadata,
     }
     return structure, arrays
+
+
+def _optional_parameter(value, arrays: dict[str, np.ndarray], key: str):
+    """None, a float, or an array (kept float, else stored as float32) referred to under ``key``."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) or np.ndim(value):
+        array = value if isinstance(value, np.ndarray) and value.dtype.kind == "f" else np.asarray(value, np.float32)
+        return _array_or_value(array, arrays, key)
+    return float(value)
 
 
 def save_network(network: Network, path: str | Path) -> Path:
@@ -173,15 +195,26 @@ VInitField = Annotated[Annotated[Literal["zero", "half", "uniform"], Tag("name")
                        | Annotated[ArrayRef, Tag("array")], Discriminator(_vinit_kind)]
 
 
+PositiveField = Annotated[Annotated[PositiveFinite, Tag("number")] | Annotated[ArrayRef, Tag("array")],
+                          Discriminator(_number_or_array)]
+FiniteField = Annotated[Annotated[Finite, Tag("number")] | Annotated[ArrayRef, Tag("array")],
+                        Discriminator(_number_or_array)]
+
+
 class NeuronSchema(_Strict):
     threshold: ThresholdField
     reset: Literal["subtract", "zero"]
     v_init: VInitField
     v_init_seed: Annotated[int, Field(ge=0, lt=1 << 64)]
-    leak_tau: PositiveFinite | None
+    leak_tau: PositiveField | None
     spike_cap: Annotated[int, Field(ge=1, lt=_BIG)] | None
     negative_spikes: bool
     readout: Literal["membrane", "spikes"]
+    # version 2
+    v_leak: FiniteField = 0.0
+    v_reset: FiniteField = 0.0
+    tau_syn: PositiveField | None = None
+    reset_timing: Literal["immediate", "next_step"] = "immediate"
 
 
 class PopulationSchema(_Strict):
@@ -298,11 +331,12 @@ class ProjectionSchema(_Strict):
     source: Name
     target: Name
     ops: Annotated[list[OpSchema], Field(max_length=256)]
+    delay: Annotated[int, Field(ge=0, le=65536)] = 0  # version 2
 
 
 class NetworkSchema(_Strict):
     format: Literal["neurodeploy-ir"]
-    version: Annotated[int, Field(ge=FORMAT_VERSION, le=FORMAT_VERSION)]
+    version: Annotated[int, Field(ge=FIRST_VERSION, le=FORMAT_VERSION)]
     populations: Annotated[list[PopulationSchema], Field(min_length=2, max_length=100_000)]
     projections: Annotated[list[ProjectionSchema], Field(max_length=1_000_000)]
     metadata: dict[str, Any]
@@ -399,8 +433,11 @@ class _Builder:
                 neuron = NeuronSpec(
                     threshold=self.value(n.threshold, f"{where}.neuron.threshold"), reset=n.reset,
                     v_init=self.value(n.v_init, f"{where}.neuron.v_init"), v_init_seed=n.v_init_seed,
-                    leak_tau=n.leak_tau, spike_cap=n.spike_cap, negative_spikes=n.negative_spikes,
-                    readout=n.readout,
+                    leak_tau=self.value(n.leak_tau, f"{where}.neuron.leak_tau"), spike_cap=n.spike_cap,
+                    negative_spikes=n.negative_spikes, readout=n.readout,
+                    v_leak=self.value(n.v_leak, f"{where}.neuron.v_leak"),
+                    v_reset=self.value(n.v_reset, f"{where}.neuron.v_reset"),
+                    tau_syn=self.value(n.tau_syn, f"{where}.neuron.tau_syn"), reset_timing=n.reset_timing,
                 )
             if entry.name in network.populations:
                 raise IRValidationError(f"{where}: population {entry.name!r} appears twice")
@@ -419,7 +456,7 @@ class _Builder:
                     ops.append(op_from_parts(op.kind, params, arrays))
                 except IRValidationError as err:
                     raise IRValidationError(f"{where}: {err}") from None
-            network.connect(entry.source, entry.target, ops)
+            network.connect(entry.source, entry.target, ops, entry.delay)
         return network
 
 
@@ -428,9 +465,11 @@ def _structure(path: Path, data: bytes) -> NetworkSchema:
     if not isinstance(structure, dict) or structure.get("format") != FORMAT_NAME:
         raise IRFormatError(f"{path}: format: not a {FORMAT_NAME} file")
     version = structure.get("version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise IRFormatError(f"{path}: version: format version {clip(version)} is not supported (this is "
-                            f"{FORMAT_VERSION})")
+    if type(version) is not int or not FIRST_VERSION <= version <= FORMAT_VERSION:
+        raise IRFormatError(f"{path}: version: format version {clip(version)} is not supported (this reads "
+                            f"{FIRST_VERSION} to {FORMAT_VERSION})")
+    if version == 1:
+        _refuse_v2_fields(path, structure)
     try:
         return NetworkSchema.model_validate(structure)
     except ValidationError as err:
@@ -438,6 +477,20 @@ def _structure(path: Path, data: bytes) -> NetworkSchema:
         if "unknown kind" in message:
             message = message.replace("unknown kind", "unknown op kind")
         raise IRFormatError(f"{path}: {message}") from None
+
+
+V2_NEURON_FIELDS = ("v_leak", "v_reset", "tau_syn", "reset_timing")
+
+
+def _refuse_v2_fields(path: Path, structure: dict) -> None:
+    """A version-1 file holds none of the fields version 2 added."""
+    for kind, entries, fields in (("populations", structure.get("populations"), V2_NEURON_FIELDS),
+                                  ("projections", structure.get("projections"), ("delay",))):
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            holder = entry.get("neuron") if kind == "populations" and isinstance(entry, dict) else entry
+            found = [key for key in fields if isinstance(holder, dict) and key in holder]
+            if found:
+                raise IRFormatError(f"{path}: {kind}[{i}]: field {found[0]!r} needs format version 2, the file says 1")
 
 
 def load_network(path: str | Path) -> Network:

@@ -1,12 +1,13 @@
-"""The network IR: populations (nodes) joined by projections (edges) in a directed acyclic graph.
+"""The network IR: populations (nodes) joined by projections (edges) in a directed graph.
 
 A population with several incoming projections sums their currents, which is how residual networks
-are carried. The graph is a ``networkx.MultiDiGraph`` so two projections may join the same pair.
+are carried. The graph is a ``networkx.MultiDiGraph`` so two projections may join the same pair. It may
+hold cycles (recurrent networks) when every cycle passes through a projection with a delay of at least
+one step (``docs/semantics.md``, "The IR"); converted networks are acyclic with no delays.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from neurodeploy.errors import IRValidationError
 from neurodeploy.ir.ops import OP_TYPES, Op, chain_out_shape
-from neurodeploy.ir.population import READOUTS, RESETS, ROLES, VINIT_NAMES, Population
+from neurodeploy.ir.population import READOUTS, RESET_TIMINGS, RESETS, ROLES, VINIT_NAMES, Population
 
 #: neurons one population may hold
 MAX_NEURONS = 1 << 28
@@ -24,11 +25,17 @@ MAX_NEURONS = 1 << 28
 @dataclass
 class Projection:
     """Synapses from ``source`` to ``target``: the chain ``ops`` maps source spikes (amplitude =
-    the source threshold) of shape ``[B, *source.shape]`` to target current ``[B, *target.shape]``."""
+    the source threshold) of shape ``[B, *source.shape]`` to target current ``[B, *target.shape]``.
+
+    delay: synaptic delay in whole steps (a spike of step t arrives at step t + delay). It is the
+    projection's own delay; machines with a minimum delay (one step on PyNN machines: the gpu ``pynn``
+    profile, NEURON, SpiNNaker) apply ``max(delay, minimum)``.
+    """
 
     source: str
     target: str
     ops: list[Op]
+    delay: int = 0
 
     @property
     def label(self) -> str:
@@ -50,8 +57,8 @@ class Network:
         self.populations[population.name] = population
         return population
 
-    def connect(self, source: str, target: str, ops: list[Op]) -> Projection:
-        projection = Projection(source, target, list(ops))
+    def connect(self, source: str, target: str, ops: list[Op], delay: int = 0) -> Projection:
+        projection = Projection(source, target, list(ops), delay)
         self.projections.append(projection)
         return projection
 
@@ -63,19 +70,48 @@ class Network:
             graph.add_edge(projection.source, projection.target, key=index)
         return graph
 
+    def feedback(self) -> list[bool]:
+        """For every projection (in order): whether it closes a cycle, i.e. has a delay of at least one
+        step and joins two populations of one strongly connected component (a self-projection included).
+        Without them the graph is acyclic (in a valid network every cycle holds such a projection)."""
+        component = {}
+        for k, members in enumerate(nx.strongly_connected_components(self.graph)):
+            component.update(dict.fromkeys(members, k))
+        return [p.delay >= 1 and component.get(p.source) == component.get(p.target) for p in self.projections]
+
     def topological_order(self) -> list[str]:
-        """Population names, sources before targets (ties in insertion order)."""
+        """Population names, sources before targets (ties in insertion order), over the graph without
+        its feedback projections (:meth:`feedback`)."""
         order = {name: i for i, name in enumerate(self.populations)}
-        return list(nx.lexicographical_topological_sort(self.graph, key=order.__getitem__))
+        return list(nx.lexicographical_topological_sort(self._forward_graph(), key=order.__getitem__))
+
+    def _forward_graph(self) -> nx.MultiDiGraph:
+        graph = nx.MultiDiGraph()
+        graph.add_nodes_from(self.populations)
+        for index, (projection, back) in enumerate(zip(self.projections, self.feedback(), strict=True)):
+            if not back:
+                graph.add_edge(projection.source, projection.target, key=index)
+        return graph
 
     def depths(self) -> dict[str, int]:
-        """Projections on the longest path from the input to each population (the input has 0);
-        with one step of delay per projection, the steps a spike needs to get there."""
-        depth = {name: 0 for name in self.populations}
+        """Projections on the longest path from the input to each population (the input has 0), feedback
+        projections left out; with one step of delay per projection, the steps a spike needs to get there."""
+        return self._longest_paths(lambda projection: 1)
+
+    def pipeline_delay(self, minimum: int = 0) -> int:
+        """Steps of the longest input -> output path (feedback projections left out) when each projection
+        delays by ``max(delay, minimum)`` steps: how much later than the zero-delay semantics a machine with
+        a minimum delay of ``minimum`` steps answers (``minimum`` times the depth for converted networks)."""
+        return self._longest_paths(lambda projection: max(projection.delay, minimum))[self.output.name]
+
+    def _longest_paths(self, length) -> dict[str, int]:
+        steps = {name: 0 for name in self.populations}
+        forward = [p for p, back in zip(self.projections, self.feedback(), strict=True) if not back]
         for name in self.topological_order():
-            for projection in self.incoming(name):
-                depth[name] = max(depth[name], depth[projection.source] + 1)
-        return depth
+            for projection in forward:
+                if projection.target == name:
+                    steps[name] = max(steps[name], steps[projection.source] + length(projection))
+        return steps
 
     def incoming(self, name: str) -> list[Projection]:
         return [p for p in self.projections if p.target == name]
@@ -112,9 +148,17 @@ class Network:
             source = self.populations[projection.source]
             if source.role == "output" and (source.neuron is None or source.neuron.readout == "membrane"):
                 raise IRValidationError(f"projection {projection.label}: a membrane readout never spikes")
-        if not nx.is_directed_acyclic_graph(self.graph):
-            cycle = nx.find_cycle(self.graph)
-            raise IRValidationError(f"the network has a cycle: {cycle}")
+        for projection in self.projections:
+            if not _is_whole(projection.delay, 0):
+                raise IRValidationError(f"projection {projection.label}: delay must be a whole number of steps >= 0, "
+                                        f"got {projection.delay!r:.40}")
+        instantaneous = nx.MultiDiGraph()
+        instantaneous.add_nodes_from(self.populations)
+        instantaneous.add_edges_from((p.source, p.target) for p in self.projections if p.delay == 0)
+        if not nx.is_directed_acyclic_graph(instantaneous):
+            cycle = [edge[:2] for edge in nx.find_cycle(instantaneous)]
+            raise IRValidationError(f"the network has a cycle without delay: {cycle} (every cycle needs a "
+                                    "projection with a delay of at least one step)")
         for population in self.populations.values():
             _validate_population(population, self.incoming(population.name), values)
         for projection in self.projections:
@@ -189,10 +233,28 @@ def _validate_population(population: Population, incoming: list[Projection], val
             _check_finite(f"{where} v_init", v_init)
     if not _is_whole(neuron.v_init_seed, 0):
         raise IRValidationError(f"{where}: v_init_seed must be a whole number >= 0, got {neuron.v_init_seed!r}")
-    if neuron.leak_tau is not None and (isinstance(neuron.leak_tau, bool | np.bool_) or not isinstance(
-            neuron.leak_tau, numbers.Real) or not math.isfinite(neuron.leak_tau) or not neuron.leak_tau > 0):
-        raise IRValidationError(f"{where}: leak_tau must be a positive finite number or None, got "
-                                f"{neuron.leak_tau!r:.40}")
+    for key in ("leak_tau", "tau_syn"):
+        value = getattr(neuron, key)
+        if value is None:
+            continue
+        tau = _per_neuron_field(where, key, value, population.shape)
+        if values and (not np.all(np.isfinite(tau)) or np.any(tau <= 0)):
+            raise IRValidationError(f"{where}: {key} must be positive and finite (steps) or None, got "
+                                    f"{value!r:.40}")
+    for key in ("v_leak", "v_reset"):
+        value = _per_neuron_field(where, key, getattr(neuron, key), population.shape)
+        if values:
+            _check_finite(f"{where} {key}", value)
+    if neuron.reset_timing not in RESET_TIMINGS:
+        raise IRValidationError(f"{where}: reset_timing must be one of {RESET_TIMINGS}, not "
+                                f"{neuron.reset_timing!r:.40}")
+    if neuron.reset_timing == "next_step" and neuron.reset != "subtract":
+        raise IRValidationError(f"{where}: reset_timing 'next_step' applies to reset 'subtract' only")
+    if values and neuron.reset == "subtract" and np.any(np.asarray(neuron.v_reset) != 0):
+        raise IRValidationError(f"{where}: v_reset applies to reset 'zero' (hard reset) only; reset 'subtract' "
+                                "subtracts the threshold")
+    if (neuron.spike_cap is not None or neuron.negative_spikes) and neuron.reset_timing != "immediate":
+        raise IRValidationError(f"{where}: QFFS spike caps and negative spikes reset immediately")
     if neuron.spike_cap is not None and not _is_whole(neuron.spike_cap, 1):
         raise IRValidationError(f"{where}: spike_cap must be a positive whole number or None, got "
                                 f"{neuron.spike_cap!r:.40}")
@@ -200,6 +262,14 @@ def _validate_population(population: Population, incoming: list[Projection], val
         raise IRValidationError(f"{where}: negative_spikes must be true or false, got {neuron.negative_spikes!r:.40}")
     if neuron.readout not in READOUTS:
         raise IRValidationError(f"{where}: readout must be 'membrane' or 'spikes', not {neuron.readout!r:.40}")
+
+
+def _per_neuron_field(where: str, key: str, value, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` checked to be a number or an array of numbers that is scalar, per channel or per neuron."""
+    array = _numeric_array(f"{where} {key}", value)
+    if array.shape not in ((), shape[:1], shape):
+        raise IRValidationError(f"{where}: {key} shape {array.shape} fits neither scalar, channel nor neuron {shape}")
+    return array
 
 
 def _validate_projection(projection: Projection, populations: dict[str, Population], values: bool = True) -> None:

@@ -12,9 +12,11 @@ from neurodeploy.errors import IRValidationError
 
 Role = Literal["input", "hidden", "output"]
 ResetMode = Literal["subtract", "zero"]
+ResetTiming = Literal["immediate", "next_step"]
 Readout = Literal["membrane", "spikes"]
 ROLES: tuple[str, ...] = get_args(Role)
 RESETS: tuple[str, ...] = get_args(ResetMode)
+RESET_TIMINGS: tuple[str, ...] = get_args(ResetTiming)
 READOUTS: tuple[str, ...] = get_args(Readout)
 #: Named initial membranes, relative to the threshold: 0, theta / 2, i.i.d. uniform in [0, theta).
 VINIT_NAMES = ("zero", "half", "uniform")
@@ -24,12 +26,21 @@ VINIT_NAMES = ("zero", "half", "uniform")
 class NeuronSpec:
     """Integrate-and-fire neuron of ``docs/semantics.md``, "Neuron model" (discrete time, unit time step).
 
-    threshold: scalar, per channel ``[C]`` or per neuron (population shape); in the unit of membrane
-        potential (after normalization this is 1).
-    reset: "subtract" (v -= theta) or "zero" (v = 0) after a spike.
+    Per-neuron parameters are a scalar, per channel ``[C]`` or per neuron (population shape). Times are in
+    steps, potentials in the unit of membrane potential.
+
+    threshold: spike threshold theta (after normalization this is 1).
+    reset: "subtract" (v -= theta) or "zero" (hard reset: v = ``v_reset``) after a spike.
     v_init: "zero" | "half" | "uniform" (relative to theta; uniform draws from [0, theta) with
         ``v_init_seed``), or an absolute value (scalar or array broadcastable to the population).
-    leak_tau: membrane time constant in steps (``v *= exp(-1/leak_tau)`` each step), None = non-leaky.
+    leak_tau: membrane time constant in steps: per step v <- beta v + (1 - beta) v_leak + i with
+        beta = exp(-1 / leak_tau); None = non-leaky (beta = 1).
+    v_leak: the potential a leaky membrane decays towards.
+    v_reset: the membrane after a spike with reset "zero".
+    tau_syn: synaptic current time constant in steps: i <- exp(-1 / tau_syn) i + input each step, and the
+        membrane integrates i; None = no synaptic current (i = input).
+    reset_timing: "immediate" (the reset acts in the step of the spike) or "next_step" (reset "subtract"
+        only: theta is subtracted in the next step, after the leak: snnTorch's delayed reset).
     spike_cap: QFFS cap on the net number of spikes per neuron, None = no cap.
     negative_spikes: QFFS negative spikes (a neuron with positive net count and v < 0 emits -theta).
     readout: output populations only: "membrane" (never spikes, O(t) = v(t)) or "spikes" (counts).
@@ -39,10 +50,33 @@ class NeuronSpec:
     reset: ResetMode = "subtract"
     v_init: str | float | np.ndarray = "zero"
     v_init_seed: int = 0
-    leak_tau: float | None = None
+    leak_tau: float | np.ndarray | None = None
+    v_leak: float | np.ndarray = 0.0
+    v_reset: float | np.ndarray = 0.0
+    tau_syn: float | np.ndarray | None = None
+    reset_timing: ResetTiming = "immediate"
     spike_cap: int | None = None
     negative_spikes: bool = False
     readout: Readout = "membrane"
+
+
+    def dynamics(self) -> list[str]:
+        """What the neuron uses beyond the non-leaky IF neuron of converted networks, by the names backends
+        refuse them with: "leak" (leak_tau), "per-neuron leak_tau", "v_leak", "v_reset", "tau_syn",
+        "next-step reset". Empty for converted networks' neurons."""
+        used = []
+        if self.leak_tau is not None:
+            used.append("leak" if np.ndim(self.leak_tau) == 0 else "per-neuron leak_tau")
+        for name, flag in (("v_leak", _nonzero(self.v_leak)), ("v_reset", _nonzero(self.v_reset)),
+                           ("tau_syn", self.tau_syn is not None),
+                           ("next-step reset", self.reset_timing == "next_step")):
+            if flag:
+                used.append(name)
+        return used
+
+
+def _nonzero(value) -> bool:
+    return bool(np.any(np.asarray(value) != 0))
 
 
 def initial_membrane(neuron: NeuronSpec, shape: tuple[int, ...]) -> np.ndarray:
