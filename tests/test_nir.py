@@ -227,7 +227,7 @@ def test_own_graph_without_metadata_reads_with_nir_semantics(tmp_path):
     for node in graph.nodes.values():
         node.metadata = {}
     graph.metadata = {}
-    with pytest.warns(NIRWarning, match="reset to v_reset = 0"):
+    with pytest.warns(NIRWarning, match="reset to v_reset"):
         as_nir = from_nir_graph(graph)
     assert {pop.neuron.reset for pop in as_nir.populations.values() if pop.role == "hidden"} == {"zero"}
     subtractive = from_nir_graph(graph, reset="subtract")
@@ -251,12 +251,14 @@ def _lif_graph(tau, r, extra_edges=(), cuba=False):
 
 
 def test_outside_the_ir_is_refused_by_node_name():
-    with pytest.raises(NIRUnsupportedError, match="recurrence through nodes .*lif"):
-        from_nir_graph(_lif_graph(np.inf, np.inf, [("lif", "w_back"), ("w_back", "w")]))
-    with pytest.raises(NIRUnsupportedError, match="'lif' \\(CubaLIF\\): its synaptic current"):
-        from_nir_graph(_lif_graph(1e-3, 10.0, cuba=True))
+    with pytest.raises(NIRUnsupportedError, match="cycle through no neuron node"):
+        from_nir_graph(_lif_graph(np.inf, np.inf, [("w", "w_back"), ("w_back", "w")]))
     with pytest.raises(NIRError, match="needs the time step.*--nir-dt"):
         from_nir_graph(_lif_graph(1e-3, 10.0))
+    graph = _lif_graph(np.inf, np.inf)
+    graph.nodes["lif"] = nir.Threshold(np.ones(3, np.float32))
+    with pytest.raises(NIRUnsupportedError, match="'lif' \\(Threshold\\): a stateless threshold"):
+        from_nir_graph(graph)
 
 
 def test_leaky_nodes_follow_dt_and_the_leak_rule():
@@ -289,8 +291,9 @@ def test_foreign_conv1d_delays_and_integrator_readout():
         "output": nir.Output(np.array([4]))},
         edges=[("input", "d0"), ("d0", "c"), ("c", "if"), ("if", "d1"), ("d1", "f"), ("f", "a"), ("a", "i"),
                ("i", "output")])
-    with pytest.warns(NIRWarning, match="profile 'pynn'"):
+    with pytest.warns(NIRWarning, match="synaptic delays of \\[1\\] steps"):
         network = from_nir_graph(graph, reset="subtract", dt=1e-3)
+    assert [p.delay for p in network.projections] == [1, 1]
     assert network.input.shape == (2, 1, 10) and network.output.neuron.readout == "membrane"
     x, T = torch.as_tensor(rng.random((3, 2, 10)), dtype=torch.float32), 12
     current = torch.nn.functional.conv1d(x, torch.as_tensor(w), None, padding=1)
@@ -302,8 +305,9 @@ def test_foreign_conv1d_delays_and_integrator_readout():
         membrane += 2.0 * (last.flatten(1) @ torch.as_tensor(w2).T)  # unit spikes, one step late
         expected.append(membrane.clone())
         last = spikes
-    result = run(network, x.reshape(3, 2, 1, 10), T, "pynn")
-    np.testing.assert_allclose(result.readout, torch.stack(expected, 1).numpy(), atol=1e-5)
+    for profile in ("ideal", "pynn"):  # each projection's own delay of one step: the same on both
+        result = run(network, x.reshape(3, 2, 1, 10), T, profile)
+        np.testing.assert_allclose(result.readout, torch.stack(expected, 1).numpy(), atol=1e-5)
 
 
 # ---- sinabs and snnTorch
@@ -433,7 +437,7 @@ def test_snntorch_export_imported_here_matches_snntorch(tmp_path):
     assert np.array_equal(result.population_neuron_counts()[name], hidden_counts)
     assert np.array_equal(result.readout, out_counts)
     # NIR's own semantics (snnTorch writes v_reset = 0, not its subtraction) give other spikes
-    with pytest.warns(NIRWarning, match="reset to v_reset = 0"):
+    with pytest.warns(NIRWarning, match="reset to v_reset"):
         as_written = read_nir(tmp_path / "s.nir")
     assert np.abs(run(as_written, x, T).population_neuron_counts()[name] - hidden_counts).sum() > 0
 

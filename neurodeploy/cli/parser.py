@@ -108,15 +108,16 @@ def _nir_import_group(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("NIR import (a .nir graph written elsewhere; the graph's own metadata wins)")
     group.add_argument("--nir-from", choices=tuple(WRITERS), default=None,
-                       help="the library that wrote the graph: sets --nir-dt, --nir-reset and --nir-leak as it means "
-                       "them (sinabs: dt 1, subtract, exp; snntorch: dt 1e-4, subtract, euler; norse: dt 1e-3, zero, "
-                       "euler; docs/nir.md) (default: nir, NIR's own semantics)")
+                       help="the library that wrote the graph: sets --nir-dt, --nir-reset and --nir-leak as it "
+                       "means them (sinabs: dt 1, subtract, exp; snntorch: dt 1e-4, subtract-next, euler; norse: dt "
+                       "1e-3, zero, euler; docs/nir.md) (default: nir, NIR's own semantics)")
     group.add_argument("--nir-dt", type=float, default=None, metavar="SECONDS",
                        help="seconds per simulation step, for leaky and delay nodes (default: --nir-from's; none "
                        "for nir: a leaky graph then asks for it)")
     group.add_argument("--nir-reset", choices=NIR_RESETS, default=None,
-                       help="after a spike: zero = to the node's v_reset (NIR), subtract = v -= v_threshold "
-                       "(sinabs, snnTorch) (default: --nir-from's)")
+                       help="after a spike: zero = to the node's v_reset (NIR), subtract = v -= v_threshold in "
+                       "the step of the spike (sinabs), subtract-next = in the next step, after the leak (snnTorch's "
+                       "reset_delay) (default: --nir-from's)")
     group.add_argument("--nir-leak", choices=LEAK_RULES, default=None,
                        help="decay per step: exp = exp(-dt/tau), euler = 1 - dt/tau (snnTorch, Norse) (default: "
                        "--nir-from's)")

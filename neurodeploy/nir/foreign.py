@@ -25,19 +25,87 @@ from neurodeploy.nir.vocabulary import (
     _warn,
 )
 
-_NEURONS = ("IF", "LIF", "I", "LI")
+#: neuron nodes that spike, and those read only as the readout (their membrane)
+_SPIKING = ("IF", "LIF", "CubaLIF")
+_MEMBRANES = ("I", "LI", "CubaLI")
+_NEURONS = _SPIKING + _MEMBRANES
 _OPS = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
 _REFUSED = {
-    "CubaLIF": "its synaptic current state (tau_syn) has no IR equivalent",
-    "CubaLI": "its synaptic current state (tau_syn) has no IR equivalent",
-    "Threshold": "a stateless threshold (no membrane) has no IR equivalent",
-    "NIRGraph": "nested graphs (e.g. snnTorch's recurrent RLeaky/RSynaptic) are recurrent",
+    "Threshold": "a stateless threshold (a spike when the input alone crosses it, no membrane) has no IR neuron",
 }
+#: deepest nesting of NIRGraph nodes flattened (files are bounded by neurodeploy.nir.hdf5 already)
+MAX_NESTING = 16
 
 
 def _pair(value) -> tuple[int, int]:
     flat = [int(v) for v in np.ravel(value)]
     return (flat[0], flat[0]) if len(flat) == 1 else (flat[0], flat[1])
+
+
+def flatten_graph(graph, nir, depth: int = 0) -> tuple[dict, list[tuple[str, str]]]:
+    """The nodes and edges of ``graph`` with every nested ``NIRGraph`` node inlined: its nodes are named
+    ``outer.inner``, an edge to (from) the nested graph goes to its Input (from its Output) node, or to the
+    port it names (``outer.port``), and the nested graph's Input and Output nodes are then bypassed."""
+    if depth > MAX_NESTING:
+        raise NIRUnsupportedError(f"graphs nested deeper than {MAX_NESTING} levels")
+    nodes: dict = {}
+    edges: list[tuple[str, str]] = []
+    ports: set[str] = set()
+    entry: dict[str, str] = {}
+    exit_: dict[str, str] = {}
+    for name, node in graph.nodes.items():
+        if not isinstance(node, nir.NIRGraph):
+            nodes[name] = node
+            continue
+        inner_nodes, inner_edges = flatten_graph(node, nir, depth + 1)
+        inputs = [k for k, n in inner_nodes.items() if isinstance(n, nir.Input)]
+        outputs = [k for k, n in inner_nodes.items() if isinstance(n, nir.Output)]
+        for k, n in inner_nodes.items():
+            full = f"{name}.{k}"
+            if full in graph.nodes:
+                raise NIRUnsupportedError(f"nested graph {name!r}: its node {k!r} and the outer node {full!r} share "
+                                          "a name")
+            nodes[full] = n
+        edges += [(f"{name}.{a}", f"{name}.{b}") for a, b in inner_edges]
+        ports.update(f"{name}.{k}" for k in inputs + outputs)
+        if len(inputs) == 1:
+            entry[name] = f"{name}.{inputs[0]}"
+        if len(outputs) == 1:
+            exit_[name] = f"{name}.{outputs[0]}"
+    for a, b in graph.edges:
+        if a in exit_:
+            a = exit_[a]
+        if b in entry:
+            b = entry[b]
+        for end in (a, b):
+            if end not in nodes:
+                raise NIRUnsupportedError(f"edge {a!r} -> {b!r} names {end!r}, which is not a node of this graph")
+        edges.append((a, b))
+    for port in sorted(ports):  # a nested graph's Input / Output passes its signal through
+        preds = [a for a, b in edges if b == port]
+        succs = [b for a, b in edges if a == port]
+        edges = [(a, b) for a, b in edges if port not in (a, b)] + [(a, b) for a in preds for b in succs]
+        del nodes[port]
+    return nodes, list(dict.fromkeys(edges))
+
+
+def _back_edges(digraph: nx.DiGraph, source: str) -> set[tuple[str, str]]:
+    """Edges that close a cycle in a depth-first search from ``source`` (successors in name order): without
+    them the graph is acyclic, and they are the recurrent connections."""
+    back, state = set(), {source: 1}  # 1: on the search path, 2: finished
+    stack = [(source, iter(sorted(digraph.successors(source))))]
+    while stack:
+        node, successors = stack[-1]
+        nxt = next(successors, None)
+        if nxt is None:
+            state[node] = 2
+            stack.pop()
+        elif state.get(nxt) == 1:
+            back.add((node, nxt))
+        elif nxt not in state:
+            state[nxt] = 1
+            stack.append((nxt, iter(sorted(digraph.successors(nxt)))))
+    return back
 
 
 class _ForeignReader:
@@ -65,7 +133,10 @@ class _ForeignReader:
         self.dt = resolved["dt"]
         self.reset = resolved["reset"]
         self.leak = resolved["leak"]
-        self.kind = {name: type(node).__name__ for name, node in graph.nodes.items()}
+        self.nodes, self.edges = flatten_graph(graph, self.nir)
+        if len(self.nodes) != len(graph.nodes):
+            self.note("nested graphs are flattened (their nodes named outer.inner)")
+        self.kind = {name: type(node).__name__ for name, node in self.nodes.items()}
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -79,32 +150,39 @@ class _ForeignReader:
         return float(self.dt)
 
     def network(self) -> Network:
-        graph = self.graph
-        for name in graph.nodes:
+        for name in self.nodes:
             kind = self.kind[name]
             if kind in _REFUSED:
                 raise NIRUnsupportedError(f"node {name!r} ({kind}): {_REFUSED[kind]}")
             if kind not in _NEURONS + _OPS + ("Input", "Output"):
                 raise NIRUnsupportedError(f"node {name!r}: NIR primitive {kind} is not supported")
-        for a, b in graph.edges:
-            for end in (a, b):
-                if end not in graph.nodes:
-                    raise NIRUnsupportedError(f"edge {a!r} -> {b!r} names {end!r}, which is not a node of this graph "
-                                              "(sub-graph ports are not supported)")
         digraph = nx.DiGraph()
-        digraph.add_nodes_from(graph.nodes)
-        digraph.add_edges_from(graph.edges)
-        if not nx.is_directed_acyclic_graph(digraph):
-            cycle = " -> ".join(a for a, _ in nx.find_cycle(digraph))
-            raise NIRUnsupportedError(f"recurrence through nodes {cycle}: the IR is feed-forward")
-        inputs = [n for n in graph.nodes if self.kind[n] == "Input"]
-        outputs = [n for n in graph.nodes if self.kind[n] == "Output"]
+        digraph.add_nodes_from(self.nodes)
+        digraph.add_edges_from(self.edges)
+        inputs = [n for n in self.nodes if self.kind[n] == "Input"]
+        outputs = [n for n in self.nodes if self.kind[n] == "Output"]
         if len(inputs) != 1 or len(outputs) != 1:
             raise NIRUnsupportedError(f"the IR takes one Input and one Output node; this graph has {inputs} and "
                                       f"{outputs}")
         self.digraph = digraph
         self.input, self.output = inputs[0], outputs[0]
-        order = list(nx.lexicographical_topological_sort(digraph))
+        unreached = sorted(set(self.nodes) - nx.descendants(digraph, self.input) - {self.input})
+        if unreached:
+            raise NIRUnsupportedError(f"node {unreached[0]!r} is not reached from the Input {self.input!r}")
+        ops_only = digraph.subgraph(n for n in self.nodes if self.kind[n] in _OPS)
+        if not nx.is_directed_acyclic_graph(ops_only):
+            cycle = " -> ".join(a for a, _ in nx.find_cycle(ops_only))
+            raise NIRUnsupportedError(f"a cycle through no neuron node ({cycle}): a recurrence needs a neuron to hold "
+                                      "its state")
+        self.back = _back_edges(digraph, self.input)
+        if self.back:
+            self.note("recurrent connections (edges closing a cycle) deliver the spikes of the step before (a delay "
+                      "of one step, plus any Delay node on them), as snnTorch's RLeaky/RSynaptic compute")
+        forward = nx.DiGraph()
+        forward.add_nodes_from(self.nodes)
+        forward.add_edges_from(e for e in self.edges if e not in self.back)
+        self.forward = forward
+        order = list(nx.lexicographical_topological_sort(forward))
         self._shapes(order)
         return self._build(order)
 
@@ -118,14 +196,17 @@ class _ForeignReader:
         self.bias: dict[str, np.ndarray | None] = {}
         self.delay: dict[str, int] = {}
         for name in order:
-            node = self.graph.nodes[name]
-            preds = list(self.digraph.predecessors(name))
+            node = self.nodes[name]
+            preds = list(self.forward.predecessors(name))
             if name == self.input:
-                shape = tuple(int(s) for s in np.ravel(node.input_type["input"]))
+                declared = (getattr(node, "input_type", None) or {}).get("input")
+                if declared is None or np.size(declared) == 0:
+                    raise NIRUnsupportedError(f"the Input node {name!r} declares no shape")
+                shape = tuple(int(s) for s in np.ravel(declared))
+                if any(s < 1 for s in shape):
+                    raise NIRUnsupportedError(f"the Input node {name!r} declares the shape {list(shape)}")
                 self.in_shape[name] = self.out_shape[name] = _unit_height(shape)
                 continue
-            if not preds:
-                raise NIRUnsupportedError(f"node {name!r} has no input")
             shapes = {self.out_shape[p] for p in preds}
             if len(shapes) != 1:
                 raise NIRUnsupportedError(f"node {name!r} sums inputs of different shapes {sorted(shapes)}")
@@ -139,7 +220,21 @@ class _ForeignReader:
             self.ops[name] = ops
             out = chain_out_shape(ops, shape) if ops else shape
             self.out_shape[name] = out
-            self.bias[name] = None if bias is None else np.broadcast_to(bias, out).astype(np.float64)
+            if bias is not None:
+                bias = np.asarray(bias, np.float64)
+                if bias.size == math.prod(out):
+                    bias = bias.reshape(out)
+                try:
+                    self.bias[name] = np.broadcast_to(bias, out).astype(np.float64)
+                except ValueError:
+                    raise NIRUnsupportedError(f"node {name!r} ({kind}): a bias of shape {list(bias.shape)} on an "
+                                              f"output of shape {list(out)}") from None
+            else:
+                self.bias[name] = None
+        for a, b in sorted(self.back):
+            if self.out_shape[a] != self.in_shape[b]:
+                raise NIRUnsupportedError(f"recurrent edge {a!r} -> {b!r} carries shape {list(self.out_shape[a])} "
+                                          f"into {b!r}, which takes {list(self.in_shape[b])}")
 
     def _op(self, name: str, node, shape: tuple[int, ...], nir) -> tuple[list[Op], np.ndarray | None]:
         kind = self.kind[name]
@@ -207,65 +302,84 @@ class _ForeignReader:
 
     # populations and projections
 
+    def _time_constant(self, name: str, tau: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(time constant in steps per neuron, dt / tau per neuron) of finite ``tau`` seconds: the IR's decay
+        exp(-1 / steps) equals exp(-dt / tau) ("exp") or 1 - dt / tau ("euler")."""
+        if not np.all(np.isfinite(tau)) or np.any(tau <= 0):
+            raise NIRUnsupportedError(f"node {name!r}: {what} {np.unique(tau)[:4]} (the IR takes positive finite "
+                                      "time constants, or tau = r = inf for no leak)")
+        dt = self._dt(name, f"a leaky {self.kind[name]}")
+        ratio = dt / tau
+        if self.leak == "exp":
+            steps = tau / dt
+        else:
+            if np.any(ratio >= 1):
+                raise NIRUnsupportedError(f"node {name!r}: dt / {what} = {float(np.max(ratio))} >= 1 has no Euler "
+                                          "decay (a smaller --nir-dt, or --nir-leak exp)")
+            steps = -1.0 / np.log1p(-ratio)
+        self.note(f"leaky nodes: decay per step {'exp(-dt/tau)' if self.leak == 'exp' else '1 - dt/tau'} with dt = "
+                  f"{dt} s, input gain r * dt / tau (CubaLIF/CubaLI: times w_in * dt / tau_syn)")
+        return steps, ratio
+
     def _gain_and_neuron(self, name: str, node, shape, spiking: bool):
-        """(input gain per neuron or None, NeuronSpec) of a neuron node."""
+        """(input gain per neuron or None, NeuronSpec) of a neuron node (docs/nir.md, "Import")."""
         kind = self.kind[name]
         r = _fit(node.r, shape)
-        leak_tau = None
-        if kind in ("LIF", "LI"):
+        neuron = NeuronSpec(threshold=1.0, readout="spikes" if spiking else "membrane")
+        gain = r
+        if kind != "IF" and kind != "I":
+            tau = _fit(node.tau_mem if kind.startswith("Cuba") else node.tau, shape)
             v_leak = _fit(node.v_leak, shape)
-            if np.any(v_leak != 0):
-                raise NIRUnsupportedError(f"node {name!r} ({kind}): v_leak != 0 is not supported")
-            tau = _fit(node.tau, shape)
             if np.all(np.isinf(tau)):
                 if not np.all(np.isinf(r)):
                     raise NIRUnsupportedError(f"node {name!r}: tau = inf with finite r passes no input")
                 self.note(f"node {name!r}: tau = inf with r = inf (snnTorch's beta = 1) is read as a non-leaky "
                           "neuron with input gain 1 (r = tau / dt)")
                 gain = np.ones(shape)
+                if np.any(v_leak != 0):
+                    self.note(f"node {name!r}: v_leak is ignored by a neuron that does not leak")
             else:
-                if not np.all(tau == tau.reshape(-1)[0]):
-                    raise NIRUnsupportedError(f"node {name!r}: per-neuron tau (the IR has one leak per population)")
-                dt = self._dt(name, f"a leaky {kind}")
-                ratio = dt / float(tau.reshape(-1)[0])
-                if self.leak == "exp":
-                    leak_tau = 1.0 / ratio
-                else:
-                    if not ratio < 1:
-                        raise NIRUnsupportedError(f"node {name!r}: dt / tau = {ratio} >= 1 has no Euler decay")
-                    leak_tau = -1.0 / math.log1p(-ratio)
+                steps, ratio = self._time_constant(name, tau, "tau_mem" if kind.startswith("Cuba") else "tau")
                 gain = r * ratio
-                self.note(f"leaky nodes: decay per step {'exp(-dt/tau)' if self.leak == 'exp' else '1 - dt/tau'} "
-                          f"with dt = {dt} s, input gain r * dt / tau")
-        else:
-            gain = r
+                neuron.leak_tau = _compact(steps, shape)
+                neuron.v_leak = _compact(v_leak, shape)
+            if kind.startswith("Cuba"):
+                steps, ratio = self._time_constant(name, _fit(node.tau_syn, shape), "tau_syn")
+                neuron.tau_syn = _compact(steps, shape)
+                gain = gain * _fit(node.w_in, shape) * ratio
+        if not np.all(np.isfinite(gain)):
+            raise NIRUnsupportedError(f"node {name!r} ({kind}): its input gain is not finite (r, w_in or tau)")
         if np.allclose(gain, 1.0, rtol=1e-6, atol=0):
             gain = None
-        neuron = NeuronSpec(threshold=1.0, leak_tau=leak_tau, readout="spikes" if spiking else "membrane")
         if spiking:
             theta = _fit(node.v_threshold, shape)
             form = _channel_form(theta.astype(np.float32), shape)
             if form is None:
                 raise NIRUnsupportedError(f"node {name!r}: thresholds vary inside a channel of a {shape} population")
             neuron.threshold = float(form) if form.ndim == 0 else form
-            v_reset = np.asarray(node.v_reset, np.float64) if node.v_reset is not None else np.zeros(1)
+            v_reset = _fit(node.v_reset, shape) if getattr(node, "v_reset", None) is not None else np.zeros(shape)
             if self.reset == "zero":
-                if np.any(v_reset != 0):
-                    raise NIRUnsupportedError(f"node {name!r}: v_reset != 0 (the IR resets to 0 or subtracts)")
                 neuron.reset = "zero"
+                neuron.v_reset = _compact(v_reset, shape)
                 if self.options.reset is None and self.options.writer is None:
-                    self.note("spiking nodes follow NIR's semantics: reset to v_reset = 0 (nothing says otherwise; "
-                              "sinabs and snnTorch graphs mean reset by subtraction: --nir-reset subtract or "
-                              "--nir-from sinabs|snntorch)")
+                    self.note("spiking nodes follow NIR's semantics: reset to v_reset (nothing says otherwise; sinabs "
+                              "and snnTorch graphs mean reset by subtraction: --nir-from sinabs|snntorch or "
+                              "--nir-reset subtract)")
             else:
                 neuron.reset = "subtract"
-                self.note("spiking nodes reset by subtraction (v -= v_threshold; the import options), not to NIR's "
-                          "v_reset")
-            self.note("spikes are emitted at v >= v_threshold (NIR says v > v_threshold; snnTorch uses >, sinabs >=)")
+                if self.reset == "subtract-next":
+                    neuron.reset_timing = "next_step"
+                self.note("spiking nodes reset by subtraction (v -= v_threshold" +
+                          (", in the step after the spike, after the leak: snnTorch's reset_delay" if
+                           self.reset == "subtract-next" else "") + "; the import options), not to NIR's v_reset")
+                if np.any(v_reset != 0):
+                    self.note(f"node {name!r}: v_reset is not used (reset by subtraction)")
+            self.note("spikes are emitted at v >= v_threshold (NIR says v > v_threshold; snnTorch and Norse use >, "
+                      "sinabs >=): they differ only where v equals the threshold exactly")
         return gain, neuron
 
     def _build(self, order: list[str]) -> Network:
-        graph, digraph = self.graph, self.digraph
+        digraph = self.digraph
         populations: dict[str, str] = {}  # node -> population name
         names = _Names(reserved=("input",))
         network = Network()
@@ -279,16 +393,16 @@ class _ForeignReader:
             kind = self.kind[name]
             if kind not in _NEURONS:
                 continue
-            succs = list(digraph.successors(name))
+            succs = [n for n in digraph.successors(name) if n != self.output]
             is_output = direct_output and output_preds[0] == name
-            spiking = kind in ("IF", "LIF")
+            spiking = kind in _SPIKING
             if not spiking and not is_output:
                 raise NIRUnsupportedError(f"node {name!r} ({kind}): a non-spiking node is read only as the readout "
                                           "right before the Output")
-            if is_output and len(succs) > 1:
-                raise NIRUnsupportedError(f"node {name!r}: the readout population feeds other nodes")
+            if is_output and not spiking and succs:
+                raise NIRUnsupportedError(f"node {name!r}: the membrane readout feeds other nodes")
             shape = self.in_shape[name]
-            gain, neuron = self._gain_and_neuron(name, graph.nodes[name], shape, spiking)
+            gain, neuron = self._gain_and_neuron(name, self.nodes[name], shape, spiking)
             gains[name] = gain
             pop_name = names.take(name)
             network.add_population(Population(pop_name, shape, "output" if is_output else "hidden", neuron))
@@ -304,7 +418,6 @@ class _ForeignReader:
             self.note("the Output node receives a current: it is read as a membrane readout (the current summed "
                       "over steps)")
         biases: dict[str, np.ndarray] = {}
-        delays = set()
         for source in [n for n in order if n in populations and n != self.output]:
             for path in self._paths(source, populations):
                 target = path[-1]
@@ -314,14 +427,16 @@ class _ForeignReader:
                     ops.append(Scale((1.0 / theta).astype(np.float32)))
                 for node in path[1:-1]:
                     ops += self.ops[node]
-                delays.add(sum(self.delay.get(node, 0) for node in path[1:-1]))
+                delay = sum(self.delay.get(node, 0) for node in path[1:-1])
+                if delay == 0 and any((a, b) in self.back for a, b in zip(path, path[1:], strict=False)):
+                    delay = 1
                 gain = gains.get(target)
                 if gain is not None:
                     form = _channel_form(gain.astype(np.float32), self.in_shape[target])
                     if form is None:
                         raise NIRUnsupportedError(f"node {target!r}: an input gain (r) that varies inside a channel")
                     ops.append(Scale(form))
-                network.connect(populations[source], populations[target], ops)
+                network.connect(populations[source], populations[target], ops, delay=delay)
         for name in order:
             if self.bias.get(name) is None:
                 continue
@@ -338,17 +453,12 @@ class _ForeignReader:
             compact = _channel_form(bias, pop.shape)
             pop.bias = (compact if compact is not None and compact.ndim == 1 and len(pop.shape) > 1 else
                         np.broadcast_to(bias, pop.shape)).astype(np.float32)
-        if len(delays) > 1:
-            raise NIRUnsupportedError(f"projections with different delays ({sorted(delays)} steps): the IR has one "
-                                      "delay profile for the whole network")
-        delay = delays.pop() if delays else 0
-        if delay > 1:
-            raise NIRUnsupportedError(f"a delay of {delay} steps per projection (the IR knows 0 and 1)")
+        delays = sorted({p.delay for p in network.projections})
+        if delays != [0]:
+            self.note(f"synaptic delays of {delays} steps (Delay nodes over dt, recurrent edges): each projection "
+                      "keeps its own")
         network.metadata = {"source": "nir", "nir_import": {"options": self.resolved, "notes": list(self.notes),
-                                                            "delay_steps": delay}}
-        if delay:
-            self.note("every projection is delayed by one step: simulate with profile 'pynn'")
-            network.metadata["nir_import"]["notes"] = list(self.notes)
+                                                            "delays": delays}}
         try:
             return network.validate()
         except NeurodeployError as err:
@@ -367,6 +477,14 @@ class _ForeignReader:
                 else:
                     stack.append(path + [nxt])
         return sorted(paths)
+
+
+def _compact(values: np.ndarray, shape: tuple[int, ...]):
+    """A per-neuron parameter as a float (all equal), a per-channel ``[C]`` array, or the full array."""
+    form = _channel_form(np.asarray(values, np.float64), shape)
+    if form is None:
+        return np.asarray(values, np.float64).copy()
+    return float(form) if form.ndim == 0 else form
 
 
 def _fit(value, shape: tuple[int, ...]) -> np.ndarray:

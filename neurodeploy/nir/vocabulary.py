@@ -24,13 +24,14 @@ DEFAULT_DT = 1e-3
 DIALECTS = ("nir", "sinabs")
 #: discretizations of a foreign leaky node: exact exponential decay, or snnTorch's and Norse's Euler step
 LEAK_RULES = ("exp", "euler")
-#: how a foreign spiking node resets: "zero" to its v_reset (NIR's meaning), "subtract" v -= v_threshold
-NIR_RESETS = ("zero", "subtract")
+#: how a foreign spiking node resets: "zero" to its v_reset (NIR's meaning), "subtract" v -= v_threshold in the
+#: step of the spike (sinabs), "subtract-next" in the next step, after the leak (snnTorch's reset_delay)
+NIR_RESETS = ("zero", "subtract", "subtract-next")
 #: the import options each writer's graphs need (docs/nir.md, "Import options"): seconds per step, reset, leak
 WRITERS: dict[str, dict] = {
     "nir": {"dt": None, "reset": "zero", "leak": "exp"},
     "sinabs": {"dt": 1.0, "reset": "subtract", "leak": "exp"},
-    "snntorch": {"dt": 1e-4, "reset": "subtract", "leak": "euler"},
+    "snntorch": {"dt": 1e-4, "reset": "subtract-next", "leak": "euler"},
     "norse": {"dt": 1e-3, "reset": "zero", "leak": "euler"},
 }
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -43,8 +44,8 @@ class ImportOptions:
 
     writer: a preset of the three below for graphs written by that library (:data:`WRITERS`; None: "nir").
     dt: seconds per step (leaky nodes and Delay nodes need it); None: the preset's.
-    reset: "zero" (to the node's v_reset, NIR's meaning) or "subtract" (v -= v_threshold: sinabs, snnTorch);
-        None: the preset's.
+    reset: "zero" (to the node's v_reset, NIR's meaning), "subtract" (v -= v_threshold in the step of the spike:
+        sinabs) or "subtract-next" (in the next step, after the leak: snnTorch); None: the preset's.
     leak: "exp" (decay exp(-dt / tau) per step) or "euler" (1 - dt / tau: snnTorch, Norse); None: the preset's.
     A value given here, not by the preset, is "given": the graph's own metadata still wins over it, with a note.
     """
