@@ -159,6 +159,7 @@ class _ForeignReader:
         digraph = nx.DiGraph()
         digraph.add_nodes_from(self.nodes)
         digraph.add_edges_from(self.edges)
+        self._implicit_ends(digraph)
         inputs = [n for n in self.nodes if self.kind[n] == "Input"]
         outputs = [n for n in self.nodes if self.kind[n] == "Output"]
         if len(inputs) != 1 or len(outputs) != 1:
@@ -185,6 +186,32 @@ class _ForeignReader:
         order = list(nx.lexicographical_topological_sort(forward))
         self._shapes(order)
         return self._build(order)
+
+    def _implicit_ends(self, digraph: nx.DiGraph) -> None:
+        """A graph without an Input (Output) node whose one source (sink) node states its input type gets
+        one, as nir's own type inference adds them."""
+        nir = self.nir
+        if not any(k == "Input" for k in self.kind.values()):
+            sources = [n for n in self.nodes if digraph.in_degree(n) == 0]
+            declared = (getattr(self.nodes[sources[0]], "input_type", None) or {}).get("input") if \
+                len(sources) == 1 else None
+            if declared is not None and np.size(declared) and np.all(np.asarray(declared) > 0):
+                self._add_end("input", nir.Input(np.asarray(declared)), (None, sources[0]), digraph)
+        if not any(k == "Output" for k in self.kind.values()):
+            sinks = [n for n in self.nodes if digraph.out_degree(n) == 0 and self.kind[n] != "Input"]
+            if len(sinks) == 1:
+                self._add_end("output", nir.Output(np.array([1])), (sinks[0], None), digraph)
+
+    def _add_end(self, wanted: str, node, edge: tuple, digraph: nx.DiGraph) -> None:
+        name, k = wanted, 1
+        while name in self.nodes:
+            name, k = f"{wanted}_{k}", k + 1
+        self.nodes[name] = node
+        self.kind[name] = type(node).__name__
+        edge = (edge[0] or name, edge[1] or name)
+        self.edges.append(edge)
+        digraph.add_edge(*edge)
+        self.note(f"the graph has no {type(node).__name__} node: {name!r} added at {edge}")
 
     # shapes and op translation
 
@@ -275,10 +302,11 @@ class _ForeignReader:
                     return [pool], None
                 return [pool, Scale(np.float32(pool.kernel[0] * pool.kernel[1]))], None
             if kind == "Flatten":
-                start, end = int(node.start_dim), int(node.end_dim)
-                n = len(shape)
-                if start % max(n, 1) == 0 and end % max(n, 1) == (n - 1) % max(n, 1):
-                    return ([Flatten()] if n > 1 else []), None
+                start, end = int(np.ravel(node.start_dim)[0]), int(np.ravel(node.end_dim)[0])
+                # a (C, N) signal is carried as (C, 1, N): its Flatten names the dims of (C, N)
+                ranks = {len(shape), 2} if len(shape) == 3 and shape[1] == 1 else {len(shape)}
+                if any(start % n == 0 and end % n == n - 1 for n in ranks):
+                    return ([Flatten()] if len(shape) > 1 else []), None
                 raise NIRUnsupportedError(f"node {name!r}: a partial Flatten (dims {start}..{end} of {shape})")
             if kind == "Scale":
                 form = _channel_form(_fit(node.scale, shape).astype(np.float32), shape)
@@ -289,9 +317,12 @@ class _ForeignReader:
                 delays = np.asarray(node.delay, np.float64)
                 exact = delays / self._dt(name, "a Delay")
                 steps = np.round(exact)
-                if not np.allclose(exact, steps, rtol=1e-5, atol=0) or not np.all(steps == steps.reshape(-1)[0]):
-                    raise NIRUnsupportedError(f"node {name!r}: delays {np.unique(delays)} are not one whole number "
-                                              f"of steps of {self.dt} s")
+                if not np.allclose(exact, steps, rtol=1e-5, atol=0) or np.any(steps < 0):
+                    raise NIRUnsupportedError(f"node {name!r}: delays {np.unique(delays)[:4]} s are not whole "
+                                              f"numbers of steps of {self.dt} s")
+                if not np.all(steps == steps.reshape(-1)[0]):
+                    raise NIRUnsupportedError(f"node {name!r}: delays differ between neurons ({np.unique(steps)[:4]} "
+                                              "steps); the IR has one delay per projection")
                 self.delay[name] = int(round(float(steps.reshape(-1)[0])))
                 return [], None
         except NIRError:
