@@ -100,6 +100,13 @@ def deploy(backend: Backend, network: Network, folder: Path, config: JobConfig, 
     return Deployment(backend, runner, run_options(config, encoding=encoding), mapping, note)
 
 
+def imported_graph(config: JobConfig) -> bool:
+    """Whether the job runs a NIR graph given with ``--network``."""
+    from neurodeploy.nir import is_nir_file
+
+    return config.model.network is not None and is_nir_file(config.model.network)
+
+
 def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     """Runs the main job and writes ``results/<run-id>/``; returns the folder and the summary.
 
@@ -127,7 +134,10 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     if partial.exists() and any(partial.glob("batch_*.npz")):
         emit(Event("stage", f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in "
                             f"{partial}"))
-    result = runner.run(network, test.images, test.labels, deployment.options, checkpoint_dir=partial)
+    options = deployment.options
+    if imported_graph(config):  # every neuron's count, to compare the graph with the library that wrote it
+        options = replace(options, record_neuron_counts=runner.supports_neuron_counts)
+    result = runner.run(network, test.images, test.labels, options, checkpoint_dir=partial)
     result.metadata.update({
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
         # a network run without its ANN (--network, e.g. a NIR graph written elsewhere) records no sparsity
