@@ -98,11 +98,14 @@ class GpuBackend(Backend):
         reset value to the mean overshoot a subtract reset would keep (``passes.reset_compensation``), as
         the spinnaker backend does."""
         if self.profile in SPINNAKER_CELLS:
+            spinnaker.check_carried(network)
             annotate_summed_weights(network, calibration.numpy(), encoding)
             set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         return network
 
     def compile(self, network: Network, options: RunOptions) -> Session:
+        if self.profile in SPINNAKER_CELLS:
+            spinnaker.check_carried(network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
                                    PROFILES[self.profile])
         metadata = {

@@ -1,10 +1,12 @@
 """``neuron``: the NEURON simulator through PyNN (``pyNN.neuron``), with an exact NL-IAF cell.
 
 Profile "exact" (default): PyNN has no cell with reset by subtraction and no ``IF_curr_delta`` for
-NEURON, so the backend ships the discrete-time NL-IAF neuron as an NMODL artificial cell
+NEURON, so the backend ships the IR's discrete-time neuron (non-leaky IF, and the leak, v_leak, hard reset to
+v_reset, synaptic current and delayed reset of trained SNNs) as an NMODL artificial cell
 (``nmodl/nliaf.mod``, compiled with ``nrnivmodl`` on first use) wrapped as a PyNN native cell type.
-Every projection has one step of delay, so results equal the reference simulator's ``pynn`` profile
-spike for spike. Profile "standard": PyNN's own ``IF_curr_exp`` (continuous time, hard reset, see
+Every projection has its delay, at least one step, and recurrent projections are ordinary projections, so
+results equal the reference simulator's ``pynn`` profile spike for spike.
+Profile "standard": PyNN's own ``IF_curr_exp`` (continuous time, hard reset, see
 ``worker``), what a plain PyNN script would use; it approximates the exact cell.
 Items are split across worker processes (each builds the network once: NEURON has one global state
 per process). The analog input enters as current injection (``docs/semantics.md``, "PyNN lowering").
@@ -24,9 +26,14 @@ from neurodeploy.backends.processes import run_in_processes
 from neurodeploy.backends.pynn.lowering import lower_network
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.result import SimulationResult
-from neurodeploy.ir.network import Network
+from neurodeploy.ir.network import BEYOND_IF, Network
 
 PROFILES = ("exact", "standard")
+#: what each profile's cell carries beyond the non-leaky IF neuron (``neurodeploy.ir.network.BEYOND_IF``): the
+#: exact cell computes the IR's whole discrete-time update; IF_curr_exp is continuous-time with a hard reset, so
+#: the standard profile takes only delays and recurrent projections
+CARRIES = {"exact": BEYOND_IF, "standard": ("delays", "recurrence")}
+CELLS = {"exact": "the exact NEURON cell", "standard": "the standard profile's IF_curr_exp cell"}
 #: worker processes (fresh interpreters, so plain scripts work: ``neurodeploy.backends.processes``) start
 #: NEURON without its GUI (no "no DISPLAY" warning) and without PyNN's "mpi4py not available" warning
 WORKER_ENV = {"NEURON_MODULE_OPTIONS": "-nogui", "PYTHONWARNINGS": "ignore:mpi4py not available:UserWarning"}
@@ -66,12 +73,13 @@ class NeuronBackend(Backend):
             raise BackendError("the neuron backend takes the analog input (current injection) or IF-encoded spikes "
                                "(--encoding if), not Poisson spikes")
         # IF-encoded input enters as spike sources with synapses; analog input as a current per item
-        lowered = lower_network(network, "analog", input_as_synapses=options.encoding == "if")
+        lowered = lower_network(network, "analog", input_as_synapses=options.encoding == "if",
+                                carries=CARRIES[self.profile], cell=CELLS[self.profile])
         compile_mechanisms()
         order = network.topological_order()
         metadata = {
             "device": f"cpu ({self.workers} NEURON worker processes)", "profile": self.profile,
-            "pipeline_delay": network.depths()[network.output.name],
+            "pipeline_delay": network.pipeline_delay(1),
             "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
                             for n in order],
             "n_neurons": sum(p.size for p in lowered.populations),

@@ -1,8 +1,10 @@
 """Runs in a fresh process: NEURON's cell profiles for the shared PyNN runner (``backends/pynn/runner.py``),
 and :func:`simulate_items`, which builds the lowered network in NEURON through PyNN and simulates items.
 
-Profile "exact" (the NL-IAF artificial cell): step k is evaluated at t = k - 0.25 ms, synapses delay
-0.5 ms (one step, see nmodl/nliaf.mod), and the output membrane is sampled at t = k ms, after step k.
+Profile "exact" (the discrete-time artificial cell of nmodl/nliaf.mod): step k is evaluated at t = k - 0.25 ms,
+synapses of d steps delay d - 0.5 ms (0.5 ms for one step), and the output membrane is sampled at t = k ms,
+after step k. Leak, v_leak, the synaptic current and the delayed reset are the cell's "general" mode, with the
+per-step factors of the lowering (``LoweredPopulation``), so it computes the IR's update exactly.
 An input spike of step k (IF-encoded input) leaves its source at t = k - 0.25 ms, like a neuron's spike.
 
 Profile "standard" (PyNN's IF_curr_exp, integrated with dt = 0.1 ms): one IR step is 1 ms, v is in
@@ -33,7 +35,7 @@ import numpy as np
 
 from neurodeploy.backends.neuron.mechanisms import ensure_pynn_mechanisms, load_nliaf
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, LoweredPopulation
-from neurodeploy.backends.pynn.runner import PyNNRunner, build_network, log_to_file
+from neurodeploy.backends.pynn.runner import PyNNRunner, build_network, delay_ms, log_to_file
 
 DELAY_MS = 0.5
 TIMESTEP_MS = 0.25
@@ -74,7 +76,8 @@ def _nliaf_type(h):
 
     class NLIAFType(NativeCellType):
         default_parameters = {"v0": 0.0, "theta": 1.0, "bias": 0.0, "drive": 0.0, "drive_start": 2.0,
-                              "reset_zero": 0.0}
+                              "reset_zero": 0.0, "general": 0.0, "decay": 1.0, "leak_drive": 0.0, "has_syn": 0.0,
+                              "syn_decay": 0.0, "v_reset": 0.0, "reset_next": 0.0}
         default_initial_values = {}
         recordable = ["spikes", "vm"]
         units = {"vm": "dimensionless"}
@@ -147,18 +150,26 @@ class _Exact(_NeuronCell):
     delay_ms = DELAY_MS
     input_offset_ms = -TIMESTEP_MS
 
-    def __init__(self, sim):
+    def __init__(self, sim, max_delay_steps: int = 1):
         from pyNN.neuron import h
 
         super().__init__()
         load_nliaf(h)
-        sim.setup(timestep=TIMESTEP_MS, min_delay=DELAY_MS, max_delay=DELAY_MS)
+        sim.setup(timestep=TIMESTEP_MS, min_delay=DELAY_MS, max_delay=delay_ms(self, max_delay_steps))
         self.cell_type = _nliaf_type(h)
 
     def population(self, sim, pop: LoweredPopulation):
         theta = _threshold(pop)
-        return sim.Population(pop.size, self.cell_type(v0=pop.v_init, theta=theta, bias=pop.bias,
-                                                       reset_zero=float(pop.reset_zero)), label=pop.name)
+        parameters = {"v0": pop.v_init, "theta": theta, "bias": pop.bias, "reset_zero": float(pop.reset_zero),
+                      "drive_start": float(pop.drive_delay + 1)}
+        if pop.reset_zero:
+            parameters["v_reset"] = pop.v_reset
+        general = {"decay": pop.decay, "leak_drive": pop.leak_drive, "syn_decay": pop.syn_decay}
+        if any(value is not None for value in general.values()) or pop.reset_next_step:
+            parameters.update({key: value for key, value in general.items() if value is not None},
+                              general=1.0, has_syn=float(pop.syn_decay is not None),
+                              reset_next=float(pop.reset_next_step))
+        return sim.Population(pop.size, self.cell_type(**parameters), label=pop.name)
 
     @staticmethod
     def membrane_ref(cell):
@@ -181,9 +192,9 @@ class _Standard(_NeuronCell):
     delay_ms = 1.0
     input_offset_ms = -1.0
 
-    def __init__(self, sim):
+    def __init__(self, sim, max_delay_steps: int = 1):
         super().__init__()
-        sim.setup(timestep=STANDARD_DT_MS, min_delay=1.0, max_delay=1.0)
+        sim.setup(timestep=STANDARD_DT_MS, min_delay=1.0, max_delay=delay_ms(self, max_delay_steps))
 
     @staticmethod
     def population(sim, pop: LoweredPopulation):
@@ -222,7 +233,7 @@ def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str 
         start = time.perf_counter()
         import pyNN.neuron as sim
 
-        cell = PROFILES[profile](sim)
+        cell = PROFILES[profile](sim, max((max(s.delay, 1) for s in lowered.synapses), default=1))
         built = build_network(sim, cell, lowered)
         build_s = time.perf_counter() - start
         result = PyNNRunner(sim, cell, lowered, built).run_items(x, T)

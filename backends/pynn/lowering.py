@@ -7,6 +7,11 @@ analog encoding their current is the same every step, so it becomes a per-item c
 current of the target neurons (current injection), computed here with the IR's own op chain.
 Populations are indexed in C order of their shape, as ``reshape(-1)`` does.
 
+Trained-SNN dynamics (``docs/semantics.md``, "Neuron model"): each population carries its per-step
+factors (membrane decay beta, the leak drive (1 - beta) v_leak, the synaptic decay, the hard-reset value, the
+delayed reset) and each synapse list its projection's delay in steps; a cell profile that cannot compute
+some of them says so through ``carries`` and the lowering refuses the network in one line.
+
 Local-only variant (``lower_network(..., local_only=True)``, sPyNNaker's ConvolutionConnector and
 PoolDenseConnector, :func:`local_connector_kinds` decides): a (C, H, W) population that a local-only
 projection leaves or enters is split into C populations of H x W (one per channel, raster order = C order
@@ -53,6 +58,7 @@ class SynapseList:
     pre: np.ndarray
     post: np.ndarray
     weight: np.ndarray
+    delay: int = 0  # the projection's delay in steps (machines apply at least one)
 
     def __len__(self) -> int:
         return int(self.pre.size)
@@ -71,7 +77,13 @@ class LoweredPopulation:
     reset_zero: bool
     spiking: bool
     fan_out: np.ndarray  # synapses leaving each neuron (counts synaptic events)
-    v_reset: np.ndarray  # reset value of a hard-reset cell (``passes.reset_compensation``; zeros without it)
+    v_reset: np.ndarray  # reset value of a hard-reset cell: the IR's v_reset for reset "zero", else the
+    # hard-reset compensation's (``passes.reset_compensation``; zeros without it)
+    decay: np.ndarray | None = None       # per-step membrane decay beta, None = non-leaky
+    leak_drive: np.ndarray | None = None  # (1 - beta) v_leak added every step, None = 0
+    syn_decay: np.ndarray | None = None   # per-step synaptic current decay, None = no synaptic current
+    reset_next_step: bool = False         # theta subtracted in the step after a spike
+    drive_delay: int = 1                  # steps after which the analog input's current arrives (>= 1)
 
 
 @dataclass
@@ -147,17 +159,46 @@ def projection_synapses(network: Network, projection: Projection) -> SynapseList
     source's spike amplitude."""
     matrix = projection_matrix(network, projection).tocoo()
     return SynapseList(projection.source, projection.target, matrix.col.astype(np.int64),
-                       matrix.row.astype(np.int64), matrix.data)
+                       matrix.row.astype(np.int64), matrix.data, int(projection.delay))
+
+
+def _lowered_population(network: Network, pop: Population, fan_out: np.ndarray) -> LoweredPopulation:
+    """One non-input population's per-neuron parameters (flat, C order)."""
+    neuron, shape = pop.neuron, pop.shape
+
+    def flat(value) -> np.ndarray:
+        return per_neuron(value, shape).reshape(-1)
+
+    bias = np.zeros(pop.size) if pop.bias is None else flat(pop.bias)
+    hard_reset = flat(neuron.v_reset) if neuron.reset == "zero" else v_reset(network, pop.name)
+    spiking = pop.role == "hidden" or neuron.readout == "spikes"
+    lowered = LoweredPopulation(pop.name, pop.role, pop.size, flat(neuron.threshold), bias,
+                                initial_membrane(neuron, shape).reshape(-1).astype(np.float64), neuron.reset == "zero",
+                                spiking, fan_out.reshape(-1).astype(np.float64), hard_reset,
+                                reset_next_step=neuron.reset_timing == "next_step")
+    if neuron.leak_tau is not None:
+        lowered.decay = np.exp(-1.0 / flat(neuron.leak_tau))
+        if np.any(np.asarray(neuron.v_leak) != 0):
+            lowered.leak_drive = (1.0 - lowered.decay) * flat(neuron.v_leak)
+    if neuron.tau_syn is not None:
+        lowered.syn_decay = np.exp(-1.0 / flat(neuron.tau_syn))
+    return lowered
 
 
 def lower_network(network: Network, encoding: str = "analog", input_as_synapses: bool = False,
-                  local_only: bool = False) -> LoweredNetwork:
+                  local_only: bool = False, carries: tuple[str, ...] | frozenset[str] = (),
+                  cell: str = "the PyNN cell") -> LoweredNetwork:
     """Lowers a validated IR network. Raises BackendError for what PyNN machines cannot express
-    here: QFFS spike caps and negative spikes, leaky neurons, spike readouts, spiking encodings.
+    here: QFFS spike caps and negative spikes, spiking encodings, and what of
+    ``neurodeploy.ir.network.BEYOND_IF`` the ``cell`` does not carry (``carries``), in one line.
     ``input_as_synapses`` unrolls the input projections into synapses from a spike-source
     population (for machines that receive input as spikes) instead of the per-item drive current.
     ``local_only`` (with ``input_as_synapses``): the local-only variant of the module docstring."""
     network.validate()
+    missing = network.beyond(carries)
+    if missing:
+        where, what = missing[0]
+        raise BackendError(f"{where} uses {', '.join(what)}, which {cell} does not implement; use the gpu backend")
     kinds = local_connector_kinds(network) if local_only else [None] * len(network.projections)
     if encoding != "analog":
         raise BackendError(f"the PyNN backends take the analog encoding (current injection), not {encoding!r}")
@@ -169,19 +210,11 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
             continue
         neuron = pop.neuron
         unsupported = [what for what, flag in (("spike caps (QFFS)", neuron.spike_cap is not None),
-                                               ("negative spikes (QFFS)", neuron.negative_spikes),
-                                               ("leaky neurons", neuron.leak_tau is not None),
-                                               ("spike-count readouts", pop.role == "output" and
-                                                neuron.readout == "spikes")) if flag]
+                                               ("negative spikes (QFFS)", neuron.negative_spikes)) if flag]
         if unsupported:
             raise BackendError(f"population {name!r} uses {', '.join(unsupported)}, which the exact PyNN "
                                "cell does not implement; use the gpu backend")
-        threshold = per_neuron(neuron.threshold, pop.shape).reshape(-1)
-        bias = np.zeros(pop.size) if pop.bias is None else per_neuron(pop.bias, pop.shape).reshape(-1)
-        populations.append(LoweredPopulation(name, pop.role, pop.size, threshold, bias,
-                                             initial_membrane(neuron, pop.shape).reshape(-1).astype(np.float64),
-                                             neuron.reset == "zero", pop.role == "hidden",
-                                             fan_out[name].reshape(-1).astype(np.float64), v_reset(network, name)))
+        populations.append(_lowered_population(network, pop, fan_out[name]))
     synapses, inputs = [], []
     for projection, kind in zip(network.projections, kinds, strict=True):
         if kind is not None:
@@ -190,6 +223,12 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
             inputs.append(projection)
         else:
             synapses.append(projection_synapses(network, projection))
+    for pop in populations:
+        delays = {max(p.delay, 1) for p in inputs if p.target == pop.name}
+        if len(delays) > 1:
+            raise BackendError(f"population {pop.name!r} receives the analog input through projections of different "
+                               f"delays {sorted(delays)}, which one drive current cannot carry; use the gpu backend")
+        pop.drive_delay = delays.pop() if delays else 1
     lowered = LoweredNetwork(populations, synapses, inputs, network.input.shape)
     if local_only:
         _add_local(lowered, network, kinds, fan_out)

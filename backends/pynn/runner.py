@@ -4,8 +4,9 @@ then for each item set its inputs, ``sim.run``, read back spikes and the output 
 What differs between machines and cells (parameters, time grid, how data is read back) lives in a
 :class:`CellProfile`; the runner holds the contract they share:
 
-* IR step k (k = 1..T) is one update of every neuron; a spike of step k reaches its targets before
-  step k + 1 (one step of delay per projection, the reference simulator's ``pynn`` profile).
+* IR step k (k = 1..T) is one update of every neuron and lasts ``STEP_MS``; a spike of step k reaches the
+  targets of a projection with delay d before step k + max(d, 1) (the reference simulator's ``pynn``
+  profile: the machine's delay ``profile.delay_ms`` is one step, each further step adds ``STEP_MS``).
 * The membrane is sampled once per step: sample 0 is the initial membrane, sample k the membrane after
   step k; a run lasts ``profile.run_ms(T)`` ms so that samples 0..T exist.
 * Inputs are set after ``sim.reset()``, when PyNN's time is back at 0 (a spike source drops spike times
@@ -17,7 +18,8 @@ What differs between machines and cells (parameters, time grid, how data is read
   a spike when v >= 1, v -= 1), in steps 1..T; the spike of step k reaches the first layer at step k + 1,
   as every projection. A source population holds at most ``source_size`` neurons, so at most that many
   spikes leave it in one step (each source fires at most once per step).
-* Reads are one array per population and item (no per-neuron objects).
+* Reads are one array per population and item (no per-neuron objects). A spiking output population
+  (spike-count readout) is read as its cumulative spike counts, the reference simulator's readout.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ from neurodeploy.backends.gpu.encoders import SpikeEncoder
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, LoweredPopulation
 from neurodeploy.errors import BackendError
 
+#: the duration of one IR step on every PyNN machine (ms)
+STEP_MS = 1.0
+
 
 class CellProfile(Protocol):
     """A machine's cell as the runner sees it. Times are in ms, membranes and weights in the IR's units
     unless the profile converts them."""
 
-    #: synaptic delay of every projection (one IR step), ms
+    #: synaptic delay of a projection of one IR step (the machine's minimum), ms
     delay_ms: float
 
     def population(self, sim: Any, pop: LoweredPopulation) -> Any:
@@ -90,15 +95,20 @@ class BuiltNetwork:
     n_synapses: int = 0
 
 
+def delay_ms(profile: CellProfile, steps: int) -> float:
+    """The synaptic delay (ms) of a projection of ``steps`` steps on the machine of ``profile`` (at least one)."""
+    return profile.delay_ms + (max(int(steps), 1) - 1) * STEP_MS
+
+
 def _connect(sim: Any, profile: CellProfile, pre_population: Any, post_population: Any, pre: np.ndarray,
-             post: np.ndarray, weight: np.ndarray) -> int:
-    """One projection per receptor (excitatory: positive weights, inhibitory: negative); returns the
-    number of synapses made."""
+             post: np.ndarray, weight: np.ndarray, steps: int = 1) -> int:
+    """One projection per receptor (excitatory: positive weights, inhibitory: negative) with a delay of
+    ``steps`` steps; returns the number of synapses made."""
     made = 0
     for receptor, mask in (("excitatory", weight > 0), ("inhibitory", weight < 0)):
         if mask.any():
             connections = np.stack([pre[mask], post[mask], profile.weights(weight[mask]),
-                                    np.full(int(mask.sum()), profile.delay_ms)], axis=1)
+                                    np.full(int(mask.sum()), delay_ms(profile, steps))], axis=1)
             sim.Projection(pre_population, post_population, sim.FromListConnector(connections),
                            sim.StaticSynapse(), receptor_type=receptor)
             made += int(mask.sum())
@@ -132,13 +142,13 @@ def build_network(sim: Any, profile: CellProfile, lowered: LoweredNetwork, sourc
         target = populations[synapses.target]
         if synapses.source in populations:
             built.n_synapses += _connect(sim, profile, populations[synapses.source], target, synapses.pre,
-                                         synapses.post, synapses.weight)
+                                         synapses.post, synapses.weight, synapses.delay)
             continue
         built.input_fan_out += np.bincount(synapses.pre, minlength=n_input)
         for first, source in built.sources:
             mask = (synapses.pre >= first) & (synapses.pre < first + source.size)
             built.n_synapses += _connect(sim, profile, source, target, synapses.pre[mask] - first,
-                                         synapses.post[mask], synapses.weight[mask])
+                                         synapses.post[mask], synapses.weight[mask], synapses.delay)
     if record:
         for pop in lowered.populations:
             profile.record(populations[pop.name], pop)
@@ -214,7 +224,11 @@ class PyNNRunner:
                     out["spikes"][item, :, p] = np.bincount(when, minlength=T)
                     out["events"][item, :, p] = np.bincount(when, weights=pop.fan_out[index], minlength=T)
                     out["neurons"][item, offsets[p]:offsets[p + 1]] = np.bincount(index, minlength=pop.size)
-                if pop is output:
+                    if pop is output:  # a spike-count readout: the cumulative count of each output neuron
+                        counts = np.bincount(when * pop.size + index, minlength=T * pop.size).reshape(T, pop.size)
+                        out["readout"][item] = np.cumsum(counts, axis=0)
+                        out["items_read"] += 1
+                elif pop is output:
                     out["items_read"] += self._read_readout(population, out["readout"][item], T)
             out["read_s"] += time.perf_counter() - read
             self.sim.reset()

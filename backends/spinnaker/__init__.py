@@ -144,6 +144,7 @@ class SpinnakerBackend(Backend):
         """Sizes each population's ring buffers from firing rates on the calibration items, with the
         input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
         "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
+        spinnaker.check_carried(network)
         network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
         return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset)
 
@@ -154,7 +155,8 @@ class SpinnakerBackend(Backend):
 
     def check(self, network: Network) -> LoweredNetwork:
         """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
-        lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only)
+        lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only,
+                                carries=spinnaker.CARRIES, cell=spinnaker.CELLS)
         for pop in lowered.populations:
             bias = self.cell.offset_for(pop.bias) if self.local_only else pop.bias
             for parameter, values in (("threshold", pop.threshold), ("bias (i_offset)", bias),
@@ -202,7 +204,7 @@ class SpinnakerBackend(Backend):
         metadata = {
             "device": self.config.target, "profile": "IF_curr_exp" if self.local_only else "IF_curr_delta",
             "connectors": self.connectors, "virtual": self.config.virtual,
-            "encoding_on_board": BOARD_ENCODING, "pipeline_delay": network.depths()[network.output.name],
+            "encoding_on_board": BOARD_ENCODING, "pipeline_delay": network.pipeline_delay(1),
             "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
                             for n in network.topological_order()],
             "n_neurons": sum(p.size for p in lowered.populations),

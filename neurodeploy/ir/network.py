@@ -20,6 +20,11 @@ from neurodeploy.ir.population import READOUTS, RESET_TIMINGS, RESETS, ROLES, VI
 
 #: neurons one population may hold
 MAX_NEURONS = 1 << 28
+#: what a network may use beyond the non-leaky IF neurons and one-step pipelines of converted networks, by the
+#: names backends refuse them with (:meth:`Network.beyond`): the names of ``NeuronSpec.dynamics``, "spike-count
+#: readouts", "delays" (a projection of more than one step) and "recurrence" (cycles through delayed projections)
+BEYOND_IF = ("leak", "per-neuron leak_tau", "v_leak", "v_reset", "tau_syn", "next-step reset", "spike-count readouts",
+             "delays", "recurrence")
 
 
 @dataclass
@@ -112,6 +117,25 @@ class Network:
                 if projection.target == name:
                     steps[name] = max(steps[name], steps[projection.source] + length(projection))
         return steps
+
+    def beyond(self, carries=()) -> list[tuple[str, list[str]]]:
+        """``(where, [what])`` for every part that uses something of :data:`BEYOND_IF` not in ``carries``:
+        populations by name (in topological order), then "projections"."""
+        found = []
+        for name in self.topological_order():
+            pop = self.populations[name]
+            if pop.role == "input":
+                continue
+            used = pop.neuron.dynamics() + (["spike-count readouts"] if pop.role == "output" and
+                                            pop.neuron.readout == "spikes" else [])
+            missing = [what for what in used if what not in carries]
+            if missing:
+                found.append((f"population {name!r}", missing))
+        kinds = [what for what, flag in (("delays", any(p.delay > 1 for p in self.projections)),
+                                         ("recurrence", any(self.feedback()))) if flag and what not in carries]
+        if kinds:
+            found.append(("projections", kinds))
+        return found
 
     def incoming(self, name: str) -> list[Projection]:
         return [p for p in self.projections if p.target == name]

@@ -28,6 +28,23 @@ MAX_NEURONS_PER_CORE = 256
 DEFAULT_NEURONS_PER_CORE = 128
 #: membrane time constant (ms) of the IF_curr_delta cell: large, so the leak is small, and inside S16.15
 DEFAULT_TAU_M = 1000.0
+#: what the SpiNNaker path (the spinnaker backend and the gpu backend's profiles that predict it) carries of
+#: ``neurodeploy.ir.network.BEYOND_IF``: recurrent projections of one step (ordinary projections for sPyNNaker).
+#: Not yet: the IR's leak, v_leak, v_reset and tau_syn (the cells' own tau_m, cm and tau_syn are set to emulate
+#: the non-leaky IF neuron), delays of more than one step, spike-count readouts, the delayed reset
+CARRIES = ("recurrence",)
+#: how refusals name the cells
+CELLS = "the SpiNNaker path (IF_curr_delta / IF_curr_exp set to emulate the non-leaky IF neuron)"
+
+
+def check_carried(network) -> None:
+    """Raises BackendError, in one line, when ``network`` (an IR ``Network``) uses what the SpiNNaker path
+    does not carry (:data:`CARRIES`); called before any work."""
+    missing = network.beyond(CARRIES)
+    if missing:
+        where, what = missing[0]
+        raise BackendError(f"{where} uses {', '.join(what)}, which {CELLS} does not implement; use the gpu "
+                           "backend's ideal or pynn profile, or the neuron backend")
 
 S1615_MAX = 65535.0 + (2**15 - 1) / 2**15
 S1615_RESOLUTION = 2.0**-15
