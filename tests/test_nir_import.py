@@ -15,7 +15,7 @@ import torch
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.cli import main
 from neurodeploy.evaluate.result import SimulationResult
-from neurodeploy.nir import NIRWarning, from_nir_graph, read_nir, write_nir
+from neurodeploy.nir import NIRWarning, from_nir_graph, read_nir, to_nir_graph, write_nir
 
 nir = pytest.importorskip("nir")
 
@@ -302,3 +302,53 @@ def test_sinabs_nmnist_cnn_runs_from_the_cli_as_sinabs_runs_it(tmp_path, capsys)
     assert np.array_equal(ours.readout, spikes[max(spikes)].cumsum(1).numpy())
     first = names[0]
     assert np.sum(as_nir.population_neuron_counts()[first] != spikes[min(spikes)].sum(1).numpy()) > 0
+
+
+def _trained_snn_network():
+    """An IR with every trained-SNN field: per-neuron leak_tau, v_leak, v_reset and thresholds, a synaptic
+    current, snnTorch's next-step reset, a recurrent projection (delay 1), a delay of 3 steps, a CubaLI readout."""
+    from neurodeploy.ir import Dense, Network, NeuronSpec, Population
+
+    rng = np.random.default_rng(5)
+    network = Network()
+    network.add_population(Population("input", (5,), "input"))
+    network.add_population(Population("h", (4,), "hidden", NeuronSpec(
+        threshold=rng.uniform(0.8, 1.2, 4).astype(np.float32), reset="zero", v_reset=rng.uniform(-0.2, 0, 4),
+        leak_tau=rng.uniform(3, 8, 4), v_leak=rng.uniform(0, 0.2, 4), tau_syn=2.0)))
+    network.add_population(Population("g", (4,), "hidden", NeuronSpec(reset="subtract", reset_timing="next_step",
+                                                                      leak_tau=5.0)))
+    network.add_population(Population("o", (3,), "output", NeuronSpec(readout="membrane", leak_tau=4.0,
+                                                                      tau_syn=2.0)))
+    network.connect("input", "h", [Dense(rng.normal(0, 1, (4, 5)).astype(np.float32))])
+    network.connect("h", "h", [Dense(rng.normal(0, 0.5, (4, 4)).astype(np.float32))], delay=1)
+    network.connect("h", "g", [Dense(rng.normal(0, 1.5, (4, 4)).astype(np.float32))], delay=3)
+    network.connect("g", "o", [Dense(rng.normal(0, 1, (3, 4)).astype(np.float32))])
+    return network.validate()
+
+
+def test_trained_snn_fields_round_trip_and_read_as_nir_means_them(tmp_path):
+    """Written here: back bit-identical (IR files byte for byte); with the metadata stripped, read with NIR's
+    own equations (exp leak, dt = 1 ms, reset per node) the same spikes and readout."""
+    from neurodeploy.ir import save_network
+
+    network = _trained_snn_network()
+    write_nir(network, tmp_path / "t.nir")
+    back = read_nir(tmp_path / "t.nir")
+    save_network(network, tmp_path / "a.zip")
+    save_network(back, tmp_path / "b.zip")
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    graph = nir.read(tmp_path / "t.nir", type_check=False)
+    assert {type(n).__name__ for n in graph.nodes.values()} >= {"CubaLIF", "LIF", "CubaLI", "Delay"}
+    # one reset for the whole graph when its metadata is stripped: g resets to zero here too
+    network.populations["g"].neuron.reset, network.populations["g"].neuron.reset_timing = "zero", "immediate"
+    graph = to_nir_graph(network)
+    for node in graph.nodes.values():
+        node.metadata = {}
+    graph.metadata = {}
+    as_nir = from_nir_graph(graph, dt=1e-3, reset="zero", leak="exp")
+    x = np.random.default_rng(6).random((4, 5))
+    ours, theirs = _gpu(network, x, 40), _gpu(as_nir, x, 40)
+    for name in ("h", "g"):
+        assert ours.population_neuron_counts()[name].sum() > 0
+        assert np.array_equal(theirs.population_neuron_counts()[name], ours.population_neuron_counts()[name]), name
+    np.testing.assert_allclose(theirs.readout, ours.readout, rtol=1e-5, atol=1e-5)

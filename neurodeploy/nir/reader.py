@@ -119,6 +119,12 @@ def _meta_value(value):
     return _scalar(value)
 
 
+def _number(value):
+    """A metadata number: a float, or a float64 array."""
+    value = _meta_value(value)
+    return np.asarray(value, np.float64) if isinstance(value, np.ndarray) else float(value)
+
+
 def _threshold_value(value):
     value = _meta_value(value)
     return float(value) if not isinstance(value, np.ndarray) else value
@@ -197,7 +203,7 @@ class _OwnReader:
                 shape = op.out_shape(shape)
             if any(isinstance(op, _SumPool2d) for op in ops):
                 ops = _plain_ops(ops)
-            network.connect(entry["source"], entry["target"], ops)
+            network.connect(entry["source"], entry["target"], ops, delay=int(entry.get("delay", 0)))
         for name, bias in biases.items():
             network.populations[name].bias = bias
         if int(_scalar(self.meta.get("delay_steps", 0))):
@@ -221,13 +227,17 @@ class _OwnReader:
             reset=str(meta["reset"]),
             v_init=v_init,
             v_init_seed=int(_scalar(meta["v_init_seed"])),
-            leak_tau=float(_scalar(meta["leak_tau"])) if "leak_tau" in meta else None,
+            leak_tau=_number(meta["leak_tau"]) if "leak_tau" in meta else None,
+            v_leak=_number(meta.get("v_leak", 0.0)),
+            v_reset=_number(meta.get("v_reset", 0.0)),
+            tau_syn=_number(meta["tau_syn"]) if "tau_syn" in meta else None,
+            reset_timing=str(meta.get("reset_timing", "immediate")),
             spike_cap=int(_scalar(meta["spike_cap"])) if "spike_cap" in meta else None,
             negative_spikes=bool(_scalar(meta.get("negative_spikes", False))),
             readout=str(meta.get("readout", "membrane")),
         )
         nir = self.nir
-        if isinstance(node, (nir.IF, nir.LIF)):
+        if isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
             written = np.asarray(node.v_threshold, np.float32)
             if not np.array_equal(written, _full(neuron.threshold, shape)):
                 _warn(f"population {name!r}: node {node_name!r}'s v_threshold differs from its metadata "

@@ -17,7 +17,7 @@ from neurodeploy.ir.population import per_neuron
 
 #: graph metadata ``format`` of files written here, and the version of the vocabulary (docs/nir.md)
 NIR_FORMAT = "neurodeploy-nir"
-NIR_FORMAT_VERSION = 1
+NIR_FORMAT_VERSION = 2
 #: seconds per step written when the caller gives none (the backends' 1 ms step)
 DEFAULT_DT = 1e-3
 #: "nir": faithful NIR; "sinabs": only what ``sinabs.from_nir`` imports (see docs/nir.md)

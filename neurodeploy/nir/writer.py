@@ -119,7 +119,14 @@ def _neuron_meta(pop: Population) -> dict:
     if np.any(values != 0):
         meta["v_init_values"] = values
     if neuron.leak_tau is not None:
-        meta["leak_tau"] = float(neuron.leak_tau)
+        meta["leak_tau"] = _meta_number(neuron.leak_tau)
+    for key in ("v_leak", "v_reset"):
+        if np.any(np.asarray(getattr(neuron, key)) != 0):
+            meta[key] = _meta_number(getattr(neuron, key))
+    if neuron.tau_syn is not None:
+        meta["tau_syn"] = _meta_number(neuron.tau_syn)
+    if neuron.reset_timing != "immediate":
+        meta["reset_timing"] = neuron.reset_timing
     if neuron.spike_cap is not None:
         meta["spike_cap"] = int(neuron.spike_cap)
     meta["negative_spikes"] = bool(neuron.negative_spikes)
@@ -127,8 +134,16 @@ def _neuron_meta(pop: Population) -> dict:
     return meta
 
 
+def _meta_number(value):
+    """A scalar as a float, an array as a float64 array (metadata of docs/nir.md)."""
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64)
+
+
 def _population_node(ex: _Export, pop: Population):
-    """The NIR node of a population (None for a membrane readout in the sinabs dialect)."""
+    """The NIR node of a population (None for a membrane readout in the sinabs dialect): IF / LIF / CubaLIF
+    for a spiking population, I / LI / CubaLI for a membrane readout. Time constants are written as
+    tau = steps * dt with the input gains r dt / tau = 1 and w_in dt / tau_syn = 1 (r = tau / dt, w_in =
+    tau_syn / dt, as snnTorch writes them); a non-leaky current-based neuron has tau_mem = r = inf."""
     nir, neuron, shape = ex.nir, pop.neuron, pop.shape
     meta = _neuron_meta(pop)
     if pop.role == "input":
@@ -136,21 +151,33 @@ def _population_node(ex: _Export, pop: Population):
     ones = np.ones(shape, np.float32)
     zeros = np.zeros(shape, np.float32)
     spiking = pop.role == "hidden" or neuron.readout == "spikes"
-    leak = neuron.leak_tau
+    leak, syn = neuron.leak_tau, neuron.tau_syn
     # NIR's LIF (tau dv/dt = v_leak - v + R I) with tau = leak_tau * dt and R = tau / dt: per step the
     # input enters with gain R dt / tau = 1; the sinabs dialect counts time in steps and leaves R = 1
-    tau = None if leak is None else np.full(shape, leak * ex.dt, np.float32)
-    r_leaky = None if leak is None else (ones if ex.dialect == "sinabs" else np.full(shape, leak, np.float32))
+    steps = None if leak is None else _full(leak, shape)
+    tau = None if leak is None else (steps * ex.dt).astype(np.float32)
+    r_leaky = None if leak is None else (ones if ex.dialect == "sinabs" else steps.astype(np.float32))
+    v_leak = _full(neuron.v_leak, shape)
+    v_reset = _full(neuron.v_reset, shape) if neuron.reset == "zero" else zeros
+    if syn is not None:
+        syn_steps = _full(syn, shape)
+        tau_mem = np.full(shape, np.inf, np.float32) if leak is None else tau
+        cuba = {"tau_mem": tau_mem, "tau_syn": (syn_steps * ex.dt).astype(np.float32),
+                "r": np.full(shape, np.inf, np.float32) if leak is None else r_leaky,
+                "v_leak": v_leak, "w_in": syn_steps.astype(np.float32), "metadata": meta}
+        if spiking:
+            return nir.CubaLIF(**cuba, v_threshold=_full(neuron.threshold, shape), v_reset=v_reset)
+        return nir.CubaLI(**cuba)
     if spiking:
         theta = _full(neuron.threshold, shape)
         if leak is None:
-            return nir.IF(r=ones, v_threshold=theta, v_reset=zeros, metadata=meta)
-        return nir.LIF(tau=tau, r=r_leaky, v_leak=zeros, v_threshold=theta, v_reset=zeros, metadata=meta)
+            return nir.IF(r=ones, v_threshold=theta, v_reset=v_reset, metadata=meta)
+        return nir.LIF(tau=tau, r=r_leaky, v_leak=v_leak, v_threshold=theta, v_reset=v_reset, metadata=meta)
     if ex.dialect == "sinabs":
         return None
     if leak is None:
         return nir.I(r=ones, metadata=meta)
-    return nir.LI(tau=tau, r=r_leaky, v_leak=zeros, metadata=meta)
+    return nir.LI(tau=tau, r=r_leaky, v_leak=v_leak, metadata=meta)
 
 
 def _op_node(ex: _Export, op: Op, in_shape: tuple[int, ...], meta: dict, bias: np.ndarray | None):
@@ -223,6 +250,10 @@ def to_nir_graph(network: Network, fold_thresholds: bool = False, delays: bool =
     if dialect == "sinabs":
         if delays:
             raise NIRError("sinabs imports no Delay node: write the sinabs dialect without delays")
+        beyond = [what for _, used in network.beyond(("leak",)) for what in used]
+        if beyond:
+            raise NIRError(f"the sinabs dialect writes IF / LIF neurons and feed-forward projections without delay; "
+                           f"this network uses {beyond[0]}")
         fold_thresholds, dt = True, 1.0
     if not dt > 0:
         raise NIRError(f"dt must be a positive number of seconds, got {dt}")
@@ -264,11 +295,14 @@ def to_nir_graph(network: Network, fold_thresholds: bool = False, delays: bool =
         target = network.populations[projection.target]
         ops = _sinabs_chain(projection.ops, source.shape) if dialect == "sinabs" else list(projection.ops)
         previous = amplitude.get(source.name, pop_node[source.name])
+        steps = max(projection.delay, int(delays))  # the pynn profile: at least one step on every projection
         entry: dict = {"source": source.name, "target": target.name, "ops": [], "delay_steps": int(delays)}
-        if delays:
+        if projection.delay:
+            entry["delay"] = int(projection.delay)
+        if steps:
             name = ex.names.take(f"p{index}_delay")
-            ex.nodes[name] = nir.Delay(delay=np.full(source.shape, ex.dt, np.float32),
-                                       metadata={"role": "delay", "projection": index, "delay_steps": 1})
+            ex.nodes[name] = nir.Delay(delay=np.full(source.shape, steps * ex.dt, np.float32),
+                                       metadata={"role": "delay", "projection": index, "delay_steps": steps})
             ex.edges.append((previous, name))
             previous = name
         shape = source.shape
@@ -302,7 +336,9 @@ def to_nir_graph(network: Network, fold_thresholds: bool = False, delays: bool =
         table.append(entry)
     metadata = {
         "format": NIR_FORMAT,
-        "format_version": NIR_FORMAT_VERSION,
+        # version 2 adds v_leak, v_reset, tau_syn, reset_timing, per-neuron leak_tau and per-projection delays;
+        # a network that uses none of them is written as version 1, as before
+        "format_version": NIR_FORMAT_VERSION if network.beyond(("spike-count readouts",)) else 1,
         "dialect": dialect,
         "dt": float(ex.dt),
         "spike_condition": "v >= v_threshold",
