@@ -352,3 +352,46 @@ def test_trained_snn_fields_round_trip_and_read_as_nir_means_them(tmp_path):
         assert ours.population_neuron_counts()[name].sum() > 0
         assert np.array_equal(theirs.population_neuron_counts()[name], ours.population_neuron_counts()[name]), name
     np.testing.assert_allclose(theirs.readout, ours.readout, rtol=1e-5, atol=1e-5)
+
+
+def _braille_like(path, n_in=12, n=16, n_out=7):
+    """The NIR paper's braille RNN as snnTorch writes it (CubaLIF + a recurrent Affine in a nested graph,
+    tau = dt / (1 - beta), r = tau / dt, w_in = tau_syn / dt, dt = 1e-4), with random weights."""
+    rng = np.random.default_rng(7)
+    dt = 1e-4
+
+    def cuba(size):
+        beta, alpha = rng.uniform(0.8, 0.95, size), rng.uniform(0.5, 0.8, size)
+        tau_mem, tau_syn = dt / (1 - beta), dt / (1 - alpha)
+        return nir.CubaLIF(tau_mem=tau_mem, tau_syn=tau_syn, r=tau_mem / dt, v_leak=np.zeros(size),
+                           v_threshold=np.ones(size), v_reset=np.zeros(size), w_in=tau_syn / dt)
+
+    rnn = nir.NIRGraph(nodes={"input": nir.Input(np.array([n])), "lif": cuba(n),
+                              "w_rec": nir.Affine(rng.normal(0, 0.4, (n, n)), rng.normal(0, 0.05, n)),
+                              "output": nir.Output(np.array([n]))},
+                       edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([n_in])), "fc1": nir.Linear(rng.normal(0, 1.5, (n, n_in))),
+                                "lif1": rnn, "fc2": nir.Linear(rng.normal(0, 1.0, (n_out, n))), "lif2": cuba(n_out),
+                                "output": nir.Output(np.array([n_out]))},
+                         edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
+                                ("lif2", "output")])
+    nir.write(path, graph)
+    return path
+
+
+@pytest.mark.slow
+def test_recurrent_graph_is_equal_spike_for_spike_on_gpu_and_neuron(tmp_path, capsys):
+    """`compare --network` with a braille-like recurrent CubaLIF graph: NEURON's exact cell and the gpu
+    backend's pynn profile (one step of delay per projection on both) give every neuron the same count."""
+    pytest.importorskip("pyNN")
+    path = _braille_like(tmp_path / "rnn.nir")
+    x = (np.random.default_rng(8).random((4, 12)) < 0.5).astype(np.float32)
+    assert main(["compare", "--network", str(path), "--nir-from", "snntorch", "--data",
+                 str(_dataset(tmp_path / "d.npz", x, 7)), "--backends", "gpu:pynn,neuron", "-T", "30", "--samples",
+                 "4", "--workers", "1", "--no-progress", "-q", "--results-dir", str(tmp_path), "--run-id", "c"]) == 0
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())["backends"]["neuron"]
+    agreement = report["agreement_with_reference"]
+    assert agreement["neuron_counts"]["all"] == {"equal_fraction": 1.0, "max_difference": 0.0}
+    assert agreement["max_readout_difference"] == 0.0
+    counts = SimulationResult.load(tmp_path / "c" / "result_neuron.npz").population_neuron_counts()
+    assert all(c.sum() > 0 for name, c in counts.items() if name != "input")
