@@ -395,3 +395,19 @@ def test_recurrent_graph_is_equal_spike_for_spike_on_gpu_and_neuron(tmp_path, ca
     assert agreement["max_readout_difference"] == 0.0
     counts = SimulationResult.load(tmp_path / "c" / "result_neuron.npz").population_neuron_counts()
     assert all(c.sum() > 0 for name, c in counts.items() if name != "input")
+
+
+def test_info_and_export_take_a_graph_written_elsewhere(tmp_path, capsys):
+    """`info` and `export` read a nested, recurrent snnTorch-style graph with the import flags; the export is
+    a graph of ours whose embedded reference trace checks."""
+    from neurodeploy.nir import check_reference
+
+    path = _braille_like(tmp_path / "rnn.nir")
+    assert main(["info", str(path), "--nir-from", "snntorch"]) == 0
+    out = capsys.readouterr().out
+    assert "NIR import: nested graphs are flattened" in out and "lif1_lif" in out
+    x = np.random.default_rng(9).random((3, 12)).astype(np.float32)
+    assert main(["export", str(path), str(tmp_path / "ours.nir"), "--nir-from", "snntorch", "--reference", "3",
+                 "--data", str(_dataset(tmp_path / "d.npz", x, 7)), "-T", "20"]) == 0
+    assert check_reference(tmp_path / "ours.nir")["ok"]
+    assert sorted(p.delay for p in read_nir(tmp_path / "ours.nir").projections) == [0, 0, 1]
