@@ -272,3 +272,18 @@ def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike(encoding):
     np.testing.assert_array_equal(result.spike_counts, reference.spike_counts)
     np.testing.assert_allclose(result.readout, reference.readout, atol=1e-4)  # float32 against float64
     assert result.metadata["pipeline_delay"] == reference.metadata["pipeline_delay"] == 5
+
+
+def test_fan_in_pass_keeps_a_projection_delay():
+    from neurodeploy.ir import AvgPool2d, Flatten
+    from neurodeploy.passes.fan_in import materialize_pooling
+
+    net = Network()
+    net.add_population(Population("in", (1, 4, 4), "input"))
+    net.add_population(Population("h", (1, 4, 4), "hidden", NeuronSpec()))
+    net.add_population(Population("out", (2,), "output", NeuronSpec()))
+    net.connect("in", "h", [Identity()])
+    net.connect("h", "out", [AvgPool2d(2, 2), Flatten(), Dense(np.ones((2, 4), np.float32))], delay=2)
+    materialize_pooling(net.validate(), 4)
+    assert [(p.label, p.delay) for p in net.projections] == [("in->h", 0), ("h->out_pool", 0),
+                                                             ("out_pool->out", 2)]
