@@ -287,3 +287,12 @@ def test_fan_in_pass_keeps_a_projection_delay():
     materialize_pooling(net.validate(), 4)
     assert [(p.label, p.delay) for p in net.projections] == [("in->h", 0), ("h->out_pool", 0),
                                                              ("out_pool->out", 2)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, None])
+def test_delayed_spikes_keep_their_amplitude_across_chunks(chunk):
+    # h (threshold 2) gets 2 per step and fires every step from step 2 (pynn: the input arrives at step 2);
+    # each spike carries 2 to the output one step later: O(t) = 2 (t - 2) for t >= 2, whatever the chunk
+    net = chain(NeuronSpec(threshold=2.0), NeuronSpec())
+    np.testing.assert_array_equal(readout(net, [2.0], 8, profile="pynn", chunk=chunk)[:, 0],
+                                  [0, 0, 2, 4, 6, 8, 10, 12])
