@@ -296,3 +296,25 @@ def test_delayed_spikes_keep_their_amplitude_across_chunks(chunk):
     net = chain(NeuronSpec(threshold=2.0), NeuronSpec())
     np.testing.assert_array_equal(readout(net, [2.0], 8, profile="pynn", chunk=chunk)[:, 0],
                                   [0, 0, 2, 4, 6, 8, 10, 12])
+
+
+@pytest.mark.slow
+def test_neuron_exact_cell_reads_spike_count_readouts():
+    """snnTorch-style graphs end in a spiking layer read as spike counts: the exact NEURON cell reads the
+    output's cumulative spike counts, equal to the gpu backend's pynn profile."""
+    pytest.importorskip("pyNN")
+    rng = np.random.default_rng(2)
+    net = Network()
+    net.add_population(Population("in", (4,), "input"))
+    net.add_population(Population("h", (6,), "hidden", NeuronSpec(leak_tau=5.0, reset_timing="next_step")))
+    net.add_population(Population("out", (3,), "output", NeuronSpec(leak_tau=5.0, tau_syn=2.0, readout="spikes",
+                                                                    reset_timing="next_step")))
+    net.connect("in", "h", [Dense(rng.uniform(0.1, 0.6, (6, 4)).astype(np.float32))])
+    net.connect("h", "out", [Dense(rng.uniform(-0.2, 0.6, (3, 6)).astype(np.float32))])
+    x, labels = torch.rand(2, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(2, dtype=torch.long)
+    options = RunOptions(T=30, batch_size=2, progress=False, record_neuron_counts=True)
+    reference = get_backend("gpu", device="cpu", profile="pynn").run(net.validate(), x, labels, options)
+    result = get_backend("neuron", workers=1).run(net, x, labels, options)
+    assert reference.readout[:, -1].sum() > 5  # the output spikes
+    np.testing.assert_array_equal(result.readout, reference.readout)
+    np.testing.assert_array_equal(result.neuron_counts, reference.neuron_counts)
