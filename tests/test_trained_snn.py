@@ -257,10 +257,11 @@ def test_backends_that_do_not_carry_them_refuse_in_one_line():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoding", ["analog", "if"])
-def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike(encoding):
+def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike():
     """A recurrent leaky network with synaptic currents, hard and delayed resets and delays: the exact NEURON
-    cell against the gpu backend's pynn profile, every neuron's spike count and every step's count."""
+    cell against the gpu backend's pynn profile, every neuron's spike count and every step's count, with
+    IF-encoded input spikes (the analog input's current: the conformance suite's recurrent network)."""
+    encoding = "if"
     pytest.importorskip("pyNN")
     net = trained_network()
     x, labels = torch.rand(2, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(2, dtype=torch.long)
