@@ -257,10 +257,11 @@ def test_backends_that_do_not_carry_them_refuse_in_one_line():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoding", ["analog", "if"])
-def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike(encoding):
+def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike():
     """A recurrent leaky network with synaptic currents, hard and delayed resets and delays: the exact NEURON
-    cell against the gpu backend's pynn profile, every neuron's spike count and every step's count."""
+    cell against the gpu backend's pynn profile, every neuron's spike count and every step's count, with
+    IF-encoded input spikes (the analog input's current: the conformance suite's recurrent network)."""
+    encoding = "if"
     pytest.importorskip("pyNN")
     net = trained_network()
     x, labels = torch.rand(2, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(2, dtype=torch.long)
@@ -272,3 +273,49 @@ def test_neuron_exact_cell_equals_gpu_pynn_spike_for_spike(encoding):
     np.testing.assert_array_equal(result.spike_counts, reference.spike_counts)
     np.testing.assert_allclose(result.readout, reference.readout, atol=1e-4)  # float32 against float64
     assert result.metadata["pipeline_delay"] == reference.metadata["pipeline_delay"] == 5
+
+
+def test_fan_in_pass_keeps_a_projection_delay():
+    from neurodeploy.ir import AvgPool2d, Flatten
+    from neurodeploy.passes.fan_in import materialize_pooling
+
+    net = Network()
+    net.add_population(Population("in", (1, 4, 4), "input"))
+    net.add_population(Population("h", (1, 4, 4), "hidden", NeuronSpec()))
+    net.add_population(Population("out", (2,), "output", NeuronSpec()))
+    net.connect("in", "h", [Identity()])
+    net.connect("h", "out", [AvgPool2d(2, 2), Flatten(), Dense(np.ones((2, 4), np.float32))], delay=2)
+    materialize_pooling(net.validate(), 4)
+    assert [(p.label, p.delay) for p in net.projections] == [("in->h", 0), ("h->out_pool", 0),
+                                                             ("out_pool->out", 2)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, None])
+def test_delayed_spikes_keep_their_amplitude_across_chunks(chunk):
+    # h (threshold 2) gets 2 per step and fires every step from step 2 (pynn: the input arrives at step 2);
+    # each spike carries 2 to the output one step later: O(t) = 2 (t - 2) for t >= 2, whatever the chunk
+    net = chain(NeuronSpec(threshold=2.0), NeuronSpec())
+    np.testing.assert_array_equal(readout(net, [2.0], 8, profile="pynn", chunk=chunk)[:, 0],
+                                  [0, 0, 2, 4, 6, 8, 10, 12])
+
+
+@pytest.mark.slow
+def test_neuron_exact_cell_reads_spike_count_readouts():
+    """snnTorch-style graphs end in a spiking layer read as spike counts: the exact NEURON cell reads the
+    output's cumulative spike counts, equal to the gpu backend's pynn profile."""
+    pytest.importorskip("pyNN")
+    rng = np.random.default_rng(2)
+    net = Network()
+    net.add_population(Population("in", (4,), "input"))
+    net.add_population(Population("h", (6,), "hidden", NeuronSpec(leak_tau=5.0, reset_timing="next_step")))
+    net.add_population(Population("out", (3,), "output", NeuronSpec(leak_tau=5.0, tau_syn=2.0, readout="spikes",
+                                                                    reset_timing="next_step")))
+    net.connect("in", "h", [Dense(rng.uniform(0.1, 0.6, (6, 4)).astype(np.float32))])
+    net.connect("h", "out", [Dense(rng.uniform(-0.2, 0.6, (3, 6)).astype(np.float32))])
+    x, labels = torch.rand(2, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(2, dtype=torch.long)
+    options = RunOptions(T=30, batch_size=2, progress=False, record_neuron_counts=True)
+    reference = get_backend("gpu", device="cpu", profile="pynn").run(net.validate(), x, labels, options)
+    result = get_backend("neuron", workers=1).run(net, x, labels, options)
+    assert reference.readout[:, -1].sum() > 5  # the output spikes
+    np.testing.assert_array_equal(result.readout, reference.readout)
+    np.testing.assert_array_equal(result.neuron_counts, reference.neuron_counts)

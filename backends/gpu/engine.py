@@ -52,7 +52,6 @@ class BatchSimulation:
         self.layers = compiled.layers
         self.B = x.shape[0]
         self.x = x
-        self.delay = delay
         self.encoding = encoding
         self.encoder = SpikeEncoder(encoding, x, seed) if encoding != "analog" else None
         self.v = [self._initial_v(layer) for layer in self.layers]

@@ -148,7 +148,7 @@ def materialize_pooling(network: Network, max_fan_in: int) -> list[FanInChange]:
                                           metadata={"inserted_by": "fan-in pass"}))
         network.projections.remove(projection)
         network.connect(projection.source, name, [pool])
-        network.connect(name, projection.target, projection.ops[1:])
+        network.connect(name, projection.target, projection.ops[1:], projection.delay)  # the delay stays on the edge
         changes.append(FanInChange(f"{projection.source}->{projection.target}", before, 0,
                                    f"pool population {name!r} {pooled_shape} inserted (fan-in "
                                    f"{pool.kernel[0] * pool.kernel[1]})"))

@@ -121,3 +121,41 @@ def test_refusals(name, options, runs, network):
     if not backend.supports_early_exit:
         with pytest.raises(BackendError, match=f"early exit .* not implemented by the {name} backend"):
             backend.run(net, x, labels, _options(exit_policy=ExitPolicy(12.0, 0.0)))
+
+
+@pytest.fixture(scope="module")
+def recurrent():
+    """A small trained-style SNN: a leaky population with a synaptic current, hard reset to v_reset and a
+    one-step recurrent projection, a leaky readout, and 4 items."""
+    from neurodeploy.ir import Dense, Network, NeuronSpec, Population
+
+    rng = np.random.default_rng(3)
+    net = Network()
+    net.add_population(Population("in", (5,), "input"))
+    net.add_population(Population("h", (8,), "hidden", NeuronSpec(leak_tau=8.0, v_leak=0.1, tau_syn=2.0,
+                                                                  reset="zero", v_reset=0.2)))
+    net.add_population(Population("out", (3,), "output", NeuronSpec(leak_tau=10.0)))
+    net.connect("in", "h", [Dense(rng.normal(0.3, 0.3, (8, 5)).astype(np.float32))])
+    net.connect("h", "h", [Dense(rng.normal(0.0, 0.4, (8, 8)).astype(np.float32))], delay=1)
+    net.connect("h", "out", [Dense(rng.normal(0.2, 0.5, (3, 8)).astype(np.float32))])
+    return net.validate(), torch.rand(4, 5, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("name, options, runs", BACKENDS)
+def test_trained_snn_runs_exactly_or_is_refused_in_one_line(name, options, runs, recurrent):
+    """Leak, synaptic current, v_reset and recurrence (docs/semantics.md, "Trained SNNs"): a backend either
+    refuses them in one line naming what it does not carry, or runs them, equal to the backend it claims."""
+    net, x, labels = recurrent
+    backend = get_backend(name, **options)
+    run = _options(T=20, record_neuron_counts=backend.supports_neuron_counts)
+    try:
+        result = backend.run(net, x, labels, run)
+    except BackendError as err:
+        assert "\n" not in str(err) and "does not implement" in str(err)
+        return
+    assert result.readout.shape == (4, 20, 3)
+    claim = backend.exact_reference()
+    if claim is not None:
+        reference = get_backend(claim[0], **claim[1]).run(net, x, labels, run)
+        assert reference.spike_counts.sum() > 0
+        np.testing.assert_array_equal(result.neuron_counts, reference.neuron_counts)
