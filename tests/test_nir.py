@@ -255,10 +255,17 @@ def test_outside_the_ir_is_refused_by_node_name():
         from_nir_graph(_lif_graph(np.inf, np.inf, [("w", "w_back"), ("w_back", "w")]))
     with pytest.raises(NIRError, match="needs the time step.*--nir-dt"):
         from_nir_graph(_lif_graph(1e-3, 10.0))
+
+
+def test_threshold_node_spikes_whenever_the_step_input_reaches_it():
+    """NIR's stateless Threshold: a spike in every step whose input reaches it, nothing kept between steps."""
     graph = _lif_graph(np.inf, np.inf)
-    graph.nodes["lif"] = nir.Threshold(np.ones(3, np.float32))
-    with pytest.raises(NIRUnsupportedError, match="'lif' \\(Threshold\\): a stateless threshold"):
-        from_nir_graph(graph)
+    graph.nodes["lif"] = nir.Threshold(np.array([0.3, 0.5, 0.9], np.float32))
+    network = from_nir_graph(graph)
+    x = torch.tensor([[0.4, 0.4, 0.4], [0.2, 0.6, 1.0]])
+    result = run(network, x, 10)
+    expected = np.array([[1, 0, 0], [0, 1, 1]], float)  # an IF neuron would accumulate and spike far more
+    assert np.array_equal(result.readout[:, -1], 10 * expected)
 
 
 def test_leaky_nodes_follow_dt_and_the_leak_rule():

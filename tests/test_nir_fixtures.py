@@ -152,7 +152,6 @@ REFUSED = {
     "current_based_leaky_integrator_and_fire": "thresholds must be positive",
     "delay (per-neuron delays)": "delays differ between neurons",
     "sequential": "delays differ between neurons",
-    "threshold": "a stateless threshold",
     "recurrent_on_first_node": "the membrane readout feeds other nodes",
     "recurrent_on_second_node": "a non-spiking node is read only as the readout",
     "two_independent_branches": "one Input and one Output",

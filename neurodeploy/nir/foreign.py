@@ -26,13 +26,13 @@ from neurodeploy.nir.vocabulary import (
 )
 
 #: neuron nodes that spike, and those read only as the readout (their membrane)
-_SPIKING = ("IF", "LIF", "CubaLIF")
+_SPIKING = ("IF", "LIF", "CubaLIF", "Threshold")
 _MEMBRANES = ("I", "LI", "CubaLI")
 _NEURONS = _SPIKING + _MEMBRANES
 _OPS = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
-_REFUSED = {
-    "Threshold": "a stateless threshold (a spike when the input alone crosses it, no membrane) has no IR neuron",
-}
+#: leak_tau (steps) of a neuron that keeps nothing from one step to the next: exp(-1 / MEMORYLESS_TAU) is 0.0
+#: in float32 and float64, so v(t) = i(t) exactly (NIR's stateless Threshold node)
+MEMORYLESS_TAU = 1e-3
 #: deepest nesting of NIRGraph nodes flattened (files are bounded by neurodeploy.nir.hdf5 already)
 MAX_NESTING = 16
 
@@ -152,8 +152,6 @@ class _ForeignReader:
     def network(self) -> Network:
         for name in self.nodes:
             kind = self.kind[name]
-            if kind in _REFUSED:
-                raise NIRUnsupportedError(f"node {name!r} ({kind}): {_REFUSED[kind]}")
             if kind not in _NEURONS + _OPS + ("Input", "Output"):
                 raise NIRUnsupportedError(f"node {name!r}: NIR primitive {kind} is not supported")
         digraph = nx.DiGraph()
@@ -355,8 +353,16 @@ class _ForeignReader:
     def _gain_and_neuron(self, name: str, node, shape, spiking: bool):
         """(input gain per neuron or None, NeuronSpec) of a neuron node (docs/nir.md, "Import")."""
         kind = self.kind[name]
-        r = _fit(node.r, shape)
         neuron = NeuronSpec(threshold=1.0, readout="spikes" if spiking else "membrane")
+        if kind == "Threshold":  # a spike whenever this step's input reaches the threshold; nothing is kept
+            self.note(f"node {name!r}: a Threshold is a neuron whose membrane keeps nothing between steps (decay 0)")
+            neuron.leak_tau, neuron.reset = MEMORYLESS_TAU, "zero"
+            form = _channel_form(_fit(node.threshold, shape).astype(np.float32), shape)
+            if form is None:
+                raise NIRUnsupportedError(f"node {name!r}: thresholds vary inside a channel of a {shape} population")
+            neuron.threshold = float(form) if form.ndim == 0 else form
+            return None, neuron
+        r = _fit(node.r, shape)
         gain = r
         if kind != "IF" and kind != "I":
             tau = _fit(node.tau_mem if kind.startswith("Cuba") else node.tau, shape)
