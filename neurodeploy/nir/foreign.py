@@ -109,6 +109,11 @@ def _back_edges(digraph: nx.DiGraph, source: str) -> set[tuple[str, str]]:
 
 
 class _ForeignReader:
+    """One graph written elsewhere -> a validated :class:`Network`: nested graphs flattened, recurrent edges
+    found, shapes inferred from the Input, op nodes translated into projection chains between neuron
+    nodes, neuron nodes into populations (docs/nir.md, "The mapping (import)"). Assumptions are notes
+    (NIRWarnings), refusals NIRUnsupportedError naming the node."""
+
     def __init__(self, graph, options: ImportOptions):
         self.nir = _nir()
         self.graph = graph
@@ -176,7 +181,7 @@ class _ForeignReader:
         self.back = _back_edges(digraph, self.input)
         if self.back:
             self.note("recurrent connections (edges closing a cycle) deliver the spikes of the step before (a delay "
-                      "of one step, plus any Delay node on them), as snnTorch's RLeaky/RSynaptic compute")
+                      "of one step, or that of the Delay nodes on them), as snnTorch's RLeaky/RSynaptic compute")
         forward = nx.DiGraph()
         forward.add_nodes_from(self.nodes)
         forward.add_edges_from(e for e in self.edges if e not in self.back)
