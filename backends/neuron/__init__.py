@@ -43,6 +43,8 @@ class NeuronBackend(Backend):
 
     name = "neuron"
     supports_neuron_counts = True
+    requires_modules = ("pyNN", "neuron")
+    extra = "neuron"
     options = (
         Option("workers", None, "NEURON worker processes (default: all cores)", kind=int, minimum=1),
         Option("profile", "exact", "cell: exact (the NL-IAF NMODL cell, equal to gpu --profile pynn) or standard "

@@ -97,6 +97,8 @@ class SpinnakerBackend(Backend):
     """sPyNNaker; its options are declared in :attr:`options`."""
 
     name = "spinnaker"
+    requires_modules = ("pyNN", "spynnaker")
+    extra = "spinnaker"
     options = (
         Option("hardware_config", None, "sPyNNaker machine config: a .cfg file or the name of one in "
                "hardware_configs/spinnaker/ (default: the virtual SpiNN-5 board)"),
