@@ -206,6 +206,11 @@ class Backend:
             raise BackendError(f"the {cls.name} backend needs {', '.join(missing)}, which {verb} not installed: "
                                f"{cls.install_hint()} (from the repository root)")
 
+    def build_estimate(self, network) -> str | None:
+        """A stage line saying what building ``network`` for this backend costs before it starts (the
+        size and an estimated time), where the build takes long enough to need one; None otherwise."""
+        return None
+
     def option_values(self) -> dict[str, Any]:
         """The command-line options as this backend resolved them (JSON types; e.g. the device chosen)."""
         values = {option.name: getattr(self, option.name) for option in self.options if option.cli}

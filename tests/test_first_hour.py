@@ -112,3 +112,46 @@ def test_dataset_repr_shows_shapes_not_tensors():
     assert len(text) < 300 and "\n" not in text and "tensor(" not in text
     assert "8000 items" in text and "2000 items" in text and "10 classes" in text and "[1, 28, 28]" in text
     assert repr(data.test.head(3)) == "Split(3 items: images torch.float32 [3, 1, 28, 28], labels torch.int64 [3])"
+
+
+def small_dense_network():
+    """input (4) -> hidden (5) -> output (3), dense weights with no zeros: 5 x 4 + 3 x 5 = 35 synapses and
+    5 + 3 = 8 neurons (the input's are not neurons)."""
+    from neurodeploy.ir import Dense, Network, NeuronSpec, Population
+
+    rng = np.random.default_rng(0)
+    net = Network()
+    net.add_population(Population("input", (4,), "input"))
+    net.add_population(Population("hidden", (5,), "hidden", NeuronSpec(threshold=1.0)))
+    net.add_population(Population("output", (3,), "output", NeuronSpec(readout="membrane")))
+    net.connect("input", "hidden", [Dense(rng.uniform(0.1, 1.0, (5, 4)).astype(np.float32))])
+    net.connect("hidden", "output", [Dense(rng.uniform(0.1, 1.0, (3, 5)).astype(np.float32))])
+    return net.validate()
+
+
+def test_neuron_build_is_announced_with_its_size_and_an_estimate(tmp_path, monkeypatch):
+    """The stage line comes before the build (deploy emits it before mapping and running), with the
+    neuron and synapse counts and the 10-30 us per synapse range."""
+    from neurodeploy.backends import get_backend
+    from neurodeploy.ir.connectivity import size
+    from neurodeploy.jobs.config import JobConfig
+    from neurodeploy.jobs.run import deploy
+
+    network = small_dense_network()
+    assert size(network) == (8, 35)
+    events = []
+    backend = get_backend("neuron", workers=1)
+    deploy(backend, network, tmp_path, JobConfig(backend="neuron", backend_options={"workers": 1}), events.append)
+    stages = [e.message for e in events if e.kind == "stage"]
+    assert stages == ["building the network in NEURON (8 neurons, 35 synapses, 1 worker): estimated 0 s to 0 s "
+                      "before the first item"]
+    from neurodeploy.ir import connectivity  # the same rule for 17.2 M synapses: 172 s to 516 s
+
+    monkeypatch.setattr(connectivity, "size", lambda _: (84_810, 17_200_000))
+    assert backend.build_estimate(network).endswith("estimated 3 min to 9 min before the first item")
+
+def test_spinnaker_mapping_is_announced_with_its_size():
+    from neurodeploy.backends import get_backend
+
+    line = get_backend("spinnaker", connectors="fromlist").build_estimate(small_dense_network())
+    assert line.startswith("mapping the network with sPyNNaker (8 neurons, 35 synapses, fromlist connectors)")
