@@ -99,8 +99,21 @@ def test_backends_says_which_are_installed(capsys):
         assert f"{name:10s} {state}" in listing
 
 
-def test_quiet_run_prints_the_table_and_the_run_folder(folder, capsys):
-    assert main(["-q", "run", "--samples", "20", "-T", "5", "--epochs", "1", "--run-id", "quiet"]) == 0
+def test_quiet_run_prints_the_table_and_the_run_folder(folder, capsys, monkeypatch):
+    import logging
+    import warnings
+
+    from neurodeploy.cli import render
+
+    monkeypatch.setenv("PYTHONWARNINGS", "")  # restored afterwards, as everything -q changes in this process
+    monkeypatch.delenv(render.LOG_LEVEL_VARIABLE, raising=False)
+    level = logging.getLogger().level
+    with warnings.catch_warnings():
+        try:
+            assert main(["-q", "run", "--samples", "20", "-T", "5", "--epochs", "1", "--run-id", "quiet"]) == 0
+        finally:
+            render.configure(type("Args", (), {"quiet": False, "verbose": 0})())
+            logging.getLogger().setLevel(level)
     out = capsys.readouterr().out
     assert "results written to results/quiet/" in out
     assert "simulating" not in out and "training" not in out  # no stage lines
