@@ -312,7 +312,7 @@ HELP = {
 
 #: one or two examples per subcommand, shown at the end of its --help
 EXAMPLES = {
-    "run": [("dense MNIST: train 15 epochs, convert, simulate 100 steps on the 2,000 test digits (about 40 s)",
+    "run": [("dense MNIST: train 15 epochs, convert, simulate 100 steps on the 2,000 test digits (minutes on a CPU)",
              "neurodeploy run"),
             ("a quick look: 200 items, 50 steps, 2 training epochs; then your own model on NEURON",
              "neurodeploy run --samples 200 -T 50 --epochs 2\n"
@@ -339,7 +339,7 @@ EXAMPLES = {
 }
 
 FIRST_STEPS = """first steps:
-  neurodeploy run                                        # train, convert, simulate, evaluate dense MNIST (~40 s)
+  neurodeploy run                                        # train, convert, simulate, evaluate dense MNIST
   neurodeploy run --samples 200 -T 50 --epochs 2         # a quick look
   neurodeploy run --model mine.pt --backend neuron       # your own model (neurodeploy train --help) on NEURON
   neurodeploy compare --backends gpu:ideal,gpu:pynn      # one network, two timing conventions
