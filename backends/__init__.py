@@ -37,7 +37,8 @@ def backend_class(name: str) -> type[Backend]:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
-        raise BackendError(f"backend {name!r} cannot be loaded ({err}); see the README for its extra") from None
+        raise BackendError(f"backend {name!r} cannot be loaded ({err}); `neurodeploy backends` says what to "
+                           "install") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendError(f"backend {name!r} ({known[name]}) does not derive from neurodeploy.backends.Backend")
     return cls

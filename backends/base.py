@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neurodeploy.errors import BackendError, ConfigError, DataError, ResultFormatError
+from neurodeploy.errors import BackendError, ConfigError, DataError, ResultFormatError, did_you_mean
 from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
 from neurodeploy.ir.network import Network
 
@@ -113,7 +113,7 @@ class Option:
             raise ConfigError(f"{backend} backend: {self.flag} must be a {self.kind.__name__}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{backend} backend: {self.flag} {value!r} is not one of "
-                              f"{', '.join(map(str, self.choices))}")
+                              f"{', '.join(map(str, self.choices))}{did_you_mean(value, self.choices)}")
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(f"{backend} backend: {self.flag} must be at least {self.minimum:g}, got {value}")
         if self.maximum is not None and value > self.maximum:
@@ -158,6 +158,10 @@ class Backend:
     supports_early_exit: ClassVar[bool] = False
     #: whether :attr:`RunOptions.record_neuron_counts` is implemented
     supports_neuron_counts: ClassVar[bool] = False
+    #: top-level modules the backend imports when it runs (found without importing them), and the
+    #: package extra that installs them (``pip install -c constraints-cpu.txt -e ".[EXTRA]"``)
+    requires_modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def __init__(self, **values: Any):
         for key, value in self.validate_options(values).items():
@@ -180,6 +184,32 @@ class Backend:
             offered = ", ".join(option.flag for option in cls.options if option.cli) or "none"
             raise ConfigError(f"{cls.name} backend has no option {flags} (its options: {offered})")
         return {name: option.check(cls.name, values.get(name, option.default)) for name, option in known.items()}
+
+    @classmethod
+    def missing_modules(cls) -> list[str]:
+        """The modules of :attr:`requires_modules` that are not installed (looked up, not imported)."""
+        from importlib.util import find_spec
+
+        return [module for module in cls.requires_modules if find_spec(module) is None]
+
+    @classmethod
+    def install_hint(cls) -> str:
+        """The command that installs what the backend needs."""
+        return f'pip install -c constraints-cpu.txt -e ".[{cls.extra}]"' if cls.extra else "nothing to install"
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raises BackendError naming the missing modules and the install command, before any work."""
+        missing = cls.missing_modules()
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise BackendError(f"the {cls.name} backend needs {', '.join(missing)}, which {verb} not installed: "
+                               f"{cls.install_hint()} (from the repository root)")
+
+    def build_estimate(self, network) -> str | None:
+        """A stage line saying what building ``network`` for this backend costs before it starts (the
+        size and an estimated time), where the build takes long enough to need one; None otherwise."""
+        return None
 
     def option_values(self) -> dict[str, Any]:
         """The command-line options as this backend resolved them (JSON types; e.g. the device chosen)."""

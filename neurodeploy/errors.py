@@ -37,3 +37,12 @@ class ConfigError(NeurodeployError, ValueError):
 
 class ModelFormatError(NeurodeployError):
     """A model file is missing, corrupt or not a model this project can read."""
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """"; did you mean X?" with the candidate closest to ``word`` (difflib's similarity ratio at least 0.6),
+    or "" when none is close: appended to the message about a mistyped flag or choice."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""

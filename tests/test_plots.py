@@ -152,7 +152,7 @@ def test_evaluate_refuses_different_items_and_warns_about_T(tmp_path, capsys):
     assert "ran 40 steps, gpu:a 30" in capsys.readouterr().err
 
 
-def test_quiet_prints_only_the_table(tmp_path, capsys, monkeypatch):
+def test_quiet_prints_only_the_table_and_the_folder(tmp_path, capsys, monkeypatch):
     import logging
     import warnings
 
@@ -169,4 +169,62 @@ def test_quiet_prints_only_the_table(tmp_path, capsys, monkeypatch):
             render.configure(type("Args", (), {"quiet": False, "verbose": 0})())
             logging.getLogger().setLevel(level)
     captured = capsys.readouterr()
-    assert "comparison" in captured.out and "evaluation written" not in captured.out and not captured.err
+    assert "comparison" in captured.out and not captured.err
+    written = [line for line in captured.out.splitlines() if "written" in line]
+    assert len(written) == 1 and written[0].startswith(f"evaluation written to {tmp_path / 'out'}/: ")
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [text.get_text() for ax in fig.axes for text in ax.texts]
+
+
+def test_dc_front_names_the_chosen_threshold_and_the_rule(runs):
+    """The star's label is the chosen c as the legend and summary give it; no front label sits next to the
+    star; the zoom's title names the pick rule; the "stable" rule's stopping point (the first sweep point
+    below the full-T accuracy) is marked; the cloud and the dotted line are in the legend."""
+    from neurodeploy.evaluate.plots import dc_pareto_front
+
+    fig = dc_pareto_front(runs)
+    whole, zoom = fig.axes[:2]
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    ax = whole
+    for i, (label, summary, arrays) in enumerate(runs):
+        c = summary["dynamic_confidence"]["threshold"]
+        text = f"c={c:.4f}"
+        assert text in _texts(fig)
+        assert any(entry.startswith(f"{label} chosen (stable rule): {text}") for entry in legend)
+        sweep = arrays["sweep"]
+        first_below = int(np.flatnonzero(sweep.accuracy < sweep.accuracy[0] - 1e-12)[0])
+        marks = [line for line in ax.get_lines() if line.get_label().startswith(f"{label}: first drop")]
+        assert len(marks) == 1
+        assert marks[0].get_xdata()[0] == sweep.mean_latency[first_below]
+        star_x = sweep.mean_latency[arrays["chosen"]]
+        near = [t for t in ax.texts if t.get_text() != text and t.get_color() == COLORS[i]
+                and abs(np.log(max(t.xy[0], 1e-9) / star_x)) < 0.25]
+        assert not near
+        assert f"{label}: full-T accuracy {sweep.accuracy[0]:.4f}" in legend
+        assert f"{label}: every threshold's operating point" in legend
+    assert "rule stable" in zoom.get_title()
+
+
+def test_identical_curves_are_named_and_fractions_have_no_tick_above_one(runs):
+    from neurodeploy.evaluate.plots import accuracy_vs_time
+
+    label, summary, arrays = runs[0]
+    fig = accuracy_vs_time([(label, summary, arrays), ("copy", summary, arrays)])
+    assert "identical curves: copy = a" in fig.axes[1].get_title()
+    assert any("(curve identical to a)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    from neurodeploy.evaluate.plots import prediction_agreement_figure
+
+    reference = synthetic_result(0)
+    for other in (reference, synthetic_result(5, labels=reference.labels)):  # agreement 1 everywhere, and less
+        ax = prediction_agreement_figure(["ref", "other"], [reference, other]).axes[0]
+        assert max(ax.get_yticks()) == 1.0 and ax.get_ylim()[1] > 1.0  # the line at 1 visible, no tick above
+
+def test_population_activity_is_not_called_a_raster_and_one_run_has_no_energy_legend(runs):
+    from neurodeploy.evaluate.plots import energy, population_activity
+
+    title = population_activity(runs[:1])._suptitle.get_text()
+    assert "raster" not in title and "spike times are not recorded" in title
+    assert energy(runs[:1]).axes[0].get_legend() is None
+    assert energy(runs).axes[0].get_legend() is not None

@@ -34,6 +34,14 @@ PROFILES = ("exact", "standard")
 #: the standard profile takes only delays and recurrent projections
 CARRIES = {"exact": BEYOND_IF, "standard": ("delays", "recurrence")}
 CELLS = {"exact": "the exact NEURON cell", "standard": "the standard profile's IF_curr_exp cell"}
+#: lowering + PyNN build per unrolled synapse on one core, measured range (s): ``build_estimate``
+BUILD_SECONDS_PER_SYNAPSE = (10e-6, 30e-6)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
 #: worker processes (fresh interpreters, so plain scripts work: ``neurodeploy.backends.processes``) start
 #: NEURON without its GUI (no "no DISPLAY" warning) and without PyNN's "mpi4py not available" warning
 WORKER_ENV = {"NEURON_MODULE_OPTIONS": "-nogui", "PYTHONWARNINGS": "ignore:mpi4py not available:UserWarning"}
@@ -50,6 +58,8 @@ class NeuronBackend(Backend):
 
     name = "neuron"
     supports_neuron_counts = True
+    requires_modules = ("pyNN", "neuron")
+    extra = "neuron"
     options = (
         Option("workers", None, "NEURON worker processes (default: all cores)", kind=int, minimum=1),
         Option("profile", "exact", "cell: exact (the NL-IAF NMODL cell, equal to gpu --profile pynn) or standard "
@@ -62,6 +72,19 @@ class NeuronBackend(Backend):
 
     def describe(self) -> str:
         return f"neuron[{self.workers} workers, profile {self.profile}]"
+
+    def build_estimate(self, network: Network) -> str:
+        """Lowering and PyNN's build cost 10-30 us per unrolled synapse on one core (dense MNIST 1.1 s for
+        0.10 M synapses, full-width conv MNIST 486 s for 17.2 M: BENCHMARKS.md); every worker builds its
+        own copy, so more workers than cores share them."""
+        from neurodeploy.ir.connectivity import size
+
+        neurons, synapses = size(network)
+        share = max(1.0, self.workers / (os.cpu_count() or 1))
+        low, high = (synapses * rate * share for rate in BUILD_SECONDS_PER_SYNAPSE)
+        return (f"building the network in NEURON ({neurons:,} neurons, {synapses:,} synapses, {self.workers} "
+                f"worker{'s' if self.workers != 1 else ''}): estimated {_seconds(low)} to {_seconds(high)} before "
+                "the first item")
 
     def exact_reference(self) -> tuple[str, dict] | None:
         """The exact cell equals the reference simulator's pynn profile spike for spike."""

@@ -97,6 +97,8 @@ class SpinnakerBackend(Backend):
     """sPyNNaker; its options are declared in :attr:`options`."""
 
     name = "spinnaker"
+    requires_modules = ("pyNN", "spynnaker")
+    extra = "spinnaker"
     options = (
         Option("hardware_config", None, "sPyNNaker machine config: a .cfg file or the name of one in "
                "hardware_configs/spinnaker/ (default: the virtual SpiNN-5 board)"),
@@ -174,6 +176,22 @@ class SpinnakerBackend(Backend):
             check_local_only_binaries("IF_curr_exp", {"conv" if hasattr(p, "kernels") else "pool_dense"
                                                       for p in lowered.local})
         return lowered
+
+    def build_estimate(self, network: Network) -> str:
+        """sPyNNaker writes every FromList row on the host, 20-40 us per synapse (conv MNIST: 10.4 s for
+        0.49 M synapses, 661 s for 17.4 M); local-only connectors hand it kernels instead, 5-25 s for the
+        conv MNIST widths measured (BENCHMARKS.md), plus rows for the dense layers."""
+        from neurodeploy.ir.connectivity import size
+
+        neurons, synapses = size(network)
+        if self.local_only:
+            when = "estimated 5 s to a few minutes (kernels for convolutions, rows for the rest)"
+        else:
+            low, high = synapses * 20e-6, synapses * 40e-6
+            when = f"estimated {low:.0f} to {high:.0f} s" if high < 120 else \
+                f"estimated {low / 60:.0f} to {high / 60:.0f} min"
+        return (f"mapping the network with sPyNNaker ({neurons:,} neurons, {synapses:,} synapses, "
+                f"{self.connectors} connectors): {when}")
 
     def map(self, network: Network, run_dir: str | Path, T: int = 10) -> dict:
         """Maps the network onto the configured machine; writes and returns the mapping report."""

@@ -260,10 +260,14 @@ def cmd_backends(args: argparse.Namespace) -> None:
 
     for name, target in sorted(available_backends().items()):
         try:
-            options = ", ".join(o.flag for o in backend_class(name).options if o.cli) or "no options"
+            cls = backend_class(name)
         except NeurodeployError as err:
-            options = f"cannot be loaded: {err}"
-        console.print(f"{name:12s} {target}  ({options})", highlight=False)
+            console.print(f"{name:10s} cannot be loaded: {err}", highlight=False, markup=False)
+            continue
+        options = ", ".join(o.flag for o in cls.options if o.cli) or "no options"
+        missing = cls.missing_modules()
+        state = f"missing {', '.join(missing)}: {cls.install_hint()}" if missing else "installed"
+        console.print(f"{name:10s} {state}\n{'':10s} {target}  ({options})", highlight=False, markup=False)
 
 
 COMMANDS = {"run": cmd_run, "optimize": cmd_optimize, "compare": cmd_compare, "train": cmd_train,

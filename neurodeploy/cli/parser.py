@@ -7,22 +7,45 @@ simulator."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from collections import defaultdict
 
-from neurodeploy.errors import NeurodeployError
+from neurodeploy.errors import NeurodeployError, did_you_mean
 
 DESCRIPTION = ("Convert trained PyTorch networks into spiking neural networks, run them on a reference simulator "
                "(gpu), NEURON (neuron) or SpiNNaker (spinnaker), and measure them with anytime metrics.")
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (and exit status 2)."""
+    """An ArgumentParser whose usage errors are one line (and exit status 2), with "did you mean" for a
+    mistyped flag or choice (Python 3.11's argparse has no ``suggest_on_error``)."""
 
     def error(self, message: str):
-        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.stderr.write(f"error: {self.prog}: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
         sys.exit(2)
+
+    def _flags(self) -> list[str]:
+        """Every option string of this parser and of its subcommands' parsers (those built)."""
+        flags = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    flags += sub._option_string_actions
+        return [flag for flag in flags if flag.startswith("--")]
+
+    def _suggestion(self, message: str) -> str:
+        """"; did you mean ...?" for an unrecognized flag or an invalid choice in ``message``, else ""."""
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            given = [word.split("=")[0] for word in unknown.group(1).split() if word.startswith("--")]
+            return "".join(did_you_mean(word, self._flags()).replace("; did", f"; {word}: did") for word in given)
+        invalid = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
+        if invalid:
+            choices = [choice.strip().strip("'") for choice in invalid.group(2).split(",")]
+            return did_you_mean(invalid.group(1), choices)
+        return ""
 
 
 def _backend_options() -> dict[str, list]:
@@ -292,8 +315,8 @@ def add_verbosity_flags(parser: argparse.ArgumentParser, top_level: bool) -> Non
                        help="also show the simulator libraries' log records (PyNN, sPyNNaker; -vv: debug records), "
                        "in this process and, after the run, from the run folder's run.log (default: off)")
     group.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
-                       help="print only the summary table and errors: no stage lines, progress bars or warnings "
-                       "(default: off)")
+                       help="print only the summary table, the folder written and errors: no stage lines, progress "
+                       "bars or warnings (default: off)")
 
 
 HELP = {
@@ -310,7 +333,7 @@ HELP = {
 
 #: one or two examples per subcommand, shown at the end of its --help
 EXAMPLES = {
-    "run": [("dense MNIST: train 15 epochs, convert, simulate 100 steps on the 2,000 test digits (about 40 s)",
+    "run": [("dense MNIST: train 15 epochs, convert, simulate 100 steps on the 2,000 test digits (minutes on a CPU)",
              "neurodeploy run"),
             ("a quick look: 200 items, 50 steps, 2 training epochs; then your own model on NEURON",
              "neurodeploy run --samples 200 -T 50 --epochs 2\n"
@@ -337,7 +360,7 @@ EXAMPLES = {
 }
 
 FIRST_STEPS = """first steps:
-  neurodeploy run                                        # train, convert, simulate, evaluate dense MNIST (~40 s)
+  neurodeploy run                                        # train, convert, simulate, evaluate dense MNIST
   neurodeploy run --samples 200 -T 50 --epochs 2         # a quick look
   neurodeploy run --model mine.pt --backend neuron       # your own model (neurodeploy train --help) on NEURON
   neurodeploy compare --backends gpu:ideal,gpu:pynn      # one network, two timing conventions

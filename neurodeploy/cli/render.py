@@ -245,8 +245,8 @@ def _simulator_logs(folder: Path) -> None:
 
 def render(event: Event) -> None:
     """The CLI's listener for job events (``neurodeploy.jobs.events``); with -q only the summary and
-    comparison tables."""
-    if verbosity < 0 and event.kind not in ("summary", "comparison"):
+    comparison tables and the line naming the folder written ("done")."""
+    if verbosity < 0 and event.kind not in ("summary", "comparison", "done"):
         return
     if event.kind == "done" and verbosity > 0 and event.data.get("folder"):
         _simulator_logs(Path(event.data["folder"]))

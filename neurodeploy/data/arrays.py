@@ -60,20 +60,11 @@ def _labels(path: Path, key: str, y: np.ndarray) -> torch.Tensor:
 
 def read_arrays(path: str | Path):
     """(train Split, test Split, n_classes) of an array data set (validated by the caller)."""
-    from neurodeploy.data.datasets import MAX_CLASSES, Split
+    from neurodeploy.data.datasets import Split, class_count
 
     path = Path(path)
     raw = _read(path)
     train = Split(_items(path, "x_train", raw["x_train"]), _labels(path, "y_train", raw["y_train"]))
     test = Split(_items(path, "x_test", raw["x_test"]), _labels(path, "y_test", raw["y_test"]))
-    if len(train) == 0:
-        raise DataError(f"{path}: the training split has no items")
-    n_classes = int(max(int(train.labels.max()), int(test.labels.max()) if len(test) else 0)) + 1
-    if n_classes > MAX_CLASSES:
-        raise DataError(f"{path}: label {n_classes - 1} would make {n_classes:,} classes, more than the "
-                        f"{MAX_CLASSES:,} allowed")
-    present = np.bincount(train.labels.numpy(), minlength=n_classes) > 0
-    if not present.all():
-        raise DataError(f"{path}: labels reach {n_classes - 1} but class {int(np.flatnonzero(~present)[0])} never "
-                        "occurs in the training split")
+    n_classes = class_count(path, train.labels.numpy(), test.labels.numpy())
     return train, test, n_classes

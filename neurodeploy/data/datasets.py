@@ -42,6 +42,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def __repr__(self) -> str:  # shapes and dtypes, not the tensors' values (thousands of items)
+        return (f"Split({len(self)} items: images {self.images.dtype} {list(self.images.shape)}, "
+                f"labels {self.labels.dtype} {list(self.labels.shape)})")
+
     def head(self, n: int | None) -> Split:
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
@@ -80,6 +84,10 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: {self.n_classes} classes, items {list(self.input_shape)}, "
+                f"train={self.train!r}, test={self.test!r})")
 
     def content_hash(self, splits: tuple[str, ...] = ("train", "test")) -> str:
         """sha256 of the images and labels of ``splits`` (both by default: what a run trains on and
@@ -144,19 +152,27 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(torch.from_numpy(scaled), torch.from_numpy(labels))
 
 
-def _idx_classes(folder: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> int:
-    """max label + 1, when every class below it occurs in the training split."""
+def class_count(where: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> int:
+    """max label + 1, when every class below it occurs in the training split; a test label above every
+    training label is reported as the test split's (a class the model never trained on)."""
     if not train_labels.size:
-        raise DataError(f"{folder}: the training split has no items")
-    n_classes = int(max(train_labels.max(), test_labels.max(initial=0))) + 1
+        raise DataError(f"{where}: the training split has no items")
+    train_max = int(train_labels.max())
+    test_max = int(test_labels.max(initial=0))
+    n_classes = max(train_max, test_max) + 1
     if n_classes > MAX_CLASSES:
-        raise DataError(f"{folder}: label {n_classes - 1} would make {n_classes:,} classes, more than the "
+        split = "test" if test_max > train_max else "training"
+        raise DataError(f"{where}: {split} label {n_classes - 1} would make {n_classes:,} classes, more than the "
                         f"{MAX_CLASSES:,} allowed")
+    if test_max > train_max:
+        item = int(np.flatnonzero(test_labels == test_max)[0])
+        raise DataError(f"{where}: test item {item} has label {test_max}, but the training split's labels stop at "
+                        f"{train_max}: every test label must be a class of the training split")
     present = np.bincount(train_labels, minlength=n_classes) > 0
     if not present.all():
         absent = np.flatnonzero(~present)
-        raise DataError(f"{folder}: labels reach {n_classes - 1} but class {int(absent[0])} never occurs in the "
-                        f"training split ({len(absent)} classes below the largest label are absent)")
+        raise DataError(f"{where}: training labels reach {n_classes - 1} but class {int(absent[0])} never occurs in "
+                        f"the training split ({len(absent)} classes below the largest label are absent)")
     return n_classes
 
 
@@ -181,7 +197,7 @@ def load_dataset(folder: str | Path | None = None) -> Dataset:
         (train_x, train_y, n_classes), (test_x, test_y, _) = read_cifar(path, True), read_cifar(path, False)
     else:
         (train_x, train_y), (test_x, test_y) = _idx_split(path, True), _idx_split(path, False)
-        n_classes = _idx_classes(path, train_y, test_y)
+        n_classes = class_count(path, train_y, test_y)
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DataError(f"{path}: training items have shape {list(train_x.shape[1:])}, test items "
                         f"{list(test_x.shape[1:])}")

@@ -14,18 +14,21 @@ each other stay visible. Axes say their units: steps (1 step = 1 ms), ms, synapt
   Loihi energy estimate of those events on the top axis.
 * ``dc_pareto_front.png``: Dynamic Confidence operating points on the validation part (at most
   ``SCATTER_POINTS`` of them, spread evenly over the sweep), the Pareto front with some thresholds c
-  written next to it, the chosen point (star); log latency axis when the latencies span more than a
-  decade.
+  written next to it, the chosen point (star, its c written beside it) and, for the "stable" rule, the
+  first point below the full-T accuracy, where the rule stops (x); the zoom's title names the rule. Log
+  latency axis when the latencies span more than a decade.
 * ``stop_time_histogram.png``: fractions of test-part items stopping at each step (DC) and first correct
   (oracle); items never correct, and items wrong at their DC exit, as separate bars.
 * ``mean_confidence.png``: mean confidence C_t and the chosen threshold.
-* ``spike_activity.png``: spikes per neuron per step, population by step, for the first items (results
-  keep spike counts per population and step, not spike times per neuron, so this stands in for a raster).
+* ``population_activity.png``: spikes per neuron in each step, population by step, for the first items (a
+  heat map of counts: results keep spike counts per population and step, not spike times per neuron).
 * ``firing_rate.png``: mean firing rate (Hz) per population over time.
 * ``energy.png``: the energy estimates per inference (``energy``), log scale.
 
+Runs whose accuracy curves are identical are named so in the legend (one line hides the other).
+
 ``plot_comparison`` writes ``prediction_agreement.png`` (fraction of items with the reference's
-prediction at each step) and ``spike_count_scatter.png`` (spikes per item and population, each backend
+prediction at each step, axis at most 1) and ``spike_count_scatter.png`` (spikes per item and population, each backend
 against the reference).
 """
 
@@ -94,10 +97,23 @@ def focus_range(curves: list[np.ndarray], references: list[float]) -> tuple[floa
     return max(0.0, low - pad), min(1.0 + pad, high + pad), start + 1
 
 
+def identical_to(runs) -> dict[int, int]:
+    """Run index -> the first earlier run whose accuracy curve is identical (same T, same values)."""
+    curves = [np.asarray(arrays["accuracy"]) for _, _, arrays in runs]
+    same = {}
+    for i, curve in enumerate(curves):
+        for j in range(i):
+            if j not in same and curves[j].shape == curve.shape and np.array_equal(curves[j], curve):
+                same[i] = j
+                break
+    return same
+
+
 def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
     """Two panels of a(t) against x: the whole range and the zoom where the runs differ."""
     full, zoom = fig.subplots(1, 2)
     curves = [arrays["accuracy"] for _, _, arrays in runs]
+    same = identical_to(runs)
     low, high, start = focus_range(curves, [s["peak_accuracy"] if s["ann_accuracy"] is None else s["ann_accuracy"]
                                             for _, s, _ in runs])
     for ax in (full, zoom):
@@ -106,6 +122,8 @@ def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
             keep = x > 0 if log_x else np.ones_like(x, dtype=bool)
             style = run_style(i, len(runs), int(keep.sum()))
             name = f"{label}: a(T) {summary['snn_accuracy']:.4f}, peak {summary['peak_accuracy']:.4f}"
+            if i in same:
+                name += f" (curve identical to {runs[same[i]][0]})"
             ax.plot(x[keep], accuracy[keep], label=name if ax is full else None, **style)
             if ax is full and not log_x and summary["ann_accuracy"] is not None:
                 envelope = pareto_envelope(accuracy, summary["ann_accuracy"])
@@ -126,7 +144,9 @@ def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
         firsts = [x[min(start - 1, len(x) - 1)] for x in xs]
         if min(firsts) > 0:
             zoom.set_xlim(min(firsts) / 1.2, max(float(x[-1]) for x in xs) * 1.2)
-    zoom.set_title(f"zoom where the runs differ (from step {start})", fontsize=9)
+    pairs = "; ".join(f"{runs[i][0]} = {runs[j][0]}" for i, j in same.items())
+    same_text = f"; identical curves: {pairs}" if pairs else ""
+    zoom.set_title(f"zoom where the runs differ (from step {start}){same_text}", fontsize=9)
     full.legend(fontsize=7, loc="lower right")
     return full, zoom
 
@@ -141,6 +161,11 @@ def accuracy_vs_time(runs) -> Figure:
 
 def accuracy_vs_events(runs) -> Figure:
     fig = Figure(figsize=(11, 4.4), layout="constrained")
+    if not any(np.asarray(arrays["events_per_step"]).sum() > 0 for _, _, arrays in runs):
+        # a log axis of events needs some: a network whose spikes reach no synapse has none to plot
+        fig.text(0.5, 0.5, "no synaptic events in these runs (no spike reached a synapse): nothing to plot "
+                 "against events", ha="center", va="center")
+        return fig
     panels = _accuracy_panels(fig, runs, lambda a: (np.cumsum(a["events_per_step"]), a["accuracy"]),
                               "cumulative synaptic events per inference (events)", log_x=True)
     for ax in panels:
@@ -154,7 +179,7 @@ def accuracy_vs_events(runs) -> Figure:
 
 def _confidence_text(log_odds: float) -> str:
     c = float(1.0 / (1.0 + np.exp(-log_odds)))
-    return f"c={c:.3f}" if c < 0.999 else f"c=1-{1.0 - c:.0e}"
+    return f"c={c:.4f}" if c < 0.9999 else f"c=1-{1.0 - c:.0e}"
 
 
 def _dc_zoom_range(runs) -> tuple[float, float]:
@@ -171,6 +196,20 @@ def _thinned(n: int, limit: int) -> np.ndarray:
     return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
+RULE_TEXT = {
+    "stable": "rule stable: the lowest latency reached before the accuracy first drops below the full-T accuracy "
+              "(x); front points left of the star come after that drop",
+    "fastest": "rule fastest: the lowest latency whose accuracy reaches the full-T accuracy",
+}
+
+
+def _stable_stop(sweep, tolerance: float) -> int | None:
+    """Index of the first sweep point below the full-T accuracy minus ``tolerance`` (where the "stable"
+    rule of ``neurodeploy.evaluate.dynamic_confidence.choose_threshold`` stops), or None."""
+    below = np.flatnonzero(sweep.accuracy < sweep.accuracy[0] - tolerance - 1e-12)
+    return int(below[0]) if below.size else None
+
+
 def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
     low, high = _dc_zoom_range(runs) if zoom else (0.0, 1.0)
     for i, (label, summary, arrays) in enumerate(runs):
@@ -178,17 +217,31 @@ def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
         color = _color(i)
         shown_points = _thinned(len(sweep.thresholds), SCATTER_POINTS)
         ax.scatter(sweep.mean_latency[shown_points], sweep.accuracy[shown_points], s=3, alpha=0.15, color=color,
-                   linewidths=0)
+                   linewidths=0, label=None if zoom else f"{label}: every threshold's operating point")
         style = run_style(i, len(runs), len(front))
         style.update(markevery=1, markersize=3)
         ax.plot(sweep.mean_latency[front], sweep.accuracy[front], label=None if zoom else f"{label} front", **style)
         dc = summary["dynamic_confidence"]
+        chosen_text = _confidence_text(sweep.thresholds[chosen])
         ax.plot(sweep.mean_latency[chosen], sweep.accuracy[chosen], "*", markersize=15, color=color,
                 markeredgecolor="k", zorder=10,
-                label=None if zoom else f"{label} chosen: c={dc['threshold']:.4g}, "
+                label=None if zoom else f"{label} chosen ({dc.get('pick_rule', 'stable')} rule): {chosen_text}, "
                                         f"{sweep.mean_latency[chosen]:.1f} steps")
-        ax.axhline(sweep.accuracy[0], color=color, linewidth=0.8, linestyle=":", zorder=1)
+        ax.annotate(chosen_text, (sweep.mean_latency[chosen], sweep.accuracy[chosen]), xytext=(9, -13),
+                    textcoords="offset points", ha="left", fontsize=7.5, fontweight="bold", color=color, zorder=11)
+        stop = _stable_stop(sweep, float(dc.get("tolerance", 0.0))) if dc.get("pick_rule", "stable") == "stable" \
+            else None
+        if stop is not None:
+            ax.plot(sweep.mean_latency[stop], sweep.accuracy[stop], "x", markersize=9, markeredgewidth=2, color=color,
+                    zorder=10, label=None if zoom else f"{label}: first drop below full-T accuracy "
+                                                       f"({_confidence_text(sweep.thresholds[stop])})")
+        ax.axhline(sweep.accuracy[0], color=color, linewidth=0.8, linestyle=":", zorder=1,
+                   label=None if zoom else f"{label}: full-T accuracy {sweep.accuracy[0]:.4f}")
         inside = front[(sweep.accuracy[front] >= low) & (sweep.accuracy[front] <= high)]
+        # no front label next to the star: the star's own c is written above it
+        near = np.abs(np.log(np.maximum(sweep.mean_latency[inside], 1e-9) /
+                             max(float(sweep.mean_latency[chosen]), 1e-9))) < 0.25
+        inside = inside[~near]
         shown = inside[np.unique(np.linspace(0, len(inside) - 1, min(len(inside), 6)).round().astype(int))] \
             if len(inside) else inside
         for k, index in enumerate(shown):
@@ -207,11 +260,13 @@ def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
                     for _, _, arrays in runs]
         first = min((float(e.min()) for e in entering if e.size), default=float(values.min()))
         ax.set_xlim(first / 1.15 if ax.get_xscale() == "log" else first - 1, float(values.max()) * 1.1)
-        ax.set_title("zoom near the full-T accuracy, where the threshold is picked", fontsize=9)
+        rules = {summary["dynamic_confidence"].get("pick_rule", "stable") for _, summary, _ in runs}
+        rule = RULE_TEXT.get(rules.pop(), "") if len(rules) == 1 else "rules differ between runs"
+        ax.set_title("zoom near the full-T accuracy; " + rule, fontsize=8, wrap=True)
     else:
         accuracies = np.concatenate([arrays["sweep"].accuracy[arrays["front"]] for _, _, arrays in runs])
         ax.set_ylim(max(0.0, accuracies.min() - 0.03), min(1.02, accuracies.max() + 0.02))
-        ax.set_title("Dynamic Confidence thresholds c (star: chosen; dotted: full-T accuracy)", fontsize=9)
+        ax.set_title("Dynamic Confidence: each threshold c's mean latency and accuracy (star: chosen)", fontsize=9)
     ax.set(xlabel="mean latency (steps of 1 ms)", ylabel="accuracy on the validation part (fraction)")
     ax.grid(alpha=0.3, which="both")
 
@@ -221,7 +276,11 @@ def dc_pareto_front(runs) -> Figure:
     whole, zoom = fig.subplots(1, 2)
     _dc_front_panel(whole, runs)
     _dc_front_panel(zoom, runs, zoom=True)
-    fig.legend(*whole.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    legend = fig.legend(*whole.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
+    for handle in legend.legend_handles:  # the cloud's faint dots, legible in the legend
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([18])
+            handle.set_alpha(0.8)
     return fig
 
 
@@ -279,7 +338,7 @@ def _shown_populations(arrays) -> list[int]:
     return [p for p in range(spikes.shape[1]) if spikes[:, p].any()]
 
 
-def spike_activity(runs) -> Figure:
+def population_activity(runs) -> Figure:
     n_items = max(len(arrays["item_spikes"]) for _, _, arrays in runs)
     fig = Figure(figsize=(4.2 * n_items + 1.2, 1.2 + 1.6 * len(runs)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(runs), n_items, squeeze=False))
@@ -308,8 +367,8 @@ def spike_activity(runs) -> Figure:
             ax.set_xlabel(STEP_UNIT, fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, label="spikes per neuron per step", shrink=0.9)
-    fig.suptitle("spike activity, population by step (a raster per population: results keep counts, not "
-                 "spike times per neuron)", fontsize=9)
+    fig.suptitle("population activity: spikes per neuron in each step, per population (a heat map of counts; "
+                 "single neurons' spike times are not recorded)", fontsize=9)
     return fig
 
 
@@ -381,15 +440,16 @@ def energy(runs) -> Figure | None:
     largest = max(entry["joules"] for _, summary, _ in runs
                   for entry in (summary.get("energy") or {}).get("platforms", {}).values())
     ax.set_xlim(smallest / 3, largest * 20)
-    ax.legend(fontsize=7, loc="lower right")
+    if len(runs) > 1:  # one run needs no legend: the title says what the bars are
+        ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
 FIGURES = {
     "accuracy_vs_time.png": accuracy_vs_time, "accuracy_vs_events.png": accuracy_vs_events,
     "dc_pareto_front.png": dc_pareto_front, "stop_time_histogram.png": stop_time_histogram,
-    "mean_confidence.png": mean_confidence, "spike_activity.png": spike_activity, "firing_rate.png": firing_rate,
-    "energy.png": energy,
+    "mean_confidence.png": mean_confidence, "population_activity.png": population_activity,
+    "firing_rate.png": firing_rate, "energy.png": energy,
 }
 
 
@@ -444,16 +504,12 @@ def overview_figure(runs: list[tuple[str, dict, dict]]) -> Figure:
     return fig
 
 
-def plot_comparison(folder: Path, specs: list[str], results: list) -> list[Path]:
-    """Writes ``prediction_agreement.png`` and ``spike_count_scatter.png`` for results of the same items
-    on several backends; ``specs[0]`` / ``results[0]`` is the reference. Colours follow the order of
-    ``specs``, as in :func:`plot_reports`."""
+def prediction_agreement_figure(specs: list[str], results: list) -> Figure:
+    """Fraction of items with the reference's (``results[0]``) prediction at each step, per backend; the
+    axis ends at 1 (a fraction), with a thin margin so a line at 1 stays visible."""
     from neurodeploy.evaluate.compare import prediction_agreement
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    reference, paths = results[0], []
-
+    reference = results[0]
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     lowest = 1.0
@@ -464,12 +520,25 @@ def plot_comparison(folder: Path, specs: list[str], results: list) -> list[Path]
         lowest = min(lowest, float(agreement.min()))
         ax.plot(np.arange(1, len(agreement) + 1), agreement, label=f"{spec} (mean {agreement.mean():.4f})",
                 **run_style(i, len(specs), len(agreement)))
-    pad = max(0.1 * (1.0 - lowest), 0.002)
-    ax.set_ylim(max(0.0, lowest - pad), 1.0 + pad)
+    bottom = max(0.0, lowest - max(0.1 * (1.0 - lowest), 0.002))
+    ax.set_ylim(bottom, 1.0 + 0.03 * (1.0 - bottom))  # a thin margin keeps a line at 1 visible
+    ax.set_yticks([tick for tick in ax.get_yticks() if bottom <= tick <= 1.0])  # a fraction: no tick above 1
     ax.set(xlabel=STEP_UNIT, ylabel="fraction of items with the reference's prediction",
            title=f"prediction agreement with {specs[0]} per step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_comparison(folder: Path, specs: list[str], results: list) -> list[Path]:
+    """Writes ``prediction_agreement.png`` and ``spike_count_scatter.png`` for results of the same items
+    on several backends; ``specs[0]`` / ``results[0]`` is the reference. Colours follow the order of
+    ``specs``, as in :func:`plot_reports`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reference, paths = results[0], []
+
+    fig = prediction_agreement_figure(specs, results)
     fig.savefig(folder / "prediction_agreement.png", dpi=120)
     paths.append(folder / "prediction_agreement.png")
 

@@ -53,6 +53,14 @@ def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndar
     return fan_out, fan_in
 
 
+def size(network: Network) -> tuple[int, int]:
+    """(neurons, synapses) of ``network``: neurons of the non-input populations and every unrolled
+    synapse (a convolution counts one synapse per kernel weight and output neuron it reaches)."""
+    _, fan_in = fan_maps(network)
+    neurons = sum(pop.size for pop in network.populations.values() if pop.role != "input")
+    return neurons, int(sum(int(counts.sum()) for counts in fan_in.values()))
+
+
 def network_summary(network: Network) -> list[dict]:
     """One row per population: name, role, shape, neurons, incoming synapses, max fan-in, max fan-out."""
     fan_out, fan_in = fan_maps(network)

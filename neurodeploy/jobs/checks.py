@@ -7,12 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from neurodeploy.errors import ConfigError
+from neurodeploy.errors import ConfigError, did_you_mean
 
 
 def choice(flag: str, value: Any, choices: tuple) -> Any:
+    """``value`` if it is one of ``choices``; else ConfigError, with the closest choice when there is one."""
     if value not in choices:
-        raise ConfigError(f"{flag} {value!r} is not one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{flag} {value!r} is not one of {', '.join(map(str, choices))}"
+                          f"{did_you_mean(value, choices)}")
     return value
 
 

@@ -31,7 +31,9 @@ def parse_backend_spec(spec: str, shared: dict | None = None) -> tuple[str, dict
         if "profile" not in declared:
             raise ConfigError(f"{spec!r}: the {name} backend has no profiles")
         options["profile"] = profile
-    return name, cls.validate_options(options)
+    options = cls.validate_options(options)
+    cls.check_installed()  # a missing extra is found before any work
+    return name, options
 
 
 def parse_backend_specs(specs: list[str], shared: dict) -> list[tuple[str, str, dict]]:

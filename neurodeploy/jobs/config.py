@@ -32,6 +32,23 @@ RESETS = typing.get_args(ResetMode)
 RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
+def _is_trained_model(path: Path) -> bool:
+    """Whether ``path`` is a PyTorch model file (a torch.export program, TorchScript or torch.save archive,
+    by content) rather than an IR (a zip whose members include network.json, a folder or a .nir file)."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    markers = ("data.pkl", "constants.pkl", "archive_format", "serialized_exported_program.json")
+    return not any(name.rsplit("/", 1)[-1] == "network.json" for name in names) and any(
+        name.endswith(markers) for name in names)
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Which trained ANN: a model file, or a zoo architecture trained (and cached) here.
@@ -58,6 +75,11 @@ class ModelSettings:
     def __post_init__(self) -> None:
         choice("--arch", self.arch, tuple(ARCHITECTURES))
         existing("--model", self.model, folder=False)
+        if self.model and Path(self.model).suffix == ".py":
+            raise ConfigError(f"--model {self.model}: Python source, not a trained model; give the class and its "
+                              f"state_dict as --model-class {self.model}:ClassName --weights state.pt (--model takes "
+                              "a torch.export .pt2, a model file of `neurodeploy train` or, with --trust-pickle, a "
+                              "pickled module)")
         data_is_file = self.data is not None and Path(self.data).suffix in (".npz",)
         existing("--data", self.data, folder=not data_is_file)
         whole("--epochs", self.epochs, 1)
@@ -78,6 +100,10 @@ class ModelSettings:
                                   "--model-class")
             if not Path(self.network).exists():
                 raise ConfigError(f"--network {self.network}: no such file or folder")
+            if _is_trained_model(Path(self.network)):
+                raise ConfigError(f"--network {self.network}: a trained model, not a converted network; run it with "
+                                  f"--model {self.network} (--network takes the network.zip that convert, optimize "
+                                  "or run wrote, or a .nir file)")
 
     @property
     def given(self) -> bool:
@@ -336,7 +362,9 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         self.nir_import.check_network(self.model.network)
-        options = backend_class(self.backend).validate_options(self.backend_options)
+        cls = backend_class(self.backend)
+        options = cls.validate_options(self.backend_options)
+        cls.check_installed()  # a missing extra is found here, before the first stage line
         object.__setattr__(self, "backend_options", options)
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
             if isinstance(getattr(self, name), os.PathLike):

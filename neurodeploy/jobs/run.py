@@ -83,6 +83,9 @@ def deploy(backend: Backend, network: Network, folder: Path, config: JobConfig, 
     """Maps ``network`` with ``backend`` into ``folder`` (a ``mapping`` event where it places networks) and
     chooses what produces the data: ``backend``, or where it returns none the backend that predicts it, which
     gets the input the target receives (its requirements' input encoding)."""
+    estimate = backend.build_estimate(network)
+    if estimate:
+        emit(Event("stage", estimate))  # before a build that can take minutes, so the wait is announced
     mapping = backend.map(network, folder)
     if mapping is not None:
         emit(Event("mapping", data=mapping))
