@@ -1,7 +1,8 @@
 """Models a user brings, recognised by the file's content, not its name.
 
-1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): read with ``torch.export.load`` (no code
-   runs); its ATen graph is rebuilt as ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input
+1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): its archive is checked and rebuilt without
+   any member that would be unpickled or run (:mod:`neurodeploy.convert.pt2_archive`; such members are
+   refused unless ``trust_pickle``), then read with ``torch.export.load``; its ATen graph is rebuilt as ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input
    shape is the export's example input;
 2. a class and a state dict: ``--model-class my_models.py:Net`` (or ``package.module:Net``, with
    ``--model-kwargs`` as a JSON object) and ``--weights state.pt``, read with ``weights_only=True``;
@@ -199,9 +200,10 @@ def user_model(settings, dataset: Dataset) -> CachedModel:
             raise ModelFormatError(f"{path}: a TorchScript archive, which is refused (loading it runs its code); "
                                    f"export the model instead: {EXPORT_HINT}")
         if kind == "export":
-            from neurodeploy.convert.exported import example_input_shape, load_exported, module_from_exported
+            from neurodeploy.convert.exported import example_input_shape, module_from_exported
+            from neurodeploy.convert.pt2_archive import load_program
 
-            program = load_exported(path)
+            program = load_program(path, settings.trust_pickle)
             try:
                 shape = example_input_shape(program)
             except NeurodeployError as err:
