@@ -2,8 +2,8 @@
 
 1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): its archive is checked and rebuilt without
    any member that would be unpickled or run (:mod:`neurodeploy.convert.pt2_archive`; such members are
-   refused unless ``trust_pickle``), then read with ``torch.export.load``; its ATen graph is rebuilt as ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input
-   shape is the export's example input;
+   refused unless ``trust_pickle``), then read with ``torch.export.load``; its ATen graph is rebuilt as
+   ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input shape is the export's example input;
 2. a class and a state dict: ``--model-class my_models.py:Net`` (or ``package.module:Net``, with
    ``--model-kwargs`` as a JSON object) and ``--weights state.pt``, read with ``weights_only=True``;
 3. the project's own model files (``neurodeploy train``);

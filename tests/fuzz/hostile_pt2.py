@@ -124,7 +124,8 @@ def _target(target: str):
 def _old_layout(contents, marker):
     contents.clear()
     contents.update({"version": b"8.0", "serialized_exported_program.json": b"{}",
-                     "serialized_state_dict.pt": payload_bytes(marker), "serialized_constants.pt": payload_bytes(marker),
+                     "serialized_state_dict.pt": payload_bytes(marker),
+                     "serialized_constants.pt": payload_bytes(marker),
                      "serialized_example_inputs.pt": payload_bytes(marker)})
 
 
