@@ -37,3 +37,9 @@ class ConfigError(NeurodeployError, ValueError):
 
 class ModelFormatError(NeurodeployError):
     """A model file is missing, corrupt or not a model this project can read."""
+
+
+class WriteError(NeurodeployError):
+    """An output file or folder cannot be written (full disk, file-size limit, read-only or missing
+    folder, a file where a folder is needed, a run folder in use or removed); files written before are
+    left as they were."""

@@ -86,3 +86,273 @@ def test_a_clean_pt2_reads_as_the_program_it_holds(good_pt2):
     ours = load_program(good_pt2)
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(ours.module()(x), torch.export.load(str(good_pt2)).module()(x))
+
+
+# --- run folders: nothing lost, nothing mixed ---------------------------------------------------------
+
+def _run_args(model: Path, results: Path, run_id: str, *extra) -> list:
+    return ["run", "--model", model, "--samples", "20", "-T", "5", "--calibration-samples", "100", "--no-progress",
+            "--results-dir", results, "--run-id", run_id, *extra]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every result file's bytes (the lock file only names its last holder)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def finished(good_pt2, tmp_path_factory):
+    """A finished run (results/done) of the .pt2 model, and its files' bytes."""
+    results = tmp_path_factory.mktemp("runs") / "results"
+    assert main([str(a) for a in _run_args(good_pt2, results, "done")]) == 0
+    folder = results / "done"
+    assert (folder / "summary.json").is_file() and (folder / "network.zip").is_file()
+    return folder, _snapshot(folder)
+
+
+def test_a_finished_run_run_again_writes_nothing(finished, good_pt2, capsys):
+    folder, before = finished
+    assert main([str(a) for a in _run_args(good_pt2, folder.parent, "done")]) == 0
+    assert "finished before" in capsys.readouterr().out
+    assert _snapshot(folder) == before
+
+
+def test_evaluate_out_refuses_a_run_folder(finished, capsys):
+    folder, before = finished
+    line = _one_line(["evaluate", folder / "result.npz", "--out", folder], capsys, "holds a run")
+    assert "--out" in line and _snapshot(folder) == before
+
+
+def test_a_second_run_with_the_same_id_is_refused_naming_the_holder(finished, good_pt2, capsys):
+    import fcntl
+    import os
+
+    folder, before = finished
+    fd = os.open(folder / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, b"pid 4242, started 2026-12-07T13:00:00+00:00")
+        line = _one_line(_run_args(good_pt2, folder.parent, "done"), capsys, "in use by another run")
+        assert "pid 4242" in line and "2026-12-07T13:00:00" in line
+    finally:
+        os.close(fd)
+    assert _snapshot(folder) == before
+
+
+def test_a_run_folder_removed_mid_run_is_an_error(good_pt2, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import neurodeploy.jobs.run as run_module
+
+    simulate_check = run_module.check_memory
+
+    def remove_then_check(config, network, n_items):
+        shutil.rmtree(tmp_path / "results" / "gone")
+        simulate_check(config, network, n_items)
+
+    monkeypatch.setattr(run_module, "check_memory", remove_then_check)
+    assert main([str(a) for a in _run_args(good_pt2, tmp_path / "results", "gone")]) == 2
+    lines = _lines(capsys)
+    assert "was removed or replaced while the run" in lines[-1] and not any("written" in x for x in lines[:-1])
+    assert not (tmp_path / "results" / "gone" / "summary.json").exists()
+
+
+def test_a_refused_network_run_leaves_nothing_so_the_corrected_one_is_accepted(finished, tmp_path, capsys):
+    folder, _ = finished
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 not a network")
+    argv = ["run", "--samples", "10", "-T", "3", "--no-progress", "--results-dir", tmp_path / "r", "--run-id", "n"]
+    _one_line([*argv, "--network", bad], capsys, "bad.zip")
+    assert not (tmp_path / "r").exists()
+    assert main([str(a) for a in [*argv, "--network", folder / "network.zip"]]) == 0
+    assert (tmp_path / "r" / "n" / "summary.json").is_file()
+
+
+def test_every_output_file_is_written_atomically(tmp_path):
+    """A write that fails midway leaves the earlier file as it was and no temporary file behind."""
+    from neurodeploy.errors import WriteError
+    from neurodeploy.safe_io import atomic_write
+
+    target = tmp_path / "summary.json"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"half of the new")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    with pytest.raises(WriteError, match="No such file"), atomic_write(tmp_path / "gone" / "x.json") as handle:
+        handle.write(b"x")
+
+
+# --- the fingerprint covers what decides the result -------------------------------------------------
+
+_NET = '''import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self, hidden=16):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, hidden)
+        self.fc2 = torch.nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1)))){tail}
+'''
+
+
+def _class_files(folder: Path, tail: str = "", prelude: str = "") -> tuple[Path, Path]:
+    import torch
+
+    source = folder / "net.py"
+    source.write_text(prelude + _NET.format(tail=tail))
+    weights = folder / "net.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        layers = {"fc1.weight": torch.randn(16, 784) * 0.05, "fc1.bias": torch.zeros(16),
+                  "fc2.weight": torch.randn(10, 16) * 0.3, "fc2.bias": torch.zeros(10)}
+        torch.save(layers, weights)
+    return source, weights
+
+
+def test_a_resume_after_the_model_class_file_changed_is_refused(tmp_path, capsys):
+    source, weights = _class_files(tmp_path)
+    argv = ["run", "--model-class", f"{source}:Net", "--weights", weights, "--samples", "20", "-T", "5",
+            "--calibration-samples", "100", "--no-progress", "--results-dir", tmp_path / "r", "--run-id", "c"]
+    assert main([str(a) for a in argv]) == 0
+    (tmp_path / "r" / "c" / "summary.json").unlink()  # as if interrupted before it finished
+    _class_files(tmp_path, tail=" * 2")
+    capsys.readouterr()
+    _one_line(argv, capsys, "the code of --model-class")
+
+
+def test_a_resume_whose_network_came_out_different_is_refused(tmp_path):
+    from conftest import constant_current_network
+
+    from neurodeploy.errors import ConfigError
+    from neurodeploy.jobs.folders import network_hash, record_network
+    from neurodeploy.safe_io import write_bytes
+
+    write_bytes(tmp_path / "config.json", b'{"fingerprint": "x"}')
+    record_network(tmp_path, constant_current_network([0.5, 0.2]))
+    record_network(tmp_path, constant_current_network([0.5, 0.2]))  # the same network: accepted
+    with pytest.raises(ConfigError, match="the network converted now differs"):
+        record_network(tmp_path, constant_current_network([0.5, 0.2], threshold=0.9))
+    assert network_hash(constant_current_network([1.0])) != network_hash(constant_current_network([1.0], reset="zero"))
+
+
+# --- memory estimated before any work --------------------------------------------------------------
+
+def test_the_memory_estimate_is_items_x_steps_x_what_is_stored_plus_a_batch():
+    from neurodeploy.jobs.memory import estimate_bytes
+
+    # 10 items x 1e7 steps x (10 classes + 2 x 2 populations) x 4 bytes, the batch's copy, 16 bytes of curves
+    assert estimate_bytes(10, 10**7, 500, 10, 2) == 10 * 10**7 * 56 * 2 + 10 * 10**7 * 16
+    assert estimate_bytes(1000, 10, 100, 10, 3, n_neurons=50) == 1000 * 10 * 64 + 100 * 10 * 64 + 1000 * 10 * 16 \
+        + 1000 * 50 * 4
+
+
+@pytest.mark.parametrize("argv", [["-T", "10000000", "--samples", "10"], ["-T", "100000000"]])
+def test_a_run_too_large_for_memory_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    _one_line(["run", *argv, "--no-progress"], capsys, "--memory-budget")
+    assert time.perf_counter() - start < 20 and not (tmp_path / "results").exists()
+
+
+# --- user code -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prelude, tail, needle", [
+    ("import sys\nsys.exit(3)\n", "", "sys.exit(3)"),
+    ("raise KeyboardInterrupt\n", "", "KeyboardInterrupt"),
+    ("raise ImportError('no such thing')\n", "", "ImportError: no such thing"),
+    ("", "\n\n\nclass Bad(Net):\n    def __init__(self):\n        raise SystemExit(0)\n", "sys.exit(0)"),
+    ("", "\n\n\nclass Bad(Net):\n    def forward(self, x):\n        raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+])
+def test_user_code_that_exits_or_raises_is_one_line_naming_the_file(prelude, tail, needle, tmp_path, capsys):
+    source, weights = _class_files(tmp_path, tail=tail, prelude=prelude)
+    name = "Bad" if "class Bad" in tail else "Net"
+    line = _one_line(["run", "--model-class", f"{source}:{name}", "--weights", weights, "--samples", "10",
+                      "--no-progress", "--results-dir", tmp_path / "r"], capsys, needle)
+    assert "net.py" in line and not (tmp_path / "r").exists()
+
+
+def test_a_state_dict_mismatch_names_the_keys(tmp_path, capsys):
+    import torch
+
+    source, weights = _class_files(tmp_path)
+    state = torch.load(weights)
+    state["extra.weight"] = state.pop("fc2.weight")
+    torch.save(state, weights)
+    line = _one_line(["run", "--model-class", f"{source}:Net", "--weights", weights, "--no-progress",
+                      "--results-dir", tmp_path / "r"], capsys, "fc2.weight")
+    assert "extra.weight" in line and "Missing key" in line
+
+
+def test_model_kwargs_deep_or_long_are_one_short_line(tmp_path, capsys):
+    source, weights = _class_files(tmp_path)
+    base = ["run", "--model-class", f"{source}:Net", "--weights", weights, "--no-progress"]
+    _one_line([*base, "--model-kwargs", "[" * 60000 + "]" * 60000], capsys, "nested 60000 deep")
+    line = _one_line([*base, "--model-kwargs", '{"hidden": "' + "x" * 120_000 + '"}'], capsys, "Net(**{'hidden'")
+    assert len(line) < 600
+    line = _one_line([*base, "--model-kwargs", '["' + "x" * 120_000 + '"]'], capsys, "a JSON object")
+    assert len(line) < 600
+
+
+# --- SpiNNaker configs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, needle", [
+    ("[Machine]\nvirtual_board = True\nversion = 5\nvirtual_bored = True\n", "no option 'virtual_bored'"),
+    ("[Machine]\nvirtual_board = True\nversion = 5\n[Mashine]\nx = 1\n", "unknown section [Mashine]"),
+    ("[Machine]\nvirtual_board = True\nversion = 5\n[Reports]\ndefault_report_file_path = %(home)s\n", "'%'"),
+    ("[Machine]\nvirtual_board = maybe\nversion = 5\n", "not a boolean"),
+    ("[Machine]\nspalloc_server = 127.0.0.1\nspalloc_port = abc\n", "not a whole number"),
+    ("[Machine]\nvirtual_board = True\nversion = 4\n", "not a board version"),
+    (b"[Machine]\nvirtual_board = True\nversion = 5\n# \xff\xfe\n", "not UTF-8"),
+])
+def test_a_malformed_spinnaker_config_is_one_line_before_any_work(body, needle, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("spynnaker", reason="the spinnaker extra is not installed")
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "board.cfg"
+    config.write_bytes(body if isinstance(body, bytes) else body.encode())
+    _one_line(["run", "--backend", "spinnaker", "--hardware-config", config, "--no-progress"], capsys, needle)
+    assert not (tmp_path / "results").exists()
+
+
+# --- where results cannot be written ------------------------------------------------------------------
+
+def test_results_dir_that_cannot_hold_a_run_is_one_line(finished, good_pt2, tmp_path, capsys):
+    import os
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    _one_line(_run_args(good_pt2, a_file, "r"), capsys, "is a file or device, not a folder")
+    _one_line(_run_args(good_pt2, "/dev/full", "r"), capsys, "is a file or device, not a folder")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "taken").write_text("x")
+    _one_line(_run_args(good_pt2, tmp_path / "res", "taken"), capsys, "choose another --run-id")
+    _one_line(_run_args(good_pt2, a_file / "below", "r"), capsys, "is a file, not a folder")
+    locked = "/sys/neurodeploy-results" if os.geteuid() == 0 else tmp_path / "ro"
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o555)
+    _one_line(_run_args(good_pt2, Path(locked) / "results", "r"), capsys, "cannot create the run folder")
+
+
+def test_run_ids_up_to_the_filesystem_name_limit(good_pt2, tmp_path, capsys):
+    from neurodeploy.jobs.config import JobConfig
+
+    assert JobConfig(run_id="a" * 255).run_id == "a" * 255  # a legal folder name is accepted
+    line = _one_line(_run_args(good_pt2, tmp_path, "a" * 256), capsys, "256 characters, more than the 255")
+    assert "letters, digits" not in line
+
+
+def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
+    import neurodeploy.cli.parser as parser
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parser, "build_parser", interrupted)
+    assert main(["run"]) == 130
+    assert _lines(capsys) == ["interrupted"]
