@@ -356,3 +356,62 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(parser, "build_parser", interrupted)
     assert main(["run"]) == 130
     assert _lines(capsys) == ["interrupted"]
+
+
+# --- a rerun killed or failing while it works leaves the finished run as it was ----------------------
+
+class _Injected:
+    """Counts the file-system calls of a block and fails the ``at``-th (an OSError "No space left on
+    device", or a KeyboardInterrupt standing for a kill); ``at`` None only counts."""
+
+    NAMES = ("open", "replace", "mkdir", "unlink", "rmdir", "ftruncate", "pwrite", "fsync", "rename")
+
+    def __init__(self, monkeypatch, at: int | None, kill: bool):
+        import builtins
+        import errno
+        import io
+        import os
+
+        self.calls, self.at, self.kill = 0, at, kill
+
+        def wrap(original):
+            def call(*args, **kwargs):
+                self.calls += 1
+                if self.calls == self.at:
+                    if self.kill:
+                        raise KeyboardInterrupt
+                    raise OSError(errno.ENOSPC, "No space left on device", str(args[0]) if args else None)
+                return original(*args, **kwargs)
+            return call
+
+        for name in self.NAMES:
+            monkeypatch.setattr(os, name, wrap(getattr(os, name)))
+        monkeypatch.setattr(builtins, "open", wrap(builtins.open))
+        monkeypatch.setattr(io, "open", wrap(io.open))
+
+
+def test_a_rerun_failed_or_killed_at_20_points_leaves_the_finished_run_byte_identical(finished, good_pt2, capsys):
+    folder, before = finished
+    settings = {"same": _run_args(good_pt2, folder.parent, "done"),
+                "other": _run_args(good_pt2, folder.parent, "done", "--percentile", "99")}
+    with pytest.MonkeyPatch.context() as patch:
+        counter = _Injected(patch, None, False)
+        assert main([str(a) for a in settings["same"]]) == 0
+        total = counter.calls
+    assert total >= 20
+    print(f"a rerun of the finished run makes {total} file-system calls")
+    points = sorted({max(1, round(i * total / 14)) for i in range(14)}) + [1, 2, 3, 5, 8, 13]
+    capsys.readouterr()
+    for number, at in enumerate(points[:20]):
+        argv = settings["same" if number % 3 else "other"]
+        with pytest.MonkeyPatch.context() as patch:
+            _Injected(patch, at, kill=bool(number % 2))
+            code = main([str(a) for a in argv])
+        lines = _lines(capsys)
+        print(f"failed at call {at} ({'kill' if number % 2 else 'ENOSPC'}, {argv[-1]}): exit {code}")
+        assert code in (0, 2, 130), (at, code, lines)
+        assert not any("Traceback" in line for line in lines), lines
+        if code == 2:
+            assert len([line for line in lines if line.startswith("error")]) == 1, lines
+        assert _snapshot(folder) == before, f"failure at file-system call {at} of {total} changed the run"
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

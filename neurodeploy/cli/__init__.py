@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the (large) imports and the parser are built
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the installed packages' metadata cannot be read (the parser lists the backends)
+        print(f"error: {_os_line(err)}", file=sys.stderr)
+        return 2
     configure(args)
     try:
         COMMANDS[args.command](args)
@@ -33,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         print_error(f"user code called sys.exit({done.code!r}) (a --model-class or pickled model); stopped")
         return 2
     except OSError as err:  # a file or folder the job writes or reads fails at the system level
-        from neurodeploy.safe_io import os_reason
-
-        where = f"{err.filename}: " if err.filename else ""
-        print_error(f"{where}{os_reason(err)}; files written before are unchanged")
+        print_error(_os_line(err))
         return 2
     return 0
+
+
+def _os_line(err: OSError) -> str:
+    from neurodeploy.safe_io import os_reason
+
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{os_reason(err)}; files written before are unchanged"
 
 
 if __name__ == "__main__":
