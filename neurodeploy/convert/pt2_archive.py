@@ -83,7 +83,8 @@ def _check_payload(name: str, meta: dict, record_bytes: int, where: str, path: P
     tensor = meta.get("tensor_meta")
     if not isinstance(tensor, dict):
         raise _fail(path, f"{where} {clip(name)}: no tensor_meta")
-    dtype = _NUMBER_DTYPES.get(tensor.get("dtype"))
+    code = tensor.get("dtype")
+    dtype = _NUMBER_DTYPES.get(code) if isinstance(code, int) and not isinstance(code, bool) else None
     if dtype is None:
         raise _fail(path, f"{where} {clip(name)}: dtype code {clip(tensor.get('dtype'))} is not a plain number type")
     sizes, strides = tensor.get("sizes"), tensor.get("strides")
@@ -177,7 +178,7 @@ def sanitized_archive(path: str | Path) -> io.BytesIO:
         model = models[0]
         wanted = {f"models/{model}.json", f"data/weights/{model}_weights_config.json",
                   f"data/constants/{model}_constants_config.json"}
-        for member in sorted(wanted - inner):
+        for member in sorted((wanted | {"archive_format", "archive_version"}) - inner):
             raise _fail(path, f"not a torch.export program archive (no {member})")
         weights = _payload_config(zipped, root, f"data/weights/{model}_weights_config.json", "data/weights/",
                                   "weight", path, members)
@@ -246,9 +247,9 @@ def load_program(path: str | Path, trust_pickle: bool = False) -> torch.export.E
     captured = _Captured()
     loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export.serde.serialize",
                                                     "torch.export.pt2_archive._package")]
-    saved = [(lg.propagate, lg.level) for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(captured)
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:  # torch's own handlers print the traceback it logs; only ours sees it meanwhile
+        lg.handlers = [captured]
         lg.propagate = False
     try:
         return torch.export.load(source)
@@ -257,7 +258,6 @@ def load_program(path: str | Path, trust_pickle: bool = False) -> torch.export.E
         raise ModelFormatError(f"{path}: not a readable torch.export program ({type(cause).__name__}: "
                                f"{_first_line(cause)})") from None
     finally:
-        for lg, (propagate, level) in zip(loggers, saved, strict=True):
-            lg.removeHandler(captured)
+        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers = handlers
             lg.propagate = propagate
-            lg.setLevel(level)
