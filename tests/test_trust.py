@@ -415,3 +415,22 @@ def test_a_rerun_failed_or_killed_at_20_points_leaves_the_finished_run_byte_iden
             assert len([line for line in lines if line.startswith("error")]) == 1, lines
         assert _snapshot(folder) == before, f"failure at file-system call {at} of {total} changed the run"
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_file(good_pt2, tmp_path):
+    """Writes fail with EFBIG past a 16 KiB file-size limit (setrlimit in the child), as on a full disk:
+    network.zip (33 KB) cannot be written; one line, exit 2, and the refused new run leaves nothing."""
+    import resource
+    import subprocess
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+
+    code = "import sys; from neurodeploy.cli import main; sys.exit(main())"
+    argv = [str(a) for a in _run_args(good_pt2, tmp_path / "results", "full")]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit, cwd=tmp_path)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, lines
+    assert len([line for line in lines if line.startswith("error")]) == 1 and "File too large" in lines[-1], lines
+    assert not (tmp_path / "results").exists()
