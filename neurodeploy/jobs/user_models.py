@@ -209,6 +209,30 @@ def _check_on_data(model: nn.Module, dataset: Dataset, label: str) -> int:
     return n_classes
 
 
+def exported_model(path: Path, trust_pickle: bool, dataset: Dataset) -> CachedModel:
+    """A ``torch.export`` program (:mod:`neurodeploy.convert.pt2_archive`) rebuilt as a module, its input
+    shape and classes checked against ``dataset`` and two items run through it (a program whose graph
+    does not compute what its shapes declare is refused here, in one line)."""
+    from neurodeploy.convert.exported import example_input_shape, module_from_exported
+    from neurodeploy.convert.pt2_archive import load_program
+
+    program = load_program(path, trust_pickle)
+    try:
+        shape = example_input_shape(program)
+    except NeurodeployError as err:
+        raise ModelFormatError(f"{path}: {err}") from None
+    model = module_from_exported(program)
+    outputs = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
+    out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    n_classes = int(out.meta["val"].shape[-1]) if hasattr(out, "meta") and "val" in out.meta else None
+    check_items(dataset, shape, n_classes)
+    label = f"exported program {path}"
+    _check_on_data(model, dataset, label)
+    key = {"kind": "export", "sha256": file_fingerprint(path)}
+    info = {"arch": "export", "input_shape": list(shape), "n_classes": n_classes or dataset.n_classes}
+    return CachedModel(model, info, label, key, str(path), "file")
+
+
 def user_model(settings, dataset: Dataset) -> CachedModel:
     """The model of ``settings`` (``ModelSettings``), checked against ``dataset`` before any work."""
     if settings.model_class:
@@ -222,22 +246,7 @@ def user_model(settings, dataset: Dataset) -> CachedModel:
             raise ModelFormatError(f"{path}: a TorchScript archive, which is refused (loading it runs its code); "
                                    f"export the model instead: {EXPORT_HINT}")
         if kind == "export":
-            from neurodeploy.convert.exported import example_input_shape, module_from_exported
-            from neurodeploy.convert.pt2_archive import load_program
-
-            program = load_program(path, settings.trust_pickle)
-            try:
-                shape = example_input_shape(program)
-            except NeurodeployError as err:
-                raise ModelFormatError(f"{path}: {err}") from None
-            model = module_from_exported(program)
-            outputs = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
-            out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-            n_classes = int(out.meta["val"].shape[-1]) if hasattr(out, "meta") and "val" in out.meta else None
-            check_items(dataset, shape, n_classes)
-            key = {"kind": "export", "sha256": file_fingerprint(path)}
-            info = {"arch": "export", "input_shape": list(shape), "n_classes": n_classes or dataset.n_classes}
-            return CachedModel(model, info, f"exported program {path}", key, str(path), "file")
+            return exported_model(path, settings.trust_pickle, dataset)
         if kind == "torch.save":
             raw = None
             with contextlib.suppress(ModelFormatError):

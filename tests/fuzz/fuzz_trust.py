@@ -140,19 +140,19 @@ def _mutate_once(rng: random.Random, contents: dict[str, bytes], marker: Path) -
     return choice
 
 
-def _use(program) -> None:
-    """What ``--model x.pt2`` does with an accepted program before converting it."""
-    from neurodeploy.convert.exported import example_input_shape, module_from_exported
+def _use(path: Path, dataset) -> None:
+    """What ``--model x.pt2`` does before converting: the program read, rebuilt as a module, its shapes
+    checked against the data and two items run through it."""
+    from neurodeploy.jobs.user_models import exported_model
 
-    shape = example_input_shape(program)
-    module = module_from_exported(program)
-    with torch.no_grad():
-        module(torch.zeros(2, *shape))
+    exported_model(path, False, dataset)
 
 
 def fuzz_pt2(count: int, seed: int = 29, workdir: Path | None = None) -> TrustReport:
     from neurodeploy.convert.pt2_archive import load_program
+    from neurodeploy.data import load_dataset
 
+    dataset = load_dataset()
     report = TrustReport("pt2")
     rng = random.Random(f"{seed}-pt2")
     start = time.perf_counter()
@@ -173,9 +173,9 @@ def fuzz_pt2(count: int, seed: int = 29, workdir: Path | None = None) -> TrustRe
             outcome, detail = "accepted", ""
             try:
                 with deadline(HANG_S):
-                    program = load_program(path)
+                    load_program(path)
                     try:
-                        _use(program)
+                        _use(path, dataset)
                     except NeurodeployError as err:
                         outcome, detail = "refused in use", str(err)
             except Hang:
