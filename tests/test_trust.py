@@ -399,7 +399,7 @@ def test_a_rerun_failed_or_killed_at_20_points_leaves_the_finished_run_byte_iden
         assert main([str(a) for a in settings["same"]]) == 0
         total = counter.calls
     assert total >= 20
-    print(f"a rerun of the finished run makes {total} file-system calls")
+    seen = [f"a rerun of the finished run makes {total} file-system calls"]
     points = sorted({max(1, round(i * total / 14)) for i in range(14)}) + [1, 2, 3, 5, 8, 13]
     capsys.readouterr()
     for number, at in enumerate(points[:20]):
@@ -408,13 +408,16 @@ def test_a_rerun_failed_or_killed_at_20_points_leaves_the_finished_run_byte_iden
             _Injected(patch, at, kill=bool(number % 2))
             code = main([str(a) for a in argv])
         lines = _lines(capsys)
-        print(f"failed at call {at} ({'kill' if number % 2 else 'ENOSPC'}, {argv[-1]}): exit {code}")
+        seen.append(f"call {at} ({'kill' if number % 2 else 'ENOSPC'}, {'same' if number % 3 else 'other'}): "
+                    f"exit {code}")
         assert code in (0, 2, 130), (at, code, lines)
         assert not any("Traceback" in line for line in lines), lines
         if code == 2:
             assert len([line for line in lines if line.startswith("error")]) == 1, lines
         assert _snapshot(folder) == before, f"failure at file-system call {at} of {total} changed the run"
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    with capsys.disabled():
+        print("; ".join(seen))
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_half_file(good_pt2, tmp_path):
