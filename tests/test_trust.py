@@ -145,13 +145,13 @@ def test_a_run_folder_removed_mid_run_is_an_error(good_pt2, tmp_path, capsys, mo
 
     import neurodeploy.jobs.run as run_module
 
-    simulate_check = run_module.check_memory
+    deploy = run_module.deploy
 
-    def remove_then_check(config, network, n_items):
+    def remove_then_deploy(*args, **kwargs):
         shutil.rmtree(tmp_path / "results" / "gone")
-        simulate_check(config, network, n_items)
+        return deploy(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "check_memory", remove_then_check)
+    monkeypatch.setattr(run_module, "deploy", remove_then_deploy)
     assert main([str(a) for a in _run_args(good_pt2, tmp_path / "results", "gone")]) == 2
     lines = _lines(capsys)
     assert "was removed or replaced while the run" in lines[-1] and not any("written" in x for x in lines[:-1])

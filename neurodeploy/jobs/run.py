@@ -108,7 +108,9 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     The folder holds config.json, network.zip (the IR), result.npz, summary.json, curves.csv, the PNG
     plots and, for backends that place networks on hardware, mapping.json. Finished batches are kept in
     ``partial/`` until the run completes, so running again with the same ``run_id`` and settings
-    resumes an interrupted run.
+    resumes an interrupted run. The folder is held while the job runs
+    (:func:`~neurodeploy.jobs.folders.claim_run`): a second job with the same id is refused, a finished
+    run is reported, not run again, and a refused new run leaves nothing behind.
     """
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
@@ -133,6 +135,7 @@ def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener
     prepared = prepare_network(config, dataset, [backend], folder, emit, user)
     network, test = prepared.network, prepared.test
     claim.check()
+    check_memory(config, network, len(test))
     record_network(folder, network)
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
                      models=prepared.models)
@@ -144,7 +147,6 @@ def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener
     if partial.exists() and any(partial.glob("batch_*.npz")):
         emit(Event("stage", f"resuming: {len(list(partial.glob('batch_*.npz')))} finished batches found in "
                             f"{partial}"))
-    check_memory(config, network, len(test))
     result = runner.run(network, test.images, test.labels, deployment.options, checkpoint_dir=partial)
     claim.check()
     result.metadata.update({
