@@ -47,9 +47,12 @@ from neurodeploy.safe_io import SafeZip, clip, open_zip_file, parse_json
 MAX_PROGRAM_DEPTH = 256
 #: largest JSON member read (program, payload config)
 MAX_JSON_BYTES = 256 << 20
-#: node targets that are built-in operators (``deserialize_operator`` resolves them inside torch)
-_BUILT_IN_TARGET = re.compile(r"(torch\.ops\.(aten|prims)\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|_operator\.[A-Za-z_]+|"
-                              r"math\.[A-Za-z_]+)")
+#: node targets that are built-in operators (``deserialize_operator`` resolves them inside torch); of
+#: ``operator`` only arithmetic, comparisons and getitem (``attrgetter``, ``methodcaller`` and ``call``
+#: would let a graph reach any attribute of its tensors, and so any function, when it runs)
+_BUILT_IN_TARGET = re.compile(r"torch\.ops\.(aten|prims)\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|math\.[a-z0-9_]+|_operator\.("
+                              r"getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|abs|eq|ne|lt|le|gt|ge|and_|or_|"
+                              r"xor|not_|invert|lshift|rshift)")
 #: torch.ScalarType numbers of torch/_export/serde/schema.py read as plain number tensors
 _NUMBER_DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64,
                   6: torch.float16, 7: torch.float32, 8: torch.float64, 12: torch.bool, 13: torch.bfloat16}

@@ -66,7 +66,8 @@ class TrustReport:
 # --- .pt2 archives ----------------------------------------------------------------------------------
 
 _TARGETS = ["torch.ops.aten.sin.default", "torch.ops.aten.linear.default", "torch.load", "builtins.exec",
-            "torch.ops.my_ops.op.default", "#ext:op", "_operator.getitem", "math.sqrt", "torch.hub.load", ""]
+            "torch.ops.my_ops.op.default", "#ext:op", "_operator.getitem", "math.sqrt", "torch.hub.load", "",
+            "_operator.attrgetter", "_operator.call", "_operator.methodcaller"]
 _MEMBERS = ["data/weights/model.pt", "data/constants/model.pt", "data/aotinductor/model/x.so", "extra/note.txt",
             "data/executorch/x.pte", "xl_model_weights/model_param_config", "data/sample_inputs/other.pt",
             "models/second.json", "serialized_state_dict.pt", "data/weights/weight_9"]

@@ -147,6 +147,7 @@ HOSTILE = {
     "guards code": _guards,
     "torch.load as a node": _target("torch.load"),
     "custom op": _target("torch.ops.my_ops.secret.default"),
+    "attribute walk": _target("_operator.attrgetter"),
     "pre-2.8 layout": _old_layout,
 }
 
