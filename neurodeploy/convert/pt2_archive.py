@@ -181,8 +181,9 @@ def sanitized_archive(path: str | Path) -> io.BytesIO:
         model = models[0]
         wanted = {f"models/{model}.json", f"data/weights/{model}_weights_config.json",
                   f"data/constants/{model}_constants_config.json"}
-        for member in sorted((wanted | {"archive_format", "archive_version"}) - inner):
-            raise _fail(path, f"not a torch.export program archive (no {member})")
+        missing = sorted((wanted | {"archive_format", "archive_version"}) - inner)
+        if missing:
+            raise _fail(path, f"not a torch.export program archive (no {missing[0]})")
         weights = _payload_config(zipped, root, f"data/weights/{model}_weights_config.json", "data/weights/",
                                   "weight", path, members)
         constants = _payload_config(zipped, root, f"data/constants/{model}_constants_config.json",
