@@ -381,9 +381,7 @@ def run_in_batches(
         if part is None:
             part = simulate_batch(inputs[start:stop], labels[start:stop], start)
             if path is not None:
-                tmp = path.with_suffix(".tmp.npz")
-                part.save(tmp)
-                tmp.replace(path)
+                part.save(path)  # atomic: a temporary name renamed over the batch file
         assembler.add(start, part)
         del part  # the assembler holds its rows: the batch's own arrays can go before the next one
         bar.update(stop - start)

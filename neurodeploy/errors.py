@@ -46,3 +46,9 @@ def did_you_mean(word: str, candidates) -> str:
 
     close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+class WriteError(NeurodeployError):
+    """An output file or folder cannot be written (full disk, file-size limit, read-only or missing
+    folder, a file where a folder is needed, a run folder in use or removed); files written before are
+    left as they were."""

@@ -13,26 +13,35 @@
   file's size)`` bytes, and never more than ``NEURODEPLOY_MAX_ARRAY_BYTES`` (default 16 GiB). The
   factor defaults to 32 and ``NEURODEPLOY_MAX_INFLATION`` changes it.
 
+Writing: :func:`atomic_write` writes every file the project produces under a temporary name in the same
+folder and renames it over the target only once it is complete, so a reader (or a later run) sees the old
+file or the new one, never a truncated one; a failing write (full disk, a file-size limit, a read-only or
+vanished folder) leaves the old file as it was and is raised as :class:`~neurodeploy.errors.WriteError`.
+
 Every failure is raised as the caller's :class:`~neurodeploy.errors.NeurodeployError` subclass, in one
 line naming the file, the part of it and what was expected.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import re
+import secrets
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from neurodeploy.errors import ConfigError, NeurodeployError
+from neurodeploy.errors import ConfigError, NeurodeployError, WriteError
 
 #: deepest JSON nesting read (objects and arrays)
 MAX_JSON_DEPTH = 64
@@ -54,6 +63,15 @@ def clip(value, limit: int = 60) -> str:
     """``repr(value)`` on one line, at most ``limit`` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shorten(text: str, limit: int = 160) -> str:
+    """``text`` on one line, at most ``limit`` characters (cut in the middle: "head ... tail")."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def _env_number(name: str, default: int) -> int:
@@ -425,3 +443,56 @@ def check_array(array: np.ndarray, where: str, error: ErrorType, kinds: str = "f
 
 _KIND_NAMES = {"fiu": "numbers", "iu": "integers", "f": "floating point", "biu": "integers"}
 
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def os_reason(err: OSError) -> str:
+    """An OSError's cause in words ("No space left on device", "File too large", ...)."""
+    if err.errno == errno.EFBIG:
+        return "File too large (a file-size limit, e.g. ulimit -f)"
+    return err.strerror or str(err) or type(err).__name__
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Yields a file open for writing under a temporary name beside ``path`` (unique to this process and
+    call), flushed to disk and renamed over ``path`` when the block ends without an error. On any error the
+    temporary file is removed and ``path`` is left as it was; an OSError becomes one-line WriteError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError(f"{path}: cannot be written ({os_reason(err)}); any earlier file there is unchanged"
+                         ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` written to ``path`` atomically (:func:`atomic_write`)."""
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def check_output_folder(path: str | Path, flag: str) -> Path:
+    """An output folder for files a command writes (``evaluate --out``): a folder or a new one, never a run
+    folder (its curves and plots would be replaced by another evaluation's)."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, not a folder")
+    if any((path / name).exists() for name in ("config.json", "result.npz", "summary.json", "compare.json")):
+        raise ConfigError(f"{flag} {path}: holds a run (config.json, result.npz or summary.json), whose files would "
+                          "be replaced; choose another folder")
+    return path

@@ -49,6 +49,7 @@ from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
+from neurodeploy.safe_io import write_bytes
 from neurodeploy.targets import spinnaker
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, check_s1615
 
@@ -209,7 +210,7 @@ class SpinnakerBackend(Backend):
                       note="a virtual board maps the network and produces no spikes" if self.config.virtual else "")
         if "fan_in_pass" in network.metadata:
             report["fan_in_pass"] = network.metadata["fan_in_pass"]
-        (run_dir / "mapping.json").write_text(json.dumps(report, indent=1))
+        write_bytes(run_dir / "mapping.json", json.dumps(report, indent=1).encode())
         return report
 
     def compile(self, network: Network, options: RunOptions) -> Session:

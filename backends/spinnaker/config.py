@@ -8,20 +8,39 @@ when it finds none. The backend never touches the user's home: it writes the cho
 and starts sPyNNaker in a process whose ``XDG_CONFIG_HOME`` points there. Because that copy lands in
 every run folder, a config file must hold no password: the spalloc service's comes from the environment
 variable SPALLOC_PASSWORD, which sPyNNaker reads itself.
+
+A config file is checked before any work, against the defaults the installed sPyNNaker packages ship
+(``spinn_utilities``, ``spinn_machine``, ``spinnman``, ``pacman``, ``spinn_front_end_common`` and
+``spynnaker``: their ``*.cfg``, which list every section and option they read): UTF-8 text, no unknown
+section or option, no ``%`` interpolation, a value of the option's kind (a boolean where the default is
+one, a whole number where it is one), and ``version`` one of the boards sPyNNaker knows. Otherwise
+sPyNNaker only logs a warning into the run's log or fails after the network was converted and mapped.
 """
 
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import socket
 import time
 from dataclasses import dataclass
-from importlib import resources
+from importlib import resources, util
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from neurodeploy.errors import BackendError
+from neurodeploy.safe_io import clip, read_file, shorten
+
+#: packages whose default config files list the options sPyNNaker reads, with the file's path in each
+_DEFAULT_CFGS = (("spinn_utilities", "spinn_utilities.cfg"), ("spinn_machine", "spinn_machine.cfg"),
+                 ("spinnman", "spinnman.cfg"), ("pacman", "pacman.cfg"),
+                 ("spinn_front_end_common", "interface/spinnaker.cfg"), ("spynnaker", "pyNN/spynnaker.cfg"))
+#: board versions sPyNNaker knows (spinn_machine.cfg: 3, 5, 201, 248)
+BOARD_VERSIONS = ("3", "5", "201", "248")
+#: largest config file read
+_MAX_CONFIG_BYTES = 1 << 20
+_BOOLEANS = {"1", "yes", "true", "on", "0", "no", "false", "off"}
 
 #: the shipped configs: package data of ``neurodeploy.hardware_configs`` (the repository's ``hardware_configs/``)
 CONFIG_DIR = Path(str(resources.files("neurodeploy.hardware_configs") / "spinnaker"))
@@ -92,15 +111,73 @@ def _resolve(name: str | Path | None) -> Path:
                        f"{', '.join(available_hardware_configs())} (in {CONFIG_DIR})")
 
 
+@functools.cache
+def known_options() -> dict[str, dict[str, str]] | None:
+    """section -> option -> default value, from the installed sPyNNaker packages' default configs (option
+    names lower case, as configparser keeps them); None when sPyNNaker is not installed."""
+    known: dict[str, dict[str, str]] = {}
+    for package, relative in _DEFAULT_CFGS:
+        spec = util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        parser = configparser.RawConfigParser()
+        parser.read(Path(next(iter(spec.submodule_search_locations))) / relative, encoding="utf-8")
+        for section in parser.sections():
+            options = known.setdefault(section, {})
+            options.update({k: v for k, v in parser[section].items() if not k.startswith("@")})
+    return known
+
+
+def _check_value(path: Path, section: str, option: str, value: str, default: str | None) -> None:
+    where = f"{path}: [{section}] {option} = {shorten(value, 40)}"
+    lowered = value.strip().lower()
+    if option == "version" and section == "Machine" and value.strip() not in BOARD_VERSIONS:
+        raise BackendError(f"{where}: not a board version sPyNNaker knows ({', '.join(BOARD_VERSIONS)})")
+    if default is None or default.strip().lower() == "none" or lowered == "none":
+        return
+    if default.strip().lower() in ("true", "false") and lowered not in _BOOLEANS:
+        raise BackendError(f"{where}: not a boolean (True or False)")
+    if default.strip().lstrip("-").isdigit():
+        try:
+            int(value)
+        except ValueError:
+            raise BackendError(f"{where}: not a whole number") from None
+
+
+def _check_options(path: Path, parser: configparser.ConfigParser) -> None:
+    """Every section, option and value of ``parser`` against sPyNNaker's defaults (:func:`known_options`)."""
+    known = known_options()
+    for section in parser.sections():
+        options = None if known is None else known.get(section)
+        if known is not None and options is None:
+            raise BackendError(f"{path}: unknown section [{shorten(section, 40)}] (sPyNNaker reads "
+                               f"{', '.join(sorted(known))})")
+        for option in parser[section]:
+            if options is not None and option not in options:
+                raise BackendError(f"{path}: [{section}] has no option {clip(option, 40)} in sPyNNaker (a typo?)")
+            try:
+                value = parser[section][option]
+            except configparser.Error as err:  # % interpolation that does not resolve
+                raise BackendError(f"{path}: [{section}] {option}: {str(err).splitlines()[0][:120]} (a '%' must "
+                                   "be written '%%')") from None
+            _check_value(path, section, option, value, None if options is None else options.get(option))
+
+
 def load_hardware_config(name: str | Path | None = None) -> HardwareConfig:
     """Reads a config file, given as a path or as the short name of a shipped one (default: the virtual
-    SpiNN-5 board); raises BackendError when the file is missing, names no machine or holds a password."""
+    SpiNN-5 board); raises BackendError when the file is missing, not UTF-8, malformed, holds an option
+    sPyNNaker does not know or a value of the wrong kind, names no machine or holds a password."""
     path = _resolve(name)
     parser = configparser.ConfigParser()
+    data = read_file(path, _MAX_CONFIG_BYTES, BackendError, "hardware config")
     try:
-        parser.read(path)
+        parser.read_string(data.decode("utf-8"), source=str(path))
+    except UnicodeDecodeError as err:
+        raise BackendError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except configparser.Error as err:
-        raise BackendError(f"{path}: not a valid sPyNNaker config file ({err})") from None
+        raise BackendError(f"{path}: not a valid sPyNNaker config file ({' '.join(str(err).split())[:160]})"
+                           ) from None
+    _check_options(path, parser)
     machine = parser["Machine"] if parser.has_section("Machine") else {}
     named = [key for key in ("machine_name", "spalloc_server", "remote_spinnaker_url") if key in machine]
     if parser.getboolean("Machine", "virtual_board", fallback=False):

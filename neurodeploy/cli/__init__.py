@@ -10,12 +10,19 @@ from neurodeploy.errors import NeurodeployError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from neurodeploy.cli.commands import COMMANDS
-    from neurodeploy.cli.parser import build_parser, chosen_command
-    from neurodeploy.cli.render import configure, console, print_error
-
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(chosen_command(argv)).parse_args(argv)
+    try:
+        from neurodeploy.cli.commands import COMMANDS
+        from neurodeploy.cli.parser import build_parser, chosen_command
+        from neurodeploy.cli.render import configure, console, print_error
+
+        args = build_parser(chosen_command(argv)).parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the (large) imports and the parser are built
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:  # the installed packages' metadata cannot be read (the parser lists the backends)
+        print(f"error: {_os_line(err)}", file=sys.stderr)
+        return 2
     configure(args)
     try:
         COMMANDS[args.command](args)
@@ -25,7 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; run again with the same --run-id to resume")
         return 130
+    except SystemExit as done:  # no command exits by itself: this is user code (a model class) calling sys.exit
+        print_error(f"user code called sys.exit({done.code!r}) (a --model-class or pickled model); stopped")
+        return 2
+    except OSError as err:  # a file or folder the job writes or reads fails at the system level
+        print_error(_os_line(err))
+        return 2
     return 0
+
+
+def _os_line(err: OSError) -> str:
+    from neurodeploy.safe_io import os_reason
+
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{os_reason(err)}; files written before are unchanged"
 
 
 if __name__ == "__main__":

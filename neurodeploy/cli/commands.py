@@ -193,12 +193,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from neurodeploy.evaluate.result import SimulationResult
     from neurodeploy.evaluate.summary import summarize, write_curves_table, write_json
     from neurodeploy.jobs.checks import choice, number, whole
+    from neurodeploy.safe_io import check_output_folder
 
     alpha = parse_alpha(args.dc_alpha)
     number("--dc-tolerance", args.dc_tolerance, 0.0, 1.0)
     number("--dc-validation-fraction", args.dc_validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
     choice("--dc-rule", args.dc_rule, PICK_RULES)
     whole("--seed", args.seed, 0)
+    check_output_folder(args.out, "--out")
     found = _result_paths(args.results)
     labels = args.labels.split(",") if args.labels else None
     if labels and len(labels) != len(found):
@@ -225,7 +227,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                     dc_rule=args.dc_rule)
         runs.append((label, summary, arrays))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from neurodeploy.safe_io import os_reason
+
+        raise ConfigError(f"--out {out}: cannot create the folder ({os_reason(err)})") from None
     console.print(comparison_table([s for _, s, _ in runs], labels))
     write_json(out / "evaluation.json", {label: summary for label, summary, _ in runs})
     write_curves_table(out / "curves.csv", runs)

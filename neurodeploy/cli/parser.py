@@ -222,6 +222,10 @@ def _simulation_group(parser: argparse.ArgumentParser, samples_default: int | No
                        ("all" if samples_default is None else "%(default)s") + ")")
     group.add_argument("--batch-size", type=int, default=500, metavar="N",
                        help="items simulated together, and checkpointed (default: %(default)s)")
+    group.add_argument("--memory-budget", type=float, default=None, metavar="GIB",
+                       help="refuse a run whose result and batch are estimated to need more memory than GIB GiB "
+                       "(items x T x what is stored per step, plus a batch; default: 8, at most 80%% of the "
+                       "machine's memory)")
     group.add_argument("--encoding", default="analog", choices=ENCODINGS,
                        help="input: analog current, deterministic IF spikes, or Poisson spikes (default: %(default)s)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars (-q implies it)")

@@ -44,6 +44,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from neurodeploy.evaluate.energy import LABELS as ENERGY_LABELS
 from neurodeploy.evaluate.energy import LOIHI_SYNAPTIC_OP_J, format_joules
 from neurodeploy.evaluate.metrics import pareto_envelope
+from neurodeploy.safe_io import atomic_write
 
 COLORS = colormaps["tab10"].colors
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -114,6 +115,8 @@ def _accuracy_panels(fig, runs, x_of, xlabel: str, log_x: bool = False):
     full, zoom = fig.subplots(1, 2)
     curves = [arrays["accuracy"] for _, _, arrays in runs]
     same = identical_to(runs)
+    # a log axis needs a positive value: a network without a single spike has none (linear axis instead)
+    log_x = log_x and any((x_of(arrays)[0] > 0).any() for _, _, arrays in runs)
     low, high, start = focus_range(curves, [s["peak_accuracy"] if s["ann_accuracy"] is None else s["ann_accuracy"]
                                             for _, s, _ in runs])
     for ax in (full, zoom):
@@ -453,6 +456,13 @@ FIGURES = {
 }
 
 
+def save_figure(fig: Figure, path: Path) -> Path:
+    """``fig`` as a PNG at 120 dpi, written atomically (a temporary file renamed over ``path``)."""
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=120, format="png")
+    return path
+
+
 def plot_reports(folder: Path, runs: list[tuple[str, dict, dict]]) -> list[Path]:
     """Writes the PNG plots for one or several runs ``(label, summary, arrays)`` into ``folder`` (see the
     module docstring); returns their paths."""
@@ -462,7 +472,7 @@ def plot_reports(folder: Path, runs: list[tuple[str, dict, dict]]) -> list[Path]
     for name, make in FIGURES.items():
         fig = make(runs)
         if fig is not None:
-            fig.savefig(folder / name, dpi=120)
+            save_figure(fig, folder / name)
             paths.append(folder / name)
     return paths
 
@@ -539,7 +549,7 @@ def plot_comparison(folder: Path, specs: list[str], results: list) -> list[Path]
     reference, paths = results[0], []
 
     fig = prediction_agreement_figure(specs, results)
-    fig.savefig(folder / "prediction_agreement.png", dpi=120)
+    save_figure(fig, folder / "prediction_agreement.png")
     paths.append(folder / "prediction_agreement.png")
 
     shown = [p for p, pop in enumerate(reference.populations)
@@ -573,6 +583,6 @@ def plot_comparison(folder: Path, specs: list[str], results: list) -> list[Path]
         for ax in axes[len(shown):]:
             ax.set_axis_off()
         fig.suptitle(f"spike counts per item and population against {specs[0]} (dotted: equal)", fontsize=10)
-        fig.savefig(folder / "spike_count_scatter.png", dpi=120)
+        save_figure(fig, folder / "spike_count_scatter.png")
         paths.append(folder / "spike_count_scatter.png")
     return paths

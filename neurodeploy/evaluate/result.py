@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neurodeploy.errors import NeurodeployError, ResultFormatError
-from neurodeploy.safe_io import NpyHeader, open_zip_file, parse_json, pydantic_message
+from neurodeploy.safe_io import NpyHeader, atomic_write, open_zip_file, parse_json, pydantic_message
 
 FORMAT_NAME = "neurodeploy-result"
 FORMAT_VERSION = 1
@@ -273,11 +272,9 @@ class SimulationResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "metadata": _json_value(self.metadata)}
         optional = {name: getattr(self, name) for name in _OPTIONAL if getattr(self, name) is not None}
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as handle:
+        with atomic_write(path) as handle:
             np.savez_compressed(handle, metadata_json=np.array(json.dumps(header, allow_nan=False)),
                                 **{name: getattr(self, name) for name in _ARRAYS}, **optional)
-        os.replace(tmp, path)
         return path
 
     @staticmethod

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from neurodeploy.evaluate.dynamic_confidence import evaluate_dynamic_confidence
 from neurodeploy.evaluate.energy import LABELS, format_joules, result_energy
 from neurodeploy.evaluate.metrics import anytime_metrics, events_per_step
 from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.safe_io import atomic_write, write_bytes
 
 #: why a summary has no a* and no numbers that need it
 A_STAR_ABSENT = ("no ANN accuracy a*: the network was run without its model and records none; a*, the first "
@@ -84,17 +84,15 @@ def write_json(path: str | Path, data: dict) -> Path:
     """Writes ``data`` as strict JSON, atomically (a temporary file renamed over ``path``), so a reader
     never sees half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_plain(data), indent=1, allow_nan=False)
+    return write_bytes(path, text.encode())
 
 
 def write_curves_csv(path: Path, arrays: dict) -> Path:
     """One row per step: accuracy, events per step, cumulative events, mean confidence."""
     accuracy, events = arrays["accuracy"], arrays["events_per_step"]
     cumulative = np.cumsum(events)
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "accuracy", "events_per_step", "cumulative_events", "mean_confidence"])
         for t in range(len(accuracy)):
@@ -109,7 +107,7 @@ def write_curves_table(path: Path, runs: list[tuple[str, dict, dict]]) -> Path:
     ``<label> mean_confidence``; a run with fewer steps has empty cells after its T."""
     columns = ("accuracy", "events_per_step", "cumulative_events", "mean_confidence")
     T = max(len(arrays["accuracy"]) for _, _, arrays in runs)
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step"] + [f"{label} {column}" for label, _, _ in runs for column in columns])
         for t in range(T):

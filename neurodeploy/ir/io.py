@@ -30,12 +30,14 @@ from neurodeploy.safe_io import (
     Budget,
     NpyHeader,
     SafeZip,
+    atomic_write,
     check_regular,
     clip,
     open_regular,
     parse_json,
     pydantic_message,
     read_stream,
+    write_bytes,
 )
 
 FORMAT_NAME = "neurodeploy-ir"
@@ -147,13 +149,13 @@ def save_network(network: Network, path: str | Path) -> Path:
     np.savez(buffer, **arrays)
     if path.suffix == ".zip":
         path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        with atomic_write(path) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
             archive.writestr(STRUCTURE_FILE, text)
             archive.writestr(ARRAYS_FILE, buffer.getvalue())
     else:
         path.mkdir(parents=True, exist_ok=True)
-        (path / STRUCTURE_FILE).write_text(text)
-        (path / ARRAYS_FILE).write_bytes(buffer.getvalue())
+        write_bytes(path / STRUCTURE_FILE, text.encode())
+        write_bytes(path / ARRAYS_FILE, buffer.getvalue())
     return path
 
 

@@ -15,7 +15,8 @@ from neurodeploy.evaluate.summary import write_json
 from neurodeploy.ir import save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
-from neurodeploy.jobs.folders import prepare_folder, record_in_config
+from neurodeploy.jobs.folders import claim_run, prepare_folder, record_in_config, record_network
+from neurodeploy.jobs.memory import check_memory, check_settings
 from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
 from neurodeploy.jobs.run import check_encoding, deploy, evaluate
 
@@ -62,46 +63,53 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     for backend in backends:
         backend.check_target()
         check_encoding(backend, config)
-    dataset = load_dataset(config.model.data)
-    user = preflight(config, dataset)  # the user's model against the data, before the run folder
-    folder = prepare_folder(config, dataset.content_hash())
-    for (spec, _, _), backend in zip(parsed, backends, strict=True):
-        backend.use_folder(folder / spec.replace(":", "-"))
-    prepared = prepare_network(config, dataset, backends, folder, emit, user)
-    network, test = prepared.network, prepared.test
-    record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
-                     backends={spec: {"description": backend.describe(), **backend.option_values()}
-                               for (spec, _, _), backend in zip(parsed, backends, strict=True)},
-                     **import_record(network))
-    save_network(network, folder / "network.zip")
-    runs, results = [], []
-    for (spec, _, _), backend in zip(parsed, backends, strict=True):
-        deployment = deploy(backend, network, folder / spec.replace(":", "-"), config, emit)
-        runner = deployment.runner  # a virtual board: the backend that predicts it
-        options = replace(deployment.options, record_neuron_counts=runner.supports_neuron_counts)
-        emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
-        result = runner.run(network, test.images, test.labels, options)
-        result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name,
-                               ann_operations=ann_operations(network))
-        deployment.record(result)
-        if deployment.prediction_note:
-            emit(Event("stage", deployment.prediction_note))
-        result.save(folder / f"result_{spec.replace(':', '-')}.npz")
-        summary, arrays = evaluate(result, config)
-        runs.append((spec, summary, arrays))
-        results.append(result)
-    report = {"reference": specs[0], "n_items": results[0].n_items, "T": config.run.T, "backends": {}}
-    for (spec, summary, _), result in zip(runs, results, strict=True):
-        timings = result.metadata.get("timings", {})
-        report["backends"][spec] = {
-            "snn_accuracy": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
-            "wall_time_per_item_s": timings.get("per_item_s"), "build_s": timings.get("build_s"),
-            "run_s": timings.get("run_s"), "pipeline_delay": result.metadata.get("pipeline_delay"),
-            "agreement_with_reference": comparison_summary(results[0], result),
-        }
-    write_json(folder / "compare.json", report)
-    plot_reports(folder, runs)
-    plot_comparison(folder, specs, results)
-    emit(Event("comparison", data={"report": report, "summaries": [(spec, s) for spec, s, _ in runs]}))
-    emit(Event("done", f"comparison written to {folder}/", data={"folder": str(folder)}))
-    return folder, report
+    with claim_run(config) as claim:
+        dataset = load_dataset(config.model.data)
+        check_settings(config, len(dataset.test.head(config.run.samples)), dataset.n_classes)
+        user = preflight(config, dataset)  # the user's model against the data, before anything is written
+        folder = prepare_folder(config, dataset.content_hash())
+        for (spec, _, _), backend in zip(parsed, backends, strict=True):
+            backend.use_folder(folder / spec.replace(":", "-"))
+        prepared = prepare_network(config, dataset, backends, folder, emit, user)
+        network, test = prepared.network, prepared.test
+        claim.check()
+        record_network(folder, network)
+        record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
+                         backends={spec: {"description": backend.describe(), **backend.option_values()}
+                                   for (spec, _, _), backend in zip(parsed, backends, strict=True)},
+                         **import_record(network))
+        save_network(network, folder / "network.zip")
+        check_memory(config, network, len(test))
+        runs, results = [], []
+        for (spec, _, _), backend in zip(parsed, backends, strict=True):
+            deployment = deploy(backend, network, folder / spec.replace(":", "-"), config, emit)
+            runner = deployment.runner  # a virtual board: the backend that predicts it
+            options = replace(deployment.options, record_neuron_counts=runner.supports_neuron_counts)
+            emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
+            result = runner.run(network, test.images, test.labels, options)
+            result.metadata.update(ann_accuracy=prepared.ann_accuracy, model=prepared.model.label, dataset=dataset.name,
+                                   ann_operations=ann_operations(network))
+            deployment.record(result)
+            if deployment.prediction_note:
+                emit(Event("stage", deployment.prediction_note))
+            result.save(folder / f"result_{spec.replace(':', '-')}.npz")
+            summary, arrays = evaluate(result, config)
+            runs.append((spec, summary, arrays))
+            results.append(result)
+        report = {"reference": specs[0], "n_items": results[0].n_items, "T": config.run.T, "backends": {}}
+        for (spec, summary, _), result in zip(runs, results, strict=True):
+            timings = result.metadata.get("timings", {})
+            report["backends"][spec] = {
+                "snn_accuracy": summary["snn_accuracy"], "peak_accuracy": summary["peak_accuracy"],
+                "wall_time_per_item_s": timings.get("per_item_s"), "build_s": timings.get("build_s"),
+                "run_s": timings.get("run_s"), "pipeline_delay": result.metadata.get("pipeline_delay"),
+                "agreement_with_reference": comparison_summary(results[0], result),
+            }
+        claim.check()
+        write_json(folder / "compare.json", report)
+        plot_reports(folder, runs)
+        plot_comparison(folder, specs, results)
+        claim.check()
+        emit(Event("comparison", data={"report": report, "summaries": [(spec, s) for spec, s, _ in runs]}))
+        emit(Event("done", f"comparison written to {folder}/", data={"folder": str(folder)}))
+        return folder, report

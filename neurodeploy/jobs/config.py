@@ -29,7 +29,9 @@ from neurodeploy.train.zoo import ARCHITECTURES
 
 RESETS = typing.get_args(ResetMode)
 #: run ids are folder names under the results folder: no separators, no leading dot
-RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+#: longest run id: a folder name (NAME_MAX of common filesystems; a smaller limit is checked on the folder)
+MAX_RUN_ID = 255
 
 
 def _is_trained_model(path: Path) -> bool:
@@ -239,7 +241,8 @@ class OptimizationSettings:
 @dataclass(frozen=True)
 class RunSettings:
     """The simulation: T steps, items per batch, the first ``samples`` test items (None: all), the
-    input encoding, early exit ("confidence" or "confidence:C"), progress bars."""
+    input encoding, early exit ("confidence" or "confidence:C"), progress bars, and the budget (GiB) of
+    the run's estimated memory (None: :data:`neurodeploy.jobs.memory.DEFAULT_BUDGET_GIB`)."""
 
     T: int = 100
     batch_size: int = 500
@@ -247,9 +250,12 @@ class RunSettings:
     encoding: str = "analog"
     exit: str | None = None
     progress: bool = True
+    memory_budget: float | None = None
 
     def __post_init__(self) -> None:
         whole("-T/--steps", self.T, 1)
+        if self.memory_budget is not None:
+            number("--memory-budget", self.memory_budget, 0.0, 1e6, low_open=True)
         whole("--batch-size", self.batch_size, 1)
         whole("--samples", self.samples, 1, optional=True)
         choice("--encoding", self.encoding, ENCODINGS)
@@ -369,6 +375,9 @@ class JobConfig:
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        if self.run_id is not None and len(self.run_id) > MAX_RUN_ID:
+            raise ConfigError(f"--run-id: {len(self.run_id)} characters, more than the {MAX_RUN_ID} a folder name may "
+                              "have")
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ConfigError(f"--run-id {self.run_id!r}: use letters, digits, '_', '-' and '.' (a folder name, "
                               "not a path)")

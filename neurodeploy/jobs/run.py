@@ -20,7 +20,8 @@ from neurodeploy.evaluate.summary import summarize, write_curves_csv, write_json
 from neurodeploy.ir import Network, save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
-from neurodeploy.jobs.folders import prepare_folder, record_in_config
+from neurodeploy.jobs.folders import RunClaim, claim_run, prepare_folder, record_in_config, record_network
+from neurodeploy.jobs.memory import check_memory, check_settings
 from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
 
 
@@ -50,12 +51,13 @@ def evaluate(result: SimulationResult, config: JobConfig, ann_accuracy: float | 
 
 
 def write_evaluation(folder: Path, label: str, summary: dict, arrays: dict) -> None:
-    """summary.json, curves.csv and the plots of one run."""
+    """curves.csv, the plots and summary.json of one run; summary.json last, so its presence says the run
+    finished (:meth:`neurodeploy.jobs.folders.RunClaim.finished`)."""
     from neurodeploy.evaluate.plots import plot_reports
 
-    write_json(folder / "summary.json", summary)
     write_curves_csv(folder / "curves.csv", arrays)
     plot_reports(folder, [(label, summary, arrays)])
+    write_json(folder / "summary.json", summary)
 
 
 @dataclass
@@ -116,17 +118,35 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     The folder holds config.json, network.zip (the IR), result.npz, summary.json, curves.csv, the PNG
     plots and, for backends that place networks on hardware, mapping.json. Finished batches are kept in
     ``partial/`` until the run completes, so running again with the same ``run_id`` and settings
-    resumes an interrupted run.
+    resumes an interrupted run. The folder is held while the job runs
+    (:func:`~neurodeploy.jobs.folders.claim_run`): a second job with the same id is refused, a finished
+    run is reported, not run again, and a refused new run leaves nothing behind.
     """
     backend = get_backend(config.backend, **config.backend_options)
     backend.check_target()
     check_encoding(backend, config)
+    with claim_run(config) as claim:
+        return _run_in(claim, backend, config, emit)
+
+
+def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener) -> tuple[Path, dict]:
+    """The main job in the claimed run folder (:func:`run_job`)."""
     dataset = load_dataset(config.model.data)
-    user = preflight(config, dataset)  # the user's model against the data, before the run folder
+    check_settings(config, len(dataset.test.head(config.run.samples)), dataset.n_classes)
+    user = preflight(config, dataset)  # the user's model against the data, before anything is written
     folder = prepare_folder(config, dataset.content_hash())
+    finished = claim.finished()
+    if finished is not None:
+        emit(Event("summary", f"run {folder.name} finished before; its results are unchanged (choose another "
+                              "--run-id to run it again)", data=finished))
+        emit(Event("done", f"results in {folder}/", data={"folder": str(folder)}))
+        return folder, finished
     backend.use_folder(folder)
     prepared = prepare_network(config, dataset, [backend], folder, emit, user)
     network, test = prepared.network, prepared.test
+    claim.check()
+    check_memory(config, network, len(test))
+    record_network(folder, network)
     record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
                      models=prepared.models, **import_record(network))
     save_network(network, folder / "network.zip")
@@ -141,6 +161,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
     if imported_graph(config):  # every neuron's count, to compare the graph with the library that wrote it
         options = replace(options, record_neuron_counts=runner.supports_neuron_counts)
     result = runner.run(network, test.images, test.labels, options, checkpoint_dir=partial)
+    claim.check()
     result.metadata.update({
         "ann_accuracy": prepared.ann_accuracy, "model": prepared.model.label, "dataset": dataset.name,
         # a network run without its ANN (--network, e.g. a NIR graph written elsewhere) records no sparsity
@@ -163,7 +184,9 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
         summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder,
                                                deployment.options)
     label = backend.name if deployment.prediction_note is None else f"{runner.name} predicting {backend.name}"
+    claim.check()
     write_evaluation(folder, label, summary, arrays)
+    claim.check()
     emit(Event("summary", f"{prepared.model.label} on {dataset.name} ({result.n_items} test items), backend "
                           f"{backend.describe()}", data=summary))
     emit(Event("done", f"results written to {folder}/", data={"folder": str(folder)}))

@@ -1,8 +1,9 @@
 """Models a user brings, recognised by the file's content, not its name.
 
-1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): read with ``torch.export.load`` (no code
-   runs); its ATen graph is rebuilt as ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input
-   shape is the export's example input;
+1. a ``torch.export`` program (``torch.export.save``, ``.pt2``): its archive is checked and rebuilt without
+   any member that would be unpickled or run (:mod:`neurodeploy.convert.pt2_archive`; such members are
+   refused unless ``trust_pickle``), then read with ``torch.export.load``; its ATen graph is rebuilt as
+   ``nn`` modules (:mod:`neurodeploy.convert.exported`); the input shape is the export's example input;
 2. a class and a state dict: ``--model-class my_models.py:Net`` (or ``package.module:Net``, with
    ``--model-kwargs`` as a JSON object) and ``--weights state.pt``, read with ``weights_only=True``;
 3. the project's own model files (``neurodeploy train``);
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import json
 import sys
 import zipfile
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch.nn as nn
 from neurodeploy.data import Dataset, check_items
 from neurodeploy.errors import ConfigError, DataError, ModelFormatError, NeurodeployError
 from neurodeploy.jobs.models import CachedModel, file_fingerprint, file_model
+from neurodeploy.safe_io import clip, parse_json, shorten
 
 EXPORT_HINT = ("torch.export.save(torch.export.export(model.eval(), (example_batch,)), 'model.pt2') and pass "
                "--model model.pt2")
@@ -52,16 +53,28 @@ def model_kind(path: str | Path) -> str:
     return "torch.save"
 
 
+#: errors user code may raise that are reported, not propagated: any exception, sys.exit() and a
+#: KeyboardInterrupt raised by the code itself
+USER_CODE_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
+def _cause(err: BaseException) -> str:
+    """``Type: first line`` of an exception raised by user code (``SystemExit(3)``: ``sys.exit(3)``)."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({clip(err.code, 40)})"
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {shorten(text) if text else ''}".rstrip(": ")
+
+
 def parse_kwargs(text: str | None) -> dict:
-    """``--model-kwargs`` JSON text -> dict (ConfigError naming the flag otherwise)."""
+    """``--model-kwargs`` JSON text -> dict (ConfigError naming the flag otherwise; the text is echoed
+    shortened, its nesting bounded)."""
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--model-kwargs {text!r}: not JSON ({err.msg})") from None
+    value = parse_json(text.encode("utf-8", "surrogateescape"), ConfigError, f"--model-kwargs {clip(text, 60)}")
     if not isinstance(value, dict):
-        raise ConfigError(f"--model-kwargs {text!r}: a JSON object of keyword arguments, e.g. '{{\"hidden\": 64}}'")
+        raise ConfigError(f"--model-kwargs {clip(text, 60)}: a JSON object of keyword arguments, e.g. "
+                          "'{\"hidden\": 64}'")
     return value
 
 
@@ -89,9 +102,8 @@ def import_class(spec: str) -> type:
             loaded.loader.exec_module(module)
         else:
             module = importlib.import_module(module_part)
-    except Exception as err:  # the user's code may raise anything
-        raise ConfigError(f"--model-class {spec}: importing {module_part} failed ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    except USER_CODE_ERRORS as err:  # the user's code may raise anything, exit included
+        raise ConfigError(f"--model-class {spec}: importing {module_part} failed ({_cause(err)})") from None
     cls = getattr(module, name, None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ConfigError(f"--model-class {spec}: {module_part} has no torch.nn.Module subclass {name!r}")
@@ -113,20 +125,32 @@ def _state_dict(path: Path) -> dict:
     return raw
 
 
+def _state_dict_problem(err: RuntimeError) -> str:
+    """torch's load_state_dict message ("Error(s) in loading state_dict for Net:" then one indented line per
+    problem) as one line: the missing and unexpected keys and the size mismatches, shortened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    problems = [line for line in lines if not line.startswith("Error(s) in loading state_dict")] or lines[:1]
+    return shorten(" ".join(problems), 400)
+
+
 def class_model(spec: str, kwargs_text: str | None, weights: str) -> tuple[nn.Module, dict]:
     cls = import_class(spec)
     kwargs = parse_kwargs(kwargs_text)
     state = _state_dict(Path(weights))
     try:
         model = cls(**kwargs)
-    except Exception as err:
-        raise ConfigError(f"--model-class {spec}: {cls.__name__}(**{kwargs}) failed ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    except USER_CODE_ERRORS as err:
+        raise ConfigError(f"--model-class {spec}: {cls.__name__}(**{clip(kwargs, 80)}) failed ({_cause(err)})"
+                          ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model-class {spec}: {cls.__name__}(...) returned a {type(model).__name__}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")[:200]
-        raise ModelFormatError(f"--weights {weights}: does not fit {cls.__name__}: {first}") from None
+        raise ModelFormatError(f"--weights {weights}: does not fit {cls.__name__}: {_state_dict_problem(err)}"
+                               ) from None
+    except USER_CODE_ERRORS as err:
+        raise ConfigError(f"--model-class {spec}: {cls.__name__}.load_state_dict failed ({_cause(err)})") from None
     key = {"kind": "class", "class": spec.rpartition(":")[2], "kwargs": kwargs,
            "weights_sha256": file_fingerprint(weights)}
     if spec.rpartition(":")[0].endswith(".py"):
@@ -161,9 +185,8 @@ def pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
     with _importable(Path.cwd(), path.parent):
         try:
             model = torch.load(path, map_location="cpu", weights_only=False)  # trusted: runs the file's code
-        except Exception as err:
-            raise ModelFormatError(f"{path}: unpickling failed ({type(err).__name__}: "
-                                   f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        except USER_CODE_ERRORS as err:
+            raise ModelFormatError(f"{path}: unpickling failed ({_cause(err)})") from None
     if not isinstance(model, nn.Module):
         raise ModelFormatError(f"{path}: the pickle holds a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
@@ -175,15 +198,39 @@ def _check_on_data(model: nn.Module, dataset: Dataset, label: str) -> int:
     try:
         with torch.no_grad():
             out = model(items)
-    except Exception as err:
+    except USER_CODE_ERRORS as err:
         raise DataError(f"{label} does not take {dataset.name}'s items of shape {list(items.shape[1:])} "
-                        f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+                        f"({_cause(err)})") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != items.shape[0]:
         raise DataError(f"{label} returns {list(getattr(out, 'shape', []))} for a batch of {items.shape[0]} items; "
                         "a classifier returns [batch, classes]")
     n_classes = int(out.shape[1])
     check_items(dataset, tuple(items.shape[1:]), n_classes)
     return n_classes
+
+
+def exported_model(path: Path, trust_pickle: bool, dataset: Dataset) -> CachedModel:
+    """A ``torch.export`` program (:mod:`neurodeploy.convert.pt2_archive`) rebuilt as a module, its input
+    shape and classes checked against ``dataset`` and two items run through it (a program whose graph
+    does not compute what its shapes declare is refused here, in one line)."""
+    from neurodeploy.convert.exported import example_input_shape, module_from_exported
+    from neurodeploy.convert.pt2_archive import load_program
+
+    program = load_program(path, trust_pickle)
+    try:
+        shape = example_input_shape(program)
+    except NeurodeployError as err:
+        raise ModelFormatError(f"{path}: {err}") from None
+    model = module_from_exported(program)
+    outputs = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
+    out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    n_classes = int(out.meta["val"].shape[-1]) if hasattr(out, "meta") and "val" in out.meta else None
+    check_items(dataset, shape, n_classes)
+    label = f"exported program {path}"
+    _check_on_data(model, dataset, label)
+    key = {"kind": "export", "sha256": file_fingerprint(path)}
+    info = {"arch": "export", "input_shape": list(shape), "n_classes": n_classes or dataset.n_classes}
+    return CachedModel(model, info, label, key, str(path), "file")
 
 
 def user_model(settings, dataset: Dataset) -> CachedModel:
@@ -199,21 +246,7 @@ def user_model(settings, dataset: Dataset) -> CachedModel:
             raise ModelFormatError(f"{path}: a TorchScript archive, which is refused (loading it runs its code); "
                                    f"export the model instead: {EXPORT_HINT}")
         if kind == "export":
-            from neurodeploy.convert.exported import example_input_shape, load_exported, module_from_exported
-
-            program = load_exported(path)
-            try:
-                shape = example_input_shape(program)
-            except NeurodeployError as err:
-                raise ModelFormatError(f"{path}: {err}") from None
-            model = module_from_exported(program)
-            outputs = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
-            out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-            n_classes = int(out.meta["val"].shape[-1]) if hasattr(out, "meta") and "val" in out.meta else None
-            check_items(dataset, shape, n_classes)
-            key = {"kind": "export", "sha256": file_fingerprint(path)}
-            info = {"arch": "export", "input_shape": list(shape), "n_classes": n_classes or dataset.n_classes}
-            return CachedModel(model, info, f"exported program {path}", key, str(path), "file")
+            return exported_model(path, settings.trust_pickle, dataset)
         if kind == "torch.save":
             raw = None
             with contextlib.suppress(ModelFormatError):

@@ -23,6 +23,7 @@ import numpy as np
 
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.optimize.objective import Measurement
+from neurodeploy.safe_io import write_bytes
 
 FORMAT = "neurodeploy-scale-search"
 VERSION = 1
@@ -41,7 +42,8 @@ class ReplayLog:
             self._read(fingerprint)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "fingerprint": fingerprint}) + "\n")
+            write_bytes(self.path, (json.dumps({"format": FORMAT, "version": VERSION, "fingerprint": fingerprint})
+                                    + "\n").encode())
 
     def _read(self, fingerprint: str) -> None:
         lines = self.path.read_text().splitlines()
@@ -65,7 +67,7 @@ class ReplayLog:
 
     def _rewrite(self) -> None:
         lines = self.path.read_text().splitlines()[: 1 + len(self.records)]
-        self.path.write_text("\n".join(lines) + "\n")
+        write_bytes(self.path, ("\n".join(lines) + "\n").encode())
 
     @property
     def replaying(self) -> bool:
