@@ -229,12 +229,22 @@ def _mask_ids(support: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     a, b, kh, kw = support.shape
     if support.all():
         return np.zeros((a, b), np.int64), [np.ones((kh, kw), bool)]
-    packed = np.packbits(support.reshape(a * b, kh * kw), axis=1)
+    flat = support.reshape(a * b, kh * kw)
+    if kh * kw <= 16:  # small kernels: the support as a number, distinct values by counting (no sort)
+        code = flat.astype(np.int32) @ (1 << np.arange(kh * kw, dtype=np.int32))
+        present = np.nonzero(np.bincount(code, minlength=1 << (kh * kw)))[0]
+        lookup = np.zeros(1 << (kh * kw), np.int64)
+        lookup[present] = np.arange(len(present))
+        bits = (present[:, None] >> np.arange(kh * kw)) & 1
+        return lookup[code].reshape(a, b), list(bits.astype(bool).reshape(-1, kh, kw))
+    packed = np.packbits(flat, axis=1)
     width = -(-packed.shape[1] // 8) * 8
     packed = np.pad(packed, ((0, 0), (0, width - packed.shape[1]))).view(np.uint64)
-    _, first, ids = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-    masks = [support.reshape(a * b, kh, kw)[i] for i in first]
-    return ids.reshape(a, b), masks
+    if packed.shape[1] == 1:
+        _, first, ids = np.unique(packed[:, 0], return_index=True, return_inverse=True)
+    else:
+        _, first, ids = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return ids.reshape(a, b), [flat[i].reshape(kh, kw) for i in first]
 
 
 def _stage_keys(stages: list[tuple[_Stage, np.ndarray]], n: int) -> tuple[np.ndarray, list[tuple[_Kernel, ...]]]:
@@ -295,7 +305,7 @@ def reach_counts(ops: list[Op], source_shape: tuple[int, ...]) -> tuple[np.ndarr
                 for q in np.unique(post_ids[outputs[final >= 0]]):
                     rows = (final >= 0) & (post_ids[outputs] == q)
                     block = ids[np.ix_(rows, columns)]
-                    for u in np.unique(block):
+                    for u in np.nonzero(np.bincount(block.reshape(-1), minlength=len(masks)))[0]:
                         if not masks[u].any():
                             continue
                         out, inn = counts(pre_chains[p] + (kernels[u],) + post_chains[q])
