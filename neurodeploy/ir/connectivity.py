@@ -49,13 +49,14 @@ def matrix_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[n
     """``(fan_out, fan_in)`` from the non-zero entries of the composed support map, built column by
     column from one-hot inputs (float64): the explicit count, quadratic in the population sizes."""
     chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
+    target_shape = chain_out_shape(projection.ops, source_shape)
     fan_out = np.zeros(int(np.prod(source_shape)), np.int64)
     fan_in = 0
-    for start, columns in chain_columns(chain, source_shape):
+    for start, columns in chain_columns(chain, source_shape, int(np.prod(target_shape))):
         nonzero = (columns != 0).numpy()
         fan_out[start:start + len(nonzero)] = nonzero.sum(1)
         fan_in = fan_in + nonzero.sum(0)
-    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(chain_out_shape(projection.ops, source_shape))
+    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(target_shape)
 
 
 def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
