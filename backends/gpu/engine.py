@@ -45,7 +45,15 @@ class BatchSimulation:
         self.v = [self._initial_v(layer) for layer in self.layers]
         self.net_count = [torch.zeros_like(v) if layer.spike_cap is not None or layer.negative_spikes else None
                           for layer, v in zip(self.layers, self.v, strict=True)]
-        self.last = [torch.zeros((self.B, *layer.shape), dtype=x.dtype, device=x.device) for layer in self.layers]
+        # the last step's spikes, for delayed projections only (at a big net's size each copy of every layer's
+        # state is as large as the activations)
+        self.last = [torch.zeros((self.B, *layer.shape), dtype=x.dtype, device=x.device) if delay else None
+                     for layer in self.layers]
+        #: index of the last layer that reads each layer's spikes: a chunk's spikes are freed after it
+        self.last_reader = list(range(len(self.layers)))
+        for i, layer in enumerate(self.layers):
+            for incoming in layer.incoming:
+                self.last_reader[incoming.source] = max(self.last_reader[incoming.source], i)
         self.constants = [self._constants(layer) for layer in self.layers]
         output = self.layers[compiled.output_index]
         self.spike_readout = torch.zeros((self.B, output.size), dtype=x.dtype, device=x.device)
@@ -102,12 +110,14 @@ class BatchSimulation:
         """Advances every layer by ``steps`` steps; returns the chunk's readout ``[B, steps, C]`` and
         counts ``[B, steps, P, 2]`` (spikes, synaptic events per population)."""
         spikes: list[torch.Tensor | None] = [None] * len(self.layers)
+        ends: dict[int, torch.Tensor] = {}  # the chunk's last spikes of layers read through delays
         t0, t1 = self.t, self.t + steps
         output = self.layers[self.net.output_index]
         readout = torch.empty((self.B, steps, output.size), dtype=self.x.dtype, device=self.x.device)
         counts = torch.zeros((self.B, steps, len(self.layers), 2), dtype=self.x.dtype, device=self.x.device)
         if self.encoder is not None:
             spikes[0] = self.encoder.next(steps)
+            self._count(0, spikes[0], counts, steps)
         for index, layer in enumerate(self.layers):
             if index == 0:
                 continue
@@ -138,20 +148,28 @@ class BatchSimulation:
                 cumulative = torch.cumsum(spikes[index], 0).reshape(steps, self.B, -1) + self.spike_readout[None]
                 self.spike_readout = cumulative[-1].clone()
                 readout.copy_(cumulative.transpose(0, 1))
-        for index, s in enumerate(spikes):
-            if s is None:
-                continue
-            flat = s.reshape(steps * self.B, -1)
-            if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
-                flat = flat.abs()
-            if self.neuron_counts is not None:
-                self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
-            stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
-            counts[:, :, index] = stats.transpose(0, 1)
-            if self.delay:
-                self.last[index] = s[-1].clone()
+            if spikes[index] is not None:
+                self._count(index, spikes[index], counts, steps)
+            for source in range(index + 1):  # spikes no later layer reads: only the activations of a few layers live
+                if self.last_reader[source] == index and spikes[source] is not None:
+                    if self.delay:
+                        ends[source] = spikes[source][-1].clone()
+                    spikes[source] = None
+        for index, end in ends.items():  # after every layer has read the previous chunk's last spikes
+            self.last[index] = end
         self.t = t1
         return readout, counts
+
+    def _count(self, index: int, s: torch.Tensor, counts: torch.Tensor, steps: int) -> None:
+        """Spikes and synaptic events of layer ``index``'s chunk spikes ``s`` into ``counts [B, steps, P, 2]``
+        (and the per-neuron counts)."""
+        flat = s.reshape(steps * self.B, -1)
+        if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
+            flat = flat.abs()
+        if self.neuron_counts is not None:
+            self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
+        stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
+        counts[:, :, index] = stats.transpose(0, 1)
 
     def compact(self, keep: torch.Tensor) -> None:
         """Keeps only the rows ``keep`` (indices into the current batch) of every per-item state."""
