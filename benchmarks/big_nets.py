@@ -13,12 +13,12 @@ other random items.
 Each net is converted in one fresh child process and simulated in another (as `neurodeploy convert`
 and `neurodeploy run` are; the peak RSS of each is the child's ``ru_maxrss``, read by a wrapper
 process that runs only that child), both with ``torch.set_num_threads(--threads)``. The simulating
-child loads the ANN's weights and the saved IR, runs the SNN with the gpu backend on the CPU (one batch
-of all items, analog input, compile included) and measures the dense floor: T x the ANN's forward of
-the same items as one batch, the fastest of three forwards before and three after the SNN run (after a
-warm-up), in the same process and thread setting. Wall time and the process's CPU time are both
-recorded: with one thread on a machine loaded by other work, CPU time is the steadier measure. Writes
-``big_nets.json`` next to this file and prints a table.
+child measures the dense floor, T x the ANN's forward of the same items as one batch (the fastest of
+three forwards before and three after the SNN run, after a warm-up), and between them, with the ANN
+freed as in `neurodeploy run`, loads the saved IR and runs the SNN with the gpu backend on the CPU (one
+batch of all items, analog input, compile included), in the same process and thread setting. Wall
+time and the process's CPU time are both recorded: with one thread on a machine loaded by other work,
+CPU time is the steadier measure. Writes ``big_nets.json`` next to this file and prints a table.
 """
 
 from __future__ import annotations
@@ -147,26 +147,35 @@ def convert_child(net: str, folder: Path, threads: int) -> dict:
     return {"convert_s": round(convert_s, 2)}
 
 
+def _ann(net: str, folder: Path) -> nn.Module:
+    model = NETS[net]().eval()
+    model.load_state_dict(torch.load(folder / f"{net}.pt", weights_only=True))
+    return model
+
+
 def simulate_child(net: str, folder: Path, items: int, T: int, threads: int) -> dict:
-    """Loads the ANN and its IR from ``folder``; the dense floor and the SNN run, in this process."""
+    """The dense floor and the SNN run from the ANN's weights and the IR in ``folder``, in this process:
+    ANN forwards, then the SNN run without the ANN in memory (as `neurodeploy run`), then ANN forwards
+    again."""
     from neurodeploy.backends.base import RunOptions
     from neurodeploy.backends.gpu import GpuBackend
     from neurodeploy.ir import load_network
 
     torch.set_num_threads(threads)
-    model = NETS[net]().eval()
-    model.load_state_dict(torch.load(folder / f"{net}.pt", weights_only=True))
-    network = load_network(folder / f"{net}.zip")
     _, x = _inputs(items)
+    model = _ann(net, folder)
     with torch.inference_mode():
         model(x)  # warm-up
     forwards = _forwards(model, x)
     labels = forwards.pop("logits").argmax(1)
+    del model
+    network = load_network(folder / f"{net}.zip")
     backend = GpuBackend(device="cpu")
     wall, cpu = time.perf_counter(), time.process_time()
     result = backend.run(network, x, labels, RunOptions(T=T, batch_size=items, progress=False))
     snn_s, snn_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
-    after = _forwards(model, x)  # the load of other work varies: the floor is the fastest forward of both sets
+    del network
+    after = _forwards(_ann(net, folder), x)  # the load of other work varies: the floor is the fastest of both sets
     forward_s = min(forwards["wall"] + after["wall"])
     forward_cpu_s = min(forwards["cpu"] + after["cpu"])
     timings = result.metadata["timings"]
