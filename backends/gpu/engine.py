@@ -23,11 +23,21 @@ from neurodeploy.errors import BackendError
 from neurodeploy.targets.spinnaker import round_s1615
 
 
+def step_bytes(compiled: CompiledNetwork, batch: int, itemsize: int = 4) -> int:
+    """Bytes of one step of ``batch`` items: about 3 values (membrane, spike, current) per neuron."""
+    return 3 * itemsize * batch * sum(layer.size for layer in compiled.layers)
+
+
 def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: float, itemsize: int = 4) -> int:
     """Steps per chunk so that the chunk's spike and current tensors (about 3 values per neuron,
     item and step) fit ``budget_bytes``."""
-    per_step = 3 * itemsize * batch * sum(layer.size for layer in compiled.layers)
-    return max(1, min(T, int(budget_bytes // max(per_step, 1))))
+    return max(1, min(T, int(budget_bytes // max(step_bytes(compiled, batch, itemsize), 1))))
+
+
+def batch_part(compiled: CompiledNetwork, budget_bytes: float, itemsize: int = 4) -> int:
+    """Items simulated together so that one step of them fits ``budget_bytes`` (at least 1): what bounds
+    a big net's state when even one step of the whole batch does not fit."""
+    return max(1, int(budget_bytes // max(step_bytes(compiled, 1, itemsize), 1)))
 
 
 class BatchSimulation:
