@@ -230,6 +230,10 @@ def _mask_ids(support: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     if support.all():
         return np.zeros((a, b), np.int64), [np.ones((kh, kw), bool)]
     flat = support.reshape(a * b, kh * kw)
+    if kh * kw == 1:
+        if not flat.any():
+            return np.zeros((a, b), np.int64), [np.zeros((1, 1), bool)]
+        return flat.reshape(a, b).astype(np.int64), [np.zeros((1, 1), bool), np.ones((1, 1), bool)]
     if kh * kw <= 16:  # small kernels: the support as a number, distinct values by counting (no sort)
         code = flat.astype(np.int32) @ (1 << np.arange(kh * kw, dtype=np.int32))
         present = np.nonzero(np.bincount(code, minlength=1 << (kh * kw)))[0]
@@ -304,14 +308,23 @@ def reach_counts(ops: list[Op], source_shape: tuple[int, ...]) -> tuple[np.ndarr
                 columns = (sources >= 0) & (pre_ids[np.maximum(sources, 0)] == p)
                 for q in np.unique(post_ids[outputs[final >= 0]]):
                     rows = (final >= 0) & (post_ids[outputs] == q)
-                    block = ids[np.ix_(rows, columns)]
-                    for u in np.nonzero(np.bincount(block.reshape(-1), minlength=len(masks)))[0]:
+                    if len(masks) == 1:  # one kernel support (dense weights): every pair has it
+                        present = [0]
+                    else:
+                        block = ids[np.ix_(rows, columns)]
+                        present = np.nonzero(np.bincount(block.reshape(-1), minlength=len(masks)))[0]
+                    for u in present:
                         if not masks[u].any():
                             continue
                         out, inn = counts(pre_chains[p] + (kernels[u],) + post_chains[q])
-                        hits = block == u
-                        fan_out[sources[columns]] += hits.sum(0)[:, None, None] * out
-                        np.add.at(fan_in, final[rows], hits.sum(1)[:, None, None] * inn)
+                        if len(masks) == 1:
+                            per_source = np.full(int(columns.sum()), int(rows.sum()))
+                            per_target = np.full(int(rows.sum()), int(columns.sum()))
+                        else:
+                            hits = block == u
+                            per_source, per_target = hits.sum(0), hits.sum(1)
+                        fan_out[sources[columns]] += per_source[:, None, None] * out
+                        np.add.at(fan_in, final[rows], per_target[:, None, None] * inn)
     except _Unsupported:
         return None
     return fan_out, fan_in
