@@ -153,10 +153,10 @@ def _ann(net: str, folder: Path) -> nn.Module:
     return model
 
 
-def simulate_child(net: str, folder: Path, items: int, T: int, threads: int) -> dict:
+def simulate_child(net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool = False) -> dict:
     """The dense floor and the SNN run from the ANN's weights and the IR in ``folder``, in this process:
     ANN forwards, then the SNN run without the ANN in memory (as `neurodeploy run`), then ANN forwards
-    again."""
+    again (with ``full_floor`` also T forwards in a row, timed as one run)."""
     from neurodeploy.backends.base import RunOptions
     from neurodeploy.backends.gpu import GpuBackend
     from neurodeploy.ir import load_network
@@ -175,7 +175,9 @@ def simulate_child(net: str, folder: Path, items: int, T: int, threads: int) -> 
     result = backend.run(network, x, labels, RunOptions(T=T, batch_size=items, progress=False))
     snn_s, snn_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     del network
-    after = _forwards(_ann(net, folder), x)  # the load of other work varies: the floor is the fastest of both sets
+    model = _ann(net, folder)
+    after = _forwards(model, x)  # the load of other work varies: the floor is the fastest of both sets
+    run = _forwards(model, x, T) if full_floor else None  # T forwards in a row: a run as long as the SNN's
     forward_s = min(forwards["wall"] + after["wall"])
     forward_cpu_s = min(forwards["cpu"] + after["cpu"])
     timings = result.metadata["timings"]
@@ -188,6 +190,10 @@ def simulate_child(net: str, folder: Path, items: int, T: int, threads: int) -> 
         "ann_forward_cpu_s": round(forward_cpu_s, 3), "snn_cpu_s": round(snn_cpu_s, 2),
         "snn_over_floor_cpu": round(snn_cpu_s / (T * forward_cpu_s), 3),
         "agreement_at_T": float((result.readout[:, -1].argmax(1) == labels.numpy()).mean()),
+        **({} if run is None else {
+            "floor_run_s": round(sum(run["wall"]), 2), "floor_run_cpu_s": round(sum(run["cpu"]), 2),
+            "snn_over_floor_run": round(snn_s / sum(run["wall"]), 3),
+            "snn_over_floor_run_cpu": round(snn_cpu_s / sum(run["cpu"]), 3)}),
     }
 
 
@@ -203,11 +209,11 @@ def _forwards(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> dict:
     return record
 
 
-def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int) -> dict:
+def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool) -> dict:
     """Runs one step in a fresh child process; its record plus the child's peak RSS (MB)."""
     out = folder / f"{net}_{step}.json"
     args = [sys.executable, __file__, "--child", step, "--nets", net, "--items", str(items), "--T", str(T),
-            "--threads", str(threads), "--child-dir", str(folder)]
+            "--threads", str(threads), "--child-dir", str(folder), *(["--full-floor"] if full_floor else [])]
     done = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{net} {step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -216,12 +222,12 @@ def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int) 
     return record
 
 
-def measure(net: str, items: int, T: int, threads: int, folder: Path) -> dict:
+def measure(net: str, items: int, T: int, threads: int, folder: Path, full_floor: bool = False) -> dict:
     """Conversion and simulation of one net, each in its own child process (as `neurodeploy convert`
     and `neurodeploy run` are)."""
     record = {"net": net, "items": items, "T": T, "threads": threads}
-    record.update(_child("convert", net, folder, items, T, threads))
-    record.update(_child("simulate", net, folder, items, T, threads))
+    record.update(_child("convert", net, folder, items, T, threads, full_floor))
+    record.update(_child("simulate", net, folder, items, T, threads, full_floor))
     return record
 
 
@@ -231,6 +237,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--T", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--full-floor", action="store_true",
+                        help="also time T batched forwards in a row (a floor run as long as the SNN run)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("big_nets.json")))
     parser.add_argument("--child", choices=("convert", "simulate"), help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
@@ -240,17 +248,17 @@ def main() -> None:
     if args.child:
         folder, net = Path(args.child_dir), args.nets[0]
         record = (convert_child(net, folder, args.threads) if args.child == "convert"
-                  else simulate_child(net, folder, args.items, args.T, args.threads))
+                  else simulate_child(net, folder, args.items, args.T, args.threads, args.full_floor))
         (folder / f"{net}_{args.child}.json").write_text(json.dumps(record))
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="big_nets_") as tmp:
         for net in args.nets:
-            rows.append(measure(net, args.items, args.T, args.threads, Path(tmp)))
+            rows.append(measure(net, args.items, args.T, args.threads, Path(tmp), args.full_floor))
             print(f"{net}: {rows[-1]['simulate_max_rss_mb']:.0f} MB, {rows[-1]['snn_s']:.0f} s", file=sys.stderr)
     report = {
         "command": f"python benchmarks/big_nets.py --nets {' '.join(args.nets)} --items {args.items} --T {args.T} "
-                   f"--threads {args.threads}",
+                   f"--threads {args.threads}" + (" --full-floor" if args.full_floor else ""),
         "machine": f"{machine()}, Python {platform.python_version()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "rows": rows,
