@@ -103,6 +103,20 @@ def test_chains_with_two_mixing_ops_fall_back_to_the_explicit_count():
     np.testing.assert_array_equal(counted[1], expected[1])
 
 
+class _PoolOfAnotherKind(AvgPool2d):
+    """An op this count does not model (as a new op or option would be): it falls back."""
+
+
+def test_ops_it_does_not_model_fall_back():
+    rng = np.random.default_rng(3)
+    ops = [_PoolOfAnotherKind(3, 2), Conv2d(_weight(rng, 2, 2, 3, 3))]
+    assert reach_counts(ops, (2, 9, 9)) is None
+    counted, expected = projection_fan(Projection("a", "b", ops), (2, 9, 9)), matrix_fan(Projection("a", "b", ops),
+                                                                                          (2, 9, 9))
+    np.testing.assert_array_equal(counted[0], expected[0])
+    np.testing.assert_array_equal(counted[1], expected[1])
+
+
 def test_converted_net_with_overlapping_pooling():
     """A converted conv net whose MaxPool2d(3, 2) became an overlapping average: fan maps per population
     equal the explicit counts summed over its projections."""

@@ -19,6 +19,7 @@ grow with the maps and kernels, never with ``n_source x n_target``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,12 @@ Pair = tuple[int, int]
 _PROBE_ELEMENTS = 1 << 22
 #: distinct spatial chains one projection may need before the count gives up (pruned kernels of many shapes)
 MAX_CHAINS = 512
+#: the ops modelled here, with the parameters each is modelled with (any other option: not covered)
+_KNOWN: dict[type, set[str]] = {
+    AvgPool2d: {"kernel", "stride", "padding"}, AvgPool1d: {"kernel", "stride", "padding"},
+    Conv2d: {"stride", "padding", "dilation", "groups"}, Conv1d: {"stride", "padding", "dilation", "groups"},
+    Dense: set(), Flatten: set(), Identity: set(), Scale: set(), ChannelSlice: {"offset", "channels"},
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,10 @@ def _plan(ops: list[Op], source_shape: tuple[int, ...]) -> _Plan:
     post: list = []
     mixing = None
     mid_channel = None
+    shape = tuple(source_shape)
     for op in ops:
+        if type(op) not in _KNOWN or set(op.params()) != _KNOWN[type(op)]:
+            raise _Unsupported  # an op or an option (e.g. ceil mode) this count does not model
         stages = pre if mixing is None else post
         spatial = _spatial(op)
         if isinstance(op, (Conv2d, Conv1d)) and flat:
@@ -167,6 +177,9 @@ def _plan(ops: list[Op], source_shape: tuple[int, ...]) -> _Plan:
             c = op.channels
         else:
             raise _Unsupported
+        shape = op.out_shape(shape)
+        if math.prod(shape) != c * h * w or (not flat and _as_3d(shape) != (c, h, w)):
+            raise _Unsupported  # the op's own shape rule differs from the one modelled here
     if mixing is None:
         return _Plan(in_shape, pre, channel, None, [], channel, (c, h, w))
     return _Plan(in_shape, pre, mid_channel, mixing, post, channel, (c, h, w))
