@@ -16,7 +16,7 @@ import torch
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
-from neurodeploy.backends.gpu.engine import chunk_steps, simulate_batch
+from neurodeploy.backends.gpu.engine import batch_part, chunk_steps, simulate_batch
 from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
     V_RESET_OPTION,
@@ -46,6 +46,9 @@ class GpuBackend(Backend):
     memory_budget_mb bounds the chunk's spike/current tensors and so sets the steps per chunk. Default:
     64 MB on CPU (a chunk that stays in cache is faster than one large batched op: measured 40 ms vs
     67 ms for dense MNIST, 1000 items, T = 50) and 1024 MB on CUDA (fewer, larger kernels).
+    state_budget_mb bounds one step of the items simulated together: a batch whose single step needs more
+    (big nets: VGG-16 at 224 x 224 needs about 160 MB per item) is simulated in parts of as many items as
+    fit, each seeded as a batch of its own would be. Default: 2048 MB on CPU, 8192 MB on CUDA.
     """
 
     name = "gpu"
@@ -63,6 +66,8 @@ class GpuBackend(Backend):
         Option("chunk", None, "steps per chunk (1 = step-major streaming; default from the memory budget)",
                kind=int, minimum=1),
         Option("memory_budget_mb", None, "bound on one chunk's tensors (MB)", kind=float, minimum=1e-6, cli=False),
+        Option("state_budget_mb", None, "bound on one step of the items simulated together (MB); a batch that needs "
+               "more runs in parts", kind=float, minimum=1e-6, cli=False),
         Option("tau_m", spinnaker.DEFAULT_TAU_M, "membrane time constant (ms) of the spinnaker profile's cell",
                kind=float, minimum=1.0, maximum=16384.0, cli=False),
         Option("spinnaker_parts", PARTS, f"parts of the spinnaker profile applied, a subset of {PARTS}",
@@ -82,6 +87,8 @@ class GpuBackend(Backend):
             raise BackendError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu")
         if self.memory_budget_mb is None:
             self.memory_budget_mb = 1024.0 if self.device.type == "cuda" else 64.0
+        if self.state_budget_mb is None:
+            self.state_budget_mb = 8192.0 if self.device.type == "cuda" else 2048.0
 
     def describe(self) -> str:
         reason = " (no CUDA device found)" if self.device.type == "cpu" and not torch.cuda.is_available() else ""
@@ -125,17 +132,28 @@ class GpuBackend(Backend):
                        options: RunOptions) -> SimulationResult:
         compiled = session.state
         x = inputs.to(self.device, torch.float32)
-        chunk = self.chunk or chunk_steps(compiled, x.shape[0], options.T, self.memory_budget_mb * 2**20)
-        with torch.inference_mode():
-            readout, counts, stop, neurons = simulate_batch(
-                compiled, x, options.T, options.encoding, chunk, PROFILES[self.profile], options.seed + first,
-                options.exit_policy, options.record_neuron_counts)
-        # counts[..., k] are contiguous (engine.simulate_batch): on the CPU the result takes the tensors'
-        # memory as it is
-        spikes, events = (np.ascontiguousarray(counts[..., k].cpu().numpy()) for k in (0, 1))
-        return SimulationResult(readout.cpu().numpy(), labels.cpu().numpy().astype(np.int64), spikes, events,
-                                stop_times=None if options.exit_policy is None else stop.cpu().numpy(),
-                                neuron_counts=None if neurons is None else neurons.cpu().numpy())
+        part = batch_part(compiled, self.state_budget_mb * 2**20)
+        parts = []
+        for start in range(0, x.shape[0], part):
+            items = x[start:start + part]
+            chunk = self.chunk or chunk_steps(compiled, items.shape[0], options.T, self.memory_budget_mb * 2**20)
+            with torch.inference_mode():
+                parts.append(simulate_batch(
+                    compiled, items, options.T, options.encoding, chunk, PROFILES[self.profile],
+                    options.seed + first + start, options.exit_policy, options.record_neuron_counts))
+
+        def joined(tensors: list) -> np.ndarray | None:
+            # counts[..., k] are contiguous (engine.simulate_batch): on the CPU one part's result takes the
+            # tensors' memory as it is
+            if tensors[0] is None:
+                return None
+            return np.ascontiguousarray((tensors[0] if len(tensors) == 1 else torch.cat(tensors)).cpu().numpy())
+
+        readout, counts, stop, neurons = (list(values) for values in zip(*parts, strict=True))
+        spikes, events = (joined([c[..., k] for c in counts]) for k in (0, 1))
+        return SimulationResult(joined(readout), labels.cpu().numpy().astype(np.int64), spikes, events,
+                                stop_times=None if options.exit_policy is None else joined(stop),
+                                neuron_counts=joined(neurons))
 
     def anytime_simulator(self, network: Network, images: torch.Tensor, labels: torch.Tensor, T: int,
                           batch_size: int = 1000) -> AnytimeSimulator:

@@ -28,11 +28,21 @@ from neurodeploy.errors import BackendError
 from neurodeploy.targets.spinnaker import round_s1615
 
 
+def step_bytes(compiled: CompiledNetwork, batch: int, itemsize: int = 4) -> int:
+    """Bytes of one step of ``batch`` items: about 3 values (membrane, spike, current) per neuron."""
+    return 3 * itemsize * batch * sum(layer.size for layer in compiled.layers)
+
+
 def chunk_steps(compiled: CompiledNetwork, batch: int, T: int, budget_bytes: float, itemsize: int = 4) -> int:
     """Steps per chunk so that the chunk's spike and current tensors (about 3 values per neuron,
     item and step) fit ``budget_bytes``."""
-    per_step = 3 * itemsize * batch * sum(layer.size for layer in compiled.layers)
-    return max(1, min(T, int(budget_bytes // max(per_step, 1))))
+    return max(1, min(T, int(budget_bytes // max(step_bytes(compiled, batch, itemsize), 1))))
+
+
+def batch_part(compiled: CompiledNetwork, budget_bytes: float, itemsize: int = 4) -> int:
+    """Items simulated together so that one step of them fits ``budget_bytes`` (at least 1): what bounds
+    a big net's state when even one step of the whole batch does not fit."""
+    return max(1, int(budget_bytes // max(step_bytes(compiled, 1, itemsize), 1)))
 
 
 def max_chunk(compiled: CompiledNetwork, delay: int) -> int | None:
@@ -73,6 +83,12 @@ class BatchSimulation:
                         for layer, d in zip(self.layers, buffer, strict=True)]
         self.constants = [self._constants(layer, delays)
                           for layer, delays in zip(self.layers, self.delays, strict=True)]
+        #: index of the last layer that reads each layer's spikes: a chunk's spikes are freed after it (at a big
+        #: net's size each layer's chunk of spikes is as large as its activations)
+        self.last_reader = list(range(len(self.layers)))
+        for i, layer in enumerate(self.layers):
+            for incoming in layer.incoming:
+                self.last_reader[incoming.source] = max(self.last_reader[incoming.source], i)
         output = self.layers[compiled.output_index]
         self.spike_readout = torch.zeros((self.B, output.size), dtype=x.dtype, device=x.device)
         #: spikes per neuron so far, ``[B, size]`` per layer (only when recording)
@@ -140,12 +156,14 @@ class BatchSimulation:
         """Advances every layer by ``steps`` steps; returns the chunk's readout ``[B, steps, C]`` and
         counts ``[B, steps, P, 2]`` (spikes, synaptic events per population)."""
         spikes: list[torch.Tensor | None] = [None] * len(self.layers)
+        ends: dict[int, torch.Tensor] = {}  # the chunk's last spikes of layers read through delays
         t0, t1 = self.t, self.t + steps
         output = self.layers[self.net.output_index]
         readout = torch.empty((self.B, steps, output.size), dtype=self.x.dtype, device=self.x.device)
         counts = torch.zeros((self.B, steps, len(self.layers), 2), dtype=self.x.dtype, device=self.x.device)
         if self.encoder is not None:
             spikes[0] = self.encoder.next(steps)
+            self._count(0, spikes[0], counts, steps)
         for index, layer in enumerate(self.layers):
             if index == 0:
                 continue
@@ -170,22 +188,30 @@ class BatchSimulation:
                 cumulative = torch.cumsum(spikes[index], 0).reshape(steps, self.B, -1) + self.spike_readout[None]
                 self.spike_readout = cumulative[-1].clone()
                 readout.copy_(cumulative.transpose(0, 1))
-        for index, s in enumerate(spikes):
-            if s is None:
-                continue
-            flat = s.reshape(steps * self.B, -1)
-            if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
-                flat = flat.abs()
-            if self.neuron_counts is not None:
-                self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
-            stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
-            counts[:, :, index] = stats.transpose(0, 1)
-            history = self.history[index]
-            if history is not None:
-                depth = history.shape[0]
-                self.history[index] = s[steps - depth:].clone() if steps >= depth else torch.cat([history[steps:], s])
+            if spikes[index] is not None:
+                self._count(index, spikes[index], counts, steps)
+            for source in range(index + 1):  # spikes no later layer reads: only the activations of a few layers live
+                if self.last_reader[source] == index and spikes[source] is not None:
+                    history, s = self.history[source], spikes[source]
+                    if history is not None:
+                        depth = history.shape[0]
+                        ends[source] = s[steps - depth:].clone() if steps >= depth else torch.cat([history[steps:], s])
+                    spikes[source] = None
+        for index, end in ends.items():  # after every layer has read the previous chunk's last spikes
+            self.history[index] = end
         self.t = t1
         return readout, counts
+
+    def _count(self, index: int, s: torch.Tensor, counts: torch.Tensor, steps: int) -> None:
+        """Spikes and synaptic events of layer ``index``'s chunk spikes ``s`` into ``counts [B, steps, P, 2]``
+        (and the per-neuron counts)."""
+        flat = s.reshape(steps * self.B, -1)
+        if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
+            flat = flat.abs()
+        if self.neuron_counts is not None:
+            self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
+        stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
+        counts[:, :, index] = stats.transpose(0, 1)
 
     def compact(self, keep: torch.Tensor) -> None:
         """Keeps only the rows ``keep`` (indices into the current batch) of every per-item state."""

@@ -1,9 +1,14 @@
 """Synapse counts of projections: fan-out per source neuron and fan-in per target neuron.
 
-A synapse is a non-zero entry of the projection's composed linear map A (target x source). The count
-is exact: when every source neuron reaches each target through at most one path (no overlapping
-pooling windows, at most one weighted op) the support chain's path counts equal the non-zero counts and
-one forward/backward pass gives them; otherwise A's columns are built explicitly in batches.
+A synapse of source j is a target i that j reaches through at least one path of non-zero weights of
+the projection's op chain (docs/semantics.md, "Synaptic operations"): the non-zero entries of the
+composed map of the chain's supports (every weight replaced by 1 when non-zero, pooling by a sum),
+which are the non-zero entries of the composed linear map A (target x source) save entries that paths
+of opposite signs cancel exactly. :func:`neurodeploy.ir.reach.reach_counts` counts them from the ops'
+non-zero patterns in memory and time that grow with the maps and kernels; chains it does not cover
+(two ops that mix channels) are counted from path counts when every path is unique, else from the
+support map's columns built explicitly in batches (:func:`matrix_fan`, quadratic in the population
+sizes).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 
 from neurodeploy.ir.network import Network, Projection
 from neurodeploy.ir.ops import chain_out_shape
+from neurodeploy.ir.reach import reach_counts
 from neurodeploy.ir.torch_ops import chain_columns, compile_chain
 
 
@@ -24,21 +30,33 @@ def _paths_are_unique(projection: Projection) -> bool:
 
 def projection_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(fan_out, fan_in)``: int64 arrays shaped like the source and target populations."""
-    chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
+    target_shape = chain_out_shape(projection.ops, source_shape)
+    counted = reach_counts(projection.ops, source_shape)
+    if counted is not None:
+        return counted[0].reshape(source_shape), counted[1].reshape(target_shape)
     if _paths_are_unique(projection):
+        chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
         x = torch.ones((1, *source_shape), dtype=torch.float64, requires_grad=True)
         y = chain(x)
         y.sum().backward()
         fan_out = x.grad[0].round().long().numpy()
         fan_in = y.detach()[0].round().long().numpy()
         return fan_out, fan_in
+    return matrix_fan(projection, source_shape)
+
+
+def matrix_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(fan_out, fan_in)`` from the non-zero entries of the composed support map, built column by
+    column from one-hot inputs (float64): the explicit count, quadratic in the population sizes."""
+    chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
+    target_shape = chain_out_shape(projection.ops, source_shape)
     fan_out = np.zeros(int(np.prod(source_shape)), np.int64)
     fan_in = 0
-    for start, columns in chain_columns(chain, source_shape):
+    for start, columns in chain_columns(chain, source_shape, int(np.prod(target_shape))):
         nonzero = (columns != 0).numpy()
         fan_out[start:start + len(nonzero)] = nonzero.sum(1)
         fan_in = fan_in + nonzero.sum(0)
-    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(chain_out_shape(projection.ops, source_shape))
+    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(target_shape)
 
 
 def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -17,11 +17,12 @@ def synapse_matrix(projection: Projection, source_shape: tuple[int, ...], amplit
     """The composed linear map of the op chain (pooling, flatten, dense, convolution) as a sparse
     float64 matrix ``[n_target, n_source]`` (C order of both shapes, as ``reshape(-1)``), columns
     multiplied by the source's spike amplitude ``amplitude [n_source]`` (its threshold) when given.
-    Built from one-hot inputs in batches, so any chain works."""
+    Built from one-hot inputs in batches of bounded size, so any chain works (in time quadratic in the
+    population sizes)."""
     n_source = int(np.prod(source_shape))
     n_target = int(np.prod(chain_out_shape(projection.ops, source_shape)))
     rows, cols, values = [], [], []
-    for start, columns in chain_columns(compile_chain(projection.ops, dtype=torch.float64), source_shape):
+    for start, columns in chain_columns(compile_chain(projection.ops, dtype=torch.float64), source_shape, n_target):
         columns = columns.numpy()
         j, i = np.nonzero(columns)
         scale = 1.0 if amplitude is None else amplitude[j + start]
