@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from neurodeploy.ir.ops import (
     AvgPool1d,
@@ -32,10 +33,15 @@ from neurodeploy.ir.ops import (
     Scale,
     SpatialLinear,
 )
+from neurodeploy.ir.torch_ops import compile_chain
 
 Shape = tuple[int, ...]
 
 
+#: weightless ops a dense layer after them may absorb (:func:`fold_into_dense`)
+_WEIGHTLESS = (Flatten, SpatialLinear, Gather, AvgPool2d, AvgPool1d, Identity)
+#: largest composed map (inputs x outputs) :func:`fold_into_dense` builds
+_MAX_ABSORBED = 1 << 25
 #: ops a per-channel scale commutes with
 _CHANNELWISE = (AvgPool2d, AvgPool1d, SpatialLinear, Identity)
 
@@ -175,6 +181,32 @@ def fold_gathers(ops: list[Op], in_shape: Shape) -> list[Op]:
     return ops
 
 
+def fold_into_dense(ops: list[Op], in_shape: Shape) -> list[Op]:
+    """Returns an equivalent chain where weightless ops that enlarge the activation before a
+    :class:`Dense` (an adaptive pooling from 1 x 1 to 7 x 7 before VGG's classifier, a zero padding) are
+    absorbed into it: W' = W M with M the composed map from the smallest activation on the way, so the
+    weight matrix shrinks by the enlargement (49 times for VGG at 32 x 32)."""
+    ops = list(ops)
+    for j in range(len(ops)):
+        if not isinstance(ops[j], Dense):
+            continue
+        shapes = _shapes(ops, in_shape)
+        first = j
+        while first > 0 and isinstance(ops[first - 1], _WEIGHTLESS):
+            first -= 1
+        k = min(range(first, j + 1), key=lambda i: (int(np.prod(shapes[i])), -i))
+        n_in, n_mid = int(np.prod(shapes[k])), int(np.prod(shapes[j]))
+        if k == j or n_in * n_mid > _MAX_ABSORBED:
+            continue
+        with torch.no_grad():
+            basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shapes[k])
+            matrix = compile_chain(ops[k:j], dtype=torch.float64)(basis).reshape(n_in, n_mid).numpy()
+        weight = np.asarray(ops[j].weight, dtype=np.float64) @ matrix.T
+        ops[k:j + 1] = [*([Flatten()] if len(shapes[k]) > 1 else []), Dense(weight.astype(ops[j].weight.dtype))]
+        return fold_into_dense(ops, in_shape)
+    return ops
+
+
 def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(a) * np.asarray(b)
 
@@ -182,7 +214,7 @@ def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def fold_scales(ops: list[Op], in_shape: Shape) -> list[Op]:
     """Returns an equivalent chain with every foldable ``Scale`` merged into a weighted op (gathers
     composed first, :func:`fold_gathers`)."""
-    ops = _fold_forward(fold_gathers(ops, in_shape), Scale, _push_forward, in_shape)
+    ops = _fold_forward(fold_into_dense(fold_gathers(ops, in_shape), in_shape), Scale, _push_forward, in_shape)
     index = len(ops) - 1
     while index >= 0:
         if isinstance(ops[index], Scale) and _push_backward(ops, index, in_shape):

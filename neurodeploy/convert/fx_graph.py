@@ -599,8 +599,23 @@ class FxConverter:
                                   params.get("count_include_pad", True), None, n_axes=1)
         if fn is getattr and args[1] == "shape":
             return (_BatchSize(), *args[0].shape)
+        if isinstance(args[0], Affine) and self._returns_its_input(fn, args, kwargs):
+            return args[0]  # e.g. torchvision's stochastic_depth in eval mode
         key = _function_key(fn)
         raise _refuse_op(node, key, f"function {key or getattr(fn, '__name__', fn)}", args)
+
+    @staticmethod
+    def _returns_its_input(fn, args: list, kwargs: dict) -> bool:
+        """Whether ``fn`` returns its first argument itself (no copy, no change) for a probe tensor of that
+        argument's shape, the other arguments as traced: a function that is the identity at inference."""
+        if _contains([args[1:], kwargs], (Affine, _BatchSize)):
+            return False
+        probe = torch.zeros((1, *args[0].shape))
+        try:
+            with torch.no_grad():
+                return fn(probe, *args[1:], **kwargs) is probe
+        except Exception:  # an op that cannot take the probe is not the identity
+            return False
 
     def _visit_method(self, node, method: str, args, kwargs):
         x = args[0]
