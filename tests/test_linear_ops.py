@@ -91,10 +91,10 @@ def test_pooling_matrices_by_hand():
     positions has windows [0, 3) and [2, 4) (the last one partial: divided by its 2 positions)."""
     np.testing.assert_allclose(adaptive_matrix(3, 2), [[0.5, 0.5, 0], [0, 0.5, 0.5]])
     np.testing.assert_allclose(adaptive_matrix(2, 3), [[1, 0], [0.5, 0.5], [0, 1]])
-    third = 1 / 3
-    np.testing.assert_allclose(average_matrix(4, 3, 2, 0, True, True), [[third, third, third, 0], [0, 0, 0.5, 0.5]])
-    np.testing.assert_allclose(average_matrix(4, 3, 2, 1, False, True), [[third, third, 0, 0], [0, third, third, third]])
-    np.testing.assert_allclose(average_matrix(4, 3, 2, 1, False, False), [[0.5, 0.5, 0, 0], [0, third, third, third]])
+    t = 1 / 3
+    np.testing.assert_allclose(average_matrix(4, 3, 2, 0, True, True), [[t, t, t, 0], [0, 0, 0.5, 0.5]])
+    np.testing.assert_allclose(average_matrix(4, 3, 2, 1, False, True), [[t, t, 0, 0], [0, t, t, t]])
+    np.testing.assert_allclose(average_matrix(4, 3, 2, 1, False, False), [[0.5, 0.5, 0, 0], [0, t, t, t]])
 
 
 def test_rearrangements_that_mix_the_batch_axis_are_refused():
