@@ -274,3 +274,56 @@ def test_exported_program_gives_the_same_ir_as_convert(name, tmp_path):
     direct = convert(model, x, max_pool=max_pool)
     exported = convert(exported_twin(model, x, tmp_path), x, max_pool=max_pool)
     assert_same_network(direct, exported)
+
+
+# --- torchvision architectures ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet1_0", "shufflenet_v2_x0_5", "mobilenet_v3_small"])
+def test_torchvision_models_convert_after_the_named_action_and_export_alike(name, tmp_path):
+    """torchvision's definitions, loaded without its compiled ops (``neurodeploy.train.torchvision_zoo``:
+    when ``import torchvision`` fails next to the CPU build of PyTorch, the two op schemas its Python
+    registers fake kernels for are declared first; the models use no compiled op): each converts with the
+    strategy its refusal names (``max_pool="avg"``: ceil-mode max pooling, channel shuffle) or after
+    ``replace_activations`` (Hardswish, squeeze-excitation gates), and its torch.export program gives the
+    same IR."""
+    from neurodeploy.convert import replace_activations
+    from neurodeploy.train.torchvision_zoo import torchvision_model
+
+    model = torchvision_model(name)
+    x = torch.rand(8, 3, 32, 32)
+    with pytest.raises(UnsupportedOperationError) as err:
+        convert(model, x)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and "graph node" in message
+    max_pool = None
+    if "replace_activations" in message:
+        model = replace_activations(model)
+    else:
+        assert "max_pool='avg'" in message
+        max_pool = "avg"
+    direct = convert(model, x, max_pool=max_pool)
+    assert direct.output.shape == (10,)
+    assert_same_network(direct, convert(exported_twin(model, x, tmp_path), x, max_pool=max_pool))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg11_bn", "vgg16", "mobilenet_v2", "mobilenet_v3_small",
+                                  "efficientnet_b0", "densenet121", "squeezenet1_0", "googlenet",
+                                  "shufflenet_v2_x0_5", "regnet_x_400mf", "alexnet"])
+def test_every_zoo_model_exports_to_the_same_ir(name, tmp_path):
+    """For each architecture of the table in docs/converter.md, after the action its refusal names (max
+    pooling -> average pooling, activations -> ReLU), the IR of the torch.export program (the CLI's path)
+    is the IR of the module: same populations, projections, weights and biases (the walk without the
+    activation statistics, which are the same ANN's on both paths)."""
+    from neurodeploy.convert.activations import relu_model
+    from neurodeploy.convert.max_pool import average_pooling_model
+    from neurodeploy.train.torchvision_zoo import torchvision_model
+
+    size = 64 if name == "alexnet" else 32
+    model = relu_model(average_pooling_model(torchvision_model(name))[0])[0].eval()
+    x = torch.rand(2, 3, size, size)
+    direct = FxConverter(model, (3, size, size)).run()
+    exported = FxConverter(exported_twin(model, x, tmp_path), (3, size, size)).run()
+    assert_same_network(direct, exported)
