@@ -83,6 +83,9 @@ def relu_model(model: nn.Module) -> tuple[torch.fx.GraphModule, list[str]]:
             name = getattr(node.target, "__name__", node.target)
             node.op, node.target, node.args, node.kwargs = "call_function", F.relu, node.args[:1], {}
             changes.append(f"replaced {name} (graph node {node.name!r}) by F.relu")
+    for module in graph_module.modules():
+        if getattr(module, "inplace", False):  # an in-place op after a new ReLU would overwrite what its
+            module.inplace = False               # backward needs (MobileNetV3: Hardswish, Dropout(inplace))
     graph_module.delete_all_unused_submodules()
     graph_module.recompile()
     return graph_module, changes
