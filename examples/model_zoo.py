@@ -88,7 +88,8 @@ def run_one(name: str, args, data) -> dict:
         ann_pred = torch.cat([model(test.images[i:i + 100]).argmax(1) for i in range(0, len(test), 100)]).numpy()
     start = time.perf_counter()
     net = convert(model, train.images[:args.calibration], normalization=args.normalization,
-                  percentile=args.percentile, granularity=args.granularity, v_init=args.v_init,
+                  percentile=None if args.normalization == "max" else args.percentile, granularity=args.granularity,
+                  v_init=args.v_init,
                   T=max(args.T) if args.v_init == "calibrated" else None, choice_items=args.calibration)
     row["convert_s"] = round(time.perf_counter() - start, 1)
     row["populations"] = len(net.populations)
@@ -114,7 +115,8 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=500, help="training items for normalization")
     parser.add_argument("--T", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--normalization", default="percentile", choices=["max", "percentile", "percentile_all"])
-    parser.add_argument("--percentile", type=float, default=None, help="default: the normalization's own")
+    parser.add_argument("--percentile", type=float, default=99.99,
+                        help="99.99: the large-T limit of the deep nets agrees with the ANN (99.9 clips too much)")
     parser.add_argument("--granularity", default="neuron", choices=["layer", "neuron"])
     parser.add_argument("--v-init", default="half")
     parser.add_argument("--batch", type=int, default=50, help="simulation batch size")

@@ -46,6 +46,14 @@ def _shuffle(x, groups=2):
     return x.view(batchsize, -1, height, width)
 
 
+def identity_at_inference(x, training: bool = False):
+    """As torchvision's stochastic_depth: kept as one call by torch.fx, the identity unless training."""
+    return x * 2 if training else x
+
+
+torch.fx.wrap("identity_at_inference")
+
+
 #: name -> (module, input shape): each is linear, so the output population's input is the op itself
 LINEAR = {
     "adaptive_avg_3_to_7": (nn.AdaptiveAvgPool2d(7), (2, 3, 3)),
@@ -71,6 +79,7 @@ LINEAR = {
     "unsqueeze_squeeze": (_Op(lambda x: x.unsqueeze(2).squeeze(2)), (4, 2, 2)),
     "reshape_shape": (_Op(lambda x: x.reshape(x.shape[0], x.shape[1] * 2, -1)), (4, 2, 2)),
     "dropout_identity": (nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.Dropout2d()), (2, 3, 3)),
+    "identity_function": (_Op(lambda x: identity_at_inference(x, False)), (2, 3, 3)),
 }
 
 
