@@ -78,6 +78,8 @@ LINEAR = {
     "split_narrow": (_Op(lambda x: torch.split(x, [1, 3], dim=1)[1].narrow(2, 1, 2)), (4, 3, 3)),
     "unsqueeze_squeeze": (_Op(lambda x: x.unsqueeze(2).squeeze(2)), (4, 2, 2)),
     "reshape_shape": (_Op(lambda x: x.reshape(x.shape[0], x.shape[1] * 2, -1)), (4, 2, 2)),
+    "ndim_and_size": (_Op(lambda x: x.flatten(x.ndim - 2).transpose(1, x.dim() - 2)[:, : x.size(-1) // 2]),
+                      (4, 2, 3)),
     "dropout_identity": (nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.Dropout2d()), (2, 3, 3)),
     "identity_function": (_Op(lambda x: identity_at_inference(x, False)), (2, 3, 3)),
 }

@@ -259,6 +259,8 @@ class FxConverter:
             return values[arg.name]
         if isinstance(arg, (tuple, list)):
             return type(arg)(self._arg(values, a) for a in arg)
+        if isinstance(arg, slice):  # x[:, :n] with n computed from static sizes
+            return slice(*(self._arg(values, a) for a in (arg.start, arg.stop, arg.step)))
         return arg
 
     def _visit(self, node: torch.fx.Node, values: dict):
@@ -599,6 +601,8 @@ class FxConverter:
                                   params.get("count_include_pad", True), None, n_axes=1)
         if fn is getattr and args[1] == "shape":
             return (_BatchSize(), *args[0].shape)
+        if fn is getattr and args[1] == "ndim":
+            return len(args[0].shape) + 1
         if isinstance(args[0], Affine) and self._returns_its_input(fn, args, kwargs):
             return args[0]  # e.g. torchvision's stochastic_depth in eval mode
         key = _function_key(fn)
