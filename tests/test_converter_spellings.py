@@ -260,6 +260,9 @@ TRIGGERS = {
     "nn.SiLU": _then(nn.SiLU()),
     "nn.ELU": _then(nn.ELU()),
     "nn.Softplus": _then(nn.Softplus()),
+    "nn.Hardswish": _then(nn.Hardswish()),
+    "nn.Hardsigmoid": _then(nn.Hardsigmoid()),
+    "nn.Mish": _then(nn.Mish()),
     "nn.LeakyReLU": _then(nn.LeakyReLU()),
     "nn.PReLU": _then(nn.PReLU()),
     "nn.ConvTranspose2d": _then(nn.ConvTranspose2d(2, 2, 2), CONV),
@@ -276,13 +279,13 @@ TRIGGERS = {
     "F.silu": _then(F.silu),
     "F.elu": _then(F.elu),
     "F.softplus": _then(F.softplus),
+    "F.hardswish": _then(F.hardswish),
+    "F.hardsigmoid": _then(F.hardsigmoid),
     "F.leaky_relu": _then(F.leaky_relu),
     "F.conv_transpose2d": _then(lambda h: F.conv_transpose2d(h, torch.ones(2, 1, 2, 2)), CONV),
     "F.layer_norm": _then(lambda h: F.layer_norm(h, (4,))),
     "torch.matmul": _then(lambda h: torch.matmul(h, h)),
     "operator.matmul": _then(lambda h: h @ h),
-    "Tensor.permute": _then(lambda h: h.permute(0, 2, 3, 1), CONV),
-    "Tensor.transpose": _then(lambda h: h.transpose(2, 3), CONV),
     "clip other than a ReLU or a clipped ReLU": _then(lambda h: h.clamp(-1, 6)),
     "mean or sum over axes other than the spatial ones": _then(lambda h: h.mean(1), CONV),
     "concatenation along an axis other than the channels": _then(lambda h: torch.cat([h, h], 2), CONV),
@@ -293,16 +296,13 @@ TRIGGERS = {
     "constant that does not broadcast to the activation": _then(lambda h: h + torch.ones(3, 4)),
     "parameter or buffer used directly": (_Parameter, (4,)),
     "batch size used in arithmetic": _then(lambda h: h.view(h.size(0) * 1, -1)),
-    "flatten of other axes": _then(nn.Flatten(2), CONV),
-    "reshape other than (batch, -1)": _then(lambda h: h.view(-1, 2, 2)),
+    "rearrangement that mixes the batch axis": _then(lambda h: h.view(2, -1)),
+    "padding other than with zeros": _then(lambda h: F.pad(h, (1, 1), value=1.0)),
+    "adaptive max pooling to a size that does not divide the input": _then(nn.AdaptiveMaxPool2d(4), CONV),
     "residual add of different shapes": (_TwoShapes, (4,)),
     "convolution padding_mode other than 'zeros'": _then(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), CONV),
     "asymmetric 'same' padding": _then(nn.Conv2d(2, 2, 2, padding="same"), CONV),
     "batch norm without running statistics": _then(nn.BatchNorm1d(4, track_running_stats=False)),
-    "average pooling with ceil_mode or divisor_override": _then(nn.AvgPool2d(2, ceil_mode=True), CONV),
-    "padded average pooling with count_include_pad=False": _then(nn.AvgPool2d(3, 1, 1, count_include_pad=False),
-                                                                 CONV),
-    "adaptive pooling to a size that does not divide the input": _then(nn.AdaptiveAvgPool2d(4), CONV),
     "second model input": (_TwoInputs, (4,)),
     "model output that is not one tensor": _then(lambda h: (h, h)),
     "data-dependent control flow": (_ControlFlow, (4,)),
@@ -318,7 +318,7 @@ ACTIONS = ("replace", "use ", "retrain", "remove", "return", "wrap", "fine-tune"
 def test_every_refusal_names_the_op_the_node_and_an_action(key):
     factory, shape = TRIGGERS[key]
     conversion = "qcfs" if "qcfs" in key else "rate"
-    max_pool = "spiking" if "its strategy" in key else None
+    max_pool = "spiking" if "its strategy" in key or key.startswith("adaptive max") else None
     with pytest.raises(UnsupportedOperationError) as err:
         convert(factory().eval(), torch.rand(4, *shape), conversion=conversion, max_pool=max_pool)
     message, advice = str(err.value), REFUSALS[key]

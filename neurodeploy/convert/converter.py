@@ -207,7 +207,8 @@ def convert(
     for projection in network.projections:
         for op in projection.ops:
             for key, array in op.arrays().items():
-                setattr(op, key, np.asarray(array, dtype=np.float32))
+                if array.dtype.kind == "f":  # weights to float32; a gather's indices stay integers
+                    setattr(op, key, np.asarray(array, dtype=np.float32))
     zeros = sum(z for z, _ in zero_counts.values())
     total = sum(t for _, t in zero_counts.values())
     network.metadata.update({

@@ -5,8 +5,11 @@ files: no code is unpickled or run). Its ATen graph is rebuilt node by node: ``a
 ``nn.Linear`` holding the program's weights, ``aten.conv1d`` / ``aten.conv2d`` an ``nn.Conv1d`` /
 ``nn.Conv2d``, the inference forms of ``aten.batch_norm`` an ``nn.BatchNorm1d`` / ``nn.BatchNorm2d``,
 ``aten.relu`` ``torch.relu``, pooling, flatten / view / reshape, arithmetic, mean, cat and softmax their
-``torch`` functions; dropout, clone and contiguous are removed. Any other ATen op is kept as it is, so
-the converter's refusal table names it (``docs/converter.md``). The rebuilt module computes what the
+``torch`` functions; dropout, clone and contiguous are removed. In-place ATen ops (``relu_``,
+``hardtanh_``, ``add_``, ...) mean their out-of-place ops: a program is a pure function of its input, and
+``torch.export`` keeps the in-place spelling of ``nn.ReLU6(inplace=True)``. Any other ATen op is kept as
+it is: the converter handles ATen rearrangements (``transpose``, ``slice``, ``chunk``, ...) itself and its
+refusal table names the rest (``docs/converter.md``). The rebuilt module computes what the
 program computes, for any batch size (reshapes specialised to the example's batch are written as
 ``(-1, ...)``).
 """
@@ -27,10 +30,10 @@ aten = torch.ops.aten
 
 #: ATen op -> plain torch function with the same arguments
 _SAME_ARGS = {
-    aten.relu.default: torch.relu, aten.relu_.default: torch.relu,
+    aten.relu.default: torch.relu,
     aten.flatten.using_ints: torch.flatten,
     aten.add.Tensor: operator.add, aten.sub.Tensor: operator.sub, aten.mul.Tensor: operator.mul,
-    aten.div.Tensor: operator.truediv, aten.add_.Tensor: operator.add, aten.mul_.Tensor: operator.mul,
+    aten.div.Tensor: operator.truediv,
     aten.mean.dim: torch.mean, aten.sum.dim_IntList: torch.sum,
     aten.cat.default: torch.cat,
     aten.clamp.default: torch.clamp, aten.clamp_min.default: torch.clamp_min,
@@ -39,10 +42,13 @@ _SAME_ARGS = {
     aten._log_softmax.default: F.log_softmax,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.max_pool2d.default: F.max_pool2d, aten.max_pool1d.default: F.max_pool1d,
+    aten.sigmoid.default: torch.sigmoid, aten.tanh.default: torch.tanh, aten.hardswish.default: F.hardswish,
+    aten.hardsigmoid.default: F.hardsigmoid, aten.silu.default: F.silu, aten.gelu.default: F.gelu,
+    aten.elu.default: F.elu, aten.leaky_relu.default: F.leaky_relu, aten.mish.default: F.mish,
 }
 #: ops that return their input (at inference)
 _PASS_THROUGH = {aten.dropout.default, aten.clone.default, aten.contiguous.default, aten.alias.default,
-                 aten.detach.default, aten.feature_dropout.default, aten.dropout_.default}
+                 aten.detach.default, aten.feature_dropout.default}
 _RESHAPES = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
 
 
@@ -82,6 +88,19 @@ def _tensors(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
         elif target in program.constants:
             found[spec.arg.name] = program.constants[target]
     return {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in found.items()}
+
+
+def _out_of_place(target):
+    """The out-of-place op of an in-place ATen op (``aten.hardtanh_.default`` -> ``aten.hardtanh.default``),
+    else ``target``."""
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.name.startswith("aten::"):
+        return target
+    name = schema.name.split("::", 1)[1]
+    if not name.endswith("_") or name.startswith("_"):
+        return target
+    packet = getattr(aten, name[:-1], None)
+    return getattr(packet, schema.overload_name or "default", target) if packet is not None else target
 
 
 def _defaults(args: tuple, defaults: tuple) -> list:
@@ -141,7 +160,7 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
         if node.op == "get_attr":  # submodules of higher-order ops: kept, the converter refuses what it meets
             env[node.name] = graph.get_attr(node.target)
             continue
-        target, args, kwargs = node.target, node.args, node.kwargs
+        target, args, kwargs = _out_of_place(node.target), node.args, node.kwargs
         meta = node.meta.get("val")
         if target in _PASS_THROUGH:
             env[node.name] = value(args[0])

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodeploy.convert.fold import fold_scales
+from neurodeploy.convert.linear_maps import adaptive_matrix, average_matrix, padding_matrix, pooled_size
 from neurodeploy.convert.refusals import REFUSALS, refusal, unlisted
 from neurodeploy.errors import UnsupportedOperationError
 from neurodeploy.ir.network import Network
@@ -41,16 +42,17 @@ from neurodeploy.ir.ops import (
     Conv2d,
     Dense,
     Flatten,
+    Gather,
     Op,
     Scale,
+    SpatialLinear,
     chain_out_shape,
 )
 from neurodeploy.ir.population import NeuronSpec, Population
-from neurodeploy.ir.torch_ops import compile_op
+from neurodeploy.ir.torch_ops import compile_chain, compile_op
 from neurodeploy.train.quantized import QuantReLU
 
 RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
-FLATTEN_FUNCTIONS = {torch.flatten}
 DROPOUT_FUNCTIONS = {F.dropout, F.dropout2d, F.dropout1d}
 SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
 #: binary arithmetic -> "add" | "sub" | "mul" | "div"
@@ -80,6 +82,22 @@ MAX_POOL_FUNCTIONS = {F.max_pool2d: (2, False), F.max_pool1d: (1, False), F.adap
                       F.adaptive_max_pool1d: (1, True)}
 MAX_POOL_MODULES = {nn.MaxPool2d: (2, False), nn.MaxPool1d: (1, False), nn.AdaptiveMaxPool2d: (2, True),
                     nn.AdaptiveMaxPool1d: (1, True)}
+aten = torch.ops.aten
+#: static rearrangements (linear maps that move, drop or zero-pad neurons): function -> its ``torch`` call;
+#: they become :class:`Gather` ops (``FxConverter._rearrange``)
+REARRANGE_FUNCTIONS = {
+    torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk,
+    torch.split, torch.narrow, torch.select, torch.movedim, torch.swapaxes, torch.unflatten, operator.getitem,
+    aten.transpose.int, aten.permute.default, aten.slice.Tensor, aten.select.int, aten.squeeze.dim,
+    aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default, aten.split.Tensor,
+    aten.split_with_sizes.default, aten.chunk.default, aten.narrow.default, aten.index.Tensor,
+    aten.unflatten.int, aten.movedim.int,
+}
+REARRANGE_METHODS = {"view", "reshape", "flatten", "transpose", "permute", "squeeze", "unsqueeze", "chunk", "split",
+                     "narrow", "select", "movedim", "swapaxes", "unflatten", "__getitem__", "t"}
+#: zero padding: function -> (name of the padding argument, of the mode, of the value)
+PAD_FUNCTIONS = {F.pad: ("pad", "mode", "value"), aten.constant_pad_nd.default: ("pad", None, "value"),
+                 aten.pad.default: ("pad", "mode", "value")}
 #: strategies for max pooling (``convert(..., max_pool=...)``)
 MAX_POOL_STRATEGIES = ("avg", "spiking")
 
@@ -168,8 +186,15 @@ def _matches(value, expected: float | None) -> bool:
     return value is None if expected is None else isinstance(value, (int, float)) and value == expected
 
 
-def _as_int_pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+def _with_batch(value, size: int):
+    """``value`` (nested in tuples, lists and dicts) with every batch size stand-in replaced by ``size``."""
+    if isinstance(value, _BatchSize):
+        return size
+    if isinstance(value, dict):
+        return {k: _with_batch(v, size) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_with_batch(v, size) for v in value)
+    return value
 
 
 def _as_ints(value, n: int) -> tuple[int, ...]:
@@ -234,6 +259,8 @@ class FxConverter:
             return values[arg.name]
         if isinstance(arg, (tuple, list)):
             return type(arg)(self._arg(values, a) for a in arg)
+        if isinstance(arg, slice):  # x[:, :n] with n computed from static sizes
+            return slice(*(self._arg(values, a) for a in (arg.start, arg.stop, arg.step)))
         return arg
 
     def _visit(self, node: torch.fx.Node, values: dict):
@@ -255,11 +282,11 @@ class FxConverter:
             for part in node.target.split("."):
                 value = getattr(value, part)
             return value.detach() if isinstance(value, torch.Tensor) else value
+        if node.op == "call_function" and node.target is operator.getitem and isinstance(args[0], (tuple, list)):
+            return args[0][args[1]]  # an item of x.shape, of x.size() or of the parts of a split
         if not _contains([args, kwargs], Affine):
             if not _contains([args, kwargs], _BatchSize):
                 return self._evaluate(node, args, kwargs)
-            if node.target is operator.getitem:
-                return _BatchSize()  # x.shape[0]
             what = f"{getattr(node.target, '__name__', node.target)} of the batch size"
             raise _refuse(node, "batch size used in arithmetic", what)
         if node.op == "call_module":
@@ -312,8 +339,8 @@ class FxConverter:
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return self._adaptive_pool(node, x, module.output_size)
         if isinstance(module, nn.AvgPool1d):
-            return self._avg_pool1d(node, x, module.kernel_size, module.stride, module.padding, module.ceil_mode,
-                                    module.count_include_pad)
+            return self._avg_pool(node, x, module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                                  module.count_include_pad, None, n_axes=1)
         if isinstance(module, nn.AdaptiveAvgPool1d):
             return self._adaptive_pool(node, x, module.output_size)
         for cls, (n_axes, adaptive) in MAX_POOL_MODULES.items():
@@ -324,7 +351,12 @@ class FxConverter:
                 return self._max_pool(node, x, n_axes, module.kernel_size, module.stride, module.padding,
                                       module.dilation, module.ceil_mode, module.return_indices, what)
         if isinstance(module, nn.Flatten):
-            return self._flatten(node, x, module.start_dim, module.end_dim)
+            return self._rearrange(node, x, lambda t, n: module(t), f"module {node.target!r} of type {kind}")
+        if isinstance(module, nn.Unflatten):
+            return self._rearrange(node, x, lambda t, n: module(t), f"module {node.target!r} of type {kind}")
+        if isinstance(module, (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d)):
+            return self._pad(node, x, module.padding, "constant", module.value,
+                             f"module {node.target!r} of type {kind}")
         key = next((k for k in (f"nn.{c.__name__}" for c in type(module).__mro__) if k in REFUSALS), None)
         raise _refuse_op(node, key, f"module {node.target!r} of type {kind}", args)
 
@@ -359,45 +391,92 @@ class FxConverter:
         out = x.apply(Scale(factor.numpy()))
         return out.add_bias(beta - module.running_mean.double() * factor)
 
-    def _avg_pool(self, node, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        if ceil_mode or divisor_override is not None:
-            raise _refuse(node, "average pooling with ceil_mode or divisor_override")
-        padding = _as_int_pair(padding)
-        if not count_include_pad and padding != (0, 0):
-            raise _refuse(node, "padded average pooling with count_include_pad=False")
-        kernel = _as_int_pair(kernel)
-        return x.apply(AvgPool2d(kernel, _as_int_pair(stride) if stride else kernel, padding))
+    def _avg_pool(self, node, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                  n_axes: int = 2):
+        """Average pooling: an :class:`AvgPool2d` / :class:`AvgPool1d` op where it is one (floor mode, the
+        padding counted or absent, no divisor override), else the same map as a :class:`SpatialLinear`
+        (exact for every ``ceil_mode`` / ``count_include_pad`` / ``divisor_override``)."""
+        kernel, padding = _as_ints(kernel, n_axes), _as_ints(padding, n_axes)
+        stride = _as_ints(stride, n_axes) if stride else kernel
+        if len(x.shape) != n_axes + 1:
+            raise _refuse_op(node, None, f"{n_axes}-d average pooling of an activation of shape {x.shape}", [])
+        sizes = x.shape[1:]
+        plain = divisor_override is None and (count_include_pad or not any(padding)) and (
+            not ceil_mode or all(pooled_size(n, k, s, p, 1, True) == pooled_size(n, k, s, p)
+                                 for n, k, s, p in zip(sizes, kernel, stride, padding, strict=True)))
+        if plain and all(2 * p <= k for p, k in zip(padding, kernel, strict=True)):
+            return x.apply(AvgPool2d(kernel, stride, padding) if n_axes == 2
+                           else AvgPool1d(kernel[0], stride[0], padding[0]))
+        divide = divisor_override is None
+        matrices = [average_matrix(n, k, s, p, bool(ceil_mode), bool(count_include_pad), divide)
+                    for n, k, s, p in zip(sizes, kernel, stride, padding, strict=True)]
+        if not divide:
+            matrices[0] = matrices[0] / float(divisor_override)
+        return x.apply(SpatialLinear(*matrices))
 
-    def _adaptive_kernel(self, node, x: Affine, output_size, what: str, key: str) -> tuple[int, ...]:
-        """The window of an adaptive pooling of ``x`` (C, H, W) or (C, L) to ``output_size``."""
+    def _adaptive_size(self, node, x: Affine, output_size, what: str) -> tuple[int, ...]:
+        """The output size of an adaptive pooling of ``x`` (C, H, W) or (C, L) to ``output_size``."""
         n_axes = len(x.shape) - 1
         sizes = (output_size,) * n_axes if isinstance(output_size, int) or output_size is None else output_size
         out = tuple(x.shape[1 + i] if o is None else int(o) for i, o in enumerate(sizes))
-        if n_axes not in (1, 2) or len(out) != n_axes or any(s % o for s, o in zip(x.shape[1:], out, strict=True)):
-            raise _refuse(node, key, f"{what} from {x.shape[1:]} to {out}")
-        return tuple(s // o for s, o in zip(x.shape[1:], out, strict=True))
+        if n_axes not in (1, 2) or len(out) != n_axes:
+            raise _refuse_op(node, None, f"{what} of an activation of shape {x.shape} to {output_size}", [])
+        return out
 
     def _adaptive_pool(self, node, x: Affine, output_size) -> Affine:
-        kernel = self._adaptive_kernel(node, x, output_size, "adaptive average pooling",
-                                       "adaptive pooling to a size that does not divide the input")
-        return x.apply(AvgPool2d(kernel, kernel) if len(kernel) == 2 else AvgPool1d(kernel[0], kernel[0]))
+        """Adaptive average pooling to any size: an average pooling op when the output divides the input,
+        else the exact :class:`SpatialLinear` of PyTorch's windows (overlapping, or repeating an input
+        position when the output is larger)."""
+        out = self._adaptive_size(node, x, output_size, "adaptive average pooling")
+        if all(s % o == 0 for s, o in zip(x.shape[1:], out, strict=True)):
+            kernel = tuple(s // o for s, o in zip(x.shape[1:], out, strict=True))
+            return x.apply(AvgPool2d(kernel, kernel) if len(kernel) == 2 else AvgPool1d(kernel[0], kernel[0]))
+        return x.apply(SpatialLinear(*(adaptive_matrix(s, o) for s, o in zip(x.shape[1:], out, strict=True))))
 
-    def _avg_pool1d(self, node, x, kernel, stride, padding, ceil_mode, count_include_pad) -> Affine:
-        if ceil_mode:
-            raise _refuse(node, "average pooling with ceil_mode or divisor_override")
-        (padding,) = _as_ints(padding, 1)
-        if not count_include_pad and padding:
-            raise _refuse(node, "padded average pooling with count_include_pad=False")
-        (kernel,) = _as_ints(kernel, 1)
-        stride = _as_ints(stride, 1)[0] if stride else kernel
-        return x.apply(AvgPool1d(kernel, stride, padding))
+    def _pad(self, node, x: Affine, pad, mode, value, what: str) -> Affine:
+        """Zero padding of the last axes (``F.pad`` order: last axis first, (before, after) pairs) as a
+        :class:`Gather`; other modes and values are refused."""
+        if (mode or "constant") != "constant" or (value or 0) != 0:
+            raise _refuse(node, "padding other than with zeros", f"{what} (mode={mode!r}, value={value})")
+        pad = tuple(int(p) for p in (pad if isinstance(pad, (tuple, list)) else (pad,) * 2 * (len(x.shape) - 1)))
+        return self._rearrange(node, x, lambda t, n: F.pad(t, pad, value=-1), what)
+
+    def _rearrange(self, node, x: Affine, fn: Callable[[torch.Tensor, int], object], what: str):
+        """A static rearrangement (view, reshape, transpose, permute, flatten, squeeze, indexing, slicing,
+        chunk, split, zero padding): ``fn(indices, n)`` applied to the flat indices of a batch of ``n``
+        items (n = 2 and 3; ``n`` stands for the batch size in its arguments) tells which input neuron each
+        output neuron takes (-1: zero), so the result is a :class:`Gather` (a tuple of them for chunk and
+        split). Refused when the batch axis does not stay the first axis and apart for both batch sizes."""
+        numel = int(np.prod(x.shape))
+        base = torch.arange(numel).reshape(x.shape)
+        found = []
+        for n in (2, 3):
+            try:
+                with torch.no_grad():
+                    result = fn(torch.stack([base + k * numel for k in range(n)]), n)
+            except (RuntimeError, IndexError, TypeError, ValueError) as err:
+                raise _refuse(node, "rearrangement that mixes the batch axis", f"{what} ({err})") from None
+            parts = list(result) if isinstance(result, (tuple, list)) else [result]
+            for part in parts:
+                first = part[0] if isinstance(part, torch.Tensor) and part.ndim > 1 and part.shape[0] == n else None
+                if first is None or (first >= numel).any() or any(
+                        not torch.equal(part[k], torch.where(first >= 0, first + k * numel, first)) for k in range(n)):
+                    raise _refuse(node, "rearrangement that mixes the batch axis", what)
+            found.append([part[0] for part in parts])
+        if len(found[0]) != len(found[1]) or any(not torch.equal(a, b) for a, b in zip(*found, strict=True)):
+            raise _refuse(node, "rearrangement that mixes the batch axis", what)
+        gathered = [x.apply(Gather(first.numpy().astype(np.int64))) for first in found[0]]
+        return type(result)(gathered) if isinstance(result, (tuple, list)) else gathered[0]
 
     # --- max pooling (strategy "spiking") -------------------------------------------------------
     def _adaptive_max_pool(self, node, x: Affine, n_axes: int, output_size, return_indices, what: str) -> Affine:
         if self.max_pool is None:
             raise _refuse(node, "max pooling without a strategy", what)
-        kernel = self._adaptive_kernel(node, x, output_size, "adaptive max pooling",
-                                       "adaptive pooling to a size that does not divide the input")
+        out = self._adaptive_size(node, x, output_size, "adaptive max pooling")
+        if any(s % o for s, o in zip(x.shape[1:], out, strict=True)):
+            raise _refuse(node, "adaptive max pooling to a size that does not divide the input",
+                          f"{what} from {x.shape[1:]} to {out}")
+        kernel = tuple(s // o for s, o in zip(x.shape[1:], out, strict=True))
         return self._max_pool(node, x, n_axes, kernel, kernel, 0, 1, False, return_indices, what)
 
     def _max_pool(self, node, x: Affine, n_axes: int, kernel, stride, padding, dilation, ceil_mode, return_indices,
@@ -405,7 +484,8 @@ class FxConverter:
         """Max pooling as a tree of pairwise maxima max(a, b) = b + relu(a - b): each window position is
         selected by a one-hot depthwise convolution, each relu(a - b) is a hidden population, and the
         result is the affine sum of one selection and the populations on its path. Exact for rates in the
-        limit of large T; it adds ceil(log2(window size)) populations in series."""
+        limit of large T; it adds ceil(log2(window size)) populations in series. With ``ceil_mode`` the last,
+        partial windows see zeros past the input's end, exact where padding is (a non-negative input)."""
         if self.max_pool is None:
             raise _refuse(node, "max pooling without a strategy", what)
         kernel = _as_ints(kernel, n_axes)
@@ -413,10 +493,16 @@ class FxConverter:
         padding, dilation = _as_ints(padding, n_axes), _as_ints(dilation, n_axes)
         signed = not (x.bias is None and all(not t.ops and self.network.populations[t.source].role == "hidden"
                                              for t in x.terms))
-        if self.max_pool != "spiking" or ceil_mode or return_indices or (any(padding) and signed) \
+        if self.max_pool != "spiking" or return_indices or ((any(padding) or ceil_mode) and signed) \
                 or len(x.shape) != n_axes + 1:
             raise _refuse(node, "max pooling that its strategy cannot express", what)
-        channels = x.shape[0]
+        channels, padded = x.shape[0], []
+        if ceil_mode:
+            extra = [max(0, (pooled_size(n, k, s, p, d, True) - 1) * s + (k - 1) * d + 1 - (n + 2 * p))
+                     for n, k, s, p, d in zip(x.shape[1:], kernel, stride, padding, dilation, strict=True)]
+            if any(extra):
+                padded = [SpatialLinear(*(padding_matrix(n, 0, e) for n, e in zip(x.shape[1:], extra, strict=True)))]
+                x = x.apply(padded[0])
         extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
 
         def selection(offset: tuple[int, ...]) -> Op:
@@ -436,7 +522,7 @@ class FxConverter:
             return self._add(node, b, Affine([Term(name)], difference.shape))
 
         out = _max_tree([x.apply(op) for op in selections], combine)
-        functions = [compile_op(op) for op in selections]
+        functions = [compile_chain([*padded, op]) for op in selections]
 
         def activations(value: torch.Tensor) -> list[torch.Tensor]:
             found: list[torch.Tensor] = []
@@ -488,8 +574,15 @@ class FxConverter:
                                   params.get("return_indices", False), what)
         if fn in SOFTMAX_FUNCTIONS:
             return self._softmax(node, args[0], kwargs.get("dim", args[1] if len(args) > 1 else None), fn.__name__)
-        if fn in FLATTEN_FUNCTIONS:
-            return self._flatten(node, args[0], *args[1:], **kwargs)
+        if fn in REARRANGE_FUNCTIONS and isinstance(args[0], Affine):
+            what = f"function {_function_key(fn) or fn}"
+            return self._rearrange(node, args[0], lambda t, n: fn(t, *_with_batch(args[1:], n),
+                                                                 **_with_batch(kwargs, n)), what)
+        if fn in PAD_FUNCTIONS:
+            names = PAD_FUNCTIONS[fn]
+            params = dict(zip(names, args[1:], strict=False)) | kwargs
+            return self._pad(node, args[0], params["pad"], params.get("mode"), params.get("value"),
+                             f"function {_function_key(fn) or fn}")
         if fn in DROPOUT_FUNCTIONS:
             return args[0]
         if fn is F.avg_pool2d:
@@ -503,13 +596,30 @@ class FxConverter:
         if fn is F.avg_pool1d:
             params = dict(zip(("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"), args[1:],
                               strict=False), **kwargs)
-            return self._avg_pool1d(node, args[0], params["kernel_size"], params.get("stride"),
-                                    params.get("padding", 0), params.get("ceil_mode", False),
-                                    params.get("count_include_pad", True))
+            return self._avg_pool(node, args[0], params["kernel_size"], params.get("stride"),
+                                  params.get("padding", 0), params.get("ceil_mode", False),
+                                  params.get("count_include_pad", True), None, n_axes=1)
         if fn is getattr and args[1] == "shape":
-            return _BatchSize()
+            return (_BatchSize(), *args[0].shape)
+        if fn is getattr and args[1] == "ndim":
+            return len(args[0].shape) + 1
+        if isinstance(args[0], Affine) and self._returns_its_input(fn, args, kwargs):
+            return args[0]  # e.g. torchvision's stochastic_depth in eval mode
         key = _function_key(fn)
         raise _refuse_op(node, key, f"function {key or getattr(fn, '__name__', fn)}", args)
+
+    @staticmethod
+    def _returns_its_input(fn, args: list, kwargs: dict) -> bool:
+        """Whether ``fn`` returns its first argument itself (no copy, no change) for a probe tensor of that
+        argument's shape, the other arguments as traced: a function that is the identity at inference."""
+        if _contains([args[1:], kwargs], (Affine, _BatchSize)):
+            return False
+        probe = torch.zeros((1, *args[0].shape))
+        try:
+            with torch.no_grad():
+                return fn(probe, *args[1:], **kwargs) is probe
+        except Exception:  # an op that cannot take the probe is not the identity
+            return False
 
     def _visit_method(self, node, method: str, args, kwargs):
         x = args[0]
@@ -526,12 +636,15 @@ class FxConverter:
         if method in ("mean", "sum"):
             return self._reduce(node, method, args, kwargs)
         if method == "size":
-            return _BatchSize()
-        if method == "flatten":
-            return self._flatten(node, x, *args[1:], **kwargs)
-        if method in ("view", "reshape"):
-            shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            return self._reshape(node, x, shape)
+            sizes = (_BatchSize(), *x.shape)
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            return sizes if dim is None else sizes[dim]
+        if method == "dim":
+            return len(x.shape) + 1
+        if method in REARRANGE_METHODS:
+            return self._rearrange(node, x, lambda t, n: getattr(t, method)(*_with_batch(args[1:], n),
+                                                                            **_with_batch(kwargs, n)),
+                                   f"tensor method .{method}()")
         if method in ("contiguous", "clone"):
             return x
         raise _refuse_op(node, f"Tensor.{method}", f"tensor method .{method}()", args)
@@ -633,22 +746,6 @@ class FxConverter:
             offset += part.shape[0]
             out = piece if out is None else self._add(node, out, piece)
         return out
-
-    def _flatten(self, node, x: Affine, start_dim: int = 1, end_dim: int = -1) -> Affine:
-        if start_dim != 1 or end_dim != -1:
-            raise _refuse(node, "flatten of other axes", f"flatten(start_dim={start_dim}, end_dim={end_dim})")
-        return x.apply(Flatten())
-
-    def _reshape(self, node, x: Affine, shape) -> Affine:
-        numel = int(np.prod(x.shape))
-        dims = list(shape)
-        flat_ok = len(dims) == 2 and (
-            (isinstance(dims[0], _BatchSize) or dims[0] == -1) and dims[1] in (-1, numel)
-            or isinstance(dims[0], _BatchSize) and dims[1] == numel
-        )
-        if not flat_ok:
-            raise _refuse(node, "reshape other than (batch, -1)", f"reshape to {dims}")
-        return x.apply(Flatten())
 
     def _add(self, node, a: Affine, b: Affine) -> Affine:
         if a.shape != b.shape:

@@ -68,7 +68,9 @@ def average_pooling_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
                 node.args, node.kwargs = (node.args[0], params["output_size"]), {}
             else:
                 params = dict(zip(_POOL_ARGS, node.args[1:], strict=False), **node.kwargs)
-                if params.get("dilation", 1) not in (1, (1,), (1, 1)) or params.get("return_indices"):
+                dilation = params.get("dilation", 1)
+                if any(int(d) != 1 for d in (dilation if isinstance(dilation, (tuple, list)) else (dilation,))) \
+                        or params.get("return_indices"):
                     raise refusal(f"F.{name} with dilation or return_indices", node.name,
                                   "max pooling that its strategy cannot express")
                 stride = params.get("stride") or params["kernel_size"]

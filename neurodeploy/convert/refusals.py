@@ -12,17 +12,20 @@ from __future__ import annotations
 from neurodeploy.errors import UnsupportedOperationError
 
 SUPPORTED = (
-    "nn.Linear, nn.Conv2d, nn.Conv1d, nn.AvgPool2d/1d, nn.AdaptiveAvgPool2d/1d (plain averages), spatial "
-    "mean/sum (x.mean((2, 3))), nn.BatchNorm1d/2d, ReLU (nn.ReLU, F.relu, torch.relu, in-place, clamp(min=0), "
-    "clamp_min(0), F.threshold(x, 0, 0), nn.Threshold(0, 0)), clipped ReLU (nn.ReLU6, nn.Hardtanh(0, a), "
-    "clamp(0, a)), max pooling with a strategy (convert(..., max_pool='avg' or 'spiking')), torch.cat along "
-    "channels, flatten/view/reshape to (batch, -1), Dropout, nn.Identity, '+' and '-' of activations, adding, "
-    "subtracting, multiplying or dividing by scalar or per-channel constants (Normalize modules included), and "
-    "softmax/log_softmax as the last op (dropped)"
+    "nn.Linear, nn.Conv2d, nn.Conv1d, nn.AvgPool2d/1d (any ceil_mode, count_include_pad, divisor_override), "
+    "nn.AdaptiveAvgPool2d/1d to any size, spatial mean/sum (x.mean((2, 3))), nn.BatchNorm1d/2d, ReLU (nn.ReLU, "
+    "F.relu, torch.relu, in-place, clamp(min=0), clamp_min(0), F.threshold(x, 0, 0), nn.Threshold(0, 0)), clipped "
+    "ReLU (nn.ReLU6, nn.Hardtanh(0, a), clamp(0, a)), max pooling with a strategy (convert(..., max_pool='avg' or "
+    "'spiking')), torch.cat along channels, static view/reshape/flatten/transpose/permute/squeeze/unsqueeze/"
+    "chunk/split/indexing/slicing of the axes after the batch axis, zero padding (F.pad, nn.ZeroPad2d), Dropout, "
+    "nn.Identity, '+' and '-' of activations, adding, subtracting, multiplying or dividing by scalar or "
+    "per-channel constants (Normalize modules included), and softmax/log_softmax as the last op (dropped)"
 )
 
-_RELU_ONLY = "IF neurons approximate ReLU only: replace the activation with nn.ReLU and retrain"
-_SIGNED = "negative slopes need signed spikes: replace it with nn.ReLU and retrain"
+_SWAP = ("neurodeploy.convert.replace_activations(model, train) replaces it with nn.ReLU (and removes "
+         "squeeze-excitation gates) and fine-tunes; convert the result")
+_RELU_ONLY = f"IF neurons compute ReLUs only: {_SWAP}"
+_SIGNED = f"negative slopes need signed spikes: {_SWAP}"
 _MAX_POOL = (
     "choose a strategy (on the command line: neurodeploy run --max-pool avg or --max-pool spiking): "
     "convert(..., max_pool='avg') replaces it with average pooling of the same window (no "
@@ -37,8 +40,6 @@ _NORM = ("it divides each item by statistics of its own activations: replace it 
          "nn.BatchNorm2d (folded into the weights) and retrain")
 _MATMUL = ("products of two activations cannot be computed by rate-coded IF neurons: use nn.Linear for a product "
            "with a weight matrix")
-_PERMUTE = ("the IR keeps the (C, H, W) layout: remove it, and permute the next nn.Linear's weight columns "
-            "instead if the order matters")
 
 REFUSALS: dict[str, str] = {
     # modules
@@ -48,6 +49,9 @@ REFUSALS: dict[str, str] = {
     "nn.SiLU": _RELU_ONLY,
     "nn.ELU": _RELU_ONLY,
     "nn.Softplus": _RELU_ONLY,
+    "nn.Hardswish": _RELU_ONLY,
+    "nn.Hardsigmoid": _RELU_ONLY,
+    "nn.Mish": _RELU_ONLY,
     "nn.LeakyReLU": _SIGNED,
     "nn.PReLU": _SIGNED,
     "nn.ConvTranspose2d": _TRANSPOSED,
@@ -67,13 +71,13 @@ REFUSALS: dict[str, str] = {
     "F.silu": _RELU_ONLY,
     "F.elu": _RELU_ONLY,
     "F.softplus": _RELU_ONLY,
+    "F.hardswish": _RELU_ONLY,
+    "F.hardsigmoid": _RELU_ONLY,
     "F.leaky_relu": _SIGNED,
     "F.conv_transpose2d": _TRANSPOSED,
     "F.layer_norm": _NORM,
     "torch.matmul": _MATMUL,
     "operator.matmul": _MATMUL,
-    "Tensor.permute": _PERMUTE,
-    "Tensor.transpose": _PERMUTE,
     # refused uses of supported ops, and model structure
     "clip other than a ReLU or a clipped ReLU": (
         "only ReLUs (clamp(min=0), clamp_min(0), F.threshold(x, 0, 0)) and clipped ReLUs min(max(x, 0), a) with "
@@ -81,16 +85,22 @@ REFUSALS: dict[str, str] = {
         "bound other than 0 needs signed spikes: replace it with nn.ReLU or nn.Hardtanh(0, a) and retrain"),
     "max pooling without a strategy": _MAX_POOL,
     "max pooling that its strategy cannot express": (
-        "use ceil_mode=False and return_indices=False; max_pool='spiking' takes no padding of a signed input (use "
-        "padding only right after a ReLU, where it is exact) and max_pool='avg' no dilation"),
+        "use return_indices=False; max_pool='spiking' takes padding and ceil_mode only for a non-negative input "
+        "(right after a ReLU, where zeros are the max's own padding: max_pool='avg' takes any), max_pool='avg' no "
+        "dilation (max_pool='spiking' takes it)"),
+    "adaptive max pooling to a size that does not divide the input": (
+        "use max_pool='avg' (adaptive average pooling to any size converts exactly) or an output size that divides "
+        "the input"),
     "mean or sum over axes other than the spatial ones": (
         "use x.mean((2, 3)) / x.sum((2, 3)) over every spatial axis (or keepdim=True for some of them); for a "
         "channel mean use nn.Conv2d(C, 1, 1) with weights 1 / C"),
     "concatenation along an axis other than the channels": (
         "use torch.cat along dim=1 (channels) of parts with the same spatial size"),
     "softmax that is not the last op over the class axis": _SOFTMAX,
-    "product of two activations": ("products of two activations cannot be computed by rate-coded IF neurons: "
-                                   "remove the product and retrain (products with constants convert)"),
+    "product of two activations": (
+        "products of two activations cannot be computed by rate-coded IF neurons: for a gate x * sigmoid(s) "
+        "(squeeze-excitation) neurodeploy.convert.replace_activations(model, train) removes it and fine-tunes; "
+        "else remove the product and retrain (products with constants convert)"),
     "division by an activation": ("IF neurons cannot divide by an activation: use constant divisors only "
                                   "(they fold into the weights)"),
     "constant factor that is not scalar or per-channel": (
@@ -100,18 +110,16 @@ REFUSALS: dict[str, str] = {
     "parameter or buffer used directly": (
         "wrap weights in nn.Linear / nn.Conv2d; use tensors in forward() only to add, subtract, multiply or "
         "divide by"),
-    "batch size used in arithmetic": "use x.size(0) or -1 only as the first size of view/reshape to (batch, -1)",
-    "flatten of other axes": "use nn.Flatten() or torch.flatten(x, 1): flatten everything after the batch axis",
-    "reshape other than (batch, -1)": "use only reshapes to (batch, -1), e.g. x.view(x.size(0), -1)",
+    "batch size used in arithmetic": "use x.size(0) or -1 only as the batch size of a view/reshape",
+    "rearrangement that mixes the batch axis": (
+        "use view, reshape, flatten, permute, indexing and slicing only on the axes after the batch axis, which "
+        "stays first (x.size(0) or -1 as the first size of a view)"),
+    "padding other than with zeros": "use zero padding (F.pad with mode='constant', value=0) and retrain",
     "residual add of different shapes": ("make both branches the same shape, e.g. use a strided 1x1 nn.Conv2d on "
                                          "the shortcut, and retrain"),
     "convolution padding_mode other than 'zeros'": "use padding_mode='zeros' and retrain",
     "asymmetric 'same' padding": "use an odd kernel or explicit padding, and retrain",
     "batch norm without running statistics": "use track_running_stats=True and retrain",
-    "average pooling with ceil_mode or divisor_override": "use ceil_mode=False and no divisor_override",
-    "padded average pooling with count_include_pad=False": "use count_include_pad=True or no padding",
-    "adaptive pooling to a size that does not divide the input": (
-        "use an output size that divides the input, e.g. nn.AdaptiveAvgPool2d(1)"),
     "second model input": "use a single input tensor (stack several inputs as channels beforehand)",
     "model output that is not one tensor": "return one tensor of logits",
     "data-dependent control flow": "remove Python control flow on tensor values from forward() (torch.fx traces it)",

@@ -190,7 +190,7 @@ def _vinit_kind(value) -> str:
 
 
 UNION_TAGS.update({"array", "number", "name", "dense", "conv2d", "avgpool2d", "flatten", "identity", "scale",
-                   "conv1d", "avgpool1d", "channel_slice"})
+                   "conv1d", "avgpool1d", "channel_slice", "spatial_linear", "gather"})
 ThresholdField = Annotated[Annotated[PositiveFinite, Tag("number")] | Annotated[ArrayRef, Tag("array")],
                            Discriminator(_number_or_array)]
 VInitField = Annotated[Annotated[Literal["zero", "half", "uniform"], Tag("name")] | Annotated[Finite, Tag("number")]
@@ -325,8 +325,30 @@ class ChannelSliceSchema(_Strict):
     arrays: _NoParams
 
 
+class _SpatialArrays(_Strict):
+    rows: ArrayKey
+    cols: ArrayKey | None = None
+
+
+class SpatialLinearSchema(_Strict):
+    kind: Literal["spatial_linear"]
+    params: _NoParams
+    arrays: _SpatialArrays
+
+
+class _IndexArrays(_Strict):
+    index: ArrayKey
+
+
+class GatherSchema(_Strict):
+    kind: Literal["gather"]
+    params: _NoParams
+    arrays: _IndexArrays
+
+
 OpSchema = Annotated[DenseSchema | Conv2dSchema | AvgPool2dSchema | FlattenSchema | IdentitySchema | ScaleSchema
-                     | Conv1dSchema | AvgPool1dSchema | ChannelSliceSchema, Field(discriminator="kind")]
+                     | Conv1dSchema | AvgPool1dSchema | ChannelSliceSchema | SpatialLinearSchema | GatherSchema,
+                     Field(discriminator="kind")]
 
 
 class ProjectionSchema(_Strict):
@@ -452,7 +474,8 @@ class _Builder:
             ops = []
             for j, op in enumerate(entry.ops):
                 where = f"projections[{i}].ops[{j}]"
-                arrays = {name: self.lookup(key, f"{where}.arrays.{name}") for name, key in op.arrays}
+                arrays = {name: self.lookup(key, f"{where}.arrays.{name}") for name, key in op.arrays
+                          if key is not None}
                 params = {name: value for name, value in op.params}
                 try:
                     ops.append(op_from_parts(op.kind, params, arrays))

@@ -313,8 +313,82 @@ class Scale(Op):
         return {"factor": self.factor}
 
 
+@dataclass
+class SpatialLinear(Op):
+    """The same linear map of the spatial axes for every channel, separable by axis: for an input
+    ``[B, C, H, W]``, ``y[b, c] = rows @ x[b, c] @ cols.T`` with ``rows`` ``[H_out, H]`` and ``cols``
+    ``[W_out, W]``; for ``[B, C, L]``, ``y[b, c] = rows @ x[b, c]`` (``cols`` is None). Every average
+    pooling is one (adaptive to any size, ``ceil_mode``, ``count_include_pad``, ``divisor_override``: the
+    window of an output is a product of a row interval and a column interval, its divisor a product of
+    two lengths), as are zero padding and strided selection of the spatial axes."""
+
+    rows: np.ndarray
+    cols: np.ndarray | None = None
+    kind: ClassVar[str] = "spatial_linear"
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if value is None and name == "cols":
+                continue
+            if not isinstance(value, np.ndarray) or value.ndim != 2 or value.dtype.kind != "f" or min(value.shape) < 1:
+                raise IRValidationError(f"spatial_linear {name} must be a non-empty 2-d float array, got "
+                                        f"{getattr(value, 'shape', value)!r:.60}")
+
+    @property
+    def overlapping(self) -> bool:
+        """True when a position reaches several outputs (several non-zeros in a column of ``rows`` or
+        ``cols``)."""
+        return any(int((m != 0).sum(0).max()) > 1 for m in (self.rows, self.cols) if m is not None)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        matrices = [m for m in (self.rows, self.cols) if m is not None]
+        if len(in_shape) != 1 + len(matrices) or any(m.shape[1] != s for m, s in zip(matrices, in_shape[1:],
+                                                                                           strict=True)):
+            raise IRValidationError(f"spatial_linear with matrices {[m.shape for m in matrices]} expects input "
+                                    f"(C, {', '.join(str(m.shape[1]) for m in matrices)}), got {in_shape}")
+        return (in_shape[0], *(int(m.shape[0]) for m in matrices))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"rows": self.rows} if self.cols is None else {"rows": self.rows, "cols": self.cols}
+
+
+@dataclass
+class Gather(Op):
+    """Output neuron ``i`` takes input neuron ``index[i]`` (C-order flat index over the non-batch axes),
+    or 0 where ``index[i]`` is -1; the output shape is ``index.shape``. Every static rearrangement is one:
+    reshape, view, transpose, permute, squeeze, channel shuffle, indexing and slicing with static indices,
+    zero padding (consecutive gathers compose into one)."""
+
+    index: np.ndarray
+    kind: ClassVar[str] = "gather"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, np.ndarray) or self.index.dtype.kind not in "iu" or self.index.ndim < 1 \
+                or self.index.size < 1:
+            raise IRValidationError(f"gather index must be a non-empty integer array, got "
+                                    f"{getattr(self.index, 'dtype', self.index)!r:.60}")
+        if int(self.index.min()) < -1:
+            raise IRValidationError(f"gather index holds {int(self.index.min())}; it takes -1 (zero) or an input index")
+
+    @property
+    def overlapping(self) -> bool:
+        """True when an input neuron reaches several outputs."""
+        used = self.index[self.index >= 0]
+        return len(np.unique(used)) < used.size
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if int(self.index.max()) >= int(np.prod(in_shape)):
+            raise IRValidationError(f"gather index {int(self.index.max())} is outside an input of shape {in_shape}")
+        return tuple(int(s) for s in self.index.shape)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"index": self.index}
+
+
 OP_TYPES: dict[str, type[Op]] = {
-    cls.kind: cls for cls in (Dense, Conv2d, AvgPool2d, Flatten, Identity, Scale, Conv1d, AvgPool1d, ChannelSlice)
+    cls.kind: cls for cls in (Dense, Conv2d, AvgPool2d, Flatten, Identity, Scale, Conv1d, AvgPool1d, ChannelSlice,
+                                   SpatialLinear, Gather)
 }
 
 

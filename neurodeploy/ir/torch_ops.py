@@ -13,7 +13,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurodeploy.ir.ops import AvgPool1d, AvgPool2d, ChannelSlice, Conv1d, Conv2d, Dense, Flatten, Identity, Op, Scale
+from neurodeploy.ir.ops import (
+    AvgPool1d,
+    AvgPool2d,
+    ChannelSlice,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Gather,
+    Identity,
+    Op,
+    Scale,
+    SpatialLinear,
+)
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,6 +68,20 @@ def compile_op(op: Op, device: torch.device | str = "cpu", dtype: torch.dtype = 
             out[:, op.offset: op.offset + x.shape[1]] = x
             return out
         return embed
+    if isinstance(op, SpatialLinear):
+        rows = tensor(op.rows)
+        if op.cols is None:
+            return lambda x: torch.matmul(x, rows.T)
+        cols = tensor(op.cols)
+        return lambda x: torch.matmul(torch.matmul(rows, x), cols.T)
+    if isinstance(op, Gather):
+        index = torch.as_tensor(op.index.reshape(-1), dtype=torch.long, device=device)
+        picked, present = index.clamp(min=0), (index >= 0)
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(x.shape[0], -1)[:, picked] * present.to(x.dtype)
+            return flat.reshape(x.shape[0], *op.index.shape)
+        return gather
     if isinstance(op, Flatten):
         return lambda x: x.flatten(1)
     if isinstance(op, Identity):
