@@ -9,7 +9,9 @@ results equal the reference simulator's ``pynn`` profile spike for spike.
 Profile "standard": PyNN's own ``IF_curr_exp`` (continuous time, hard reset, see
 ``worker``), what a plain PyNN script would use; it approximates the exact cell.
 Items are split across worker processes (each builds the network once: NEURON has one global state
-per process). The analog input enters as current injection (``docs/semantics.md``, "PyNN lowering").
+per process); in a job started by mpirun or srun (``neurodeploy.parallel``) they are split over the MPI ranks
+instead, each rank simulating its share in its own NEURON (``docs/scaling.md`` says why items, not cells).
+The analog input enters as current injection (``docs/semantics.md``, "PyNN lowering").
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from neurodeploy.backends.base import Backend, Option, RunOptions, Session
 from neurodeploy.backends.neuron.mechanisms import prepare as compile_mechanisms
 from neurodeploy.backends.processes import run_in_processes
 from neurodeploy.backends.pynn.lowering import lower_network
-from neurodeploy.errors import BackendError
+from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import BEYOND_IF, Network
+from neurodeploy.parallel import current_team, map_over_ranks
 
 PROFILES = ("exact", "standard")
 #: what each profile's cell carries beyond the non-leaky IF neuron (``neurodeploy.ir.network.BEYOND_IF``): the
@@ -58,10 +61,18 @@ class NeuronBackend(Backend):
 
     def __init__(self, **values):
         super().__init__(**values)
-        self.workers = self.workers or os.cpu_count() or 1
+        team = current_team()
+        if team is not None and self.workers is not None:
+            raise ConfigError(f"--workers: this job's {team.size} ranks are its NEURON workers (one per rank); leave "
+                              "--workers out, or start as many ranks as you want workers")
+        self.ranks = team.size if team is not None else None
+        self.workers = self.ranks or self.workers or os.cpu_count() or 1
+
+    def _where(self) -> str:
+        return f"{self.ranks} ranks" if self.ranks else f"{self.workers} NEURON worker processes"
 
     def describe(self) -> str:
-        return f"neuron[{self.workers} workers, profile {self.profile}]"
+        return f"neuron[{self._where()}, profile {self.profile}]"
 
     def exact_reference(self) -> tuple[str, dict] | None:
         """The exact cell equals the reference simulator's pynn profile spike for spike."""
@@ -78,7 +89,7 @@ class NeuronBackend(Backend):
         compile_mechanisms()
         order = network.topological_order()
         metadata = {
-            "device": f"cpu ({self.workers} NEURON worker processes)", "profile": self.profile,
+            "device": f"cpu ({self._where()})", "profile": self.profile,
             "pipeline_delay": network.pipeline_delay(1),
             "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
                             for n in order],
@@ -94,8 +105,11 @@ class NeuronBackend(Backend):
         x = inputs.numpy().astype(np.float64)
         chunks = [c for c in np.array_split(x, min(self.workers, len(x))) if len(c)]
         log = None if self.folder is None else str(self.folder / "run.log")
-        parts = run_in_processes(_simulate, [(lowered, c, options.T, self.profile, log) for c in chunks],
-                                 env=WORKER_ENV, what="NEURON worker")
+        arguments = [(lowered, c, options.T, self.profile, log) for c in chunks]
+        if self.ranks:
+            parts = map_over_ranks(_simulate, arguments, env=WORKER_ENV)
+        else:
+            parts = run_in_processes(_simulate, arguments, env=WORKER_ENV, what="NEURON worker")
         timings["neuron_build_s"] = max(timings["neuron_build_s"], max(p["build_s"] for p in parts))
         timings["neuron_run_s"] += max(p["run_s"] for p in parts)
         def joined(key: str) -> np.ndarray:
