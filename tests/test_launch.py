@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,16 @@ def _environment() -> dict:
                                                                                                   "RANK"]:
         env.pop(key, None)
     return env
+
+
+def _torchrun() -> list[str]:
+    """torchrun with 2 processes on this machine, its store on a free port of 127.0.0.1 (torchrun's port 0
+    is not passed on to the ranks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+            "--master-port", str(port)]
 
 
 def _text(done: subprocess.CompletedProcess) -> str:
@@ -104,9 +115,8 @@ def test_two_torchrun_processes_equal_one_process_and_resume(tmp_path):
     partial = tmp_path / "two" / "partial"  # rank 0 checkpoints joined batches: a rerun resumes from them
     partial.mkdir(parents=True)
     one.select(np.arange(20)).save(partial / "batch_0000000.npz")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                           "127.0.0.1", "--master-port", "0", "-m", "neurodeploy", *common, "--run-id", "two"],
-                          env=_environment(), capture_output=True, text=True, timeout=240)
+    done = subprocess.run([*_torchrun(), "-m", "neurodeploy", *common, "--run-id", "two"], env=_environment(),
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 ranks (torch.distributed (gloo), started by torchrun)" in _text(done)
     assert "resuming: 1 finished batches" in _text(done)
@@ -115,3 +125,32 @@ def test_two_torchrun_processes_equal_one_process_and_resume(tmp_path):
     for summary in summaries:  # what differs between two runs of one machine: their timings
         summary.pop("wall_time_s"), summary.pop("metadata")
     assert summaries[0] == summaries[1]
+
+
+TEAM_SCRIPT = """
+from neurodeploy import parallel
+
+team = parallel.join(parallel.detect_launch())
+if team.rank != 0:
+    raise SystemExit(parallel.serve(team))
+try:
+    print("values", parallel.map_over_ranks(int, ["1", "2", "3"]))
+    parallel.map_over_ranks(int, ["4", "not a number"])
+except Exception as err:
+    print("raised", type(err).__name__, str(err).splitlines()[0])
+finally:
+    parallel.release(team)
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_ends_the_job_on_rank_0_with_that_ranks_message(tmp_path):
+    """Argument i goes to rank i mod 2; rank 1's exception is raised on rank 0, naming rank 1, and every rank
+    leaves (the job ends with status 0 after rank 0 released the others)."""
+    script = tmp_path / "team.py"
+    script.write_text(TEAM_SCRIPT)
+    done = subprocess.run([*_torchrun(), str(script)], env=_environment(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "values [1, 2, 3]" in done.stdout
+    assert "raised BackendError rank 1 failed:" in done.stdout
