@@ -203,3 +203,49 @@ def test_every_node_type_of_nir_is_covered():
 
     used = set().union(*(kinds(g) for g in FIXTURES.values()))
     assert classes - used <= {"Identity"}, classes - used  # nir's Identity is never written to a file
+
+
+def _graph(middle: dict, shape=(3,)):
+    names = list(middle)
+    edges = [("input", names[0]), *zip(names, names[1:], strict=False), (names[-1], "output")]
+    return nir.NIRGraph(nodes={"input": nir.Input(np.array(shape)), **middle, "output": nir.Output(np.array([2]))},
+                        edges=edges, type_check=False)
+
+
+def _set(node, **values):
+    """A node with parameters nir's constructor would have refused (as a hand-edited graph has them)."""
+    for key, value in values.items():
+        object.__setattr__(node, key, value)
+    return node
+
+
+ONES = np.ones(2)
+MALFORMED = {
+    "tau of another shape": (lambda: _graph({"w": nir.Linear(np.ones((2, 3))), "l": _set(
+        nir.LIF(tau=ONES, r=ONES, v_leak=ONES * 0, v_threshold=ONES), tau=np.ones(5))}), "does not fit the signal"),
+    "a 1-D Affine weight": (lambda: _graph({"w": _set(nir.Affine(np.ones((2, 3)), ONES), weight=np.ones(3)),
+                                            "l": nir.IF(r=ONES, v_threshold=ONES)}), r"Affine weight \(3,\)"),
+    "a 3-D Conv2d weight": (lambda: _graph({"c": _set(nir.Conv2d(
+        input_shape=(4, 4), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=1, groups=1,
+        bias=np.zeros(2)), weight=np.ones((2, 3, 3)))}, (1, 4, 4)), "4-d"),
+    "NaN weights": (lambda: _graph({"w": nir.Linear(np.full((2, 3), np.nan)), "l": nir.IF(r=ONES, v_threshold=ONES)}),
+                    "NaN"),
+    "a negative tau": (lambda: _graph({"w": nir.Linear(np.ones((2, 3))), "l": nir.LIF(
+        tau=-ONES, r=ONES, v_leak=ONES * 0, v_threshold=ONES)}), "positive finite time constants"),
+    "a pooling kernel larger than its input": (lambda: _graph({"p": nir.SumPool2d(
+        kernel_size=np.array([9, 9]), stride=np.array([1, 1]), padding=np.array([0, 0]))}, (1, 4, 4)), "too small"),
+    "a NaN delay": (lambda: _graph({"d": nir.Delay(np.full(3, np.nan))}), "not whole numbers"),
+    "an input of 1e10 neurons": (lambda: _graph({"s": nir.Scale(np.ones(1))}, (100_000, 100_000)), "at most"),
+    "an empty Flatten dim": (lambda: _graph({"f": _set(nir.Flatten(
+        input_type={"input": np.array([3])}, start_dim=0, end_dim=-1), start_dim=np.array([]))}), "malformed"),
+    "text for r": (lambda: _graph({"w": nir.Linear(np.ones((2, 3))), "l": _set(
+        nir.IF(r=ONES, v_threshold=ONES), r="x")}), "not numbers"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_graphs_are_one_line_refusals(name):
+    make, needle = MALFORMED[name]
+    with pytest.raises(NeurodeployError, match=needle) as refused:
+        from_nir_graph(make(), dt=1e-3)
+    assert "\n" not in str(refused.value)

@@ -10,7 +10,7 @@ import networkx as nx
 import numpy as np
 
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.ir.network import Network
+from neurodeploy.ir.network import MAX_NEURONS, Network
 from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense, Flatten, Op, Scale, chain_out_shape
 from neurodeploy.ir.population import NeuronSpec, Population
 from neurodeploy.nir.vocabulary import (
@@ -109,6 +109,11 @@ def _back_edges(digraph: nx.DiGraph, source: str) -> set[tuple[str, str]]:
 
 
 class _ForeignReader:
+    """One graph written elsewhere -> a validated :class:`Network`: nested graphs flattened, recurrent edges
+    found, shapes inferred from the Input, op nodes translated into projection chains between neuron
+    nodes, neuron nodes into populations (docs/nir.md, "The mapping (import)"). Assumptions are notes
+    (NIRWarnings), refusals NIRUnsupportedError naming the node."""
+
     def __init__(self, graph, options: ImportOptions):
         self.nir = _nir()
         self.graph = graph
@@ -176,7 +181,7 @@ class _ForeignReader:
         self.back = _back_edges(digraph, self.input)
         if self.back:
             self.note("recurrent connections (edges closing a cycle) deliver the spikes of the step before (a delay "
-                      "of one step, plus any Delay node on them), as snnTorch's RLeaky/RSynaptic compute")
+                      "of one step, or that of the Delay nodes on them), as snnTorch's RLeaky/RSynaptic compute")
         forward = nx.DiGraph()
         forward.add_nodes_from(self.nodes)
         forward.add_edges_from(e for e in self.edges if e not in self.back)
@@ -228,8 +233,9 @@ class _ForeignReader:
                 if declared is None or np.size(declared) == 0:
                     raise NIRUnsupportedError(f"the Input node {name!r} declares no shape")
                 shape = tuple(int(s) for s in np.ravel(declared))
-                if any(s < 1 for s in shape):
-                    raise NIRUnsupportedError(f"the Input node {name!r} declares the shape {list(shape)}")
+                if any(s < 1 for s in shape) or math.prod(shape) > MAX_NEURONS:
+                    raise NIRUnsupportedError(f"the Input node {name!r} declares the shape {list(shape)} (at most "
+                                              f"{MAX_NEURONS} neurons)")
                 self.in_shape[name] = self.out_shape[name] = _unit_height(shape)
                 continue
             shapes = {self.out_shape[p] for p in preds}
@@ -244,6 +250,8 @@ class _ForeignReader:
             ops, bias = self._op(name, node, shape, nir)
             self.ops[name] = ops
             out = chain_out_shape(ops, shape) if ops else shape
+            if math.prod(out) > MAX_NEURONS:
+                raise NIRUnsupportedError(f"node {name!r} gives {math.prod(out)} values (at most {MAX_NEURONS})")
             self.out_shape[name] = out
             if bias is not None:
                 bias = np.asarray(bias, np.float64)
@@ -327,6 +335,9 @@ class _ForeignReader:
             raise
         except NeurodeployError as err:
             raise NIRUnsupportedError(f"node {name!r} ({kind}): {err}") from None
+        except (ValueError, TypeError, IndexError) as err:  # parameters of the wrong kind or rank
+            raise NIRUnsupportedError(f"node {name!r} ({kind}): malformed parameters ({type(err).__name__}: "
+                                      f"{str(err)[:120]})") from None
         raise NIRUnsupportedError(f"node {name!r}: {kind}")
 
     # populations and projections
@@ -527,7 +538,10 @@ def _compact(values: np.ndarray, shape: tuple[int, ...]):
 def _fit(value, shape: tuple[int, ...]) -> np.ndarray:
     """A node parameter as a float64 array of the signal's ``shape`` (a (C, N) parameter of a Conv1d-shaped
     signal is reshaped to (C, 1, N); a scalar or (1,) broadcasts)."""
-    array = np.asarray(value, np.float64)
+    try:
+        array = np.asarray(value, np.float64)
+    except (ValueError, TypeError):
+        raise NIRUnsupportedError(f"a parameter is not numbers: {str(value)[:40]!r}") from None
     if array.size == math.prod(shape) and array.shape != shape:
         return array.reshape(shape)
     try:

@@ -103,7 +103,10 @@ def from_nir_graph(graph, *, dt: float | None = None, reset: str | None = None, 
             network.metadata["nir_import"] = {"options": None, "notes": ["written by neurodeploy: the graph's own "
                                                                          "metadata is used, the import options not"]}
         return network
-    return _ForeignReader(graph, options).network()
+    try:
+        return _ForeignReader(graph, options).network()
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:  # a node nir let through malformed
+        raise NIRUnsupportedError(f"the graph has malformed nodes ({type(err).__name__}: {str(err)[:160]})") from None
 
 
 # ---- graphs written here
