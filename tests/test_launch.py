@@ -41,6 +41,14 @@ def test_a_launcher_variable_that_is_no_number_is_refused():
         detect_launch({"PMI_SIZE": "two", "PMI_RANK": "0"})
 
 
+def test_cells_over_ranks_without_an_mpi_launch_is_one_line_and_status_2(tmp_path, capsys):
+    assert main(["run", "--backend", "neuron", "--distribute", "cells", "--samples", "5", "--no-progress",
+                 "--results-dir", str(tmp_path)]) == 2
+    assert "--distribute cells places the cells over MPI ranks: start the job with mpirun or srun" in \
+        capsys.readouterr().out
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
 def _environment() -> dict:
     """This process's environment (its model cache and PYTHONPATH included), one thread a rank, MPI over
     shared memory only, and mpirun allowed as root (containers)."""
