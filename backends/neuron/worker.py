@@ -254,13 +254,13 @@ def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str 
     with the same arguments, NEURON runs on MPI (``MPI_LIB_NRN_PATH`` names the MPI library), PyNN places
     each population's cells round-robin on the ranks, NEURON's ParallelContext carries spikes between ranks,
     and every rank returns the whole result."""
-    if cells_over_ranks:
-        from neuron import h
-
-        h.nrnmpi_init()  # before PyNN makes its ParallelContext: PyNN then sees every rank
     ensure_pynn_mechanisms()
     with log_to_file(log_path) if log_path is not None else nullcontext():
         start = time.perf_counter()
+        if cells_over_ranks:
+            from neuron import h
+
+            h.nrnmpi_init()  # before pyNN.neuron makes its ParallelContext: PyNN then sees every rank
         import pyNN.neuron as sim
 
         cell = PROFILES[profile](sim, max((max(s.delay, 1) for s in lowered.synapses), default=1))
