@@ -31,7 +31,6 @@ from neurodeploy.errors import BackendError, ConfigError, NeurodeployError
 MPI_LAUNCHERS = (
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "Open MPI"),
     ("PMI_SIZE", "PMI_RANK", "MPICH / PMI"),
-    ("PMIX_SIZE", "PMIX_RANK", "PMIx"),
     ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "Slurm srun"),
 )
 #: how long a rank waits for the next piece of work: rank 0 may train a model for hours before it hands out
