@@ -6,9 +6,16 @@ delay per projection, the semantics of PyNN machines, for spike-for-spike compar
 (the same for the IF_curr_exp cell of local-only connectors), defined in
 ``docs/semantics.md``. Precision: "fp32", or "bf16" (projection weights and spikes in bfloat16, spikes
 stay exact, membranes and currents in float32).
+
+In a job started by torchrun or an MPI launcher (``neurodeploy.parallel``) every batch is split over the
+ranks: each rank compiles the network once and simulates its share, rank 0 joins the shares in item order
+(``docs/scaling.md``, "MPI and torch.distributed").
 """
 
 from __future__ import annotations
+
+import os
+import uuid
 
 import numpy as np
 import torch
@@ -24,8 +31,9 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     set_reset_values,
 )
 from neurodeploy.errors import BackendError, ConfigError
-from neurodeploy.evaluate.result import SimulationResult
+from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
 from neurodeploy.ir.network import Network
+from neurodeploy.parallel import current_team, map_over_ranks
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
@@ -34,6 +42,21 @@ PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1, "spinnaker_exp": 1}
 #: profiles with SpiNNaker's arithmetic, and the cell each predicts
 SPINNAKER_CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+#: this process's compiled network in a launched job, by the token of the compile it came from (one at a time)
+_RANK_SESSIONS: dict[str, Session] = {}
+
+
+def _simulate_share(args) -> SimulationResult:
+    """One rank's share of a batch in a launched job: compiles the backend's network on this rank's device
+    (once per compile on rank 0), then simulates items ``first ..`` of ``x``."""
+    backend, x, y, first, options = args
+    token, network = backend.shared_network
+    if backend.device.type == "cuda":  # one GPU per rank on a node
+        backend.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if token not in _RANK_SESSIONS:
+        _RANK_SESSIONS.clear()
+        _RANK_SESSIONS[token] = backend.compile(network, options)
+    return backend.simulate_local(_RANK_SESSIONS[token], x, y, first, options)
 
 
 def default_device() -> torch.device:
@@ -89,6 +112,8 @@ class GpuBackend(Backend):
             self.memory_budget_mb = 1024.0 if self.device.type == "cuda" else 64.0
         if self.state_budget_mb is None:
             self.state_budget_mb = 8192.0 if self.device.type == "cuda" else 2048.0
+        #: (token, network) of the last compile, which the ranks of a launched job compile for themselves
+        self.shared_network: tuple[str, Network] | None = None
 
     def describe(self) -> str:
         reason = " (no CUDA device found)" if self.device.type == "cpu" and not torch.cuda.is_available() else ""
@@ -113,6 +138,8 @@ class GpuBackend(Backend):
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
+        if current_team() is not None:
+            self.shared_network = (uuid.uuid4().hex, network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
                                    PROFILES[self.profile])
         metadata = {
@@ -130,6 +157,22 @@ class GpuBackend(Backend):
 
     def simulate_batch(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,
                        options: RunOptions) -> SimulationResult:
+        """In a launched job the batch is split over the ranks (item i of the batch to share i * size // B);
+        otherwise this process simulates it."""
+        team = current_team()
+        if team is None or self.shared_network is None:
+            return self.simulate_local(session, inputs, labels, first, options)
+        bounds = np.linspace(0, len(labels), team.size + 1).astype(int)
+        shares = [(self, inputs[a:b], labels[a:b], first + a, options)
+                  for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        assembler = ResultAssembler(len(labels))
+        for (_, _, _, start, _), part in zip(shares, map_over_ranks(_simulate_share, shares), strict=True):
+            assembler.add(start - first, part)
+        return assembler.result()
+
+    def simulate_local(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,
+                       options: RunOptions) -> SimulationResult:
+        """Simulates ``inputs [B, *input_shape]`` (items ``first ..`` of the run) in this process."""
         compiled = session.state
         x = inputs.to(self.device, torch.float32)
         part = batch_part(compiled, self.state_budget_mb * 2**20)

@@ -123,25 +123,47 @@ class _NeuronCell:
     def record(self, population, pop: LoweredPopulation) -> None:
         from neuron import h
 
+        # a population iterates over the cells of this rank (all of them in one process): record each under
+        # its index in the population
         if pop.spiking:
             times, ids = h.Vector(), h.Vector()
-            for index, cell in enumerate(population):
-                cell._cell.rec.record(times, ids, index)
+            for cell in population:
+                cell._cell.rec.record(times, ids, int(population.id_to_index(cell)))
             self._spikes[population.label] = (times, ids)
         if pop.role == "output":
-            vectors = []
+            indices, vectors = [], []
             for cell in population:
                 vector = h.Vector()
                 vector.record(self.membrane_ref(cell._cell), 1.0)
+                indices.append(int(population.id_to_index(cell)))
                 vectors.append(vector)
-            self._membranes[population.label] = vectors
+            self._membranes[population.label] = (np.array(indices, np.int64), vectors)
 
     def read_spikes(self, population) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's spikes of ``population`` (each rank returns all of them)."""
         times, ids = self._spikes[population.label]
-        return ids.as_numpy().astype(np.int64), self.steps(times.as_numpy())
+        parts = _all_ranks((ids.as_numpy().astype(np.int64), self.steps(times.as_numpy())))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def read_membrane(self, population) -> np.ndarray:
-        return np.stack([vector.as_numpy() for vector in self._membranes[population.label]], axis=1)
+        """Every rank's membrane samples of ``population`` ``[samples, size]``."""
+        indices, vectors = self._membranes[population.label]
+        local = np.stack([v.as_numpy() for v in vectors], axis=1) if vectors else None
+        parts = [(i, m) for i, m in _all_ranks((indices, local)) if m is not None]
+        samples = min(m.shape[0] for _, m in parts)  # ranks record the same steps
+        membrane = np.zeros((samples, population.size))
+        for index, values in parts:
+            membrane[:, index] = values[:samples]
+        return membrane
+
+
+def _all_ranks(value: Any) -> list:
+    """``value`` of every NEURON rank, in rank order (``[value]`` in one process): NEURON's ParallelContext
+    gathers them, so the cells-over-ranks mode needs nothing beyond NEURON."""
+    from neuron import h
+
+    context = h.ParallelContext()
+    return [value] if int(context.nhost()) == 1 else list(context.py_allgather(value))
 
 
 class _Exact(_NeuronCell):
@@ -221,21 +243,30 @@ PROFILES = {"exact": _Exact, "standard": _Standard}
 
 
 def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str = "exact",
-                   log_path: str | Path | None = None) -> dict:
+                   log_path: str | Path | None = None, cells_over_ranks: bool = False) -> dict:
     """Builds the network once and simulates every item of ``x [B, *input_shape]`` for T steps with the
     shared PyNN runner; the input is current injection or, when ``lowered`` has synapses from the input,
     IF-encoded spike sources. Returns the runner's dict (readout ``[B, T, C]``, spikes and synaptic events
     ``[B, T, P]`` per step and non-input population, spikes per neuron over the run ``[B, M]``, the input's
-    spikes, see ``PyNNRunner.run_items``) plus build seconds ``build_s``. With ``log_path`` NEURON's and
-    PyNN's output goes to that file instead of the terminal."""
+    spikes, see ``PyNNRunner.run_items``) plus build seconds ``build_s`` and the ranks NEURON ran on
+    ``neuron_ranks``. With ``log_path`` NEURON's and
+    PyNN's output goes to that file instead of the terminal. ``cells_over_ranks``: every MPI rank calls this
+    with the same arguments, NEURON runs on MPI (``MPI_LIB_NRN_PATH`` names the MPI library), PyNN places
+    each population's cells round-robin on the ranks, NEURON's ParallelContext carries spikes between ranks,
+    and every rank returns the whole result."""
     ensure_pynn_mechanisms()
     with log_to_file(log_path) if log_path is not None else nullcontext():
         start = time.perf_counter()
+        if cells_over_ranks:
+            from neuron import h
+
+            h.nrnmpi_init()  # before pyNN.neuron makes its ParallelContext: PyNN then sees every rank
         import pyNN.neuron as sim
 
         cell = PROFILES[profile](sim, max((max(s.delay, 1) for s in lowered.synapses), default=1))
         built = build_network(sim, cell, lowered)
         build_s = time.perf_counter() - start
         result = PyNNRunner(sim, cell, lowered, built).run_items(x, T)
+        ranks = sim.num_processes()
         sim.end()
-    return {**result, "build_s": build_s}
+    return {**result, "build_s": build_s, "neuron_ranks": ranks}

@@ -1,6 +1,10 @@
 """The ``neurodeploy`` command line: ``parser`` (flags), ``commands`` (thin subcommands calling
 ``neurodeploy.jobs``), ``render`` (everything shown). Errors a user can cause print one line and exit
-with status 2."""
+with status 2.
+
+Started by a launcher (``mpirun``, ``srun``, ``torchrun``; ``neurodeploy.parallel``), rank 0 runs the command
+and tells the user how many ranks the job uses; the other ranks compute their share of what the backend
+hands out, and leave when rank 0 is done."""
 
 from __future__ import annotations
 
@@ -10,6 +14,28 @@ from neurodeploy.errors import NeurodeployError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from neurodeploy import parallel
+
+    launch = parallel.detect_launch()
+    if launch is None:
+        return _main(argv)
+    try:
+        team = parallel.join(launch)
+    except NeurodeployError as err:
+        if launch.rank == 0:
+            from neurodeploy.cli.render import print_error
+
+            print_error(str(err))
+        return 2
+    if team.rank != 0:
+        return parallel.serve(team)
+    try:
+        return _main(argv, team)
+    finally:
+        parallel.release(team)
+
+
+def _main(argv: list[str] | None, team=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         from neurodeploy.cli.commands import COMMANDS
@@ -24,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_os_line(err)}", file=sys.stderr)
         return 2
     configure(args)
+    if team is not None:
+        console.print(team.describe())
     try:
         COMMANDS[args.command](args)
     except NeurodeployError as err:
