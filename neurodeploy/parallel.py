@@ -153,10 +153,14 @@ class Team:
         os._exit(code)  # torchrun ends the other ranks when one exits with an error
 
     def close(self) -> None:
+        """Leaves the job: every rank calls it once after the last collective. A gloo process group left to the
+        interpreter's exit aborts the process (its threads are torn down from a destructor: SIGABRT)."""
         if self._comm is None:
             import torch.distributed as dist
 
-            dist.destroy_process_group()
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
 
 
 _TEAM: Team | None = None
@@ -245,11 +249,13 @@ def serve(team: Team) -> int:
     while True:
         task = team.bcast(None)
         if task is None:
+            team.close()
             return 0
         function, env = task
         team.gather(_call(function, team.scatter(None), env))
 
 
 def release(team: Team) -> None:
-    """Rank 0's last word: the other ranks leave :func:`serve`."""
+    """Rank 0's last word: the other ranks leave :func:`serve`, and every rank leaves the job."""
     team.bcast(None)
+    team.close()
