@@ -21,6 +21,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
     V_RESET_OPTION,
     apply_spinnaker_arithmetic,
+    cell_parts,
     set_reset_values,
 )
 from neurodeploy.errors import BackendError, ConfigError
@@ -95,12 +96,28 @@ class GpuBackend(Backend):
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
         """The spinnaker profiles size each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
-        reset value to the mean overshoot a subtract reset would keep (``passes.reset_compensation``), as
-        the spinnaker backend does."""
+        reset value to the mean overshoot a subtract reset would keep and, with ``"refined"`` (the default), refine
+        it per channel by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does."""
         if self.profile in SPINNAKER_CELLS:
             annotate_summed_weights(network, calibration.numpy(), encoding)
-            set_reset_values(network, calibration, encoding, self.v_reset, self.device)
+            set_reset_values(network, calibration, encoding, self.v_reset, self.device,
+                             SPINNAKER_CELLS[self.profile], self.tau_m)
         return network
+
+    def accuracy_reference(self) -> tuple[str, dict] | None:
+        """The spinnaker profiles keep the ``pynn`` profile's accuracy (same one-step delays, the IR's cell)."""
+        if self.profile not in SPINNAKER_CELLS:
+            return None
+        return "gpu", {"profile": "pynn", "device": str(self.device), "precision": self.precision}
+
+    def factor_variants(self) -> dict[str, tuple[str, dict]]:
+        """One variant per part of the profile (:data:`~spinnaker_profile.PARTS` that apply to its cell), each
+        with that part alone."""
+        if self.profile not in SPINNAKER_CELLS:
+            return {}
+        base = {"profile": self.profile, "device": str(self.device), "precision": self.precision, "tau_m": self.tau_m}
+        return {part: ("gpu", {**base, "spinnaker_parts": (part,)})
+                for part in cell_parts(SPINNAKER_CELLS[self.profile])}
 
     def compile(self, network: Network, options: RunOptions) -> Session:
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
