@@ -320,10 +320,12 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
                       passes: int = REFINEMENT_PASSES) -> Network:
     """The per-channel refinement of the reset values (``passes.reset_compensation``), in place, starting from
     :func:`compensate_hard_reset`'s: on the first ``COMPENSATION_ITEMS`` calibration items, ``passes`` times,
-    the profile of ``cell`` (every part, the reset values so far) and the IR with one-step delays are simulated
-    for ``COMPENSATION_STEPS`` steps and each channel's reset value moves by
-    ``passes.reset_compensation.refined_channel_resets``. Needs the ring-buffer annotation first (the profile
-    sizes its ring buffers from it)."""
+    the profile of ``cell`` (every part, the reset values so far) is simulated for ``COMPENSATION_STEPS`` steps,
+    its spike count per channel compared with the IR's (one-step delays, subtract reset) and each channel's reset
+    value moved by ``passes.reset_compensation.refined_channel_resets``; each channel keeps the value of the pass
+    whose count came closest (the first pass simulates the mean overshoot's values, so a channel never ends up
+    farther from the IR's count on these items than with them: rates of a hard reset move in jumps, and a move
+    can overshoot). Needs the ring-buffer annotation first (the profile sizes its ring buffers from it)."""
     device = device or torch.device("cpu")
     compensate_hard_reset(network, calibration, encoding, device)
     names = refinable_populations(network)
@@ -333,16 +335,22 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     reference = channel_spike_counts(compile_network(network, device, torch.float32, delay=1), items, encoding,
                                      COMPENSATION_STEPS, names)
     values = {name: _channel_mean(v_reset(network, name), network.populations[name].shape) for name in names}
+    best = {name: (values[name], np.full(len(values[name]), np.inf)) for name in names}
+    measured_on = (f"per-channel spike counts of the {cell} profile against the subtract reset, {len(items)} "
+                   f"calibration items, {COMPENSATION_STEPS} steps, best of {passes} passes, {encoding} input")
     for _ in range(passes):
+        annotate_channel_resets(network, values, measured_on)
         compiled = compile_network(network, device, torch.float32, delay=1)
         apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell)
         board = channel_spike_counts(compiled, items, encoding, COMPENSATION_STEPS, names)
+        for name in names:
+            error = np.abs(board[name] - reference[name])
+            kept, kept_error = best[name]
+            better = error < kept_error
+            best[name] = (np.where(better, values[name], kept), np.where(better, error, kept_error))
         values = {name: refined_channel_resets(values[name], channel_thresholds(network, name), board[name],
                                                reference[name]) for name in names}
-        annotate_channel_resets(network, values, (
-            f"per-channel spike counts of the {cell} profile against the subtract reset, {len(items)} calibration "
-            f"items, {COMPENSATION_STEPS} steps, {passes} passes, {encoding} input"))
-    return network
+    return annotate_channel_resets(network, {name: kept for name, (kept, _) in best.items()}, measured_on)
 
 
 def _channel_mean(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
