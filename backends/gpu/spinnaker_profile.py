@@ -84,7 +84,7 @@ EXP_ONLY_PARTS = ("floor",)
 COMPENSATION_ITEMS = 64
 COMPENSATION_STEPS = 100
 #: passes of the per-channel refinement of the reset values (``refine_hard_reset``)
-REFINEMENT_PASSES = 4
+REFINEMENT_PASSES = 5
 #: bound on one chunk's tensors in the calibration simulations (bytes)
 CHUNK_BUDGET_BYTES = 64 * 2**20
 #: the option of every backend that runs SpiNNaker's hard-reset cells (the gpu backend's spinnaker profiles,
@@ -322,10 +322,12 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     :func:`compensate_hard_reset`'s: on the first ``COMPENSATION_ITEMS`` calibration items, ``passes`` times,
     the profile of ``cell`` (every part, the reset values so far) is simulated for ``COMPENSATION_STEPS`` steps,
     its spike count per channel compared with the IR's (one-step delays, subtract reset) and each channel's reset
-    value moved by ``passes.reset_compensation.refined_channel_resets``; each channel keeps the value of the pass
-    whose count came closest (the first pass simulates the mean overshoot's values, so a channel never ends up
-    farther from the IR's count on these items than with them: rates of a hard reset move in jumps, and a move
-    can overshoot). Needs the ring-buffer annotation first (the profile sizes its ring buffers from it)."""
+    value moved by ``passes.reset_compensation.refined_channel_resets``. The network keeps the values of the pass
+    whose counts came closest to the IR's (the relative count error summed over the populations), all from one
+    pass, since a channel's count depends on the values upstream; the first pass simulates the mean overshoot's
+    values, so the result is never farther from the IR's counts on these items than they are (rates of a hard
+    reset move in jumps, and a move can overshoot). Needs the ring-buffer annotation first (the profile sizes
+    its ring buffers from it)."""
     device = device or torch.device("cpu")
     compensate_hard_reset(network, calibration, encoding, device)
     names = refinable_populations(network)
@@ -335,7 +337,7 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     reference = channel_spike_counts(compile_network(network, device, torch.float32, delay=1), items, encoding,
                                      COMPENSATION_STEPS, names)
     values = {name: _channel_mean(v_reset(network, name), network.populations[name].shape) for name in names}
-    best = {name: (values[name], np.full(len(values[name]), np.inf)) for name in names}
+    best, best_error = values, np.inf
     measured_on = (f"per-channel spike counts of the {cell} profile against the subtract reset, {len(items)} "
                    f"calibration items, {COMPENSATION_STEPS} steps, best of {passes} passes, {encoding} input")
     for _ in range(passes):
@@ -343,14 +345,12 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
         compiled = compile_network(network, device, torch.float32, delay=1)
         apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell)
         board = channel_spike_counts(compiled, items, encoding, COMPENSATION_STEPS, names)
-        for name in names:
-            error = np.abs(board[name] - reference[name])
-            kept, kept_error = best[name]
-            better = error < kept_error
-            best[name] = (np.where(better, values[name], kept), np.where(better, error, kept_error))
+        error = sum(float(np.abs(board[n] - reference[n]).sum() / max(reference[n].sum(), 1.0)) for n in names)
+        if error < best_error:
+            best, best_error = values, error
         values = {name: refined_channel_resets(values[name], channel_thresholds(network, name), board[name],
                                                reference[name]) for name in names}
-    return annotate_channel_resets(network, {name: kept for name, (kept, _) in best.items()}, measured_on)
+    return annotate_channel_resets(network, best, measured_on)
 
 
 def _channel_mean(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
