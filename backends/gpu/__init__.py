@@ -96,8 +96,8 @@ class GpuBackend(Backend):
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
         """The spinnaker profiles size each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
-        reset value to the mean overshoot a subtract reset would keep and, with ``"refined"`` (the default), refine
-        it per channel by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does."""
+        reset value to the mean overshoot a subtract reset would keep and, with ``"refined"``, refine it per channel
+        by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does."""
         if self.profile in SPINNAKER_CELLS:
             annotate_summed_weights(network, calibration.numpy(), encoding)
             set_reset_values(network, calibration, encoding, self.v_reset, self.device,
