@@ -19,6 +19,13 @@ parameter the spinnaker backend sets. The engine resets to 0, so the profile sim
 ``v' = v - v_reset``: threshold ``theta - v_reset``, initial membrane ``v_init - v_reset`` and, with the leak,
 the extra current ``-(1 - e) v_reset`` per step (``e v + I = e v' + I - (1 - e) v_reset + v_reset``). With
 ``v_reset`` on the S16.15 grid, rounding ``v'`` is rounding ``v`` shifted by ``v_reset``: the same spikes.
+With ``v_reset="refined"`` (:func:`refine_hard_reset`) the values are set per channel by simulating this
+profile against the IR on calibration items; they reach the profile and the board lowering through the same
+``passes.reset_compensation.v_reset``.
+
+Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
+``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
+``neurodeploy/jobs/diagnosis.py``).
 
 The ``spinnaker_exp`` profile (``cell="exp"``) predicts the local-only variant of the spinnaker backend:
 every population is IF_curr_exp (:class:`~neurodeploy.targets.spinnaker.ExpCell`, ``tau_syn`` = 1/32 ms)
