@@ -251,6 +251,19 @@ class Backend:
         (a virtual board); None where this backend's own results are the data."""
         return None
 
+    def accuracy_reference(self) -> tuple[str, dict] | None:
+        """The backend (name, options) whose accuracy this one's should keep on the same network and items (a
+        board's arithmetic against the IR's own semantics with the same delays), or None where there is none.
+        A job that runs this backend checks its accuracy against it and, where it loses, runs
+        :meth:`factor_variants` to say why (``neurodeploy.jobs.diagnosis``)."""
+        return None
+
+    def factor_variants(self) -> dict[str, tuple[str, dict]]:
+        """``{factor: (backend name, options)}``: for each way this backend differs from its
+        :meth:`accuracy_reference`, a backend that applies that difference on its own (on the same prepared
+        network; the variants run it without preparing it again). Empty where there is no reference."""
+        return {}
+
     # --- running ------------------------------------------------------------------------------
 
     def compile(self, network: Network, options: RunOptions) -> Session:

@@ -19,6 +19,13 @@ parameter the spinnaker backend sets. The engine resets to 0, so the profile sim
 ``v' = v - v_reset``: threshold ``theta - v_reset``, initial membrane ``v_init - v_reset`` and, with the leak,
 the extra current ``-(1 - e) v_reset`` per step (``e v + I = e v' + I - (1 - e) v_reset + v_reset``). With
 ``v_reset`` on the S16.15 grid, rounding ``v'`` is rounding ``v`` shifted by ``v_reset``: the same spikes.
+With ``v_reset="refined"`` (:func:`refine_hard_reset`) the values are set per channel by simulating this
+profile against the IR on calibration items; they reach the profile and the board lowering through the same
+``passes.reset_compensation.v_reset``.
+
+Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
+``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
+``neurodeploy/jobs/diagnosis.py``).
 
 The ``spinnaker_exp`` profile (``cell="exp"``) predicts the local-only variant of the spinnaker backend:
 every population is IF_curr_exp (:class:`~neurodeploy.targets.spinnaker.ExpCell`, ``tau_syn`` = 1/32 ms)
@@ -42,13 +49,21 @@ import torch
 
 from neurodeploy.backends.base import Option
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Incoming, Layer, compile_network
-from neurodeploy.backends.gpu.engine import BatchSimulation
+from neurodeploy.backends.gpu.engine import BatchSimulation, chunk_steps, simulate_batch
 from neurodeploy.backends.pynn.lowering import local_connector_kinds
 from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.torch_ops import compile_chain
 from neurodeploy.passes.reset_compensation import METADATA_KEY as RESET_KEY
-from neurodeploy.passes.reset_compensation import annotate_reset_compensation, compensated_populations, v_reset
+from neurodeploy.passes.reset_compensation import (
+    annotate_channel_resets,
+    annotate_reset_compensation,
+    channel_thresholds,
+    compensated_populations,
+    refinable_populations,
+    refined_channel_resets,
+    v_reset,
+)
 from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 from neurodeploy.targets.spinnaker import (
@@ -56,6 +71,7 @@ from neurodeploy.targets.spinnaker import (
     LOCAL_ONLY_WEIGHT_MAX,
     RING_BUFFER_MAX,
     S1615_RESOLUTION,
+    U032_ONE,
     DeltaCell,
     ExpCell,
     quantize_weights,
@@ -68,16 +84,24 @@ from neurodeploy.targets.spinnaker import (
 CELLS = ("delta", "exp")
 
 #: the parts of SpiNNaker's semantics the profile applies; leaving some out measures what each costs
-PARTS = ("hard_reset", "leak", "fixed_point", "weights")
+PARTS = ("hard_reset", "leak", "fixed_point", "weights", "floor")
+#: the parts that change only IF_curr_exp (the synaptic current's floor)
+EXP_ONLY_PARTS = ("floor",)
 #: calibration of the hard-reset compensation: items (the first of the calibration items) and steps
 COMPENSATION_ITEMS = 64
 COMPENSATION_STEPS = 100
+#: passes of the per-channel refinement of the reset values (``refine_hard_reset``)
+REFINEMENT_PASSES = 4
+#: bound on one chunk's tensors in the calibration simulations (bytes)
+CHUNK_BUDGET_BYTES = 64 * 2**20
 #: the option of every backend that runs SpiNNaker's hard-reset cells (the gpu backend's spinnaker profiles,
 #: the spinnaker backend); :func:`set_reset_values` applies it
 V_RESET_OPTION = Option(
     "v_reset", "calibrated", "reset value of SpiNNaker's hard-reset cells: calibrated (per population, the mean "
-    "overshoot a subtract reset keeps, measured on calibration items; see docs/semantics.md) or zero",
-    choices=("calibrated", "zero"))
+    "overshoot a subtract reset keeps, measured on calibration items), refined (then per channel, by simulating "
+    "the board's arithmetic against the subtract reset on calibration items; measured to help on some networks "
+    "and not others) or zero; see docs/semantics.md",
+    choices=("refined", "calibrated", "zero"))
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
@@ -110,17 +134,26 @@ def _exp_bias(value, cell: ExpCell):
     return float(cell.offset_for(value)) * cell.bias_gain
 
 
-def exp_synaptic_fn(excitatory, inhibitory, limits: tuple[float, float], cell: ExpCell):
+def cell_parts(cell: str) -> tuple[str, ...]:
+    """The :data:`PARTS` that change anything for ``cell`` ("delta", "exp")."""
+    return PARTS if cell == "exp" else tuple(p for p in PARTS if p not in EXP_ONLY_PARTS)
+
+
+def exp_synaptic_fn(excitatory, inhibitory, limits: tuple[float, float], cell: ExpCell, floor: bool = True):
     """One projection into an IF_curr_exp population: per receptor the ring-buffer sum saturates at its
     limit and becomes the current ``floor(x * init)`` (exact integer arithmetic on the S16.15 bits); the
     result is the membrane change ``R (1 - e) (I_exc - I_inh)``. ``excitatory`` / ``inhibitory``: the
-    receptors' weight functions (magnitudes)."""
+    receptors' weight functions (magnitudes). ``floor=False`` (a diagnosis that leaves the floor out): the
+    current ``x * init`` exactly."""
     init, scale = cell.init_bits, cell.bias_gain * S1615_RESOLUTION
 
     def current_bits(fn, limit, spikes):
         # the sums of quantized weights are multiples of 2^(shift - 15) below 2^24 of them: exact in float32,
         # and so are their S16.15 bits
-        bits = fn(spikes).clamp_(max=limit).mul_(1.0 / S1615_RESOLUTION).long()
+        summed = fn(spikes).clamp_(max=limit)
+        if not floor:
+            return summed.double().mul_(init / (S1615_RESOLUTION * U032_ONE))
+        bits = summed.mul_(1.0 / S1615_RESOLUTION).long()
         return torch.bitwise_right_shift(bits.mul_(init), 32)
 
     def apply(spikes: torch.Tensor) -> torch.Tensor:
@@ -136,9 +169,9 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
     """Turns ``compiled`` (built with delay 1) into the SpiNNaker profile in place; returns a report per
     population: ring-buffer shifts, saturation limits and how many weights rounded to zero or clipped.
     ``parts`` picks which of :data:`PARTS` apply ("weights": 16-bit ring-buffer weights, receptors and
-    saturation, with ``cell="exp"`` also the synaptic current's floor; "fixed_point": S16.15 rounding of
-    parameters and state). ``cell``: "delta" (IF_curr_delta) or "exp" (IF_curr_exp with the local-only
-    connectors of the module docstring)."""
+    saturation; "floor": with ``cell="exp"`` the synaptic current's floor, nothing for "delta"; "fixed_point":
+    S16.15 rounding of parameters and state). ``cell``: "delta" (IF_curr_delta) or "exp" (IF_curr_exp with the
+    local-only connectors of the module docstring)."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BackendError(f"unknown spinnaker profile parts {sorted(unknown)}; choose from {PARTS}")
@@ -192,22 +225,25 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
                 target.incoming.append(Incoming(0, (lambda x, chain=chain: round_s1615(chain(x))) if fixed else chain))
             continue
         matrix = projection_matrix(network, projection)
-        if "weights" not in parts:
+        weights, floor = "weights" in parts, exp and "floor" in parts
+        if not weights and not floor:
             target.incoming.append(Incoming(index[projection.source], _sparse_fn(matrix, device, dtype, target.shape)))
             continue
         entry = report["populations"][projection.target]
         receptors = []
         for receptor, part in enumerate(receptor_parts(matrix)):
             part = part.tocoo()
-            quantized, clipped = quantize_weights(part.data, entry["ring_buffer_shift"][receptor],
-                                                  LOCAL_ONLY_WEIGHT_MAX if kind else RING_BUFFER_MAX)
-            entry["weights_to_zero"] += int(((quantized == 0) & (part.data != 0)).sum())
-            entry["weights_clipped"] += clipped
-            part.data = quantized
+            if weights:
+                quantized, clipped = quantize_weights(part.data, entry["ring_buffer_shift"][receptor],
+                                                      LOCAL_ONLY_WEIGHT_MAX if kind else RING_BUFFER_MAX)
+                entry["weights_to_zero"] += int(((quantized == 0) & (part.data != 0)).sum())
+                entry["weights_clipped"] += clipped
+                part.data = quantized
             receptors.append(_sparse_fn(part, device, dtype, target.shape))
         if exp:
-            limits = tuple(ring_buffer_limit(s) for s in entry["ring_buffer_shift"])
-            target.incoming.append(Incoming(index[projection.source], exp_synaptic_fn(*receptors, limits, constants)))
+            limits = tuple(ring_buffer_limit(s) if weights else float("inf") for s in entry["ring_buffer_shift"])
+            target.incoming.append(Incoming(index[projection.source],
+                                            exp_synaptic_fn(*receptors, limits, constants, floor)))
         else:
             target.incoming.append(Incoming(index[projection.source], *receptors))
     return report
@@ -267,11 +303,72 @@ def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding:
         f"{COMPENSATION_STEPS} steps, {encoding} input"))
 
 
+def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: str, T: int, names: list[str],
+                         batch_size: int = 64) -> dict[str, np.ndarray]:
+    """``{population: spikes per channel [C]}`` of ``compiled`` (any profile, one-step delays) on items
+    ``x [N, *input]`` over ``T`` steps, summed over items, the channel's neurons and steps."""
+    index = {layer.name: i for i, layer in enumerate(compiled.layers)}
+    offsets = np.cumsum([0] + [layer.size for layer in compiled.layers])
+    totals = {name: 0.0 for name in names}
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size].to(torch.float32)
+            chunk = chunk_steps(compiled, len(batch), T, CHUNK_BUDGET_BYTES)
+            _, _, _, neurons = simulate_batch(compiled, batch, T, encoding, chunk, 1, 0, record_neurons=True)
+            counts = neurons.sum(0).double().cpu().numpy()
+            for name in names:
+                k = index[name]
+                layer = compiled.layers[k]
+                totals[name] = totals[name] + counts[offsets[k]:offsets[k + 1]].reshape(layer.shape[0], -1).sum(1)
+    return totals
+
+
+def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
+                      device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M,
+                      passes: int = REFINEMENT_PASSES) -> Network:
+    """The per-channel refinement of the reset values (``passes.reset_compensation``), in place, starting from
+    :func:`compensate_hard_reset`'s: on the first ``COMPENSATION_ITEMS`` calibration items, ``passes`` times,
+    the profile of ``cell`` (every part, the reset values so far) is simulated for ``COMPENSATION_STEPS`` steps,
+    its spike count per channel compared with the IR's (one-step delays, subtract reset) and each channel's reset
+    value moved by ``passes.reset_compensation.refined_channel_resets``; the values of the last pass are kept.
+    Rates of a hard reset move in jumps (a neuron of constant input fires every whole number of steps), so a move
+    can overshoot; keeping instead the pass whose counts came closest (per channel, or for the whole network) was
+    measured and lost accuracy on the test items (``docs/semantics.md``). Needs the ring-buffer annotation first
+    (the profile sizes its ring buffers from it)."""
+    device = device or torch.device("cpu")
+    compensate_hard_reset(network, calibration, encoding, device)
+    names = refinable_populations(network)
+    if not names:
+        return network
+    items = calibration[:COMPENSATION_ITEMS].to(device)
+    reference = channel_spike_counts(compile_network(network, device, torch.float32, delay=1), items, encoding,
+                                     COMPENSATION_STEPS, names)
+    values = {name: _channel_mean(v_reset(network, name), network.populations[name].shape) for name in names}
+    measured_on = (f"per-channel spike counts of the {cell} profile against the subtract reset, {len(items)} "
+                   f"calibration items, {COMPENSATION_STEPS} steps, {passes} passes, {encoding} input")
+    for _ in range(passes):
+        compiled = compile_network(network, device, torch.float32, delay=1)
+        apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell)
+        board = channel_spike_counts(compiled, items, encoding, COMPENSATION_STEPS, names)
+        values = {name: refined_channel_resets(values[name], channel_thresholds(network, name), board[name],
+                                               reference[name]) for name in names}
+        annotate_channel_resets(network, values, measured_on)
+    return network
+
+
+def _channel_mean(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(values, np.float64).reshape(shape[0], -1).mean(1)
+
+
 def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str, mode: str,
-                     device: torch.device | None = None) -> Network:
-    """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "calibrated" runs
-    :func:`compensate_hard_reset` on ``calibration`` with ``encoding``; "zero" records that no population is
-    compensated (also in an IR that was compensated before)."""
+                     device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M
+                     ) -> Network:
+    """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
+    :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
+    "calibrated" :func:`compensate_hard_reset`, both on ``calibration`` with ``encoding``; "zero" records that
+    no population is compensated (also in an IR that was compensated before)."""
+    if mode == "refined":
+        return refine_hard_reset(network, calibration, encoding, device, cell, tau_m)
     if mode == "calibrated":
         return compensate_hard_reset(network, calibration, encoding, device)
     return annotate_reset_compensation(network, {}, "")

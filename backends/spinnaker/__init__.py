@@ -149,7 +149,8 @@ class SpinnakerBackend(Backend):
         "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
         spinnaker.check_carried(network)
         network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
-        return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset)
+        return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset,
+                                cell="exp" if self.local_only else "delta", tau_m=self.tau_m)
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""

@@ -24,6 +24,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_job(config, render)
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from neurodeploy.cli import settings
+    from neurodeploy.jobs.config import JobConfig
+    from neurodeploy.jobs.diagnosis import diagnose_job
+
+    config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
+                       model=settings.model(args), **settings.conversion(args), run=settings.run(args),
+                       results_dir=args.results_dir, run_id=args.run_id,
+                       cache_dir=args.cache_dir)
+    diagnose_job(config, render)
+
+
 def cmd_optimize(args: argparse.Namespace) -> None:
     from neurodeploy.cli import settings
     from neurodeploy.jobs.config import JobConfig, RunSettings
@@ -277,6 +289,7 @@ def cmd_backends(args: argparse.Namespace) -> None:
         console.print(f"{name:10s} {state}\n{'':10s} {target}  ({options})", highlight=False, markup=False)
 
 
-COMMANDS = {"run": cmd_run, "optimize": cmd_optimize, "compare": cmd_compare, "train": cmd_train,
-            "convert": cmd_convert, "info": cmd_info, "evaluate": cmd_evaluate, "export": cmd_export,
+COMMANDS = {"run": cmd_run, "diagnose": cmd_diagnose, "optimize": cmd_optimize, "compare": cmd_compare,
+            "train": cmd_train, "convert": cmd_convert, "info": cmd_info, "evaluate": cmd_evaluate,
+            "export": cmd_export,
             "backends": cmd_backends}

@@ -325,6 +325,7 @@ def add_verbosity_flags(parser: argparse.ArgumentParser, top_level: bool) -> Non
 
 HELP = {
     "run": "train or load a model, convert it, simulate it and evaluate it",
+    "diagnose": "which population and which of a board's differences lose a board prediction's accuracy",
     "optimize": "sparsity fine-tuning + conversion + formal scale optimization; writes the optimized IR",
     "compare": "run one converted network on several backends and compare them",
     "train": "train a zoo architecture and write a model file",
@@ -342,6 +343,10 @@ EXAMPLES = {
             ("a quick look: 200 items, 50 steps, 2 training epochs; then your own model on NEURON",
              "neurodeploy run --samples 200 -T 50 --epochs 2\n"
              "  neurodeploy run --model mine.pt --backend neuron --samples 100 --workers 2")],
+    "diagnose": [("the virtual SpiNNaker board's prediction against the pynn profile, each factor on its own",
+                  "neurodeploy diagnose --backend spinnaker --model mine.pt2 --samples 300 -T 100"),
+                 ("the gpu backend's IF_curr_exp profile of a zoo network",
+                  "neurodeploy diagnose --backend gpu --profile spinnaker_exp --arch resnet_small")],
     "optimize": [("optimize the scales of dense MNIST (50 simulations) and write the IR",
                   "neurodeploy optimize --out net.zip --optimize-evals 50")],
     "compare": [("zero delay against one step of delay per projection (results/compare-*/*.png)",
@@ -391,6 +396,16 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
     _optimization_group(run, switch=True)
     _output_group(run)
     add_backend_option_groups(run)
+
+
+def _diagnose_flags(diagnose: argparse.ArgumentParser) -> None:
+    _backend_flag(diagnose)
+    _model_group(diagnose)
+    _network_flag(diagnose._action_groups[-2])
+    _conversion_group(diagnose)
+    _simulation_group(diagnose, 300, 100)
+    _output_group(diagnose)
+    add_backend_option_groups(diagnose)
 
 
 def _optimize_flags(optimize: argparse.ArgumentParser) -> None:
@@ -520,7 +535,8 @@ def _evaluate_flags(evaluate: argparse.ArgumentParser) -> None:
     _dynamic_confidence_group(evaluate)
 
 
-FLAGS = {"run": _run_flags, "optimize": _optimize_flags, "compare": _compare_flags, "train": _train_flags,
+FLAGS = {"run": _run_flags, "diagnose": _diagnose_flags, "optimize": _optimize_flags, "compare": _compare_flags,
+         "train": _train_flags,
          "convert": _convert_flags, "info": _info_flags, "evaluate": _evaluate_flags, "export": _export_flags,
          "backends": lambda p: None}
 

@@ -73,7 +73,7 @@ def summary_table(summary: dict, title: str) -> Table:
     table.add_column("metric", style="bold")
     table.add_column("value")
     for name, value in summary_rows(summary):
-        table.add_row(name, value)
+        table.add_row(escape(name), escape(value))
     caption = [summary["prediction"]] if summary.get("prediction") else []
     table.caption = "\n".join(caption + [_energy_caption(summary)]).strip() or None
     table.caption_justify = "left"
@@ -106,6 +106,35 @@ def agreement_table(report: dict) -> Table:
         table.add_row(spec, predictions, counts, "n/a" if neurons is None else f"{neurons['equal_fraction']:.4%}",
                       f"{agreement['max_readout_difference']:.3g}",
                       f"{entry['wall_time_per_item_s'] * 1e3:.2f} ms", f"{entry['build_s']:.2f} s")
+    return table
+
+
+def diagnosis_table(report: dict, title: str) -> Table:
+    """Per population: spike-count agreement of the prediction and of each factor alone with the reference, and
+    the factor that loses most; then the accuracies; the caption names the cause and the fan-in pass's cost."""
+    factors = [f for f in report["accuracy"] if f not in ("reference", "board")]
+    table = Table(title=escape(f"{title}\nspike-count agreement with {report['reference']} ({report['n_items']} "
+                               f"items, T={report['T']}, {report['encoding']} input): 1 - sum|n - n_ref| / sum n_ref"))
+    for column in ("population", "prediction", "drop here", *factors, "worst factor"):
+        table.add_column(column)
+    for row in report["populations"]:
+        table.add_row(escape(row["population"]), f"{row['agreement']:.3f}", f"{row['drop']:+.3f}",
+                      *(f"{row['factors'][f]:.3f}" if f in row["factors"] else "" for f in factors),
+                      str(row["factor"]))
+    accuracy = report["accuracy"]
+    table.add_row("accuracy", f"{accuracy['board']:.4f}", f"ref {accuracy['reference']:.4f}",
+                  *(f"{accuracy[f]:.4f}" for f in factors), "", style="bold")
+    lines = []
+    if report.get("cause"):
+        c = report["cause"]
+        lines.append(f"loses most: population {c['population']} (agreement drops by {c['drop']:.3f} there), "
+                     f"factor {c['factor']}")
+    if report.get("fan_in"):
+        f = report["fan_in"]
+        lines.append(f"fan-in pass: reference accuracy {f['reference_accuracy_without']:.4f} without it, "
+                     f"{f['reference_accuracy_with']:.4f} with it ({-f['loss_pp']:+.2f} pp)")
+    table.caption = escape("\n".join(lines)) or None
+    table.caption_justify = "left"
     return table
 
 
@@ -260,6 +289,10 @@ def render(event: Event) -> None:
         console.print(mapping_table(event.data) if verbosity > 0 else mapping_line(event.data), highlight=False)
     elif event.kind == "summary":
         console.print(summary_table(event.data, event.message))
+    elif event.kind == "warning":
+        print_warning(event.message)
+    elif event.kind == "diagnosis":
+        console.print(diagnosis_table(event.data, event.message))
     elif event.kind == "comparison":
         labels, summaries = zip(*event.data["summaries"], strict=True)
         console.print(comparison_table(list(summaries), list(labels)))

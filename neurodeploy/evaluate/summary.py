@@ -156,6 +156,13 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     if summary.get("ann_accuracy") is None:  # a* absent: the rows that need it say so
         rows = [(name, "absent (no a*)") if i in (0, 3, 4, 5, 6) else (name, value)
                 for i, (name, value) in enumerate(rows)]
+    check = summary.get("board_accuracy")
+    if check:
+        text = (f"{check['accuracy']:.4f} vs {check['reference_accuracy']:.4f} ({-check['loss_pp']:+.2f} pp; "
+                f"limit -{check['limit_pp']:g} pp)")
+        if check.get("warning"):
+            text += f" WARNING: population {check.get('population')}, factor {check.get('factor')}"
+        rows.append((f"accuracy against {check['reference']}", text))
     mapping = summary.get("mapping")
     if mapping:
         rows.append((f"mapping on the {mapping['target']}",

@@ -175,7 +175,12 @@ def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener
         path.unlink()
     partial.rmdir()
     summary, arrays = evaluate(result, config)
-    for key, value in (("fan_in_pass", network.metadata.get("fan_in_pass")),
+    from neurodeploy.jobs.diagnosis import accuracy_check
+
+    check = accuracy_check(runner, network, test, deployment.options, result)
+    if check is not None and check["warning"]:
+        emit(Event("warning", check["warning"]))
+    for key, value in (("board_accuracy", check), ("fan_in_pass", network.metadata.get("fan_in_pass")),
                        ("scale_optimization", prepared.optimization), ("mapping", deployment.mapping),
                        ("prediction", deployment.prediction_note)):
         if value is not None:

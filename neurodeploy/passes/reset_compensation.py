@@ -22,6 +22,15 @@ parameter of PyNN's cells:
   ``E[o] / h``, its reset value in the middle of the interval that saves ``k`` (``k = 0`` included: robust
   by half a step to what makes steps smaller than ``h`` on a board, the leak and the IF_curr_exp
   current's floor, which with a reset to 0 would need one step more per spike).
+
+The mean overshoot is a first-order, per-population answer: it treats every channel alike and ignores what the
+leak, S16.15 and the ring buffers change, and on a residual CNN written by a user (issue 33) the hard reset
+still cost 4 points after it. The *refinement* (:func:`refined_channel_resets`, run by
+``backends/gpu/spinnaker_profile.py``, ``refine_hard_reset``) sets one reset value per channel (per neuron for
+1-D populations) by simulation: it runs the board's arithmetic and the IR's subtract reset on calibration items,
+compares each channel's spike count and moves its reset value by the period the count says is lost, over a few
+passes (the changes upstream change what arrives downstream). The values are stored in the annotation
+(``channel_v_reset``) and read by :func:`v_reset`, so the board lowering and the gpu profiles use the same ones.
 """
 
 from __future__ import annotations
@@ -32,8 +41,15 @@ from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import AvgPool2d, Flatten, Identity
 from neurodeploy.ir.population import per_neuron
 from neurodeploy.passes.synapse_matrix import projection_matrix
+from neurodeploy.targets.spinnaker import round_s1615
 
 METADATA_KEY = "reset_compensation"
+#: bounds of a refined reset value, in thresholds: at most this close to the threshold (a reset at or above it
+#: fires every step), at least this far below 0 (a channel the board makes fire too often)
+REFINED_MAX = 0.95
+REFINED_MIN = -0.5
+#: the largest move of a reset value in one refinement pass, in thresholds
+REFINED_STEP = 0.5
 #: ops whose projections carry no weights of their own (the weights are the pooling's equal shares)
 _WEIGHTLESS = (AvgPool2d, Flatten, Identity)
 
@@ -96,6 +112,8 @@ def v_reset(network: Network, name: str) -> np.ndarray:
         return np.zeros(pop.size)
     theta = per_neuron(pop.neuron.threshold, pop.shape).reshape(-1)
     overshoot, h = float(entry["mean_overshoot"]), float(entry["lattice_step"])
+    if "channel_v_reset" in entry:
+        return channel_values(entry["channel_v_reset"], pop.shape)
     if h <= 0:
         return np.minimum(np.full(pop.size, overshoot), theta)
     return lattice_values(overshoot, h, theta)
@@ -115,3 +133,56 @@ def lattice_values(overshoot: float, h: float, theta: np.ndarray) -> np.ndarray:
     steps = np.minimum(steps, reach - 1)  # a reset at or above the threshold would fire every step
     return theta - (reach - steps - 0.5) * h
 
+
+
+def channel_values(values, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-channel values ``[shape[0]]`` repeated over the channel's neurons: ``[size]`` in C order."""
+    values = np.asarray(values, np.float64)
+    return np.repeat(values, int(np.prod(shape[1:], dtype=np.int64))) if len(shape) > 1 else values.copy()
+
+
+def channel_thresholds(network: Network, name: str) -> np.ndarray:
+    """The threshold of each channel ``[shape[0]]`` of population ``name`` (the first neuron's of the channel)."""
+    pop = network.populations[name]
+    return per_neuron(pop.neuron.threshold, pop.shape).reshape(pop.shape[0], -1)[:, 0].astype(np.float64)
+
+
+def refinable_populations(network: Network) -> list[str]:
+    """Compensated populations the refinement sets per channel: annotated, not on a lattice (a lattice
+    population keeps the whole-step rule of :func:`lattice_values`), with one threshold per channel."""
+    names = []
+    for name in compensated_populations(network):
+        entry = network.populations[name].metadata.get(METADATA_KEY)
+        pop = network.populations[name]
+        theta = per_neuron(pop.neuron.threshold, pop.shape).reshape(pop.shape[0], -1)
+        if entry and float(entry["lattice_step"]) <= 0 and np.all(theta == theta[:, :1]):
+            names.append(name)
+    return names
+
+
+def refined_channel_resets(v_reset: np.ndarray, theta: np.ndarray, board: np.ndarray, reference: np.ndarray
+                           ) -> np.ndarray:
+    """One refinement pass per channel: with the reset at ``v_reset [C]`` a channel of threshold ``theta [C]``
+    spiked ``board [C]`` times where the IR's subtract reset spiked ``reference [C]`` times (summed over items,
+    neurons and steps). A channel whose input per step has mean ``mu`` spikes every ``(theta - v_reset + E[o])
+    / mu`` steps (the module docstring), so matching the reference's period ``theta / mu`` (``mu = theta n_ref /
+    T``) moves the reset by ``theta (n_ref / n_board - 1)``: the new value, the move bounded by
+    :data:`REFINED_STEP` ``theta`` (a silent channel on the board moves by that much) and the value kept in
+    ``[REFINED_MIN theta, REFINED_MAX theta]``; channels that never spike in the reference keep theirs."""
+    v_reset, theta = np.asarray(v_reset, np.float64), np.asarray(theta, np.float64)
+    board, reference = np.asarray(board, np.float64), np.asarray(reference, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        move = np.where(board > 0, theta * (reference / board - 1.0), REFINED_STEP * theta)
+    move = np.clip(move, -REFINED_STEP * theta, REFINED_STEP * theta)
+    new = np.clip(v_reset + move, REFINED_MIN * theta, REFINED_MAX * theta)
+    return np.where(reference > 0, new, v_reset)
+
+
+def annotate_channel_resets(network: Network, values: dict[str, np.ndarray], refined_on: str) -> Network:
+    """Stores each population's per-channel reset values (``values[name] [C]``, rounded to S16.15, the grid the
+    board stores them on) in its annotation, in place."""
+    for name, channel in values.items():
+        entry = network.populations[name].metadata[METADATA_KEY]
+        entry["channel_v_reset"] = [float(v) for v in round_s1615(np.asarray(channel, np.float64))]
+        entry["refined_on"] = refined_on
+    return network
