@@ -150,7 +150,7 @@ def read_graph(path: str | Path, max_bytes: int = MAX_BYTES):
     tree["type_check"] = False
     try:
         return nir.dict2NIRNode(tree)
-    except (KeyError, ValueError, TypeError, AssertionError, AttributeError, IndexError) as err:
+    except (KeyError, ValueError, TypeError, AssertionError, AttributeError, IndexError, OverflowError) as err:
         text = str(err).splitlines()[0] if str(err) else ""
         raise NIRFileError(f"{path}: not a NIR graph nir {nir.version} can build ({type(err).__name__}: "
                            f"{text:.200})") from None

@@ -98,15 +98,29 @@ def from_nir_graph(graph, *, dt: float | None = None, reset: str | None = None, 
         if options.given:
             _warn("this graph was written by neurodeploy and states its own time step, reset and leak: the import "
                   "options are not used")
-        network = _OwnReader(graph).network()
+        try:
+            network = _OwnReader(graph).network()
+        except MALFORMED as err:  # our vocabulary's metadata damaged or missing after writing
+            raise NIRUnsupportedError(f"the graph's neurodeploy metadata is malformed ({_what(err)})") from None
         if options.given:
             network.metadata["nir_import"] = {"options": None, "notes": ["written by neurodeploy: the graph's own "
                                                                          "metadata is used, the import options not"]}
         return network
     try:
         return _ForeignReader(graph, options).network()
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:  # a node nir let through malformed
-        raise NIRUnsupportedError(f"the graph has malformed nodes ({type(err).__name__}: {str(err)[:160]})") from None
+    except MALFORMED as err:  # a node nir let through malformed
+        raise NIRUnsupportedError(f"the graph has malformed nodes ({_what(err)})") from None
+
+
+#: what reading a node whose fields nir did not check can raise (wrong types, shapes, missing keys, infinities)
+MALFORMED = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError)
+
+
+def _what(err: Exception) -> str:
+    """One line on a malformed field: a missing key is named as such."""
+    if isinstance(err, KeyError):
+        return f"missing field {str(err)[:80]}"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
 
 
 # ---- graphs written here
