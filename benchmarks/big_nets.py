@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from memory_vs_T import machine  # the same machine line as the memory benchmark (this folder)
 from torch import nn
 
 #: runs one command and prints its peak RSS in KiB (Linux reports ru_maxrss in KiB, macOS in bytes)
@@ -110,17 +111,6 @@ class VGG(nn.Module):
 
 
 NETS = {"alexnet": AlexNet, "vgg16": lambda: VGG(VGG16_CONFIG)}
-
-
-def machine() -> str:
-    """CPU model, cores and memory of this machine (Linux; the platform elsewhere)."""
-    cpuinfo, meminfo = Path("/proc/cpuinfo"), Path("/proc/meminfo")
-    if not (cpuinfo.exists() and meminfo.exists()):
-        return platform.platform()
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")]
-    total_kib = int(meminfo.read_text().split("MemTotal:", 1)[1].split()[0])
-    return f"{models[0] if models else platform.machine()}, {len(models)} cores, {total_kib / 2**20:.0f} GiB"
 
 
 def _inputs(items: int) -> tuple[torch.Tensor, torch.Tensor]:
