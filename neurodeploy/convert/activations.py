@@ -22,8 +22,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neurodeploy.convert.max_pool import rewritten
 from neurodeploy.data.datasets import Split
-from neurodeploy.train.trainer import TrainConfig, train_model
 
 #: activation modules replaced by nn.ReLU
 MODULES = (nn.Hardswish, nn.SiLU, nn.GELU, nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.LeakyReLU, nn.PReLU,
@@ -98,8 +98,4 @@ def replace_activations(model: nn.Module, train: Split | None = None, epochs: in
     fine-tuned on ``train`` for ``epochs`` (SGD, cosine schedule, best-validation checkpoint, as
     ``neurodeploy train``) when ``train`` is given. Returns the new model in eval mode; the changes are in
     its ``activation_changes`` attribute."""
-    replaced, changes = relu_model(model)
-    if train is not None and epochs > 0:
-        train_model(replaced, train, TrainConfig(epochs=epochs, lr=lr, seed=seed), progress=progress)
-    replaced.activation_changes = changes
-    return replaced.eval()
+    return rewritten(model, relu_model, "activation_changes", train, epochs, lr, seed, progress)

@@ -89,8 +89,15 @@ def replace_max_pooling(model: nn.Module, train: Split | None = None, epochs: in
     fine-tuned on ``train`` for ``epochs`` (SGD, cosine schedule, best-validation checkpoint, as
     ``neurodeploy train``) when ``train`` is given. Returns the new model in eval mode; the changes are in
     its ``pooling_changes`` attribute."""
-    replaced, changes = average_pooling_model(model)
+    return rewritten(model, average_pooling_model, "pooling_changes", train, epochs, lr, seed, progress)
+
+
+def rewritten(model: nn.Module, rewrite, changes_attribute: str, train: Split | None, epochs: int, lr: float,
+              seed: int, progress: bool) -> nn.Module:
+    """The action a refusal names: ``rewrite(model) -> (new model, changes)``, then fine-tuning on ``train`` for
+    ``epochs`` when given; the new model in eval mode with its changes in ``changes_attribute``."""
+    replaced, changes = rewrite(model)
     if train is not None and epochs > 0:
         train_model(replaced, train, TrainConfig(epochs=epochs, lr=lr, seed=seed), progress=progress)
-    replaced.pooling_changes = changes
+    setattr(replaced, changes_attribute, changes)
     return replaced.eval()
