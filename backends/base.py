@@ -59,6 +59,8 @@ class RunOptions:
     exit_policy: stop items early by confidence (backends that cannot say so).
     record_neuron_counts: also return every neuron's spike count over the run
         (``SimulationResult.neuron_counts``), for spike-for-spike checks between backends.
+    record_spikes: names of populations whose every neuron's spikes are returned step by step
+        (``SimulationResult.recorded_spikes``, ``[N, T, R]``; ``neurodeploy.jobs.record`` writes them as Neo).
     """
 
     T: int = 100
@@ -68,6 +70,7 @@ class RunOptions:
     progress: bool = True
     exit_policy: ExitPolicy | None = None
     record_neuron_counts: bool = False
+    record_spikes: tuple[str, ...] = ()
 
     def validate(self) -> RunOptions:
         """Raises ConfigError naming the first option out of range."""
@@ -158,6 +161,8 @@ class Backend:
     supports_early_exit: ClassVar[bool] = False
     #: whether :attr:`RunOptions.record_neuron_counts` is implemented
     supports_neuron_counts: ClassVar[bool] = False
+    #: whether :attr:`RunOptions.record_spikes` is implemented
+    supports_spike_recording: ClassVar[bool] = False
     #: top-level modules the backend imports when it runs (found without importing them), and the
     #: package extra that installs them (``pip install -c constraints-cpu.txt -e ".[EXTRA]"``)
     requires_modules: ClassVar[tuple[str, ...]] = ()
@@ -288,6 +293,9 @@ class Backend:
             raise BackendError(f"early exit inside the simulator is not implemented by the {self.name} backend")
         if options.record_neuron_counts and not self.supports_neuron_counts:
             raise BackendError(f"per-neuron spike counts are not implemented by the {self.name} backend")
+        recorded = recorded_populations(network, options.record_spikes, options.encoding)
+        if recorded and not self.supports_spike_recording:
+            raise BackendError(f"spike recording is not implemented by the {self.name} backend")
         start_step = readout_start(network)
         if start_step and options.exit_policy is not None:
             raise BackendError(f"the network reads its output from step {start_step} on (a delayed readout); early "
@@ -315,10 +323,30 @@ class Backend:
             "encoding": options.encoding, "T": options.T, "dt_ms": 1.0,
             **session.metadata, "timings": timings,
         }
+        if recorded:
+            result.metadata["recorded_populations"] = recorded
         if options.exit_policy is not None:
             result.metadata["exit_policy"] = {"alpha": options.exit_policy.alpha,
                                               "threshold_log_odds": options.exit_policy.threshold_log_odds}
         return result.validate()
+
+
+def recorded_populations(network: Network, names: tuple[str, ...], encoding: str = "analog") -> list[dict]:
+    """(name, role, size) of each population of ``names``, in that order; raises ConfigError for a name the
+    network does not have, or a population without spikes (a membrane readout, the input under analog
+    ``encoding``: a current, not spikes)."""
+    recorded = []
+    for name in names:
+        if name not in network.populations:
+            raise ConfigError(f"the network has no population {name!r}{did_you_mean(name, network.populations)}")
+        pop = network.populations[name]
+        if pop.role == "output" and pop.neuron is not None and pop.neuron.readout != "spikes":
+            raise ConfigError(f"population {name!r} is the membrane readout: it emits no spikes to record")
+        if pop.role == "input" and encoding == "analog":
+            raise ConfigError(f"population {name!r} is the input, which enters as a current under --encoding analog: "
+                              "no spikes to record (record it with --encoding if or poisson)")
+        recorded.append({"name": name, "role": pop.role, "size": int(pop.size)})
+    return recorded
 
 
 def readout_start(network: Network) -> int:

@@ -78,6 +78,7 @@ class GpuBackend(Backend):
     name = "gpu"
     supports_early_exit = True
     supports_neuron_counts = True
+    supports_spike_recording = True
     options = (
         Option("device", None, "cuda, cuda:N or cpu (default: cuda when PyTorch sees a GPU, else cpu)"),
         Option("profile", "ideal", "semantics: ideal (zero delay), pynn (one-step delay per projection, as PyNN "
@@ -192,6 +193,8 @@ class GpuBackend(Backend):
         """Simulates ``inputs [B, *input_shape]`` (items ``first ..`` of the run) in this process."""
         compiled = session.state
         x = inputs.to(self.device, torch.float32)
+        names = [layer.name for layer in compiled.layers]
+        record_layers = tuple(names.index(name) for name in options.record_spikes)
         part = batch_part(compiled, self.state_budget_mb * 2**20)
         parts = []
         for start in range(0, x.shape[0], part):
@@ -200,7 +203,7 @@ class GpuBackend(Backend):
             with torch.inference_mode():
                 parts.append(simulate_batch(
                     compiled, items, options.T, options.encoding, chunk, PROFILES[self.profile],
-                    options.seed + first + start, options.exit_policy, options.record_neuron_counts))
+                    options.seed + first + start, options.exit_policy, options.record_neuron_counts, record_layers))
 
         def joined(tensors: list) -> np.ndarray | None:
             # counts[..., k] are contiguous (engine.simulate_batch): on the CPU one part's result takes the
@@ -209,11 +212,11 @@ class GpuBackend(Backend):
                 return None
             return np.ascontiguousarray((tensors[0] if len(tensors) == 1 else torch.cat(tensors)).cpu().numpy())
 
-        readout, counts, stop, neurons = (list(values) for values in zip(*parts, strict=True))
+        readout, counts, stop, neurons, recorded = (list(values) for values in zip(*parts, strict=True))
         spikes, events = (joined([c[..., k] for c in counts]) for k in (0, 1))
         return SimulationResult(joined(readout), labels.cpu().numpy().astype(np.int64), spikes, events,
                                 stop_times=None if options.exit_policy is None else joined(stop),
-                                neuron_counts=joined(neurons))
+                                neuron_counts=joined(neurons), recorded_spikes=joined(recorded))
 
     def anytime_simulator(self, network: Network, images: torch.Tensor, labels: torch.Tensor, T: int,
                           batch_size: int = 1000) -> AnytimeSimulator:

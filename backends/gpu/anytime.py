@@ -40,7 +40,7 @@ class AnytimeSimulator:
         with torch.inference_mode():
             for x, y in self.batches:
                 chunk = chunk_steps(self.compiled, x.shape[0], self.T, self.budget)
-                readout, counts, _, _ = simulate_batch(self.compiled, x, self.T, "analog", chunk, 0, 0)
+                readout, counts, *_ = simulate_batch(self.compiled, x, self.T, "analog", chunk, 0, 0)
                 correct += (readout.argmax(2).cpu() == y[:, None]).sum(0).double()
                 events += counts[..., 1].sum(dim=(0, 2)).cpu().double()
         return (correct / self.n_items).numpy(), (events / self.n_items).numpy()

@@ -57,7 +57,7 @@ class BatchSimulation:
     """Simulates one batch ``x [B, *input_shape]``; call :meth:`run` once."""
 
     def __init__(self, compiled: CompiledNetwork, x: torch.Tensor, encoding: str, delay: int, seed: int,
-                 record_neurons: bool = False):
+                 record_neurons: bool = False, record_layers: tuple[int, ...] = (), T: int = 0):
         self.net = compiled
         self.layers = compiled.layers
         self.B = x.shape[0]
@@ -94,6 +94,9 @@ class BatchSimulation:
         #: spikes per neuron so far, ``[B, size]`` per layer (only when recording)
         self.neuron_counts = ([torch.zeros((self.B, layer.size), dtype=x.dtype, device=x.device)
                                for layer in self.layers] if record_neurons else None)
+        #: every neuron's spike (-1, 0, 1) at each of the T steps, ``[B, T, size]`` int8 per recorded layer index
+        self.recorded = {index: torch.zeros((self.B, T, self.layers[index].size), dtype=torch.int8, device=x.device)
+                         for index in record_layers}
         self.t = 0
 
     def _initial_v(self, layer: Layer) -> torch.Tensor:
@@ -206,6 +209,8 @@ class BatchSimulation:
         """Spikes and synaptic events of layer ``index``'s chunk spikes ``s`` into ``counts [B, steps, P, 2]``
         (and the per-neuron counts)."""
         flat = s.reshape(steps * self.B, -1)
+        if index in self.recorded:  # signed, before the counts take |spikes|
+            self.recorded[index][:, self.t:self.t + steps] = flat.reshape(steps, self.B, -1).transpose(0, 1)
         if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
             flat = flat.abs()
         if self.neuron_counts is not None:
@@ -278,22 +283,25 @@ def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | 
 
 
 def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding: str, chunk: int,
-                   delay: int, seed: int, exit_policy: ExitPolicy | None = None, record_neurons: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                   delay: int, seed: int, exit_policy: ExitPolicy | None = None, record_neurons: bool = False,
+                   record_layers: tuple[int, ...] = ()
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Returns ``readout [B, T, C]``, ``counts [B, T, P, 2]`` (spikes, synaptic events per step and
     population; stored as ``[2, B, T, P]``, so that ``counts[..., 0]`` and ``counts[..., 1]`` are each
     contiguous and become the result's arrays without a copy), ``stop [B]`` (1-based exit step; T when
     the item ran to the end) and, with
     ``record_neurons`` (not with early exit), every neuron's spikes over the run ``[B, M]`` (layers
-    concatenated in order).
+    concatenated in order) and, with ``record_layers`` (layer indices; not with early exit), every neuron's
+    spike of those layers at each step ``[B, T, R]`` int8 (-1, 0, 1; the layers concatenated in that order),
+    else None.
 
     With ``exit_policy`` items stop at the first step whose confidence passes the threshold and leave
     the batch at the end of that chunk; after its stop an item's readout stays at its value at the
     stop step and its counts are zero (nothing more was simulated for it).
     """
-    if record_neurons and exit_policy is not None:
-        raise BackendError("per-neuron spike counts are recorded for full runs; run without early exit")
-    sim = BatchSimulation(compiled, x, encoding, delay, seed, record_neurons)
+    if (record_neurons or record_layers) and exit_policy is not None:
+        raise BackendError("per-neuron spikes are recorded for full runs; run without early exit")
+    sim = BatchSimulation(compiled, x, encoding, delay, seed, record_neurons, record_layers, T)
     chunk = min(chunk, max_chunk(compiled, delay) or chunk)
     B = x.shape[0]
     n_classes = compiled.layers[compiled.output_index].size
@@ -327,4 +335,5 @@ def simulate_batch(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding:
             sim.compact(keep)
             rows = rows[keep]
     neurons = torch.cat(sim.neuron_counts, dim=1) if record_neurons else None
-    return readout, counts, stop, neurons
+    recorded = torch.cat([sim.recorded[index] for index in record_layers], dim=2) if record_layers else None
+    return readout, counts, stop, neurons, recorded

@@ -314,7 +314,7 @@ def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: s
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size].to(torch.float32)
             chunk = chunk_steps(compiled, len(batch), T, CHUNK_BUDGET_BYTES)
-            _, _, _, neurons = simulate_batch(compiled, batch, T, encoding, chunk, 1, 0, record_neurons=True)
+            _, _, _, neurons, _ = simulate_batch(compiled, batch, T, encoding, chunk, 1, 0, record_neurons=True)
             counts = neurons.sum(0).double().cpu().numpy()
             for name in names:
                 k = index[name]

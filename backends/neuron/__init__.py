@@ -62,6 +62,7 @@ class NeuronBackend(Backend):
 
     name = "neuron"
     supports_neuron_counts = True
+    supports_spike_recording = True
     requires_modules = ("pyNN", "neuron")
     extra = "neuron"
     options = (
@@ -153,9 +154,10 @@ class NeuronBackend(Backend):
         x = inputs.numpy().astype(np.float64)
         chunks = [c for c in np.array_split(x, min(self.workers, len(x))) if len(c)]
         log = None if self.folder is None else str(self.folder / "run.log")
-        arguments = [(lowered, c, options.T, self.profile, log) for c in chunks]
+        record = tuple(options.record_spikes)
+        arguments = [(lowered, c, options.T, self.profile, log, False, record) for c in chunks]
         if self.distribute == "cells":  # one network over all ranks: every rank simulates every item
-            parts = [run_on_all_ranks(_simulate, (lowered, x, options.T, self.profile, log, True),
+            parts = [run_on_all_ranks(_simulate, (lowered, x, options.T, self.profile, log, True, record),
                                       env=self.rank_env)]
         elif self.ranks:
             parts = map_over_ranks(_simulate, arguments, env=self.rank_env)
@@ -178,7 +180,7 @@ class NeuronBackend(Backend):
         if options.record_neuron_counts:
             neurons = np.concatenate([joined("input_neurons"), joined("neurons")], axis=1)
         return SimulationResult(joined("readout"), labels.numpy().astype(np.int64), spikes, events,
-                                neuron_counts=neurons)
+                                neuron_counts=neurons, recorded_spikes=joined("recorded") if record else None)
 
 
 __all__ = ["NeuronBackend"]

@@ -243,7 +243,8 @@ PROFILES = {"exact": _Exact, "standard": _Standard}
 
 
 def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str = "exact",
-                   log_path: str | Path | None = None, cells_over_ranks: bool = False) -> dict:
+                   log_path: str | Path | None = None, cells_over_ranks: bool = False,
+                   record: tuple[str, ...] = ()) -> dict:
     """Builds the network once and simulates every item of ``x [B, *input_shape]`` for T steps with the
     shared PyNN runner; the input is current injection or, when ``lowered`` has synapses from the input,
     IF-encoded spike sources. Returns the runner's dict (readout ``[B, T, C]``, spikes and synaptic events
@@ -253,7 +254,9 @@ def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str 
     PyNN's output goes to that file instead of the terminal. ``cells_over_ranks``: every MPI rank calls this
     with the same arguments, NEURON runs on MPI (``MPI_LIB_NRN_PATH`` names the MPI library), PyNN places
     each population's cells round-robin on the ranks, NEURON's ParallelContext carries spikes between ranks,
-    and every rank returns the whole result."""
+    and every rank returns the whole result. ``record``: populations whose every spike is returned step by step
+    (``recorded``, read from the same NEURON vectors as the counts: PyNN's own recorder would take over the
+    cell's one NetCon, which those vectors use)."""
     ensure_pynn_mechanisms()
     with log_to_file(log_path) if log_path is not None else nullcontext():
         start = time.perf_counter()
@@ -266,7 +269,7 @@ def simulate_items(lowered: LoweredNetwork, x: np.ndarray, T: int, profile: str 
         cell = PROFILES[profile](sim, max((max(s.delay, 1) for s in lowered.synapses), default=1))
         built = build_network(sim, cell, lowered)
         build_s = time.perf_counter() - start
-        result = PyNNRunner(sim, cell, lowered, built).run_items(x, T)
+        result = PyNNRunner(sim, cell, lowered, built).run_items(x, T, record)
         ranks = sim.num_processes()
         sim.end()
     return {**result, "build_s": build_s, "neuron_ranks": ranks}

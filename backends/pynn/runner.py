@@ -190,13 +190,15 @@ class PyNNRunner:
             self.profile.set_spikes(source, [step[bounds[i]:bounds[i + 1]] for i in range(first, first + source.size)])
         return neuron, step
 
-    def run_items(self, x: np.ndarray, T: int) -> dict:
+    def run_items(self, x: np.ndarray, T: int, record: tuple[str, ...] = ()) -> dict:
         """Simulates every item of ``x [B, *input_shape]`` for T steps. Returns ``readout [B, T, C]`` (output
         membrane after each step), ``spikes`` and ``events`` (synaptic events) ``[B, T, P]`` per step and
         non-input population, ``neurons [B, M]`` (spikes per neuron over the run, non-input populations
         concatenated), the input's ``input_spikes``, ``input_events [B, T]`` and ``input_neurons [B, N]``
-        (zeros with current input), ``items_read`` (items whose output membrane came back), and
-        ``run_s`` / ``read_s`` (seconds in the item loop / reading back)."""
+        (zeros with current input), ``items_read`` (items whose output membrane came back),
+        ``run_s`` / ``read_s`` (seconds in the item loop / reading back) and ``recorded [B, T, R]`` int8: every
+        neuron's spike (0 or 1) at each step, of the populations named in ``record`` (lowered populations or
+        the input's spike sources) concatenated in that order (R = 0 without ``record``)."""
         lowered, profile, T = self.lowered, self.profile, int(T)
         B, P = x.shape[0], len(lowered.populations)
         output = next(p for p in lowered.populations if p.role == "output")
@@ -206,6 +208,17 @@ class PyNNRunner:
                "events": np.zeros((B, T, P), np.float32), "neurons": np.zeros((B, offsets[-1]), np.float32),
                "input_spikes": np.zeros((B, T), np.float32), "input_events": np.zeros((B, T), np.float32),
                "input_neurons": np.zeros((B, n_input), np.float32), "items_read": 0, "read_s": 0.0}
+        sizes = {pop.name: pop.size for pop in lowered.populations}
+        input_name = next((s.source for s in lowered.synapses if s.source not in sizes), None)
+        if input_name is not None:  # spike sources play the input
+            sizes[input_name] = n_input
+        starts = dict(zip(record, np.cumsum([0] + [sizes[name] for name in record])[:-1], strict=True))
+        out["recorded"] = np.zeros((B, T, sum(sizes[name] for name in record)), np.int8)
+
+        def keep_recorded(item: int, name: str, index: np.ndarray, when: np.ndarray) -> None:
+            """Spikes (neuron index, 0-based step) of population ``name`` into ``recorded`` when it is recorded."""
+            if name in starts:
+                out["recorded"][item, when, starts[name] + index] = 1
         drives = lowered.drive(x) if lowered.input_projections else {}
         start = time.perf_counter()
         for item in range(B):
@@ -213,6 +226,7 @@ class PyNNRunner:
             out["input_spikes"][item] = np.bincount(step - 1, minlength=T)
             out["input_events"][item] = np.bincount(step - 1, weights=self.built.input_fan_out[neuron], minlength=T)
             out["input_neurons"][item] = np.bincount(neuron, minlength=n_input)
+            keep_recorded(item, input_name, neuron, step - 1)
             self.sim.run(profile.run_ms(T))
             read = time.perf_counter()
             for p, pop in enumerate(lowered.populations):
@@ -224,6 +238,7 @@ class PyNNRunner:
                     out["spikes"][item, :, p] = np.bincount(when, minlength=T)
                     out["events"][item, :, p] = np.bincount(when, weights=pop.fan_out[index], minlength=T)
                     out["neurons"][item, offsets[p]:offsets[p + 1]] = np.bincount(index, minlength=pop.size)
+                    keep_recorded(item, pop.name, index, when)
                     if pop is output:  # a spike-count readout: the cumulative count of each output neuron
                         counts = np.bincount(when * pop.size + index, minlength=T * pop.size).reshape(T, pop.size)
                         out["readout"][item] = np.cumsum(counts, axis=0)

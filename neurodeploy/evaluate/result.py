@@ -10,6 +10,9 @@ Arrays (per test item n, step t = 1..T, class c, population p):
     neuron_counts    float32 [N, M]     optional: spikes of every neuron over the whole run (|spikes| for
                                         signed), the populations of ``metadata["populations"]``
                                         concatenated in that order, each in C order of its shape
+    recorded_spikes  int8    [N, T, R]  optional: the spikes (-1, 0 or 1) of every neuron of the populations of
+                                        ``metadata["recorded_populations"]`` (name, size) at step t, those
+                                        populations concatenated in that order (``RunOptions.record_spikes``)
 Metadata (JSON): backend, T, dt_ms, profile, pipeline_delay, populations (name, role, size),
 n_neurons, n_synapses, timings, and whatever the producer adds (ann_accuracy, model, ...).
 
@@ -39,11 +42,11 @@ from neurodeploy.safe_io import NpyHeader, atomic_write, open_zip_file, parse_js
 FORMAT_NAME = "neurodeploy-result"
 FORMAT_VERSION = 1
 _ARRAYS = {"readout": 3, "labels": 1, "spike_counts": 3, "synaptic_events": 3}
-_OPTIONAL = ("stop_times", "neuron_counts")
+_OPTIONAL = ("stop_times", "neuron_counts", "recorded_spikes")
 #: dtype kinds of every array: readout and counts numbers, labels and stop times integers
 _KINDS = {"readout": "fiu", "labels": "iu", "spike_counts": "fiu", "synaptic_events": "fiu", "stop_times": "iu",
-          "neuron_counts": "fiu"}
-_NDIM = {**_ARRAYS, "stop_times": 1, "neuron_counts": 2}
+          "neuron_counts": "fiu", "recorded_spikes": "i"}
+_NDIM = {**_ARRAYS, "stop_times": 1, "neuron_counts": 2, "recorded_spikes": 3}
 _DTYPES = frozenset(np.dtype(t).str for t in ("<f2", "<f4", "<f8", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4",
                                               "<u8"))
 _MAX_METADATA_BYTES = 64 << 20
@@ -96,6 +99,7 @@ class ResultMetadata(_Loose):
     weight_sparsity: _Fraction | None = None
     timings: dict[str, _NonNegative | None] | None = None
     exit_policy: _ExitPolicyInfo | None = None
+    recorded_populations: Annotated[list[_PopulationInfo], Field(max_length=100_000)] | None = None
 
 
 class ResultHeader(BaseModel):
@@ -130,6 +134,7 @@ class SimulationResult:
     metadata: dict = field(default_factory=dict)
     stop_times: np.ndarray | None = None
     neuron_counts: np.ndarray | None = None
+    recorded_spikes: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -154,7 +159,7 @@ class SimulationResult:
         title = (f"SimulationResult: {self.n_items} items x {self.T} steps x {self.readout.shape[2]} classes"
                  f"{f' ({where})' if where else ''}")
         lines = [(name, shape(name)) for name in ("readout", "labels", "spike_counts", "synaptic_events",
-                                                   "stop_times", "neuron_counts")]
+                                                   "stop_times", "neuron_counts", "recorded_spikes")]
         if self.populations:
             lines.append(("populations", ", ".join(f"{p['name']} ({p['role']}, {p['size']})"
                                                    for p in self.populations)))
@@ -209,11 +214,20 @@ class SimulationResult:
         parts = np.split(self.neuron_counts, np.cumsum(sizes)[:-1], axis=1)
         return {p["name"]: part for p, part in zip(self.populations, parts, strict=True)}
 
+    def population_recorded_spikes(self) -> dict[str, np.ndarray]:
+        """``recorded_spikes`` split per recorded population: ``{name: [N, T, size]}``."""
+        if self.recorded_spikes is None:
+            raise ResultFormatError("this result recorded no spikes (run with record_spikes)")
+        recorded = self.metadata.get("recorded_populations", [])
+        parts = np.split(self.recorded_spikes, np.cumsum([p["size"] for p in recorded])[:-1], axis=2)
+        return {p["name"]: part for p, part in zip(recorded, parts, strict=True)}
+
     def select(self, index: np.ndarray) -> SimulationResult:
         """A result holding only the items ``index`` (e.g. a validation or test part)."""
         return SimulationResult(self.readout[index], self.labels[index], self.spike_counts[index],
                                 self.synaptic_events[index], dict(self.metadata),
-                                *(None if a is None else a[index] for a in (self.stop_times, self.neuron_counts)))
+                                *(None if a is None else a[index]
+                                  for a in (self.stop_times, self.neuron_counts, self.recorded_spikes)))
 
     def exit_correct(self) -> np.ndarray:
         """``[N]`` bool: the prediction at each item's stop step is right (needs ``stop_times``)."""
@@ -254,6 +268,8 @@ class SimulationResult:
                 raise ResultFormatError(f"{where}: {name} contains NaN or infinite values")
             if name in ("spike_counts", "synaptic_events", "neuron_counts") and low < 0:
                 raise ResultFormatError(f"{where}: {name} holds negative counts (min {low})")
+            if name == "recorded_spikes" and (low < -1 or array.max() > 1):
+                raise ResultFormatError(f"{where}: recorded_spikes holds values other than -1, 0 and 1")
         classes = self.readout.shape[2]
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= classes):
             bad = self.labels[(self.labels < 0) | (self.labels >= classes)][0]
@@ -382,8 +398,8 @@ def _check_shapes(where: str, shapes: dict[str, tuple[int, ...]]) -> None:
             raise ResultFormatError(f"{where}: {name} has {shape[0]} items, readout has {n}")
     if steps < 1 or classes < 1:
         raise ResultFormatError(f"{where}: readout of shape {list(shapes['readout'])} needs T >= 1 and C >= 1")
-    for name in ("spike_counts", "synaptic_events"):
-        if shapes[name][1] != steps:
+    for name in ("spike_counts", "synaptic_events", "recorded_spikes"):
+        if name in shapes and shapes[name][1] != steps:
             raise ResultFormatError(f"{where}: {name} has {shapes[name][1]} steps, readout {steps}")
     if shapes["synaptic_events"][2] != shapes["spike_counts"][2]:
         raise ResultFormatError(f"{where}: synaptic_events has {shapes['synaptic_events'][2]} populations, "
@@ -412,6 +428,11 @@ def _check_against_metadata(where: str, metadata: ResultMetadata, shapes: dict[s
             if shapes["neuron_counts"][1] != expected:
                 raise ResultFormatError(f"{where}: neuron_counts has {shapes['neuron_counts'][1]} neurons per item, "
                                         f"the populations have {expected}")
+    if "recorded_spikes" in shapes and metadata.recorded_populations is not None:
+        expected = sum(p.size for p in metadata.recorded_populations)
+        if shapes["recorded_spikes"][2] != expected:
+            raise ResultFormatError(f"{where}: recorded_spikes has {shapes['recorded_spikes'][2]} neurons per step, "
+                                    f"metadata.recorded_populations {expected}")
 
 
 def _load(path: Path) -> SimulationResult:
