@@ -131,7 +131,7 @@ def test_checkpointed_run_resumes(conv_net, tmp_path):
         from neurodeploy.backends.gpu.engine import simulate_batch as engine
         from neurodeploy.evaluate.result import SimulationResult
 
-        readout, counts, _, _ = engine(compiled, xb, 10, "analog", 10, 0, 0)
+        readout, counts, *_ = engine(compiled, xb, 10, "analog", 10, 0, 0)
         return SimulationResult(readout.numpy(), yb.numpy(), counts[..., 0].numpy(), counts[..., 1].numpy())
 
     resumed = run_in_batches(simulate_batch, x, labels, 6, tmp_path, progress=False)

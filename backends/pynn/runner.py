@@ -212,6 +212,10 @@ class PyNNRunner:
         input_name = next((s.source for s in lowered.synapses if s.source not in sizes), None)
         if input_name is not None:  # spike sources play the input
             sizes[input_name] = n_input
+        missing = [name for name in record if name not in sizes]
+        if missing:
+            raise BackendError(f"population {missing[0]!r} is not lowered to cells or spike sources here: its spikes "
+                               "cannot be recorded")
         starts = dict(zip(record, np.cumsum([0] + [sizes[name] for name in record])[:-1], strict=True))
         out["recorded"] = np.zeros((B, T, sum(sizes[name] for name in record)), np.int8)
 

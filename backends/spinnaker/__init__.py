@@ -98,6 +98,8 @@ class SpinnakerBackend(Backend):
     """sPyNNaker; its options are declared in :attr:`options`."""
 
     name = "spinnaker"
+    #: spikes come back from a board; a virtual board runs nothing (zeros, ``metadata["virtual"]``)
+    supports_spike_recording = True
     requires_modules = ("pyNN", "spynnaker")
     extra = "spinnaker"
     options = (
@@ -238,12 +240,16 @@ class SpinnakerBackend(Backend):
         lowered, config_dir, folder, summed = session.state
         x = inputs.numpy().astype(np.float64)
         out = _in_child_process(_run, ((lowered, config_dir, folder, x, options.T, self.neurons_per_core, self.cell,
-                                        summed), {"boards": self.boards}), self.config.target)
+                                        summed), {"boards": self.boards, "record": tuple(options.record_spikes)}),
+                                 self.config.target)
         session.metadata.update(mapping=out["mapping"], note=out["note"], virtual=out["virtual"],
                                 items_read=session.metadata.get("items_read", 0) + out["items_read"])
         spikes = np.concatenate([out["input_spikes"][..., None], out["spikes"]], axis=2)
         events = np.concatenate([out["input_events"][..., None], out["events"]], axis=2)
-        return SimulationResult(out["readout"], labels.numpy().astype(np.int64), spikes, events)
+        # a virtual board returns no spike: its recorded spikes are zeros, and metadata["virtual"] says so
+        recorded = out["recorded"] if options.record_spikes else None
+        return SimulationResult(out["readout"], labels.numpy().astype(np.int64), spikes, events,
+                                recorded_spikes=recorded)
 
 
 __all__ = ["SpinnakerBackend"]

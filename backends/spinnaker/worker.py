@@ -467,13 +467,14 @@ def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, 
 
 def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndarray, T: int, neurons_per_core: int,
               cell: DeltaCell | ExpCell, summed_weights: dict[str, list[float]], source_size: int = 100,
-              boards: int | None = None) -> dict:
+              boards: int | None = None, record: tuple[str, ...] = ()) -> dict:
     """The complete per-item loop on the configured machine: build once (input as spike sources of at most
     ``source_size`` neurons), one mapping run, then per item of ``x [B, *input_shape]``: set its IF-encoded
     input spikes, run T steps, read spikes and the output membrane back, reset. Returns the runner's dict
     (see ``PyNNRunner.run_items``) plus ``mapping`` (the mapping report), ``input_spikes_loaded`` (spike
     ticks the source cores held, summed over items), ``virtual`` (sPyNNaker ran on a virtual board) and
-    ``note`` (what that returns), ``build_s`` and ``map_s``. Logs go to ``run_dir/run.log``."""
+    ``note`` (what that returns), ``build_s`` and ``map_s``. ``record``: populations whose spikes come back step
+    by step (``recorded``; zeros on a virtual board, which returns no spike). Logs go to ``run_dir/run.log``."""
     _enter_run_folder(config_dir, run_dir)
     with log_to_file(Path(run_dir) / "run.log"):
         from spinn_utilities.config_holder import get_config_bool
@@ -487,7 +488,7 @@ def run_items(lowered: LoweredNetwork, config_dir: str, run_dir: str, x: np.ndar
         mapping = {**_mapping_report(built, neurons_per_core), **variant}
         sim.reset()
         map_s = time.perf_counter() - start
-        result = PyNNRunner(sim, profile, lowered, built).run_items(x, T)
+        result = PyNNRunner(sim, profile, lowered, built).run_items(x, T, record)
         virtual = get_config_bool("Machine", "virtual_board")
         _end(sim)
     return {**result, "mapping": mapping, "input_spikes_loaded": profile.loaded, "virtual": virtual,

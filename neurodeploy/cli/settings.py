@@ -51,7 +51,8 @@ def optimization(args: argparse.Namespace, enabled: bool) -> OptimizationSetting
 def run(args: argparse.Namespace) -> RunSettings:
     return RunSettings(T=args.T, batch_size=args.batch_size, samples=args.samples, encoding=args.encoding,
                        exit=getattr(args, "exit", None), progress=not args.no_progress,
-                       memory_budget=getattr(args, "memory_budget", None))
+                       memory_budget=getattr(args, "memory_budget", None),
+                       record=tuple(getattr(args, "record", None) or ()))
 
 
 def backend_options(args: argparse.Namespace) -> dict:

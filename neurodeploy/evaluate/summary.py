@@ -171,6 +171,11 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     for name, entry in (summary.get("energy") or {}).get("platforms", {}).items():
         rows.append((f"est. energy per inference: {LABELS.get(name, name)}", format_joules(entry["joules"])))
     rows.append(("wall time", f"{summary['wall_time_s']:.2f} s" if summary.get("wall_time_s") is not None else "n/a"))
+    recording = summary.get("spike_recording")
+    if recording:
+        parts = [f"{name} {entry['spikes']:,} spikes ({entry['neurons']:,} neurons, {len(entry['items'])} items)"
+                 for name, entry in recording["populations"].items()]
+        rows.append((f"spike trains in {recording['file']}", "; ".join(parts)))
     return rows
 
 

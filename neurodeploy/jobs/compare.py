@@ -7,18 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from neurodeploy.backends import backend_class, get_backend
-from neurodeploy.data import load_dataset
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.compare import comparison_summary
 from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.summary import write_json
-from neurodeploy.ir import save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
-from neurodeploy.jobs.folders import claim_run, prepare_folder, record_in_config, record_network
-from neurodeploy.jobs.memory import check_memory, check_settings
-from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
+from neurodeploy.jobs.folders import claim_run
 from neurodeploy.jobs.run import check_encoding, deploy, evaluate
+from neurodeploy.jobs.start import prepare_run
 
 
 def parse_backend_spec(spec: str, shared: dict | None = None) -> tuple[str, dict]:
@@ -64,25 +61,16 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
         backend.check_target()
         check_encoding(backend, config)
     with claim_run(config) as claim:
-        dataset = load_dataset(config.model.data)
-        check_settings(config, len(dataset.test.head(config.run.samples)), dataset.n_classes)
-        user = preflight(config, dataset)  # the user's model against the data, before anything is written
-        folder = prepare_folder(config, dataset.content_hash())
-        for (spec, _, _), backend in zip(parsed, backends, strict=True):
-            backend.use_folder(folder / spec.replace(":", "-"))
-        prepared = prepare_network(config, dataset, backends, folder, emit, user)
+        folders = [spec.replace(":", "-") for spec, _, _ in parsed]
+        started = prepare_run(claim, config, backends, emit, subfolders=folders, resumable=False,
+                              # the options as resolved (device chosen, workers counted)
+                              backends={spec: {"description": backend.describe(), **backend.option_values()}
+                                        for (spec, _, _), backend in zip(parsed, backends, strict=True)})
+        folder, dataset, prepared = started.folder, started.dataset, started.prepared
         network, test = prepared.network, prepared.test
-        claim.check()
-        record_network(folder, network)
-        record_in_config(folder, models=prepared.models,  # the options as resolved (device chosen, workers counted)
-                         backends={spec: {"description": backend.describe(), **backend.option_values()}
-                                   for (spec, _, _), backend in zip(parsed, backends, strict=True)},
-                         **import_record(network))
-        save_network(network, folder / "network.zip")
-        check_memory(config, network, len(test))
         runs, results = [], []
-        for (spec, _, _), backend in zip(parsed, backends, strict=True):
-            deployment = deploy(backend, network, folder / spec.replace(":", "-"), config, emit)
+        for (spec, _, _), backend, subfolder in zip(parsed, backends, folders, strict=True):
+            deployment = deploy(backend, network, folder / subfolder, config, emit)
             runner = deployment.runner  # a virtual board: the backend that predicts it
             options = replace(deployment.options, record_neuron_counts=runner.supports_neuron_counts)
             emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
@@ -92,7 +80,7 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
             deployment.record(result)
             if deployment.prediction_note:
                 emit(Event("stage", deployment.prediction_note))
-            result.save(folder / f"result_{spec.replace(':', '-')}.npz")
+            result.save(folder / f"result_{subfolder}.npz")
             summary, arrays = evaluate(result, config)
             runs.append((spec, summary, arrays))
             results.append(result)

@@ -241,8 +241,9 @@ class OptimizationSettings:
 @dataclass(frozen=True)
 class RunSettings:
     """The simulation: T steps, items per batch, the first ``samples`` test items (None: all), the
-    input encoding, early exit ("confidence" or "confidence:C"), progress bars, and the budget (GiB) of
-    the run's estimated memory (None: :data:`neurodeploy.jobs.memory.DEFAULT_BUDGET_GIB`)."""
+    input encoding, early exit ("confidence" or "confidence:C"), progress bars, the budget (GiB) of
+    the run's estimated memory (None: :data:`neurodeploy.jobs.memory.DEFAULT_BUDGET_GIB`), and the spike
+    recordings asked for (``--record POP[:ITEMS]`` values, :mod:`neurodeploy.jobs.record`)."""
 
     T: int = 100
     batch_size: int = 500
@@ -251,9 +252,16 @@ class RunSettings:
     exit: str | None = None
     progress: bool = True
     memory_budget: float | None = None
+    record: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         whole("-T/--steps", self.T, 1)
+        object.__setattr__(self, "record", tuple(self.record))
+        if self.record:
+            from neurodeploy.jobs.record import check_installed
+
+            self.record_requests  # noqa: B018  (parses, raising ConfigError)
+            check_installed()
         if self.memory_budget is not None:
             number("--memory-budget", self.memory_budget, 0.0, 1e6, low_open=True)
         whole("--batch-size", self.batch_size, 1)
@@ -261,6 +269,13 @@ class RunSettings:
         choice("--encoding", self.encoding, ENCODINGS)
         if self.exit is not None:
             self.exit_threshold  # noqa: B018  (parses, raising ConfigError)
+
+    @property
+    def record_requests(self) -> list:
+        """The spike recordings asked for (:func:`neurodeploy.jobs.record.parse_record`)."""
+        from neurodeploy.jobs.record import parse_record
+
+        return parse_record(self.record)
 
     @property
     def exit_threshold(self) -> float | None:

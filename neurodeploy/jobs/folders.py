@@ -116,12 +116,13 @@ def _difference(folder: Path, config: JobConfig, previous: dict, inputs: dict) -
     return f"{folder} holds a run with other settings; choose another --run-id"
 
 
-def prepare_folder(config: JobConfig, data_hash: str) -> Path:
+def prepare_folder(config: JobConfig, data_hash: str, folder: Path | None = None) -> Path:
     """Creates the run folder and writes ``config.json`` (resolved settings, inputs, fingerprint,
-    versions); ``data_hash`` is the dataset's content hash (``Dataset.content_hash()``). Raises
+    versions); ``data_hash`` is the dataset's content hash (``Dataset.content_hash()``); ``folder``: the
+    folder a :class:`RunClaim` holds (None: :func:`run_folder`, whose time-stamped name is made anew). Raises
     ConfigError when the folder holds a run of other settings, another model file's content or other
     data (naming which), or a config.json that cannot be read."""
-    folder = run_folder(config)
+    folder = run_folder(config) if folder is None else folder
     path = folder / "config.json"
     inputs = run_inputs(config, data_hash)
     stamp = fingerprint(config, inputs)

@@ -11,18 +11,18 @@ import numpy as np
 import torch
 
 from neurodeploy.backends import Backend, ExitPolicy, RunOptions, get_backend
-from neurodeploy.data import Split, load_dataset
+from neurodeploy.data import Split
 from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.dynamic_confidence import validation_test_split
 from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.evaluate.summary import summarize, write_curves_csv, write_json
-from neurodeploy.ir import Network, save_network
+from neurodeploy.ir import Network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
-from neurodeploy.jobs.folders import RunClaim, claim_run, prepare_folder, record_in_config, record_network
-from neurodeploy.jobs.memory import check_memory, check_settings
-from neurodeploy.jobs.prepare import import_record, preflight, prepare_network
+from neurodeploy.jobs.folders import RunClaim, claim_run
+from neurodeploy.jobs.record import record_spikes
+from neurodeploy.jobs.start import prepare_run
 
 
 def run_options(config: JobConfig, exit_policy: ExitPolicy | None = None, encoding: str | None = None) -> RunOptions:
@@ -131,25 +131,16 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
 
 def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener) -> tuple[Path, dict]:
     """The main job in the claimed run folder (:func:`run_job`)."""
-    dataset = load_dataset(config.model.data)
-    check_settings(config, len(dataset.test.head(config.run.samples)), dataset.n_classes)
-    user = preflight(config, dataset)  # the user's model against the data, before anything is written
-    folder = prepare_folder(config, dataset.content_hash())
-    finished = claim.finished()
-    if finished is not None:
+    started = prepare_run(claim, config, [backend], emit,
+                          backend_resolved={"description": backend.describe(), **backend.option_values()})
+    folder, dataset = started.folder, started.dataset
+    if started.finished is not None:
         emit(Event("summary", f"run {folder.name} finished before; its results are unchanged (choose another "
-                              "--run-id to run it again)", data=finished))
+                              "--run-id to run it again)", data=started.finished))
         emit(Event("done", f"results in {folder}/", data={"folder": str(folder)}))
-        return folder, finished
-    backend.use_folder(folder)
-    prepared = prepare_network(config, dataset, [backend], folder, emit, user)
+        return folder, started.finished
+    prepared = started.prepared
     network, test = prepared.network, prepared.test
-    claim.check()
-    check_memory(config, network, len(test))
-    record_network(folder, network)
-    record_in_config(folder, backend_resolved={"description": backend.describe(), **backend.option_values()},
-                     models=prepared.models, **import_record(network))
-    save_network(network, folder / "network.zip")
     deployment = deploy(backend, network, folder, config, emit)
     runner = deployment.runner
     emit(Event("stage", f"simulating {len(test)} items for {config.run.T} steps on {runner.describe()}"))
@@ -188,6 +179,9 @@ def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener
     if config.run.exit:
         summary["early_exit"] = run_early_exit(runner, network, test, result, summary, config, folder,
                                                deployment.options)
+    if config.run.record:
+        summary["spike_recording"] = record_spikes(runner, network, test, deployment.options,
+                                                   config.run.record_requests, folder, config.run.memory_budget, emit)
     label = backend.name if deployment.prediction_note is None else f"{runner.name} predicting {backend.name}"
     claim.check()
     write_evaluation(folder, label, summary, arrays)
