@@ -198,6 +198,12 @@ def test_dc_front_names_the_chosen_threshold_and_the_rule(runs):
         marks = [line for line in ax.get_lines() if line.get_label().startswith(f"{label}: first drop")]
         assert len(marks) == 1
         assert marks[0].get_xdata()[0] == sweep.mean_latency[first_below]
+        # the x's legend names the c that dropped (not the chosen one) and the accuracy it dropped to
+        dropped = float(1.0 / (1.0 + np.exp(-sweep.thresholds[first_below])))
+        label_text = marks[0].get_label()
+        assert f"accuracy {sweep.accuracy[first_below]:.4f}" in label_text
+        shown = float(label_text.split(" at c=")[1].split(" ")[0])
+        assert abs(shown - dropped) < 1e-4 and f"at {text} " not in label_text
         star_x = sweep.mean_latency[arrays["chosen"]]
         near = [t for t in ax.texts if t.get_text() != text and t.get_color() == COLORS[i]
                 and abs(np.log(max(t.xy[0], 1e-9) / star_x)) < 0.25]
@@ -205,6 +211,17 @@ def test_dc_front_names_the_chosen_threshold_and_the_rule(runs):
         assert f"{label}: full-T accuracy {sweep.accuracy[0]:.4f}" in legend
         assert f"{label}: every threshold's operating point" in legend
     assert "rule stable" in zoom.get_title()
+
+
+def test_a_drop_next_to_the_chosen_threshold_gets_the_digits_that_tell_them_apart():
+    from neurodeploy.evaluate.plots import _distinct_confidence_texts
+
+    def log_odds(c):
+        return float(np.log(c / (1 - c)))
+
+    assert _distinct_confidence_texts(log_odds(0.47781), log_odds(0.47784)) == ("c=0.47781", "c=0.47784")
+    assert _distinct_confidence_texts(log_odds(0.4), log_odds(0.5)) == ("c=0.4000", "c=0.5000")
+    assert _distinct_confidence_texts(log_odds(1 - 2e-6), log_odds(0.3)) == ("c=1-2e-06", "c=0.3000")
 
 
 def test_identical_curves_are_named_and_fractions_have_no_tick_above_one(runs):

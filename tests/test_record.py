@@ -173,7 +173,7 @@ def test_neuron_records_the_spikes_of_the_gpu_pynn_profile(mnist_network, tmp_pa
     pytest.importorskip("pyNN", reason="the neuron extra is not installed")
     path, net = mnist_network
     hidden = next(n for n in net.topological_order() if net.populations[n].role == "hidden")
-    common = ["run", "--network", str(path), "--samples", "5", "-T", "20", "--results-dir", str(tmp_path), "-q",
+    common = ["run", "--network", str(path), "--samples", "3", "-T", "20", "--results-dir", str(tmp_path), "-q",
               "--record", f"{hidden}:0-2"]
     assert _cli(common + ["--run-id", "gpu", "--profile", "pynn"], capsys)[0] == 0
     assert _cli(common + ["--run-id", "neuron", "--backend", "neuron", "--workers", "1"], capsys)[0] == 0

@@ -180,9 +180,19 @@ def accuracy_vs_events(runs) -> Figure:
     return fig
 
 
-def _confidence_text(log_odds: float) -> str:
+def _confidence_text(log_odds: float, digits: int = 4) -> str:
     c = float(1.0 / (1.0 + np.exp(-log_odds)))
-    return f"c={c:.4f}" if c < 0.9999 else f"c=1-{1.0 - c:.0e}"
+    return f"c={c:.{digits}f}" if c < 1.0 - 10.0 ** -digits else f"c=1-{1.0 - c:.{digits - 4}e}"
+
+
+def _distinct_confidence_texts(log_odds: float, other: float) -> tuple[str, str]:
+    """The texts of two thresholds with as many digits as it takes (up to 10) for them to differ: the point where
+    the accuracy drops lies next to the chosen one, often within 1e-4 of its c."""
+    for digits in range(4, 11):
+        texts = _confidence_text(log_odds, digits), _confidence_text(other, digits)
+        if texts[0] != texts[1]:
+            return texts
+    return texts
 
 
 def _dc_zoom_range(runs) -> tuple[float, float]:
@@ -230,14 +240,17 @@ def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
                 markeredgecolor="k", zorder=10,
                 label=None if zoom else f"{label} chosen ({dc.get('pick_rule', 'stable')} rule): {chosen_text}, "
                                         f"{sweep.mean_latency[chosen]:.1f} steps")
-        ax.annotate(chosen_text, (sweep.mean_latency[chosen], sweep.accuracy[chosen]), xytext=(9, -13),
-                    textcoords="offset points", ha="left", fontsize=7.5, fontweight="bold", color=color, zorder=11)
+        # above the star: the x of the first drop lies just below it
+        ax.annotate(chosen_text, (sweep.mean_latency[chosen], sweep.accuracy[chosen]), xytext=(9, 6),
+                    textcoords="offset points", ha="left", va="bottom", fontsize=7.5, fontweight="bold", color=color,
+                    zorder=11)
         stop = _stable_stop(sweep, float(dc.get("tolerance", 0.0))) if dc.get("pick_rule", "stable") == "stable" \
             else None
         if stop is not None:
+            dropped, kept = _distinct_confidence_texts(sweep.thresholds[stop], sweep.thresholds[chosen])
             ax.plot(sweep.mean_latency[stop], sweep.accuracy[stop], "x", markersize=9, markeredgewidth=2, color=color,
-                    zorder=10, label=None if zoom else f"{label}: first drop below full-T accuracy "
-                                                       f"({_confidence_text(sweep.thresholds[stop])})")
+                    zorder=10, label=None if zoom else f"{label}: first drop below full-T accuracy at {dropped} "
+                                                       f"(accuracy {sweep.accuracy[stop]:.4f}; chosen {kept})")
         ax.axhline(sweep.accuracy[0], color=color, linewidth=0.8, linestyle=":", zorder=1,
                    label=None if zoom else f"{label}: full-T accuracy {sweep.accuracy[0]:.4f}")
         inside = front[(sweep.accuracy[front] >= low) & (sweep.accuracy[front] <= high)]
@@ -268,7 +281,7 @@ def _dc_front_panel(ax, runs, zoom: bool = False) -> None:
         ax.set_title("zoom near the full-T accuracy; " + rule, fontsize=8, wrap=True)
     else:
         accuracies = np.concatenate([arrays["sweep"].accuracy[arrays["front"]] for _, _, arrays in runs])
-        ax.set_ylim(max(0.0, accuracies.min() - 0.03), min(1.02, accuracies.max() + 0.02))
+        ax.set_ylim(max(0.0, accuracies.min() - 0.03), min(1.04, accuracies.max() + 0.035))  # room for the star's c
         ax.set_title("Dynamic Confidence: each threshold c's mean latency and accuracy (star: chosen)", fontsize=9)
     ax.set(xlabel="mean latency (steps of 1 ms)", ylabel="accuracy on the validation part (fraction)")
     ax.grid(alpha=0.3, which="both")
