@@ -345,3 +345,41 @@ def test_docs_list_every_refusal():
     rows = [line[2:-2].split(" | ") for line in text.splitlines() if line.startswith("| `")]
     assert {key.strip("`"): advice for key, advice in rows} == REFUSALS
     assert len(rows) == len(REFUSALS)
+
+
+class _Block(nn.Module):
+    """A residual block whose one ReLU module is called twice (torchvision's BasicBlock does the same)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1, self.relu, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), \
+            nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.relu(self.c2(self.relu(self.bn1(self.c1(x)))) + x)
+
+
+class _Named(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down, self.layer1 = nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(_Block())
+        self.features = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.output, self.fc = nn.ReLU(), nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = self.layer1(F.relu(self.down(x)))
+        return self.fc(self.output(self.features(x)).flatten(1))
+
+
+def test_population_names_follow_the_users_modules():
+    """An activation module's population carries its module path, a functional ReLU the layer it activates
+    (through its normalization); a module called twice gets unique names; a Sequential's bare index keeps the
+    graph's name; "output" stays the readout's even where a module is called so."""
+    net = convert(_Named().eval(), torch.rand(16, 1, 8, 8))
+    assert list(net.topological_order()) == ["input", "down", "layer1.0.relu", "layer1.0.relu_1", "output_1",
+                                             "output"]
+    assert net.populations["output"].role == "output" and net.populations["output_1"].role == "hidden"
+    sequential = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    assert list(convert(sequential, torch.rand(8, 1, 8, 8)).topological_order()) == ["input", "relu_2", "output"]
+    functional = nn.Sequential(nn.Sequential(nn.Linear(64, 8), nn.BatchNorm1d(8)), nn.ReLU(), nn.Linear(8, 3))
+    assert "relu_1" in convert(functional.eval(), torch.rand(8, 64)).populations  # module path "1": indices only

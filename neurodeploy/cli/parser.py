@@ -397,9 +397,9 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
     _output_group(run)
     run._action_groups[-1].add_argument(
         "--record", action="append", default=None, metavar="POP[:ITEMS]",
-        help="also write every spike of population POP (a name of the run's table) for test items ITEMS (e.g. 0-9 "
-        "or 3,5; default: all) to spikes.mat in the run folder, as Neo (neo.io.NeoMatlabIO); repeatable or a comma "
-        "list (relu_1:0-9,relu_3:3,5)")
+        help="also write every spike of population POP (as `neurodeploy info network.zip` lists them; a wrong name is "
+        "answered with the list) for test items ITEMS (e.g. 0-9 or 3,5; default: all) to spikes.mat in the run folder, "
+        "as Neo (neo.io.NeoMatlabIO); repeatable or a comma list (relu_3:0-9,relu_6:3,5)")
     add_backend_option_groups(run)
 
 

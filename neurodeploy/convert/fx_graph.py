@@ -52,6 +52,8 @@ from neurodeploy.ir.population import NeuronSpec, Population
 from neurodeploy.ir.torch_ops import compile_chain, compile_op
 from neurodeploy.train.quantized import QuantReLU
 
+#: normalizations folded into the layer before them: an activation after one is named after that layer
+NORMALIZATIONS = (nn.BatchNorm1d, nn.BatchNorm2d)
 RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
 DROPOUT_FUNCTIONS = {F.dropout, F.dropout2d, F.dropout1d}
 SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
@@ -757,14 +759,44 @@ class FxConverter:
         return Affine(a.terms + b.terms, a.shape, bias)
 
     def _relu(self, node, x: Affine) -> Affine:
-        name = self._make_population(node, x, role="hidden")
+        name = self._make_population(node, x, role="hidden", name=self._module_path(node))
         self.activation_nodes[name] = node.name
         return Affine([Term(name)], x.shape)
 
+    def _module_path(self, node: torch.fx.Node) -> str | None:
+        """The user's name for the population an activation node makes: the module path of the activation module
+        (``layer1.0.relu``) or, for a function (``F.relu(self.c2(x))``), of the layer it activates, through its
+        normalization (``c2``); None where there is none, or where the path is only a Sequential's indices (``3``:
+        the graph's own name, ``relu_3``, says as much)."""
+        source = node
+        if node.op != "call_module":
+            source = node.args[0] if node.args else None
+            while isinstance(source, torch.fx.Node) and source.op == "call_module" and isinstance(
+                    self.modules[source.target], NORMALIZATIONS):
+                source = source.args[0]
+        if not (isinstance(source, torch.fx.Node) and source.op == "call_module"):
+            return None
+        path = str(source.target)
+        return None if all(part.isdigit() for part in path.split(".")) else path
+
+    def _unique(self, name: str) -> str:
+        """``name``, or ``name_1``, ``name_2``, ... where a population has it (an activation module called twice);
+        "input" and "output" stay the roles' names."""
+        taken = set(self.network.populations) | {"input", "output"}
+        unique, k = name, 1
+        while unique in taken:
+            unique, k = f"{name}_{k}", k + 1
+        return unique
+
     def _make_population(self, node, x: Affine, role: str, name: str | None = None) -> str:
-        name = (name or ("output" if role == "output" else node.name)).lstrip("_")
-        if name[:1].isdigit():
-            name = f"relu_{name}"
+        """A population (``name``, else the graph node's name; always "output" for the output) receiving ``x``."""
+        if role == "output":
+            name = "output"
+        else:
+            name = (name or node.name).lstrip("_")
+            if name[:1].isdigit():
+                name = f"relu_{name}"
+            name = self._unique(name)
         bias = None if x.bias is None else _compress_bias(x.bias)
         neuron = NeuronSpec(readout="membrane") if role == "output" else NeuronSpec()
         self.network.add_population(Population(name, x.shape, role, neuron=neuron, bias=bias,
