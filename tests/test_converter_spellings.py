@@ -383,3 +383,15 @@ def test_population_names_follow_the_users_modules():
     assert list(convert(sequential, torch.rand(8, 1, 8, 8)).topological_order()) == ["input", "relu_2", "output"]
     functional = nn.Sequential(nn.Sequential(nn.Linear(64, 8), nn.BatchNorm1d(8)), nn.ReLU(), nn.Linear(8, 3))
     assert "relu_1" in convert(functional.eval(), torch.rand(8, 64)).populations  # module path "1": indices only
+
+
+def test_an_exported_program_gets_the_names_of_its_class():
+    """The same model given as a torch.export program: each rebuilt module sits at its user path, so the
+    populations are named as from the class."""
+    from neurodeploy.convert.exported import module_from_exported
+
+    torch.manual_seed(0)
+    model, x = _Named().eval(), torch.rand(16, 1, 8, 8)
+    rebuilt = module_from_exported(torch.export.export(model, (x[:1],)))
+    assert list(convert(rebuilt, x).topological_order()) == list(convert(model, x).topological_order())
+    torch.testing.assert_close(rebuilt(x), model(x))

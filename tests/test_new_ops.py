@@ -111,7 +111,7 @@ def test_concatenation_projects_into_channel_slices():
     model = _Concat().eval()
     x = torch.rand(32, 2)
     net = convert(model, x, normalization="max")
-    a, b, h = (net.populations[n] for n in ("relu", "relu_1", "relu_2"))
+    a, b, h = (net.populations[n] for n in ("a", "b", "relu_2"))  # F.relu(self.a(x)): named after its layer
     incoming = {p.source: p for p in net.incoming("relu_2")}
     for source, offset, size in ((a, 0, 3), (b, 3, 2)):
         ops = incoming[source.name].ops
@@ -131,7 +131,7 @@ def test_concatenation_projects_into_channel_slices():
     net = convert(Head().eval(), x, normalization="max")
     by_source = {p.source: p.ops for p in net.incoming("output")}
     weight = model.fc.weight.detach().numpy()
-    for name, columns in (("relu", slice(0, 3)), ("relu_1", slice(3, 5))):
+    for name, columns in (("a", slice(0, 3)), ("b", slice(3, 5))):
         (dense,) = by_source[name]  # the slice folded into the Dense op
         lam = net.populations[name].metadata["lambda_mean"]
         np.testing.assert_allclose(dense.weight, weight[:, columns] * lam, rtol=1e-6)

@@ -12,6 +12,11 @@ it is: the converter handles ATen rearrangements (``transpose``, ``slice``, ``ch
 refusal table names the rest (``docs/converter.md``). The rebuilt module computes what the
 program computes, for any batch size (reshapes specialised to the example's batch are written as
 ``(-1, ...)``).
+
+Each module is placed at the path of the user's module it came from (the node's ``nn_module_stack``: ``conv``,
+``layer1.0.conv1``), and an ``aten.relu`` of an ``nn.ReLU`` becomes that module, so the converter names
+populations as it does for the model's class (``docs/own-model.md``, "Population names"); where the path is
+unknown or taken by another kind of module, a name of its own starting with ``_`` (which no population takes).
 """
 
 from __future__ import annotations
@@ -107,6 +112,46 @@ def _defaults(args: tuple, defaults: tuple) -> list:
     return list(args) + list(defaults[len(args):])
 
 
+def _innermost(node: torch.fx.Node) -> tuple[str, str]:
+    """(path, type name) of the innermost user module a node of an exported program ran in (("", "") if unknown)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path, kind = list(stack.values())[-1] if stack else ("", "")
+    return str(path), str(kind)
+
+
+def _user_path(node: torch.fx.Node) -> str | None:
+    """The path of the user's module a node ran in, where it is one (not the model itself, no ``_`` part)."""
+    path = _innermost(node)[0]
+    parts = path.split(".")
+    return path if path and all(p and not p.startswith("_") and p.isidentifier() or p.isdigit() for p in parts) \
+        else None
+
+
+def _place(root: nn.Module, module: nn.Module, path: str | None) -> str | None:
+    """Puts ``module`` at ``path`` in ``root`` (containers made on the way) and returns the path; the same module
+    already there (type and tensors: a module called twice) is used as it is. None where ``path`` is None or
+    holds something else."""
+    if path is None:
+        return None
+    *parents, leaf = path.split(".")
+    container = root
+    for part in parents:
+        child = container._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            container.add_module(part, child)
+        elif type(child) is not nn.Module:  # a leaf module sits where a container is needed
+            return None
+        container = child
+    present = container._modules.get(leaf)
+    if present is None:
+        container.add_module(leaf, module)
+        return path
+    same = type(present) is type(module) and not present._modules and all(
+        torch.equal(a, b) for a, b in zip(present.state_dict().values(), module.state_dict().values(), strict=True))
+    return path if same else None  # another op's weights under the same module: a name of its own
+
+
 def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
     """The program as a GraphModule of ``nn`` modules and ``torch`` functions (see the module docstring)."""
     example_input_shape(program)
@@ -141,9 +186,10 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
         raise UnsupportedOperationError(f"cannot convert graph node {node.name!r} ({node.target}): its {what} is "
                                         "computed in the graph, not a stored parameter")
 
-    def module_call(kind: str, module: nn.Module, x) -> torch.fx.Node:
-        attr = name_for(kind)
-        root.add_module(attr, module)
+    def module_call(kind: str, module: nn.Module, x, node: torch.fx.Node) -> torch.fx.Node:
+        attr = _place(root, module, _user_path(node)) or f"_{name_for(kind)}"
+        if attr.startswith("_"):
+            root.add_module(attr, module)
         return graph.call_module(attr, (value(x),))
 
     for node in program.graph.nodes:
@@ -170,7 +216,7 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
             module.weight.data.copy_(weight)
             if bias is not None:
                 module.bias.data.copy_(bias)
-            env[node.name] = module_call("linear", module, args[0])
+            env[node.name] = module_call("linear", module, args[0], node)
         elif target in (aten.conv2d.default, aten.conv1d.default, aten.conv2d.padding, aten.conv1d.padding):
             one_d = target in (aten.conv1d.default, aten.conv1d.padding)
             x, w, b, stride, padding, dilation, groups = _defaults(args, (None, None, None, 1, 0, 1, 1))
@@ -181,7 +227,7 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
             module.weight.data.copy_(weight)
             if bias is not None:
                 module.bias.data.copy_(bias)
-            env[node.name] = module_call("conv", module, x)
+            env[node.name] = module_call("conv", module, x, node)
         elif target in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
             if target is aten.batch_norm.default:
                 x, w, b, mean, var, training, _, eps, _ = _defaults(args, (None,) * 5 + (False, 0.1, 1e-5, False))
@@ -200,7 +246,7 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
                 module.weight.data.copy_(tensor(w, "weight", node))
                 module.bias.data.copy_(tensor(b, "bias", node))
             module.eval()
-            out = module_call("batchnorm", module, x)
+            out = module_call("batchnorm", module, x, node)
             env[node.name] = (out,) if target is not aten.batch_norm.default else out
         elif target is operator.getitem and isinstance(env.get(node.args[0].name), tuple):
             env[node.name] = env[node.args[0].name][args[1]]
@@ -215,6 +261,8 @@ def module_from_exported(program: torch.export.ExportedProgram) -> torch.fx.Grap
         elif target in _RESHAPES and meta is not None:
             shape = (-1, *(int(s) for s in meta.shape[1:]))
             env[node.name] = graph.call_method("reshape", (value(args[0]), shape))
+        elif target is aten.relu.default and _innermost(node)[1].endswith(".ReLU"):  # an nn.ReLU: that module
+            env[node.name] = module_call("relu", nn.ReLU(), args[0], node)
         elif target in (aten._softmax.default, aten._log_softmax.default):
             env[node.name] = graph.call_function(_SAME_ARGS[target], (value(args[0]), args[1]))
         elif target in _SAME_ARGS:

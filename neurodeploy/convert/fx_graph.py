@@ -766,8 +766,8 @@ class FxConverter:
     def _module_path(self, node: torch.fx.Node) -> str | None:
         """The user's name for the population an activation node makes: the module path of the activation module
         (``layer1.0.relu``) or, for a function (``F.relu(self.c2(x))``), of the layer it activates, through its
-        normalization (``c2``); None where there is none, or where the path is only a Sequential's indices (``3``:
-        the graph's own name, ``relu_3``, says as much)."""
+        normalization (``c2``); None where there is none, where the path is only a Sequential's indices (``3``:
+        the graph's own name, ``relu_3``, says as much) or has a private part (``_conv1``: no user's name)."""
         source = node
         if node.op != "call_module":
             source = node.args[0] if node.args else None
@@ -777,7 +777,9 @@ class FxConverter:
         if not (isinstance(source, torch.fx.Node) and source.op == "call_module"):
             return None
         path = str(source.target)
-        return None if all(part.isdigit() for part in path.split(".")) else path
+        parts = path.split(".")
+        # a Sequential's indices say no more than the graph's name; "_..." are names the program's rebuild made
+        return None if all(p.isdigit() for p in parts) or any(p.startswith("_") for p in parts) else path
 
     def _unique(self, name: str) -> str:
         """``name``, or ``name_1``, ``name_2``, ... where a population has it (an activation module called twice);
