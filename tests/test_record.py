@@ -50,6 +50,21 @@ def test_items_beyond_the_run_are_refused():
         check_items([RecordRequest("a", (0, 5))], 5)
 
 
+def test_a_recording_is_checked_against_the_network_and_the_memory_budget():
+    from neurodeploy.jobs.record import check_recording
+
+    net = constant_current_network(CURRENTS)
+    request = [RecordRequest("hidden", None)]
+    assert check_recording(request, net, "analog", 1000, 1000, None) == [{"name": "hidden", "role": "hidden",
+                                                                          "size": 5}]
+    with pytest.raises(ConfigError, match="recording 5 neurons for 1,000 items and 1,000 steps would hold"):
+        check_recording(request, net, "analog", 1000, 1000, 0.004)  # 5 MB of int8 spikes, budget about 4.3 MB
+    check_recording(request, net, "analog", 1000, 1000, 0.005)
+    with pytest.raises(ConfigError, match=r"--record: .*'hiden'; did you mean hidden\? \(its populations: input, "
+                                          r"hidden, output\)"):
+        check_recording([RecordRequest("hiden")], net, "analog", 10, 10, None)
+
+
 def _gpu_recording(T=10, **options):
     net = constant_current_network(CURRENTS)
     x = torch.tensor([CURRENTS, [c / 2 for c in CURRENTS]])

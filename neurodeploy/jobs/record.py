@@ -102,15 +102,21 @@ def check_items(requests: list[RecordRequest], n_items: int) -> None:
                               f"(0-{n_items - 1}); choose items among them or raise --samples")
 
 
-def check_populations(requests: list[RecordRequest], network: Network, encoding: str) -> list[dict]:
-    """(name, role, size) of each requested population; raises ConfigError, naming ``--record`` and the
-    nearest name, for a population the network does not have or one without spikes."""
+def check_recording(requests: list[RecordRequest], network: Network, encoding: str, n_items: int, T: int,
+                    memory_budget: float | None) -> list[dict]:
+    """(name, role, size) of each requested population, once the network is converted and before any simulation;
+    raises ConfigError, naming ``--record`` and the nearest name, for a population the network does not have or
+    one without spikes, and for a recording above the memory budget (one byte per neuron, item and step)."""
     try:
-        return recorded_populations(network, tuple(r.population for r in requests), encoding)
+        populations = recorded_populations(network, tuple(r.population for r in requests), encoding)
     except ConfigError as err:
         names = list(network.topological_order())
         shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         raise ConfigError(f"--record: {err} (its populations: {shown})") from None
+    items = len(set().union(*(r.item_list(n_items) for r in requests))) if requests else 0
+    size = sum(p["size"] for p in populations)
+    check_estimate(items * T * size, memory_budget, f"recording {size:,} neurons for {items:,} items and {T:,} steps")
+    return populations
 
 
 def record_spikes(runner: Backend, network: Network, test: Split, options: RunOptions,
@@ -120,12 +126,10 @@ def record_spikes(runner: Backend, network: Network, test: Split, options: RunOp
     (file, backend, per population its items, neurons and spikes)."""
     from neurodeploy.evaluate.spike_trains import write_spike_trains
 
-    populations = check_populations(requests, network, options.encoding)
+    populations = check_recording(requests, network, options.encoding, len(test), options.T, memory_budget)
     items = {r.population: r.item_list(len(test)) for r in requests}
     run_items = sorted(set().union(*items.values()))
     size = sum(p["size"] for p in populations)
-    check_estimate(len(run_items) * options.T * size, memory_budget,
-                   f"recording {size:,} neurons for {len(run_items):,} items and {options.T:,} steps")
     emit(Event("stage", f"recording the spikes of {', '.join(items)} ({size:,} neurons) for {len(run_items)} "
                         f"items on {runner.describe()}"))
     index = torch.as_tensor(run_items)

@@ -15,7 +15,7 @@ from neurodeploy.jobs.events import Listener
 from neurodeploy.jobs.folders import RunClaim, prepare_folder, record_in_config, record_network
 from neurodeploy.jobs.memory import check_memory, check_settings
 from neurodeploy.jobs.prepare import PreparedNetwork, import_record, preflight, prepare_network
-from neurodeploy.jobs.record import check_items, check_populations
+from neurodeploy.jobs.record import check_items, check_recording
 
 
 @dataclass
@@ -34,7 +34,7 @@ def prepare_run(claim: RunClaim, config: JobConfig, backends: list[Backend], emi
     """Everything before the first simulation, in ``claim``'s folder: the settings against the data
     (memory, ``--record`` items) and the user's model before anything is written, the folder, a finished run
     reported (``resumable``: a folder whose summary.json exists is finished), each backend's folder (the run
-    folder, or ``subfolders[i]`` in it), the conversion, the spike recordings' populations and the memory with
+    folder, or ``subfolders[i]`` in it), the conversion, the spike recordings (populations, memory) and the memory with
     the converted network, then network.json / network.zip and config.json with ``resolved`` (the backends'
     options as resolved) and the models used."""
     dataset = load_dataset(config.model.data)
@@ -53,7 +53,8 @@ def prepare_run(claim: RunClaim, config: JobConfig, backends: list[Backend], emi
     prepared = prepare_network(config, dataset, backends, folder, emit, user)
     network = prepared.network
     claim.check()
-    check_populations(config.run.record_requests, network, config.run.encoding)
+    check_recording(config.run.record_requests, network, config.run.encoding, len(prepared.test), config.run.T,
+                    config.run.memory_budget)
     check_memory(config, network, len(prepared.test))
     record_network(folder, network)
     record_in_config(folder, models=prepared.models, **resolved, **import_record(network))
