@@ -62,10 +62,11 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
         check_encoding(backend, config)
     with claim_run(config) as claim:
         folders = [spec.replace(":", "-") for spec, _, _ in parsed]
-        started = prepare_run(claim, config, backends, emit, subfolders=folders, resumable=False,
-                              # the options as resolved (device chosen, workers counted)
-                              backends={spec: {"description": backend.describe(), **backend.option_values()}
-                                        for (spec, _, _), backend in zip(parsed, backends, strict=True)})
+        # the options as resolved (device chosen, workers counted)
+        resolved = {spec: {"description": backend.describe(), **backend.option_values()}
+                    for (spec, _, _), backend in zip(parsed, backends, strict=True)}
+        started = prepare_run(claim, config, backends, emit, {"backends": resolved}, subfolders=folders,
+                              resumable=False)
         folder, dataset, prepared = started.folder, started.dataset, started.prepared
         network, test = prepared.network, prepared.test
         runs, results = [], []

@@ -1,7 +1,7 @@
 """``--record POP[:ITEMS]``: every spike of chosen populations for chosen test items, written as Neo.
 
-A request names a population as ``neurodeploy info network.zip`` lists it and, optionally, items: indices among the run's
-test items (``0-9``, ``3,5``, ``0-4,8``; none: every item of the run). ``--record`` is repeatable and takes a
+A request names a population as ``neurodeploy info network.zip`` lists it and, optionally, items: indices among
+the run's test items (``0-9``, ``3,5``, ``0-4,8``; none: every item of the run). ``--record`` is repeatable and takes a
 comma list; digits after ``POP:`` continue that request's items, so ``--record relu_1:0-9,relu_3:3,5`` asks
 for items 0-9 of relu_1 and 3 and 5 of relu_3 (a population whose name is a number takes its own
 ``--record``). The syntax and the item ranges are checked before any work; the names once the network is

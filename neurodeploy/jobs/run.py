@@ -132,7 +132,7 @@ def run_job(config: JobConfig, emit: Listener = silent) -> tuple[Path, dict]:
 def _run_in(claim: RunClaim, backend: Backend, config: JobConfig, emit: Listener) -> tuple[Path, dict]:
     """The main job in the claimed run folder (:func:`run_job`)."""
     started = prepare_run(claim, config, [backend], emit,
-                          backend_resolved={"description": backend.describe(), **backend.option_values()})
+                          {"backend_resolved": {"description": backend.describe(), **backend.option_values()}})
     folder, dataset = started.folder, started.dataset
     if started.finished is not None:
         emit(Event("summary", f"run {folder.name} finished before; its results are unchanged (choose another "

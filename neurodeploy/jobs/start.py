@@ -29,14 +29,14 @@ class StartedRun:
     finished: dict | None = None
 
 
-def prepare_run(claim: RunClaim, config: JobConfig, backends: list[Backend], emit: Listener,
-                subfolders: list[str] | None = None, resumable: bool = True, **resolved) -> StartedRun:
+def prepare_run(claim: RunClaim, config: JobConfig, backends: list[Backend], emit: Listener, resolved: dict,
+                subfolders: list[str] | None = None, resumable: bool = True) -> StartedRun:
     """Everything before the first simulation, in ``claim``'s folder: the settings against the data
     (memory, ``--record`` items) and the user's model before anything is written, the folder, a finished run
     reported (``resumable``: a folder whose summary.json exists is finished), each backend's folder (the run
     folder, or ``subfolders[i]`` in it), the conversion, the spike recordings (populations, memory) and the memory with
-    the converted network, then network.json / network.zip and config.json with ``resolved`` (the backends'
-    options as resolved) and the models used."""
+    the converted network, then network.json / network.zip and config.json with ``resolved`` (its entries: the
+    backends' options as resolved) and the models used."""
     dataset = load_dataset(config.model.data)
     n_items = len(dataset.test.head(config.run.samples))
     check_settings(config, n_items, dataset.n_classes)
