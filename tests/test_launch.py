@@ -49,6 +49,41 @@ def test_cells_over_ranks_without_an_mpi_launch_is_one_line_and_status_2(tmp_pat
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
+SERVE_SCRIPT = """
+import sys
+
+from neurodeploy import parallel
+
+
+class Released:
+    \"\"\"A team whose rank 0 releases at once (the first bcast brings no work).\"\"\"
+
+    rank, size = 1, 2
+
+    def bcast(self, value):
+        print("torch imported before the first piece of work:", "torch" in sys.modules)
+        return None
+
+    def close(self):
+        pass
+
+
+assert "torch" not in sys.modules
+raise SystemExit(parallel.serve(Released()))
+"""
+
+
+def test_a_serving_rank_imports_torch_and_the_backends_before_the_first_piece_of_work(tmp_path):
+    """While rank 0 prepares the job, the other ranks import what every share needs (docs/scaling.md): rank 0
+    does not wait for that import in its first collective."""
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch imported before the first piece of work: True" in done.stdout
+
+
 def _environment() -> dict:
     """This process's environment (its model cache and PYTHONPATH included), one thread a rank, MPI over
     shared memory only, and mpirun allowed as root (containers)."""
