@@ -100,3 +100,28 @@ def test_nest_spikes_and_membrane_by_hand(overshoot, threads):
     assert _spike_steps(result) == steps
     expected = [sum(s < t for s in steps) for t in range(1, T + 1)]
     np.testing.assert_allclose(result.readout[0, :, 0], expected, atol=1e-9)
+
+
+@needs_nest
+@pytest.mark.slow
+def test_spiking_output_and_compensated_hidden_equal_the_gpu_nest_profile():
+    """A spike-count readout resets hard too (to 0: the compensation covers hidden populations only), and the
+    prepared hidden population to its mean overshoot: NEST and the gpu nest profile agree neuron for neuron."""
+    rng = np.random.default_rng(5)
+    net = Network()
+    net.add_population(Population("in", (6,), "input"))
+    net.add_population(Population("h", (10,), "hidden", NeuronSpec(threshold=0.8)))
+    net.add_population(Population("out", (3,), "output", NeuronSpec(readout="spikes", threshold=0.5)))
+    net.connect("in", "h", [Dense(rng.normal(0.3, 0.3, (10, 6)).astype(np.float32))])
+    net.connect("h", "out", [Dense(rng.normal(0.2, 0.5, (3, 10)).astype(np.float32))])
+    x = torch.rand(5, 6, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    backend = get_backend("nest")
+    net = backend.prepare(net.validate(), x)
+    assert net.populations["h"].metadata["reset_compensation"]["mean_overshoot"] > 0
+    run = RunOptions(T=25, batch_size=5, progress=False, record_neuron_counts=True)
+    result = backend.run(net, x, labels, run)
+    reference = get_backend("gpu", profile="nest", device="cpu").run(net, x, labels, run)
+    assert result.neuron_counts[:, -3:].sum() > 0
+    np.testing.assert_array_equal(result.neuron_counts, reference.neuron_counts)
+    np.testing.assert_array_equal(result.readout, reference.readout)
