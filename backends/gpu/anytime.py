@@ -3,7 +3,8 @@ initial membranes swapped in per candidate (the interface is ``neurodeploy.optim
 
 In a job started by torchrun or an MPI launcher (``neurodeploy.parallel``) the optimization set is split into one
 contiguous share per rank: each rank builds a simulator of its share once (the share is sent with the first
-candidate) and returns, per candidate, its correct items and synaptic events per step; rank 0 adds them. Both are
+candidate; later candidates send their populations only) and returns, per candidate, its correct items and
+synaptic events per step; rank 0 adds them. Both are
 sums of whole numbers in float64, so the curves equal one process's bit for bit (``docs/scaling.md``).
 """
 
@@ -93,6 +94,9 @@ class AnytimeSimulator:
         else:
             setups = self._shares
             self._shares = [None] * len(setups)  # sent once: the ranks keep their share
-            parts = map_over_ranks(_share_totals, [(self._token, setup, network) for setup in setups])
+            # a candidate differs from the compiled network only in its populations' neurons: the projections
+            # (the weights, most of a pickled network) stay home
+            neurons = Network(populations=dict(network.populations))
+            parts = map_over_ranks(_share_totals, [(self._token, setup, neurons) for setup in setups])
             correct, events = (np.sum([part[k] for part in parts], axis=0) for k in (0, 1))
         return correct / self.n_items, events / self.n_items
