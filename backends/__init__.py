@@ -15,6 +15,7 @@ from neurodeploy.errors import BackendError, ConfigError
 BUILTIN = {
     "gpu": "neurodeploy.backends.gpu:GpuBackend",
     "neuron": "neurodeploy.backends.neuron:NeuronBackend",
+    "nest": "neurodeploy.backends.nest:NestBackend",
     "spinnaker": "neurodeploy.backends.spinnaker:SpinnakerBackend",
 }
 ENTRY_POINT_GROUP = "neurodeploy.backends"

@@ -49,6 +49,41 @@ def test_cells_over_ranks_without_an_mpi_launch_is_one_line_and_status_2(tmp_pat
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
+SERVE_SCRIPT = """
+import sys
+
+from neurodeploy import parallel
+
+
+class Released:
+    \"\"\"A team whose rank 0 releases at once (the first bcast brings no work).\"\"\"
+
+    rank, size = 1, 2
+
+    def bcast(self, value):
+        print("torch imported before the first piece of work:", "torch" in sys.modules)
+        return None
+
+    def close(self):
+        pass
+
+
+assert "torch" not in sys.modules
+raise SystemExit(parallel.serve(Released()))
+"""
+
+
+def test_a_serving_rank_imports_torch_and_the_backends_before_the_first_piece_of_work(tmp_path):
+    """While rank 0 prepares the job, the other ranks import what every share needs (docs/scaling.md): rank 0
+    does not wait for that import in its first collective."""
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch imported before the first piece of work: True" in done.stdout
+
+
 def _environment() -> dict:
     """This process's environment (its model cache and PYTHONPATH included), one thread a rank, MPI over
     shared memory only, and mpirun allowed as root (containers)."""
@@ -162,3 +197,53 @@ def test_an_error_on_one_rank_ends_the_job_on_rank_0_with_that_ranks_message(tmp
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "values [1, 2, 3]" in done.stdout
     assert "raised BackendError rank 1 failed:" in done.stdout
+
+
+ANYTIME_SCRIPT = """
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from neurodeploy import parallel
+from neurodeploy.backends.gpu import anytime
+from neurodeploy.convert import convert
+
+
+def share_size(_):
+    return [simulator.n_items for simulator in anytime._RANK_SHARES.values()]
+
+
+team = parallel.join(parallel.detect_launch())
+if team.rank != 0:
+    raise SystemExit(parallel.serve(team))
+try:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
+    images, labels = torch.rand(25, 1, 4, 4), torch.randint(0, 3, (25,))
+    network = convert(model, images, normalization="max")
+    variant = copy.deepcopy(network)
+    hidden = next(p for p in variant.populations.values() if p.role == "hidden")
+    hidden.neuron.threshold = np.float32(0.7) * np.asarray(hidden.neuron.threshold, np.float32)
+    over = anytime.AnytimeSimulator(network, images, labels, 15, torch.device("cpu"), batch_size=10)
+    one = anytime.AnytimeSimulator(network, images, labels, 15, torch.device("cpu"), batch_size=10, over_ranks=False)
+    for candidate in (network, variant, network):
+        for a, b in zip(over.curves(candidate), one.curves(candidate)):
+            assert a.tobytes() == b.tobytes(), (a, b)
+    print("curves equal; items per rank", parallel.map_over_ranks(share_size, [0, 1]))
+finally:
+    parallel.release(team)
+"""
+
+
+@pytest.mark.slow
+def test_the_optimizers_simulator_splits_its_items_over_torchrun_processes(tmp_path):
+    """``--optimize``'s simulator (``AnytimeSimulator``) in a launched job: 25 items split 12 / 13 over the two
+    ranks, curves of three candidates equal to one process's bit for bit."""
+    script = tmp_path / "anytime_team.py"
+    script.write_text(ANYTIME_SCRIPT)
+    done = subprocess.run([*_torchrun(), str(script)], env=_environment(), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "curves equal; items per rank [[12], [13]]" in done.stdout

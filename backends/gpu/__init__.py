@@ -3,7 +3,8 @@
 Profiles: "ideal" (zero synaptic delay, spikes cross every layer within a step), "pynn" (one-step
 delay per projection, the semantics of PyNN machines, for spike-for-spike comparison), "spinnaker"
 (one-step delays plus SpiNNaker's cell and arithmetic, see ``spinnaker_profile``) and "spinnaker_exp"
-(the same for the IF_curr_exp cell of local-only connectors), defined in
+(the same for the IF_curr_exp cell of local-only connectors) and "nest" (one-step delays, hard reset to the
+hard-reset compensation's values: the nest backend's cell, see ``nest_profile``), defined in
 ``docs/semantics.md``. Precision: "fp32", or "bf16" (projection weights and spikes in bfloat16, spikes
 stay exact, membranes and currents in float32).
 
@@ -24,6 +25,7 @@ from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions,
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import batch_part, chunk_steps, simulate_batch
+from neurodeploy.backends.gpu.nest_profile import apply_nest_cell
 from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
     V_RESET_OPTION,
@@ -39,7 +41,7 @@ from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
 #: profile -> synaptic delay per projection (steps)
-PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1, "spinnaker_exp": 1}
+PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1, "spinnaker_exp": 1, "nest": 1}
 #: profiles with SpiNNaker's arithmetic, and the cell each predicts
 SPINNAKER_CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -84,7 +86,8 @@ class GpuBackend(Backend):
         Option("profile", "ideal", "semantics: ideal (zero delay), pynn (one-step delay per projection, as PyNN "
                "machines), spinnaker (SpiNNaker's cell and arithmetic: hard reset, leak, S16.15, 16-bit ring "
                "buffers; predicts a board), spinnaker_exp (the same with the IF_curr_exp cell and the int16 "
-               "local-only weights of the spinnaker backend's --connectors local)", choices=tuple(PROFILES)),
+               "local-only weights of the spinnaker backend's --connectors local), nest (pynn with the hard reset "
+               "of the nest backend's cell; predicts it)", choices=tuple(PROFILES)),
         V_RESET_OPTION,
         Option("precision", "fp32", "fp32, or bf16 weights and spikes (membranes stay fp32)",
                choices=tuple(PRECISIONS)),
@@ -104,6 +107,9 @@ class GpuBackend(Backend):
         unknown = set(self.spinnaker_parts) - set(PARTS)
         if unknown:
             raise ConfigError(f"unknown spinnaker profile parts {sorted(unknown)}; choose from {PARTS}")
+        if self.profile == "nest" and self.v_reset == "refined":
+            raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
+                              "calibrated or zero")
         try:
             self.device = torch.device(self.device) if self.device else default_device()
         except RuntimeError:
@@ -130,7 +136,10 @@ class GpuBackend(Backend):
         """The spinnaker profiles size each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
         reset value to the mean overshoot a subtract reset would keep and, with ``"refined"``, refine it per channel
-        by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does."""
+        by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does. The nest profile
+        sets the reset values as the nest backend does."""
+        if self.profile == "nest":
+            set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
             annotate_summed_weights(network, calibration.numpy(), encoding)
@@ -167,6 +176,8 @@ class GpuBackend(Backend):
             "n_neurons": sum(layer.size for layer in compiled.layers if layer.role != "input"),
             "n_synapses": compiled.n_synapses,
         }
+        if self.profile == "nest":
+            apply_nest_cell(compiled, network, self.device)
         if self.profile in SPINNAKER_CELLS:
             metadata["spinnaker_arithmetic"] = apply_spinnaker_arithmetic(
                 compiled, network, options.encoding, self.device, tau_m=self.tau_m, parts=self.spinnaker_parts,

@@ -26,6 +26,7 @@ from neurodeploy.backends.base import Backend, Option, RunOptions, Session
 from neurodeploy.backends.neuron.mechanisms import prepare as compile_mechanisms
 from neurodeploy.backends.processes import run_in_processes
 from neurodeploy.backends.pynn.lowering import lower_network
+from neurodeploy.backends.pynn.results import joined_result
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.network import BEYOND_IF, Network
@@ -170,17 +171,7 @@ class NeuronBackend(Backend):
                                f"(--distribute {self.distribute}); is MPI_LIB_NRN_PATH set for some ranks only?")
         timings["neuron_build_s"] = max(timings["neuron_build_s"], max(p["build_s"] for p in parts))
         timings["neuron_run_s"] += max(p["run_s"] for p in parts)
-        def joined(key: str) -> np.ndarray:
-            return np.concatenate([p[key] for p in parts])
-
-        # the input population first: its spikes (zeros with current injection), as the reference counts them
-        spikes = np.concatenate([joined("input_spikes")[..., None], joined("spikes")], axis=2)
-        events = np.concatenate([joined("input_events")[..., None], joined("events")], axis=2)
-        neurons = None
-        if options.record_neuron_counts:
-            neurons = np.concatenate([joined("input_neurons"), joined("neurons")], axis=1)
-        return SimulationResult(joined("readout"), labels.numpy().astype(np.int64), spikes, events,
-                                neuron_counts=neurons, recorded_spikes=joined("recorded") if record else None)
+        return joined_result(parts, labels, options.record_neuron_counts, recorded=bool(record))
 
 
 __all__ = ["NeuronBackend"]

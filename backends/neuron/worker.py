@@ -120,6 +120,10 @@ class _NeuronCell:
     def run_ms(T: int) -> float:
         return T + 0.5
 
+    @staticmethod
+    def reset(sim) -> None:
+        sim.reset()
+
     def record(self, population, pop: LoweredPopulation) -> None:
         from neuron import h
 

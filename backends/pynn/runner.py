@@ -1,5 +1,5 @@
-"""One runner for every PyNN machine (``pyNN.neuron``, ``pyNN.spiNNaker``): build a lowered network once,
-then for each item set its inputs, ``sim.run``, read back spikes and the output membrane, ``sim.reset()``.
+"""One runner for every PyNN machine (``pyNN.neuron``, ``pyNN.nest``, ``pyNN.spiNNaker``): build a lowered network
+once, then for each item set its inputs, ``sim.run``, read back spikes and the output membrane, reset.
 
 What differs between machines and cells (parameters, time grid, how data is read back) lives in a
 :class:`CellProfile`; the runner holds the contract they share:
@@ -79,6 +79,10 @@ class CellProfile(Protocol):
     def read_membrane(self, population: Any) -> np.ndarray:
         """The last run's membrane samples ``[samples, size]`` (sample k after step k); 0 rows when the
         machine returned nothing."""
+
+    def reset(self, sim: Any) -> None:
+        """Ends an item: ``sim.reset()`` and whatever else the machine needs for the next item to start from
+        the network's initial state (NEST keeps spikes in flight across PyNN's reset)."""
 
 
 @dataclass
@@ -250,7 +254,7 @@ class PyNNRunner:
                 elif pop is output:
                     out["items_read"] += self._read_readout(population, out["readout"][item], T)
             out["read_s"] += time.perf_counter() - read
-            self.sim.reset()
+            profile.reset(self.sim)
         out["run_s"] = time.perf_counter() - start
         return out
 

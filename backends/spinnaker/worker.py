@@ -129,6 +129,10 @@ class DeltaProfile:
         return T + 1.0
 
     @staticmethod
+    def reset(sim) -> None:
+        sim.reset()
+
+    @staticmethod
     def record(population, pop: LoweredPopulation) -> None:
         population.record("spikes" if pop.spiking else "v")
 
@@ -262,6 +266,7 @@ class ExpProfile:
     weights = staticmethod(DeltaProfile.weights)
     set_spikes = DeltaProfile.set_spikes
     run_ms = staticmethod(DeltaProfile.run_ms)
+    reset = staticmethod(DeltaProfile.reset)
 
     @staticmethod
     def set_drive(population, pop: LoweredPopulation, drive: np.ndarray) -> None:

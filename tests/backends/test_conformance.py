@@ -26,9 +26,10 @@ from neurodeploy.errors import BackendError, ConfigError, DataError
 HERE = {
     "gpu": ({"device": "cpu"}, (), True),
     "neuron": ({"workers": 2}, ("pyNN", "neuron"), True),
+    "nest": ({"threads": 2}, ("pyNN", "nest"), True),
     "spinnaker": ({}, ("spynnaker",), False),
 }
-SLOW = {"neuron", "spinnaker"}
+SLOW = {"neuron", "nest", "spinnaker"}
 
 
 def _params():
