@@ -201,3 +201,25 @@ def test_neuron_records_the_spikes_of_the_gpu_pynn_profile(mnist_network, tmp_pa
             np.testing.assert_array_equal(x, y)
         total += sum(len(x) for x in a)
     assert total > 50  # enough spikes for the equality to mean something
+
+
+@pytest.mark.slow
+def test_nest_records_the_spikes_of_its_gpu_profile(mnist_network, tmp_path, capsys):
+    """NEST's spike trains (`run --backend nest --record`) equal the gpu nest profile's, read back with Neo."""
+    pytest.importorskip("pyNN", reason="the nest extra is not installed")
+    pytest.importorskip("nest", reason="the nest extra is not installed")
+    path, net = mnist_network
+    hidden = next(n for n in net.topological_order() if net.populations[n].role == "hidden")
+    common = ["run", "--network", str(path), "--samples", "2", "-T", "20", "--results-dir", str(tmp_path), "-q",
+              "--record", f"{hidden}:0-1"]
+    assert _cli(common + ["--run-id", "gpu", "--profile", "nest"], capsys)[0] == 0
+    assert _cli(common + ["--run-id", "nest", "--backend", "nest"], capsys)[0] == 0
+    gpu, nest = (read_spike_trains(tmp_path / run / "spikes.mat") for run in ("gpu", "nest"))
+    total = 0
+    for item in range(2):
+        a, b = spike_steps(gpu, hidden, item), spike_steps(nest, hidden, item)
+        assert len(a) == len(b) == net.populations[hidden].size
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+        total += sum(len(x) for x in a)
+    assert total > 30
