@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neurodeploy.backends.gpu import binary_ops
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import Population, initial_membrane, per_neuron
@@ -24,6 +25,9 @@ class Incoming:
     fn: TensorFn
     fn_inh: TensorFn | None = None
     delay: int = 0  # the projection's own delay (steps); the engine applies max(delay, the profile's minimum)
+    #: the same projection on the source's raw 0/1 spikes (its amplitude folded in) through int8 kernels
+    #: (``binary_ops``), or None
+    binary_fn: TensorFn | None = None
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Layer:
     count_matrix: torch.Tensor | None = None  # [size, 2]: columns (1, fan-out) -> spikes, events
     fixed_point: bool = False                 # round the membrane to S16.15 after every update
     saturation: tuple[float, float] | None = None  # per-step limit of excitatory, inhibitory input
+    channels_last: bool = False               # state [B, C, H, W] kept in channels-last memory (int8 kernels' layout)
 
     @property
     def size(self) -> int:
@@ -130,11 +135,15 @@ class CompiledNetwork:
 
 
 def compile_network(network: Network, device: torch.device, dtype: torch.dtype = torch.float32,
-                    op_dtype: torch.dtype | None = None, delay: int = 0) -> CompiledNetwork:
+                    op_dtype: torch.dtype | None = None, delay: int = 0, int8_parts: int | None = None
+                    ) -> CompiledNetwork:
     """Builds device tensors for every population in topological order.
 
     op_dtype: dtype of projection weights (e.g. bfloat16); spikes are cast to it, currents back to
         ``dtype``. delay: steps each projection delays spikes (0 ideal, 1 PyNN machines).
+    int8_parts: when set (CPU with oneDNN, float32), projections from populations with 0/1 spikes also get
+        their int8 lowering with each weight split into that many parts (:mod:`binary_ops`), and
+        populations of shape ``(C, H, W)`` keep their state channels-last, the int8 kernels' layout.
     """
     network.validate()
     order = network.topological_order()
@@ -145,8 +154,13 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         fn = compile_chain(projection.ops, device=device, dtype=op_dtype or dtype)
         if op_dtype is not None and op_dtype != dtype:
             fn = _cast_wrapper(fn, op_dtype, dtype)
-        layers[index[projection.target]].incoming.append(Incoming(index[projection.source], fn,
-                                                                  delay=projection.delay))
+        incoming = Incoming(index[projection.source], fn, delay=projection.delay)
+        if int8_parts is not None:
+            incoming.binary_fn = _binary_fn(layers[incoming.source], projection.ops, int8_parts)
+        layers[index[projection.target]].incoming.append(incoming)
+    if int8_parts is not None:
+        for layer in layers:
+            layer.channels_last = layer.role != "input" and len(layer.shape) == 3
     n_synapses = 0
     for layer in layers:
         fanout = fan_out[layer.name].reshape(-1)
@@ -157,6 +171,14 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
     return CompiledNetwork(layers, network.pipeline_delay(delay), n_synapses, index[output])
 
 
+def _binary_fn(source: Layer, ops, parts: int) -> TensorFn | None:
+    """The int8 lowering of a projection from ``source`` when its spikes are 0/1 (a hidden spiking population
+    without negative spikes; an input's spikes are signed or analog), else None."""
+    if source.role == "input" or source.negative_spikes or not source.spiking:
+        return None
+    return binary_ops.binary_projection(ops, source.shape, source.amplitude, parts)
+
+
 def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch.device,
                       dtype: torch.dtype = torch.float32) -> CompiledNetwork:
     """Takes the thresholds and initial membranes of ``network``'s populations into ``compiled`` in
@@ -165,6 +187,8 @@ def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch
     for layer in compiled.layers:
         if layer.role != "input":
             _set_threshold_and_v_init(layer, network.populations[layer.name], device, dtype)
+        for incoming in layer.incoming:
+            incoming.binary_fn = None  # its weights hold the old amplitudes: the float path takes over
     return compiled
 
 
