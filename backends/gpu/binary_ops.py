@@ -64,13 +64,14 @@ def _poolable(pool: AvgPool2d, shape: tuple[int, ...]) -> bool:
             and shape[1] % pool.kernel[0] == 0 and shape[2] % pool.kernel[1] == 0)
 
 
-def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, parts: int = DEFAULT_PARTS
-                      ) -> TensorFn | None:
+def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, parts: int = DEFAULT_PARTS,
+                      bias: torch.Tensor | None = None) -> TensorFn | None:
     """The int8 lowering of a projection chain from a binary source, or None when the chain has another form.
 
     Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]``, ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten,
     Dense]`` (pools with kernel = stride, no padding). ``amplitude``: the source's spike amplitude (None for 1,
-    a scalar tensor, or per channel ``[C, 1, 1]``), folded into the weights. The returned function maps spikes
+    a scalar tensor, or per channel ``[C, 1, 1]``), folded into the weights. ``bias``: float32 ``[C_out]``
+    added to the current by the first kernel (None: no bias). The returned function maps spikes
     ``[n, *source_shape]`` (0/1, any float dtype) to the float32 current ``[n, *target_shape]`` (channels-last
     memory for convolutions).
     """
@@ -79,16 +80,18 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
         return None
     if kinds == ["conv2d"]:
         conv = ops[0]
-        return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts)
+        return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
+                        bias=bias)
     if kinds == ["avgpool2d", "conv2d"] and _poolable(ops[0], source_shape):
         conv = ops[1]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
-                        pool=ops[0].kernel)
+                        pool=ops[0].kernel, bias=bias)
     if kinds in (["dense"], ["flatten", "dense"]):
-        return _dense_fn(ops[-1].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=False)
+        return _dense_fn(ops[-1].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=False,
+                         bias=bias)
     if kinds == ["avgpool2d", "flatten", "dense"] and _poolable(ops[0], source_shape):
         return _dense_fn(ops[2].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=True,
-                         pool=ops[0].kernel)
+                         pool=ops[0].kernel, bias=bias)
     return None
 
 
@@ -139,7 +142,7 @@ def _paired_input(x: torch.Tensor, pair: int) -> torch.Tensor:
 
 
 def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts: int,
-             pool: tuple[int, int] | None = None) -> TensorFn:
+             pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None) -> TensorFn:
     """int8 parts of a convolution over uint8 channels-last spikes (paired, :func:`_pairs`), summed in float32.
     With ``pool`` the spikes are first sum-pooled over non-overlapping ``pool`` windows (in uint8: at most
     the window's area) and ``weight`` is the pooled convolution's divided by that area."""
@@ -160,9 +163,9 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
         x = spikes.to(torch.uint8, memory_format=torch.channels_last)
         x = _paired_input(_sum_pool(x, pool), pair)
         out = None
-        for weights, scale in packed:
-            part = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, weights, scale, zero, None, stride, padding,
-                                                      dilation, 1, 1.0, 0, torch.float32, "none", [], "")
+        for k, (weights, scale) in enumerate(packed):
+            part = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, weights, scale, zero, None if k else bias, stride,
+                                                      padding, dilation, 1, 1.0, 0, torch.float32, "none", [], "")
             out = part if out is None else out.add_(part)
         return out
 
@@ -170,7 +173,7 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
 
 
 def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_last: bool,
-              pool: tuple[int, int] | None = None) -> TensorFn:
+              pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None) -> TensorFn:
     """int8 parts of a dense layer over the flattened uint8 spikes (``weight [O, inputs]``, paired as in
     :func:`_pairs`). With ``pool`` the spikes ``(C, H, W)`` are first sum-pooled (:func:`_sum_pool`) and
     ``weight`` is over the pooled, flattened ``(C, H / kh, W / kw)``, divided here by the window's area."""
@@ -202,9 +205,9 @@ def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_
         x[:, n_in:].copy_(flat)
         torch.mul(x[:, n_in:], pair, out=x[:, :n_in])
         out = None
-        for weights, scale in packed:
-            part = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, weights, scale, zero, None, 1.0, 0, torch.float32,
-                                                      "none", [], "")
+        for k, (weights, scale) in enumerate(packed):
+            part = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, weights, scale, zero, None if k else bias, 1.0, 0,
+                                                      torch.float32, "none", [], "")
             out = part if out is None else out.add_(part)
         return out
 

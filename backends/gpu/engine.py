@@ -117,11 +117,12 @@ class BatchSimulation:
                 if incoming.source == 0:
                     part = incoming.fn(self.x)
                     arrivals[d] = part if d not in arrivals else arrivals[d] + part
-        segments = [(0, layer.bias)] if 0 not in arrivals else []
+        bias = None if layer.bias_in_projection else layer.bias
+        segments = [(0, bias)] if 0 not in arrivals else []
         static = None
         for d in sorted(arrivals):
             static = arrivals[d] if static is None else static + arrivals[d]
-            segments.append((d, static if layer.bias is None else static + layer.bias))
+            segments.append((d, static if bias is None else static + bias))
         if layer.channels_last:  # added to the channels-last membrane every step: the same layout
             segments = [(start, c.contiguous(memory_format=torch.channels_last) if torch.is_tensor(c) and c.ndim == 4
                          else c) for start, c in segments]
