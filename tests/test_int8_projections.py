@@ -140,4 +140,4 @@ def test_bias_added_in_the_kernel(chain):
     bias = torch.linspace(-1.0, 1.0, without.shape[1])
     with_bias = binary_ops.binary_projection(ops, shape, None, bias=bias)(spikes)
     expected = without + bias.reshape(-1, *([1] * (without.ndim - 2)))
-    torch.testing.assert_close(with_bias, expected, rtol=0, atol=4e-7)
+    torch.testing.assert_close(with_bias, expected, rtol=2.5e-7, atol=1e-7)  # two float32 roundings
