@@ -141,3 +141,10 @@ def test_bias_added_in_the_kernel(chain):
     with_bias = binary_ops.binary_projection(ops, shape, None, bias=bias)(spikes)
     expected = without + bias.reshape(-1, *([1] * (without.ndim - 2)))
     torch.testing.assert_close(with_bias, expected, rtol=2.5e-7, atol=1e-7)  # two float32 roundings
+
+
+def test_small_feature_maps_keep_the_float_path():
+    """Below MIN_POSITIONS output positions oneDNN's int8 convolution is slower than float32."""
+    w = np.ones((4, 4, 3, 3), np.float32)
+    assert binary_ops.binary_projection([Conv2d(w, padding=(1, 1))], (4, 4, 4), None) is None
+    assert binary_ops.binary_projection([Conv2d(w, padding=(1, 1))], (4, 8, 8), None) is not None

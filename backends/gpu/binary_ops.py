@@ -32,6 +32,11 @@ from neurodeploy.ir.torch_ops import TensorFn
 
 #: int8 parts per weight: 4 leave a residual below 2^-29 of the largest weight of an output channel
 DEFAULT_PARTS = 4
+#: output positions (H x W) below which a convolution keeps the float32 path: oneDNN's int8 convolution is
+#: slow on small feature maps (measured on one core of a Sapphire Rapids CPU, 50 items, per pair of parts
+#: against float32: 64 -> 64 channels at 32 x 32 4.5 ms vs 25 ms; 256 -> 512 at 4 x 4 4.3 vs 11;
+#: 512 -> 512 at 4 x 4 12 vs 23, at 2 x 2 9.5 vs 7.7; two pairs run per projection)
+MIN_POSITIONS = 64
 
 
 def available(device: torch.device) -> bool:
@@ -59,6 +64,14 @@ def split_int8(weight: np.ndarray, parts: int, pair: int = 128) -> tuple[list[np
     return qs, scales
 
 
+def _positions(ops: list[Op], source_shape: tuple[int, ...]) -> int:
+    """Output positions H x W of a chain ending in a convolution."""
+    shape = source_shape
+    for op in ops:
+        shape = op.out_shape(shape)
+    return shape[1] * shape[2]
+
+
 def _poolable(pool: AvgPool2d, shape: tuple[int, ...]) -> bool:
     return (pool.kernel == pool.stride and pool.padding == (0, 0) and len(shape) == 3
             and shape[1] % pool.kernel[0] == 0 and shape[2] % pool.kernel[1] == 0)
@@ -76,7 +89,8 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
     memory for convolutions).
     """
     kinds = [op.kind for op in ops]
-    if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1):
+    if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1
+                              or _positions(ops, source_shape) < MIN_POSITIONS):
         return None
     if kinds == ["conv2d"]:
         conv = ops[0]

@@ -144,7 +144,8 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         ``dtype``. delay: steps each projection delays spikes (0 ideal, 1 PyNN machines).
     int8_parts: when set (CPU with oneDNN, float32), projections from populations with 0/1 spikes also get
         their int8 lowering with each weight split into that many parts (:mod:`binary_ops`), and
-        populations of shape ``(C, H, W)`` keep their state channels-last, the int8 kernels' layout.
+        populations of shape ``(C, H, W)`` read only through int8 projections keep their state channels-last,
+        the int8 kernels' layout.
     """
     network.validate()
     order = network.topological_order()
@@ -160,8 +161,15 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
             incoming.binary_fn = _binary_fn(layers[incoming.source], projection.ops, int8_parts)
         layers[index[projection.target]].incoming.append(incoming)
     if int8_parts is not None:
+        readers: dict[int, list[Incoming]] = {}
         for layer in layers:
-            layer.channels_last = layer.role != "input" and len(layer.shape) == 3
+            for incoming in layer.incoming:
+                readers.setdefault(incoming.source, []).append(incoming)
+        for i, layer in enumerate(layers):
+            # channels-last where every reader takes the int8 path (float32 convolutions of small maps are
+            # slower on channels-last input)
+            layer.channels_last = (layer.role != "input" and len(layer.shape) == 3 and bool(readers.get(i))
+                                   and all(incoming.binary_fn is not None for incoming in readers[i]))
             _bias_into_projection(layer, layers, network, int8_parts)
     n_synapses = 0
     for layer in layers:
