@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu import binary_ops
+from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.convert import convert
 from neurodeploy.errors import ConfigError
 from neurodeploy.ir import AvgPool2d, Conv2d, Dense, Flatten
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.skipif(not binary_ops.available(torch.device("cpu")),
 
 CHAINS = {
     "conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 12, 12)),
-    "strided conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), stride=(2, 2))], (8, 12, 12)),
-    "pool conv": (lambda w: [AvgPool2d((2, 2), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 12, 12)),
+    "strided conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), stride=(2, 2))], (8, 18, 18)),
+    "pool conv": (lambda w: [AvgPool2d((2, 2), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 16, 16)),
     "dense": (lambda w: [Dense(w((7, 40)))], (40,)),
     "flatten dense": (lambda w: [Flatten(), Dense(w((7, 8 * 4 * 4)))], (8, 4, 4)),
     "pool flatten dense": (lambda w: [AvgPool2d((2, 2), (2, 2)), Flatten(), Dense(w((7, 8 * 2 * 2)))], (8, 4, 4)),
@@ -69,8 +70,8 @@ def test_split_is_exact_for_weights_of_few_bits():
     qs, scales = binary_ops.split_int8(weight.astype(np.float64), 4)
     rebuilt = sum(q.astype(np.float64) * s[:, None, None, None] for q, s in zip(qs, scales, strict=True))
     np.testing.assert_array_equal(rebuilt, weight)
-    spikes = (torch.rand(10, 8, 6, 6) < 0.5).float()
-    fast = binary_ops.binary_projection([Conv2d(weight, padding=(1, 1))], (8, 6, 6), None)(spikes)
+    spikes = (torch.rand(10, 8, 8, 8) < 0.5).float()
+    fast = binary_ops.binary_projection([Conv2d(weight, padding=(1, 1))], (8, 8, 8), None)(spikes)
     exact = compile_chain([Conv2d(weight, padding=(1, 1))], dtype=torch.float64)(spikes.double())
     assert torch.equal(fast.double(), exact)
 
@@ -114,6 +115,9 @@ def test_int8_spikes_match_the_fp32_path_on_a_conv_net(conv_net, profile, encodi
 
 def test_int8_chunking_and_neuron_counts_match(conv_net):
     net, x = conv_net
+    compiled = compile_network(net, torch.device("cpu"), int8_parts=binary_ops.DEFAULT_PARTS)
+    lowered = [incoming.binary_fn is not None for layer in compiled.layers for incoming in layer.incoming]
+    assert lowered == [False, True, True, True, True]  # all but the analog input's projection
     whole = simulate(net, x, 12, precision="int8", chunk=12)
     steps = simulate(net, x, 12, precision="int8", chunk=1)
     np.testing.assert_array_equal(whole.spike_counts, steps.spike_counts)
