@@ -147,8 +147,16 @@ def test_bias_added_in_the_kernel(chain):
     torch.testing.assert_close(with_bias, expected, rtol=2.5e-7, atol=1e-7)  # two float32 roundings
 
 
-def test_small_feature_maps_keep_the_float_path():
-    """Below MIN_POSITIONS output positions oneDNN's int8 convolution is slower than float32."""
-    w = np.ones((4, 4, 3, 3), np.float32)
-    assert binary_ops.binary_projection([Conv2d(w, padding=(1, 1))], (4, 4, 4), None) is None
-    assert binary_ops.binary_projection([Conv2d(w, padding=(1, 1))], (4, 8, 8), None) is not None
+def test_small_feature_maps_run_as_matrix_products():
+    """Below MIN_POSITIONS output positions the convolution runs over patches; same currents as the float path."""
+    rng = np.random.default_rng(4)
+    cases = [([Conv2d(_weights(rng)((16, 8, 3, 3)), padding=(1, 1))], (8, 4, 4)),
+             ([Conv2d(_weights(rng)((16, 8, 3, 3)), stride=(2, 2))], (8, 9, 9)),
+             ([AvgPool2d((2, 2), (2, 2)), Conv2d(_weights(rng)((16, 8, 3, 3)), padding=(1, 1))], (8, 4, 4))]
+    for ops, shape in cases:
+        spikes = (torch.rand(6, *shape) < 0.4).float()
+        bias = torch.linspace(-1.0, 1.0, 16)
+        fast = binary_ops.binary_projection(ops, shape, None, bias=bias)(spikes)
+        exact = compile_chain(ops, dtype=torch.float64)(spikes.double()) + bias.double().reshape(-1, 1, 1)
+        assert fast.shape == exact.shape
+        torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-6)

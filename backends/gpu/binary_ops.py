@@ -32,10 +32,11 @@ from neurodeploy.ir.torch_ops import TensorFn
 
 #: int8 parts per weight: 4 leave a residual below 2^-29 of the largest weight of an output channel
 DEFAULT_PARTS = 4
-#: output positions (H x W) below which a convolution keeps the float32 path: oneDNN's int8 convolution is
-#: slow on small feature maps (measured on one core of a Sapphire Rapids CPU, 50 items, per pair of parts
-#: against float32: 64 -> 64 channels at 32 x 32 4.5 ms vs 25 ms; 256 -> 512 at 4 x 4 4.3 vs 11;
-#: 512 -> 512 at 4 x 4 12 vs 23, at 2 x 2 9.5 vs 7.7; two pairs run per projection)
+#: output positions (H x W) below which a convolution runs as an int8 matrix product over its patches:
+#: oneDNN's int8 convolution is slow on small feature maps (one core of a Sapphire Rapids CPU, 50 items, one
+#: pair of parts, against the float32 convolution: 512 -> 512 channels at 4 x 4 12 ms vs 23, at 2 x 2 9.5
+#: vs 7.7; the matrix products of the same sizes 7.2 and 1.7 ms; at 32 x 32 and 8 x 8 the convolution is the
+#: faster: 64 -> 64 4.5 ms vs 9.0, 256 -> 256 4.3 vs 5.2)
 MIN_POSITIONS = 64
 
 
@@ -89,17 +90,16 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
     memory for convolutions).
     """
     kinds = [op.kind for op in ops]
-    if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1
-                              or _positions(ops, source_shape) < MIN_POSITIONS):
+    if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1):
         return None
     if kinds == ["conv2d"]:
         conv = ops[0]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
-                        bias=bias)
+                        bias=bias, positions=_positions(ops, source_shape))
     if kinds == ["avgpool2d", "conv2d"] and _poolable(ops[0], source_shape):
         conv = ops[1]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
-                        pool=ops[0].kernel, bias=bias)
+                        pool=ops[0].kernel, bias=bias, positions=_positions(ops, source_shape))
     if kinds in (["dense"], ["flatten", "dense"]):
         return _dense_fn(ops[-1].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=False,
                          bias=bias)
@@ -156,10 +156,12 @@ def _paired_input(x: torch.Tensor, pair: int) -> torch.Tensor:
 
 
 def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts: int,
-             pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None) -> TensorFn:
+             pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None,
+             positions: int = MIN_POSITIONS) -> TensorFn:
     """int8 parts of a convolution over uint8 channels-last spikes (paired, :func:`_pairs`), summed in float32.
     With ``pool`` the spikes are first sum-pooled over non-overlapping ``pool`` windows (in uint8: at most
-    the window's area) and ``weight`` is the pooled convolution's divided by that area."""
+    the window's area) and ``weight`` is the pooled convolution's divided by that area. Maps of fewer than
+    :data:`MIN_POSITIONS` output ``positions`` run as one int8 matrix product over their patches."""
     c_in = source_shape[0]
     weight = weight * _channel_amplitude(amplitude, c_in)[None, :, None, None]
     area = 1 if pool is None else pool[0] * pool[1]
@@ -168,10 +170,13 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
     qs, scales = split_int8(weight, parts, pair)
     stride, padding, dilation = list(stride), list(padding), [1, 1]
     zero = torch.zeros(weight.shape[0], dtype=torch.int64)
+    pairs = _pairs(qs, scales, 1, pair)
+    if positions < MIN_POSITIONS:
+        return _patch_conv_fn(pairs, weight.shape[2:], stride, padding, pool, pair, bias)
     packed = [(torch.ops.onednn.qconv_prepack(torch.from_numpy(q).contiguous(memory_format=torch.channels_last),
                                               torch.from_numpy(scale).float(), 1.0, 0, stride, padding, dilation,
                                               1, None),
-               torch.from_numpy(scale).float()) for q, scale in _pairs(qs, scales, 1, pair)]
+               torch.from_numpy(scale).float()) for q, scale in pairs]
 
     def conv(spikes: torch.Tensor) -> torch.Tensor:
         x = spikes.to(torch.uint8, memory_format=torch.channels_last)
@@ -182,6 +187,35 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
                                                       padding, dilation, 1, 1.0, 0, torch.float32, "none", [], "")
             out = part if out is None else out.add_(part)
         return out
+
+    return conv
+
+
+def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.Tensor | None) -> TensorFn:
+    """A convolution of small maps as int8 matrix products: the paired input's patches ``[n H' W', kh kw 2C]``
+    (channels-last order) against each pair's weights ``[O, kh kw 2C]``."""
+    kh, kw = (int(k) for k in kernel)
+    zero = torch.zeros(pairs[0][0].shape[0], dtype=torch.int64)
+    packed = [(torch.ops.onednn.qlinear_prepack(torch.from_numpy(np.ascontiguousarray(
+                  q.transpose(0, 2, 3, 1).reshape(q.shape[0], -1))), None), torch.from_numpy(scale).float())
+              for q, scale in pairs]
+
+    def conv(spikes: torch.Tensor) -> torch.Tensor:
+        x = _paired_input(_sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool), pair)
+        n, c, h, w = x.shape
+        rows = (h + 2 * padding[0] - kh) // stride[0] + 1
+        cols = (w + 2 * padding[1] - kw) // stride[1] + 1
+        padded = x.new_zeros((n, h + 2 * padding[0], w + 2 * padding[1], c))
+        padded[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x.permute(0, 2, 3, 1)
+        patches = torch.stack([padded[:, i:i + stride[0] * (rows - 1) + 1:stride[0],
+                                      j:j + stride[1] * (cols - 1) + 1:stride[1]]
+                               for i in range(kh) for j in range(kw)], dim=3).reshape(n * rows * cols, -1)
+        out = None
+        for k, (weights, scale) in enumerate(packed):
+            part = torch.ops.onednn.qlinear_pointwise(patches, 1.0, 0, weights, scale, zero, None if k else bias,
+                                                      1.0, 0, torch.float32, "none", [], "")
+            out = part if out is None else out.add_(part)
+        return out.reshape(n, rows, cols, -1).permute(0, 3, 1, 2)
 
     return conv
 
