@@ -163,6 +163,7 @@ def measure(name: str, T: int, device: torch.device, repeats: int) -> dict:
     runners: dict[str, callable] = {}
     precisions = ("fp32", "int8") if device.type == "cpu" else ("fp32",)
     predictions: dict[str, torch.Tensor] = {}
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # precision -> readout, spike counts [N, T, P]
     for precision in precisions:
         backend = get_backend("gpu", device=str(device), precision=precision)
         backend.run(network, x[:batch], labels[:batch], RunOptions(T=2, batch_size=batch, progress=False))
@@ -171,10 +172,12 @@ def measure(name: str, T: int, device: torch.device, repeats: int) -> dict:
 
         def run_neurodeploy(backend=backend, session=session, precision=precision):
             start, cpu = time.perf_counter(), time.process_time()
-            readouts = [backend.simulate_batch(session, x[i:i + batch], labels[i:i + batch], i, options).readout
-                        for i in range(0, len(x), batch)]
+            results = [backend.simulate_batch(session, x[i:i + batch], labels[i:i + batch], i, options)
+                       for i in range(0, len(x), batch)]
             seconds = time.perf_counter() - start, time.process_time() - cpu
-            predictions[f"neurodeploy_{precision}"] = torch.as_tensor(np.concatenate(readouts)[:, -1].argmax(1))
+            readout = np.concatenate([r.readout for r in results])
+            predictions[f"neurodeploy_{precision}"] = torch.as_tensor(readout[:, -1].argmax(1))
+            arrays[precision] = readout, np.concatenate([r.spike_counts for r in results])
             return seconds
         runners[f"neurodeploy_{precision}"] = run_neurodeploy
     for mode, label in (("m", "spikingjelly_multi_step"), ("s", "spikingjelly_single_step")):
@@ -205,7 +208,20 @@ def measure(name: str, T: int, device: torch.device, repeats: int) -> dict:
             "cpu_speedup_vs_spikingjelly": cpu[cpu_theirs] / cpu[cpu_ours],
             "cpu_fraction_of_floor": cpu[cpu_ours] / floor[1],
             "agreement_with_ann_at_T": {key: float((p == ann).float().mean()) for key, p in predictions.items()},
+            "int8_vs_fp32": _difference(arrays),
             "accuracy_ann": float((ann == torch.as_tensor(labels)).float().mean())}
+
+
+def _difference(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict | None:
+    """How far neurodeploy's int8 run is from its fp32 run: spike counts per item, step and population
+    that differ, total spikes of each, the largest readout difference, predictions at T that differ."""
+    if "int8" not in arrays:
+        return None
+    (r32, s32), (r8, s8) = arrays["fp32"], arrays["int8"]
+    return {"spike_counts_differing": int((s32 != s8).sum()), "spike_counts_total": int(s32.size),
+            "spikes_fp32": float(s32.sum()), "spikes_int8": float(s8.sum()),
+            "readout_max_abs_difference": float(np.abs(r32 - r8).max()),
+            "predictions_differing_at_T": int((r32[:, -1].argmax(1) != r8[:, -1].argmax(1)).sum())}
 
 
 def main() -> None:
