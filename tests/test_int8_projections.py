@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from neurodeploy.backends import RunOptions, get_backend
+from neurodeploy.backends import ExitPolicy, RunOptions, get_backend
 from neurodeploy.backends.gpu import binary_ops
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.convert import convert
@@ -160,3 +160,15 @@ def test_small_feature_maps_run_as_matrix_products():
         exact = compile_chain(ops, dtype=torch.float64)(spikes.double()) + bias.double().reshape(-1, 1, 1)
         assert fast.shape == exact.shape
         torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-6)
+
+
+def test_int8_early_exit_matches_fp32(conv_net):
+    """Items that leave the batch early (state compacted) stop at the same steps with the same readout."""
+    net, x = conv_net
+    labels = torch.zeros(len(x), dtype=torch.long)
+    options = RunOptions(T=30, batch_size=len(x), progress=False, exit_policy=ExitPolicy(0.03, 3.0))
+    fp32 = get_backend("gpu", device="cpu", chunk=3).run(net, x, labels, options)
+    int8 = get_backend("gpu", device="cpu", chunk=3, precision="int8").run(net, x, labels, options)
+    assert len(np.unique(fp32.stop_times // 3)) > 1  # items leave in different chunks: the rest are compacted
+    np.testing.assert_array_equal(int8.stop_times, fp32.stop_times)
+    np.testing.assert_array_equal(int8.spike_counts, fp32.spike_counts)
