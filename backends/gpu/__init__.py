@@ -5,8 +5,10 @@ delay per projection, the semantics of PyNN machines, for spike-for-spike compar
 (one-step delays plus SpiNNaker's cell and arithmetic, see ``spinnaker_profile``) and "spinnaker_exp"
 (the same for the IF_curr_exp cell of local-only connectors) and "nest" (one-step delays, hard reset to the
 hard-reset compensation's values: the nest backend's cell, see ``nest_profile``), defined in
-``docs/semantics.md``. Precision: "fp32", or "bf16" (projection weights and spikes in bfloat16, spikes
-stay exact, membranes and currents in float32).
+``docs/semantics.md``. Precision: "fp32", "bf16" (projection weights and spikes in bfloat16, spikes
+stay exact, membranes and currents in float32) or "int8" (CPU: projections of 0/1 spikes through oneDNN's
+int8 kernels, each float32 weight split into int8 parts; products exact, currents within float32 rounding of
+the fp32 path's, ``binary_ops``).
 
 In a job started by torchrun or an MPI launcher (``neurodeploy.parallel``) every batch is split over the
 ranks: each rank compiles the network once and simulates its share, rank 0 joins the shares in item order
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
+from neurodeploy.backends.gpu import binary_ops
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import batch_part, chunk_steps, simulate_batch
@@ -44,7 +47,7 @@ from neurodeploy.targets import spinnaker
 PROFILES = {"ideal": 0, "pynn": 1, "spinnaker": 1, "spinnaker_exp": 1, "nest": 1}
 #: profiles with SpiNNaker's arithmetic, and the cell each predicts
 SPINNAKER_CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "int8": None}
 #: this process's compiled network in a launched job, by the token of the compile it came from (one at a time)
 _RANK_SESSIONS: dict[str, Session] = {}
 
@@ -89,7 +92,8 @@ class GpuBackend(Backend):
                "local-only weights of the spinnaker backend's --connectors local), nest (pynn with the hard reset "
                "of the nest backend's cell; predicts it)", choices=tuple(PROFILES)),
         V_RESET_OPTION,
-        Option("precision", "fp32", "fp32, or bf16 weights and spikes (membranes stay fp32)",
+        Option("precision", "fp32", "fp32, bf16 weights and spikes (membranes stay fp32), or int8: CPU int8 "
+               "kernels on 0/1 spikes with each fp32 weight split into int8 parts (currents within fp32 rounding)",
                choices=tuple(PRECISIONS)),
         Option("chunk", None, "steps per chunk (1 = step-major streaming; default from the memory budget)",
                kind=int, minimum=1),
@@ -116,6 +120,11 @@ class GpuBackend(Backend):
             raise ConfigError(f"gpu backend: --device {self.device!r} is not a device (cpu, cuda, cuda:N)") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu")
+        if self.precision == "int8" and not binary_ops.available(self.device):
+            raise ConfigError("gpu backend: precision int8 needs the CPU with PyTorch's oneDNN int8 kernels; "
+                              "use --device cpu or precision fp32")
+        if self.precision == "int8" and self.profile in SPINNAKER_CELLS:
+            raise ConfigError(f"gpu backend: precision int8 applies to the ideal and pynn profiles, not {self.profile}")
         if self.memory_budget_mb is None:
             self.memory_budget_mb = 1024.0 if self.device.type == "cuda" else 64.0
         if self.state_budget_mb is None:
@@ -168,7 +177,8 @@ class GpuBackend(Backend):
         if current_team() is not None:
             self.shared_network = (uuid.uuid4().hex, network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
-                                   PROFILES[self.profile])
+                                   PROFILES[self.profile],
+                                   int8_parts=binary_ops.DEFAULT_PARTS if self.precision == "int8" else None)
         metadata = {
             "device": str(self.device), "profile": self.profile, "precision": self.precision,
             "pipeline_delay": compiled.pipeline_delay,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neurodeploy.backends.gpu import binary_ops
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import Population, initial_membrane, per_neuron
@@ -24,6 +25,9 @@ class Incoming:
     fn: TensorFn
     fn_inh: TensorFn | None = None
     delay: int = 0  # the projection's own delay (steps); the engine applies max(delay, the profile's minimum)
+    #: the same projection on the source's raw 0/1 spikes (its amplitude folded in) through int8 kernels
+    #: (``binary_ops``), or None
+    binary_fn: TensorFn | None = None
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Layer:
     count_matrix: torch.Tensor | None = None  # [size, 2]: columns (1, fan-out) -> spikes, events
     fixed_point: bool = False                 # round the membrane to S16.15 after every update
     saturation: tuple[float, float] | None = None  # per-step limit of excitatory, inhibitory input
+    channels_last: bool = False               # state [B, C, H, W] kept in channels-last memory (int8 kernels' layout)
+    bias_in_projection: bool = False          # the bias is added by the (single, int8) incoming projection's kernel
 
     @property
     def size(self) -> int:
@@ -130,11 +136,16 @@ class CompiledNetwork:
 
 
 def compile_network(network: Network, device: torch.device, dtype: torch.dtype = torch.float32,
-                    op_dtype: torch.dtype | None = None, delay: int = 0) -> CompiledNetwork:
+                    op_dtype: torch.dtype | None = None, delay: int = 0, int8_parts: int | None = None
+                    ) -> CompiledNetwork:
     """Builds device tensors for every population in topological order.
 
     op_dtype: dtype of projection weights (e.g. bfloat16); spikes are cast to it, currents back to
         ``dtype``. delay: steps each projection delays spikes (0 ideal, 1 PyNN machines).
+    int8_parts: when set (CPU with oneDNN, float32), projections from populations with 0/1 spikes also get
+        their int8 lowering with each weight split into that many parts (:mod:`binary_ops`), and
+        populations of shape ``(C, H, W)`` read only through int8 projections keep their state channels-last,
+        the int8 kernels' layout.
     """
     network.validate()
     order = network.topological_order()
@@ -145,8 +156,21 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         fn = compile_chain(projection.ops, device=device, dtype=op_dtype or dtype)
         if op_dtype is not None and op_dtype != dtype:
             fn = _cast_wrapper(fn, op_dtype, dtype)
-        layers[index[projection.target]].incoming.append(Incoming(index[projection.source], fn,
-                                                                  delay=projection.delay))
+        incoming = Incoming(index[projection.source], fn, delay=projection.delay)
+        if int8_parts is not None:
+            incoming.binary_fn = _binary_fn(layers[incoming.source], projection.ops, int8_parts)
+        layers[index[projection.target]].incoming.append(incoming)
+    if int8_parts is not None:
+        readers: dict[int, list[Incoming]] = {}
+        for layer in layers:
+            for incoming in layer.incoming:
+                readers.setdefault(incoming.source, []).append(incoming)
+        for i, layer in enumerate(layers):
+            # channels-last where every reader takes the int8 path (float32 convolutions of small maps are
+            # slower on channels-last input)
+            layer.channels_last = (layer.role != "input" and len(layer.shape) == 3 and bool(readers.get(i))
+                                   and all(incoming.binary_fn is not None for incoming in readers[i]))
+            _bias_into_projection(layer, layers, network, int8_parts)
     n_synapses = 0
     for layer in layers:
         fanout = fan_out[layer.name].reshape(-1)
@@ -157,6 +181,30 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
     return CompiledNetwork(layers, network.pipeline_delay(delay), n_synapses, index[output])
 
 
+def _binary_fn(source: Layer, ops, parts: int) -> TensorFn | None:
+    """The int8 lowering of a projection from ``source`` when its spikes are 0/1 (a hidden spiking population
+    without negative spikes; an input's spikes are signed or analog), else None."""
+    if source.role == "input" or source.negative_spikes or not source.spiking:
+        return None
+    return binary_ops.binary_projection(ops, source.shape, source.amplitude, parts)
+
+
+def _bias_into_projection(layer: Layer, layers: list[Layer], network: Network, parts: int) -> None:
+    """A layer fed by one int8 projection and with a bias per channel gets the bias added in that projection's
+    kernel (one pass less over its current every step)."""
+    if len(layer.incoming) != 1 or layer.incoming[0].binary_fn is None or layer.bias is None:
+        return
+    bias = layer.bias.reshape(-1)
+    if bias.numel() not in (1, layer.shape[0]) or (bias.numel() > 1 and layer.bias.numel() != layer.shape[0]):
+        return
+    incoming = layer.incoming[0]
+    source = layers[incoming.source]
+    ops = next(p.ops for p in network.projections if p.source == source.name and p.target == layer.name)
+    incoming.binary_fn = binary_ops.binary_projection(ops, source.shape, source.amplitude, parts,
+                                                      bias=bias.expand(layer.shape[0]).float().cpu().contiguous())
+    layer.bias_in_projection = True
+
+
 def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch.device,
                       dtype: torch.dtype = torch.float32) -> CompiledNetwork:
     """Takes the thresholds and initial membranes of ``network``'s populations into ``compiled`` in
@@ -165,6 +213,9 @@ def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch
     for layer in compiled.layers:
         if layer.role != "input":
             _set_threshold_and_v_init(layer, network.populations[layer.name], device, dtype)
+        for incoming in layer.incoming:
+            incoming.binary_fn = None  # its weights hold the old amplitudes: the float path takes over
+        layer.bias_in_projection = False
     return compiled
 
 

@@ -101,6 +101,8 @@ class BatchSimulation:
 
     def _initial_v(self, layer: Layer) -> torch.Tensor:
         v = torch.zeros((self.B, *layer.shape), dtype=self.x.dtype, device=self.x.device)
+        if layer.channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
         return v.add_(layer.v_init) if layer.role != "input" else v
 
     @property
@@ -118,21 +120,27 @@ class BatchSimulation:
                 if incoming.source == 0:
                     part = incoming.fn(self.x)
                     arrivals[d] = part if d not in arrivals else arrivals[d] + part
-        segments = [(0, layer.bias)] if 0 not in arrivals else []
+        bias = None if layer.bias_in_projection else layer.bias
+        segments = [(0, bias)] if 0 not in arrivals else []
         static = None
         for d in sorted(arrivals):
             static = arrivals[d] if static is None else static + arrivals[d]
-            segments.append((d, static if layer.bias is None else static + layer.bias))
+            segments.append((d, static if bias is None else static + bias))
+        if layer.channels_last:  # added to the channels-last membrane every step: the same layout
+            segments = [(start, c.contiguous(memory_format=torch.channels_last) if torch.is_tensor(c) and c.ndim == 4
+                         else c) for start, c in segments]
         return segments
 
-    def _source_spikes(self, source: int, d: int, spikes: list, steps: int) -> torch.Tensor:
-        """The source's spikes reaching a projection of delay ``d`` in this chunk's steps, times its amplitude."""
+    def _source_spikes(self, source: int, d: int, spikes: list, steps: int, amplitude: bool = True
+                       ) -> torch.Tensor:
+        """The source's spikes reaching a projection of delay ``d`` in this chunk's steps, times its amplitude
+        (the raw spikes with ``amplitude=False``)."""
         s = spikes[source]
         if d:
             history = self.history[source]
             first = history.shape[0] - d
             s = history[first:first + steps] if steps <= d else torch.cat([history[first:], s[:steps - d]])
-        if self.layers[source].amplitude is not None:
+        if amplitude and self.layers[source].amplitude is not None:
             s = s * self.layers[source].amplitude
         return s
 
@@ -141,9 +149,10 @@ class BatchSimulation:
         for incoming, d in zip(layer.incoming, self.delays[index], strict=True):
             if incoming.source == 0 and self.encoding == "analog":
                 continue
-            src = self._source_spikes(incoming.source, d, spikes, steps)
+            fn = incoming.binary_fn or incoming.fn  # the int8 lowering takes the raw 0/1 spikes
+            src = self._source_spikes(incoming.source, d, spikes, steps, amplitude=incoming.binary_fn is None)
             src = src.reshape(steps * self.B, *src.shape[2:])
-            part = incoming.fn(src).reshape(steps, self.B, *layer.shape)
+            part = fn(src).reshape(steps, self.B, *layer.shape)
             current = part if current is None else current.add_(part)
             if incoming.fn_inh is not None:
                 part = incoming.fn_inh(src).reshape(steps, self.B, *layer.shape)
@@ -208,14 +217,21 @@ class BatchSimulation:
     def _count(self, index: int, s: torch.Tensor, counts: torch.Tensor, steps: int) -> None:
         """Spikes and synaptic events of layer ``index``'s chunk spikes ``s`` into ``counts [B, steps, P, 2]``
         (and the per-neuron counts)."""
+        layer = self.layers[index]
+        if index in self.recorded:  # signed, in the population's (c, h, w) order, before the counts take |spikes|
+            self.recorded[index][:, self.t:self.t + steps] = s.reshape(steps, self.B, -1).transpose(0, 1)
+        matrix = layer.count_matrix
+        if layer.channels_last and self.neuron_counts is None:
+            # neurons in memory order (h, w, c): the count matrix's rows in the same order, no copy of the spikes
+            s = s.permute(0, 1, 3, 4, 2)
+            c, h, w = layer.shape
+            matrix = matrix.reshape(c, h, w, 2).permute(1, 2, 0, 3).reshape(-1, 2)
         flat = s.reshape(steps * self.B, -1)
-        if index in self.recorded:  # signed, before the counts take |spikes|
-            self.recorded[index][:, self.t:self.t + steps] = flat.reshape(steps, self.B, -1).transpose(0, 1)
-        if self.layers[index].negative_spikes or (index == 0 and self.encoding != "analog"):
+        if layer.negative_spikes or (index == 0 and self.encoding != "analog"):
             flat = flat.abs()
         if self.neuron_counts is not None:
             self.neuron_counts[index] += flat.reshape(steps, self.B, -1).sum(0)
-        stats = (flat @ self.layers[index].count_matrix).reshape(steps, self.B, 2)
+        stats = (flat @ matrix).reshape(steps, self.B, 2)
         counts[:, :, index] = stats.transpose(0, 1)
 
     def compact(self, keep: torch.Tensor) -> None:

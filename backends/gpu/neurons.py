@@ -43,7 +43,7 @@ def integrate_and_fire(
     previous: the spikes of the step before (``[B, *shape]``) of a layer with ``reset_next_step``
         (updated in place to the last step's spikes).
     """
-    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
+    spikes = _spike_buffer(v, steps)
     theta = layer.threshold
     unit = isinstance(theta, float) and theta == 1.0
     qffs = layer.spike_cap is not None or layer.negative_spikes
@@ -91,6 +91,16 @@ def integrate_and_fire(
         else:
             v.addcmul_(s, theta, value=-1.0)
     return spikes
+
+
+def _spike_buffer(v: torch.Tensor, steps: int) -> torch.Tensor:
+    """An empty ``[steps, *v.shape]`` tensor whose every step has ``v``'s memory layout (channels-last for a
+    channels-last ``v``: the spikes then need no reordering for int8 kernels)."""
+    if v.ndim == 4 and not v.is_contiguous() and v.is_contiguous(memory_format=torch.channels_last):
+        flat = torch.empty((steps * v.shape[0], *v.shape[1:]), dtype=v.dtype, device=v.device,
+                           memory_format=torch.channels_last)
+        return flat.view(steps, *v.shape)
+    return torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
 
 
 def _qffs_step(layer: Layer, v: torch.Tensor, s: torch.Tensor, count: torch.Tensor) -> None:
