@@ -15,11 +15,12 @@ from rich.console import Console
 from neurodeploy.cli import main
 from neurodeploy.data import Split
 from neurodeploy.jobs.config import JobConfig, ModelSettings, OptimizationSettings
-from neurodeploy.jobs.optimize import accuracy_floor, sparsity_search
+from neurodeploy.jobs.optimize import FolderStore, accuracy_floor, sparsity_search
 from neurodeploy.optimize import OptimizeConfig, optimize_scales
+from neurodeploy.optimize.budget import compare_paired
 from neurodeploy.optimize.objective import CONSTRAINT_WEIGHT, AnytimeObjective, Measurement
 from neurodeploy.train import evaluate_accuracy
-from neurodeploy.train.sparsity import BudgetedSparsity, budgeted_sparsity, scale_schedule
+from neurodeploy.train.sparsity import BudgetedSparsity, budgeted_sparsity, correct_flags, scale_schedule
 from neurodeploy.train.trainer import split_validation
 
 
@@ -41,38 +42,46 @@ def zero_budget(small_dense_model, train_part):
     return original, chosen, record
 
 
-def test_zero_budget_leaves_validation_accuracy_unchanged(zero_budget, small_dense_model, train_part):
-    """Budget 0: no validation item the original classifies right may be lost (the original itself, scale 0
-    without pruning, is always a candidate); the original model is not touched."""
+def test_zero_budget_admits_no_shown_loss(zero_budget, small_dense_model, train_part):
+    """Budget 0: the chosen model is one the paired interval does not show to lose any accuracy (its upper
+    end is at least 0); the original itself (scale 0, no pruning) is always a candidate and inside; the
+    original model is not touched."""
     original, chosen, record = zero_budget
     _, val = split_validation(train_part, 0.1, 0)
-    before, after = evaluate_accuracy(original, val), evaluate_accuracy(chosen, val)
     assert record["validation_items"] == len(val) == 200
-    assert record["before"]["accuracy"] == before and record["after"]["accuracy"] == after
-    assert after >= before
-    assert record["within_budget"] and record["accuracy_floor"] == before
+    assert record["before"]["accuracy"] == evaluate_accuracy(original, val)
+    assert record["after"]["accuracy"] == evaluate_accuracy(chosen, val)
+    assert record["within_budget"] and record["paired"]["upper"] >= 0 and record["confidence"] == 0.9
     for name, tensor in original.state_dict().items():
         assert torch.equal(small_dense_model.state_dict()[name], tensor), name
-    # the search ran: the original at scale 0, then the default strengths (scale 1) and one more
-    assert [t["scale"] for t in record["trials"]][:2] == [0.0, 1.0] and len(record["trials"]) == 3
+    # the search ran: the original at scale 0, then the default strengths (scale 1) from the original, then
+    # twice that from scale 1's weights (when 1 was inside) or half of it from the original (when outside)
+    trials = record["trials"]
+    assert [(t["scale"], t["warm_start"]) for t in trials[:2]] == [(0.0, None), (1.0, None)] and len(trials) == 3
+    assert (trials[2]["scale"], trials[2]["warm_start"]) == ((2.0, 1.0) if trials[1]["within_budget"] else (0.5, None))
 
 
-def test_budget_is_counted_in_whole_items(small_dense_model, train_part):
-    """0.5 pp of 200 validation items is 1 item: a candidate is inside the budget iff it loses at most one
-    item, and the sparsest of those (largest S_c) is chosen."""
-    _, record = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
-    allowed = record["before"]["correct"] - 1
-    assert record["accuracy_floor"] == allowed / 200
+def test_budget_is_the_paired_rule(small_dense_model, train_part):
+    """Each candidate's verdict is the paired comparison of its items with the original's, recomputed here
+    from the chosen model; the sparsest candidate inside (largest S_c) is chosen."""
+    original = copy.deepcopy(small_dense_model)
+    chosen, record = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
+    _, val = split_validation(train_part, 0.1, 0)
+    paired = compare_paired(correct_flags(chosen, val).numpy(), correct_flags(original, val).numpy(), 0.005)
+    assert paired.as_dict() == record["paired"]
     for trial in record["trials"]:
-        assert trial["within_budget"] == (trial["correct"] >= allowed)
+        p = trial["paired"]
+        assert trial["within_budget"] == (p["upper"] >= -0.005)
+        assert p["difference"] == pytest.approx(trial["accuracy"] - record["before"]["accuracy"])
+        assert p["gained"] - p["lost"] == trial["correct"] - record["before"]["correct"]
     inside = [t for t in record["trials"] if t["within_budget"]]
     assert record["after"]["combined_sparsity"] == max(t["combined_sparsity"] for t in inside)
-    assert record["after"]["correct"] >= allowed
 
 
 def test_given_strengths_are_not_searched(small_dense_model, train_part):
     _, record = budgeted_sparsity(small_dense_model, train_part,
-                                  search(0.005, lambda_a=3.0, lambda_w=7.0, prune_threshold=1e-3), progress=False)
+                                  search(0.005, lambda_a=3.0, lambda_w=7.0, prune_threshold=1e-3, given_epochs=1),
+                                  progress=False)
     assert len(record["trials"]) == 1 and record["scale"] is None
     assert (record["config"]["lambda_a"], record["config"]["lambda_w"], record["config"]["prune_threshold"]) == \
         (3.0, 7.0, 1e-3)
@@ -80,20 +89,61 @@ def test_given_strengths_are_not_searched(small_dense_model, train_part):
 
 
 def test_scale_schedule_by_hand():
-    """Steps of 4 until the budget is bracketed, then geometric bisection to a ratio of 1.5 at most."""
+    """Up by 2 from the previous candidate's weights until one is outside; down by 2 from the original when
+    the first is outside; then bisection from the largest inside to a ratio of 1.5; at most 5."""
     def inside_up_to(limit):
-        return lambda scale: scale <= limit
+        return lambda scale, start: scale <= limit
+
+    def r(steps):
+        return [(round(x, 9), None if w is None else round(w, 9)) for x, w in steps]
 
     s = BudgetedSparsity()
-    # 1 in, 4 in, 16 out -> 8 (out) -> sqrt(32) = 5.66 (out): 5.66 / 4 = 1.41 <= 1.5, done
-    assert scale_schedule(s, inside_up_to(5.0)) == pytest.approx([1, 4, 16, 8, math.sqrt(32)])
-    # 1 out -> 1/4 in -> 1/2 (in): 1 / (1/2) = 2 -> sqrt(1/2) = 0.707 (out): 0.707 / 0.5 = 1.41, done
-    assert scale_schedule(s, inside_up_to(0.6)) == pytest.approx([1, 0.25, 0.5, math.sqrt(0.5)])
-    # never inside: down to 1/64, the next would be below min_scale
-    assert scale_schedule(s, inside_up_to(0.0)) == pytest.approx([1, 1 / 4, 1 / 16, 1 / 64])
-    # always inside: up to 64, the next would be above max_scale
-    assert scale_schedule(s, inside_up_to(1e9)) == pytest.approx([1, 4, 16, 64])
-    assert len(scale_schedule(BudgetedSparsity(max_trials=2), inside_up_to(1e9))) == 2
+    # 1, 2, 4 in, 8 out -> sqrt(32) = 5.66 from 4 (out): 5.66 / 4 = 1.41 <= 1.5, done
+    assert r(scale_schedule(s, inside_up_to(5.0))) == \
+        r([(1, None), (2, 1), (4, 2), (8, 4), (math.sqrt(32), 4)])
+    # 1 out -> 1/2 from the original (in) -> sqrt(1/2) = 0.707 from 1/2 (out): 0.707 / 0.5 = 1.41, done
+    assert r(scale_schedule(s, inside_up_to(0.6))) == r([(1, None), (0.5, None), (math.sqrt(0.5), 0.5)])
+    # 1 in, 2 out -> sqrt(2) from 1 (in): 2 / 1.41 = 1.41, done
+    assert r(scale_schedule(s, inside_up_to(1.5))) == r([(1, None), (2, 1), (math.sqrt(2), 1)])
+    # never inside: down to 1/16, the next would be below min_scale
+    never = [(1, None), (0.5, None), (0.25, None), (0.125, None), (0.0625, None)]
+    assert r(scale_schedule(BudgetedSparsity(max_trials=9), inside_up_to(0.0))) == r(never)
+    # always inside: up to 64, the next would be above max_scale; the trial limit cuts it earlier
+    assert r(scale_schedule(BudgetedSparsity(max_trials=9), inside_up_to(1e9))) == \
+        r([(1, None), (2, 1), (4, 2), (8, 4), (16, 8), (32, 16), (64, 32)])
+    assert r(scale_schedule(BudgetedSparsity(max_trials=2), inside_up_to(1e9))) == r([(1, None), (2, 1)])
+
+
+def test_a_killed_search_reuses_its_finished_fine_tunings(small_dense_model, train_part, tmp_path):
+    """Interrupted after its first fine-tuning (a KeyboardInterrupt from the progress hook, as Ctrl-C), the
+    search run again with the same store loads that fine-tuning instead of training it and ends with the
+    same model and record as an uninterrupted search."""
+    store = FolderStore(tmp_path / "candidates")
+    seen = []
+
+    def kill_after_first_fine_tuning(entry):
+        seen.append(entry)
+        if entry["scale"] != 0.0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False,
+                          on_trial=kill_after_first_fine_tuning, store=store)
+    assert [t["scale"] for t in seen] == [0.0, 1.0]
+    assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["1-scale-1-from-original.pt"]
+    resumed_model, resumed = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False,
+                                               store=store)
+    fresh_model, fresh = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
+    assert [t["cached"] for t in resumed["trials"]] == [False, True, False]
+    assert resumed["fine_tunings_loaded"] == 1 and fresh["fine_tunings_loaded"] == 0
+
+    def without_cached(record):
+        return {**record, "trials": [{k: v for k, v in t.items() if k != "cached"} for t in record["trials"]],
+                "fine_tunings_loaded": None}
+
+    assert without_cached(resumed) == without_cached(fresh)
+    for name, tensor in fresh_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
 
 
 def test_accuracy_floor_in_whole_items():

@@ -202,39 +202,51 @@ def _pp(change: float) -> str:
     return f"{100 * change:+.2f} pp"
 
 
+def _interval(paired: dict | None) -> str:
+    """A paired comparison's interval of the accuracy change, in pp (``neurodeploy.optimize.budget``)."""
+    if paired is None:
+        return ""
+    return f"[{100 * paired['lower']:+.2f}, {100 * paired['upper']:+.2f}]"
+
+
 def sparsity_table(report: dict) -> Table:
-    """Phase 1 before and after on the validation part of the training split: accuracy, S_a, S_w, S_c and
-    the strengths; under an accuracy budget (``neurodeploy.train.sparsity.budgeted_sparsity``) also the
-    budget, how the strengths were found, and with -v every candidate the search measured."""
+    """Phase 1 before and after on the validation part of the training split: accuracy, its change against
+    the original with the paired interval, S_a, S_w, S_c and the strengths; under an accuracy budget
+    (``neurodeploy.train.sparsity.budgeted_sparsity``) also the budget, how the strengths were found, and
+    with -v every candidate the search measured, each with its interval."""
     items = report.get("validation_items")
     table = Table(title="sparsity fine-tuning (validation part of the training split"
                         + (f", {items} items)" if items else ")"))
-    for column in ("", "lambda_a", "lambda_w", "prune below", "accuracy", "change", "S_a", "S_w", "S_c"):
+    confidence = report.get("confidence")
+    interval = f"{100 * confidence:g} % interval" if confidence else "interval"
+    for column in ("", "lambda_a", "lambda_w", "prune below", "accuracy", "change", interval, "S_a", "S_w", "S_c"):
         table.add_column(column)
     before, config = report["before"], report["config"]
 
     def row(label: str, r: dict, strengths: tuple[str, str, str], change: str) -> None:
-        table.add_row(label, *strengths, f"{r['accuracy']:.4f}", change, f"{r['activation_sparsity']:.4f}",
-                      f"{r['weight_sparsity']:.4f}", f"{r['combined_sparsity']:.4f}")
+        table.add_row(label, *strengths, f"{r['accuracy']:.4f}", change, _interval(r.get("paired")),
+                      f"{r['activation_sparsity']:.4f}", f"{r['weight_sparsity']:.4f}", f"{r['combined_sparsity']:.4f}")
 
     row("before", before, ("", "", ""), "")
     if verbosity > 0:
         for trial in report.get("trials", []):
-            row("candidate", trial, (f"{trial['lambda_a']:.4g}", f"{trial['lambda_w']:.4g}",
-                                     f"{trial['prune_threshold']:g}"),
+            row("candidate" + (" (loaded)" if trial.get("cached") else ""), trial,
+                (f"{trial['lambda_a']:.4g}", f"{trial['lambda_w']:.4g}", f"{trial['prune_threshold']:g}"),
                 _pp(trial["accuracy"] - before["accuracy"]) + ("" if trial["within_budget"] else " (out)"))
-    after = report["after"]
+    after = {**report["after"], "paired": report.get("paired")}
     row("after", after, (f"{config['lambda_a']:.4g}", f"{config['lambda_w']:.4g}", f"{config['prune_threshold']:g}"),
         _pp(after["accuracy"] - before["accuracy"]))
     if "budget" in report:
         searched = report["searched"]
-        how = [f"penalty chosen over {sum(t['scale'] != 0.0 for t in report['trials'])} fine-tunings"
+        loaded = report.get("fine_tunings_loaded", 0)
+        how = [f"penalty chosen over {report.get('fine_tunings', 0)} fine-tunings"
+               + (f" ({loaded} loaded from an interrupted run)" if loaded else "")
                if searched["penalty"] else "penalty given",
                "pruning threshold chosen" if searched["prune_threshold"] else "pruning threshold given"]
         verdict = "within the budget" if report["within_budget"] else "OUTSIDE the budget (the given strengths)"
-        table.caption = (f"accuracy budget {100 * report['budget']:g} pp: at least {report['accuracy_floor']:.4f}; "
-                         f"{', '.join(how)}; the sparsest candidate {verdict}" + ("" if verbosity > 0 else
-                                                                                 " (-v: every candidate)"))
+        table.caption = (f"accuracy budget {100 * report['budget']:g} pp: a candidate is outside only when its whole "
+                         f"interval lies below -{100 * report['budget']:g} pp; {', '.join(how)}; the sparsest "
+                         f"candidate {verdict}" + ("" if verbosity > 0 else " (-v: every candidate)"))
         table.caption_justify = "left"
     return table
 
