@@ -14,8 +14,9 @@ from rich.console import Console
 
 from neurodeploy.cli import main
 from neurodeploy.data import Split
+from neurodeploy.errors import NeurodeployError
 from neurodeploy.jobs.config import JobConfig, ModelSettings, OptimizationSettings
-from neurodeploy.jobs.optimize import FolderStore, accuracy_floor, sparsity_search
+from neurodeploy.jobs.optimize import FolderStore, sparsity_search
 from neurodeploy.optimize import OptimizeConfig, optimize_scales
 from neurodeploy.optimize.budget import compare_paired
 from neurodeploy.optimize.objective import CONSTRAINT_WEIGHT, AnytimeObjective, Measurement
@@ -146,12 +147,6 @@ def test_a_killed_search_reuses_its_finished_fine_tunings(small_dense_model, tra
         assert torch.equal(resumed_model.state_dict()[name], tensor), name
 
 
-def test_accuracy_floor_in_whole_items():
-    assert accuracy_floor(0.9625, 800, 0.005) == (770 - 4) / 800
-    assert accuracy_floor(0.9625, 800, 0.0) == 0.9625
-    assert accuracy_floor(0.5, 411, 0.005) == (round(0.5 * 411) - 2) / 411  # floor(2.055) = 2 items
-
-
 def test_constraint_by_hand():
     """Below the floor: L_SNN + CONSTRAINT_WEIGHT * shortfall; every feasible point ranks first."""
     objective = AnytimeObjective(None, None, None, ann_accuracy=0.96, lambda_e=200.0, lambda_l=2.0,
@@ -210,6 +205,31 @@ def test_scale_search_keeps_the_floor(scale_setup, tmp_path, floor_from):
         assert result.best.peak_accuracy == max(m.peak_accuracy for m in points)
 
 
+def test_scale_search_keeps_the_paired_budget(scale_setup, small_dense_model, mnist, tmp_path):
+    """With a budget against the ANN's per-item correctness, every point's verdict is the paired comparison
+    at its peak step (recomputed here for the returned point), the returned point is feasible (H0 is, at a
+    budget of 100 pp) and the least L_SNN among the feasible ones."""
+    network, simulator, images, labels, ann = scale_setup
+    reference = correct_flags(small_dense_model, Split(images, labels)).numpy()
+    config = OptimizeConfig(max_evals=15, T=20, groups=(1,), evals_per_dimension=(15,), accuracy_budget=0.005)
+    optimized, result = optimize_scales(network, simulator, images, labels, ann, config, tmp_path / "log.jsonl",
+                                        progress=False, reference_correct=reference)
+    correct, _ = simulator.item_curves(optimized)
+    peak = int(correct.mean(0).argmax())
+    assert result.best.paired == compare_paired(correct[:, peak], reference, 0.005).as_dict()
+    points = logged(tmp_path / "log.jsonl")
+    assert all(m.paired is not None for m in points)
+    for m in points:
+        assert m.paired["within_budget"] == (m.paired["upper"] >= -0.005)
+    if result.feasible:
+        lam = result.lambdas
+        l_snn = [lam["lambda_e"] * (1 - m.peak_accuracy) + lam["lambda_l"] * m.pareto_latency
+                 + lam["lambda_p"] * m.pareto_power for m in points if m.paired["within_budget"]]
+        assert result.best_loss == pytest.approx(min(l_snn))
+    with pytest.raises(NeurodeployError, match="reference"):
+        optimize_scales(network, simulator, images, labels, ann, config, progress=False)
+
+
 def test_phase1_settings_key_the_model_cache():
     """Every setting that changes phase 1 changes the settings the sparse model's cache key holds."""
     def key(**given):
@@ -256,14 +276,21 @@ def test_tables_show_strengths_budget_and_validation_accuracy(zero_budget):
     assert f"{config['lambda_a']:.4g}" in shown and f"{config['prune_threshold']:g}" in shown
     assert f"{record['before']['accuracy']:.4f}" in shown and f"{record['after']['accuracy']:.4f}" in shown
     assert "accuracy budget 0 pp" in shown and "200 items" in shown
+    p = record["paired"]
+    assert f"[{100 * p['lower']:+.2f}, {100 * p['upper']:+.2f}]" in shown
+    paired = {"items": 800, "gained": 3, "lost": 1, "difference": 0.0025, "lower": -0.0012, "upper": 0.0071,
+              "confidence": 0.9, "budget": 0.005, "within_budget": True}
     report = {"method": "coarse_to_fine", "optimization_items": 800, "ann_accuracy": 0.96,
-              "original_ann_accuracy": 0.9625, "accuracy_budget_pp": 0.5, "accuracy_floor": 0.9575,
-              "feasible": True, "start": {"peak_accuracy": 0.96, "pareto_latency": 0.5, "pareto_power": 300.0},
-              "best": {"peak_accuracy": 0.9675, "pareto_latency": 0.05, "pareto_power": 40.0},
+              "original_ann_accuracy": 0.9625, "accuracy_budget_pp": 0.5, "accuracy_budget": 0.005,
+              "confidence": 0.9, "feasible": True,
+              "start": {"peak_accuracy": 0.96, "pareto_latency": 0.5, "pareto_power": 300.0, "paired": None},
+              "best": {"peak_accuracy": 0.9675, "pareto_latency": 0.05, "pareto_power": 40.0, "paired": paired},
               "start_loss": 10.0, "best_loss": 7.5}
     shown = text(optimization_table(report, "L_SNN 10 -> 7.5"))
     assert "0.9625" in shown and "+0.50 pp" in shown and "-0.25 pp" in shown
-    assert "peak accuracy at least 0.9575; the optimized point meets it" in shown
+    assert "[-0.12, +0.71]" in shown and "90 % interval" in shown
+    assert "outside only when its whole interval lies below -0.5 pp" in shown
+    assert "the optimized point" in shown and "meets it" in shown
 
 
 def test_run_optimize_reports_the_budget(tmp_path):
@@ -279,4 +306,7 @@ def test_run_optimize_reports_the_budget(tmp_path):
         (5.0, 20.0, 0.002)
     assert phase1["budget"] == pytest.approx(0.01) and phase1["validation_items"] == 800
     assert report["accuracy_budget_pp"] == 1.0 and report["v_init_searched"]
-    assert report["accuracy_floor"] == accuracy_floor(report["original_ann_accuracy"], 100, 0.01)
+    assert report["accuracy_budget"] == 0.01 and report["confidence"] == 0.9
+    paired = report["best"]["paired"]
+    assert paired["items"] == report["optimization_items"] == 100 and paired["budget"] == 0.01
+    assert report["feasible"] == paired["within_budget"]

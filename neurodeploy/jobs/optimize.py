@@ -23,7 +23,7 @@ from neurodeploy.jobs.folders import prepare_folder, write_json
 from neurodeploy.jobs.models import CachedModel, ModelCache, derived_key, derived_model
 from neurodeploy.safe_io import atomic_write
 from neurodeploy.train import TrainConfig, evaluate_accuracy
-from neurodeploy.train.sparsity import items_within
+from neurodeploy.train.sparsity import correct_flags
 from neurodeploy.train.trainer import split_validation
 
 #: the kind a sparsity fine-tuned model's cache key names (``derived_model``'s ``what``)
@@ -117,19 +117,14 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
     return model
 
 
-def accuracy_floor(accuracy: float, items: int, budget: float) -> float:
-    """The least accuracy within ``budget`` (fraction) of ``accuracy`` on ``items`` items, counted in whole
-    items: (correct - floor(budget * items)) / items."""
-    return max(round(accuracy * items) - items_within(budget, items), 0) / items
-
-
 def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,
                      emit: Listener, models: list[CachedModel] | None = None) -> tuple[Network, dict]:
     """Formal scale optimization of ``network`` (H0, converted from ``model``) on :func:`optimization_split`
     with the reference simulator; the replay log ``folder/optimize_log.jsonl`` makes an interrupted search
-    resume. The peak accuracy is kept within the accuracy budget of the original ANN on those items: the
-    model phase 1 started from when ``models`` (the chain the network was converted from, the source
-    first) holds a sparsity fine-tuned one, else ``model``. Returns the network and a report, which holds
+    resume. The peak accuracy is kept within the accuracy budget of the original ANN on those items, by
+    the paired rule (:mod:`neurodeploy.optimize.budget`) at the peak step: the original is the model
+    phase 1 started from when ``models`` (the chain the network was converted from, the source first)
+    holds a sparsity fine-tuned one, else ``model``. Returns the network and a report, which holds
     phase 1's record too."""
     from neurodeploy.optimize import OptimizeConfig, optimize_scales
 
@@ -139,21 +134,24 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     sparse = next((i for i, m in enumerate(chain) if m.key.get("kind") == SPARSE), None)
     original = chain[sparse - 1].model if sparse is not None and sparse > 0 else model
     ann = evaluate_accuracy(model, items)
-    original_accuracy = ann if original is model else evaluate_accuracy(original, items)
-    floor = accuracy_floor(original_accuracy, len(items), o.budget_fraction)
+    reference = correct_flags(original, items).numpy()
+    original_accuracy = float(reference.mean())
     settings = OptimizeConfig(method=o.method, max_evals=o.evals, T=o.T or config.run.T, lambda_e=o.lambda_e,
-                              accuracy_floor=floor, v_init=o.v_init)
+                              accuracy_budget=o.budget_fraction, v_init=o.v_init)
     emit(Event("stage", f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
-                        f"held-out training items, T={settings.T}, peak accuracy at least {floor:.4f})"))
+                        f"held-out training items, T={settings.T}; a point is outside the {o.accuracy_budget:g} pp "
+                        f"budget when its paired {100 * settings.confidence:g} % interval against the original "
+                        f"ANN ({original_accuracy:.4f}) lies wholly below -{o.accuracy_budget:g} pp)"))
     # the reference simulator is the optimizer's whatever the job deploys to; a job whose backend has a
     # device option (the gpu backend's) places it there too
     simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
         network, items.images, items.labels, settings.T)
     optimized, result = optimize_scales(network, simulator, items.images, items.labels, ann, settings,
-                                        folder / "optimize_log.jsonl", config.run.progress)
+                                        folder / "optimize_log.jsonl", config.run.progress,
+                                        reference_correct=reference)
     report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
               "original_ann_accuracy": original_accuracy, "accuracy_budget_pp": o.accuracy_budget,
-              "v_init_searched": settings.v_init, **result.as_dict()}
+              "confidence": settings.confidence, "v_init_searched": settings.v_init, **result.as_dict()}
     if sparse is not None:
         report["sparsity"] = copy.deepcopy(chain[sparse].info["record"]["sparsity"])
     emit(Event("optimization", f"L_SNN {result.start_loss:.4f} -> {result.best_loss:.4f} in {result.evaluations} "

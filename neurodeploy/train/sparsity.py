@@ -195,13 +195,6 @@ DEFAULT_LAMBDAS = (SparsityConfig.lambda_a, SparsityConfig.lambda_w)
 PRUNE_THRESHOLDS = (0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 
 
-def items_within(budget: float, items: int) -> int:
-    """How many of ``items`` items an accuracy budget (fraction) lets a model lose: floor(budget * items),
-    counted in whole items because a float comparison of accuracies could let one item more through (the
-    1e-9 absorbs the float error of products such as 0.005 * 2000)."""
-    return math.floor(budget * items + 1e-9)
-
-
 class CandidateStore(Protocol):
     """Where phase 1 keeps each finished fine-tuning, so that a search killed part-way and run again loads
     the finished candidates instead of training them again (``neurodeploy.jobs.optimize`` keeps them beside
