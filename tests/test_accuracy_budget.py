@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,3 +311,36 @@ def test_run_optimize_reports_the_budget(tmp_path):
     paired = report["best"]["paired"]
     assert paired["items"] == report["optimization_items"] == 100 and paired["budget"] == 0.01
     assert report["feasible"] == paired["within_budget"]
+
+
+@pytest.mark.slow
+def test_a_killed_phase1_job_loads_its_candidates_beside_the_cache_file(small_dense_model, mnist, tmp_path):
+    """The job: Ctrl-C (a KeyboardInterrupt from the progress listener) after the first fine-tuning; run
+    again into the same model cache, that fine-tuning is loaded (its line says so), the phase-1 model is
+    saved, and the candidates' folder beside its file is gone."""
+    from neurodeploy.jobs.config import RunSettings
+    from neurodeploy.jobs.models import CachedModel, ModelCache
+    from neurodeploy.jobs.optimize import sparse_model
+
+    config = JobConfig(optimization=OptimizationSettings(enabled=True), run=RunSettings(progress=False))
+    base = CachedModel(small_dense_model, {"arch": "dense_mnist"}, "small dense", {"kind": "test", "id": 1},
+                       "", "file")
+    lines = []
+
+    def kill_after_first_fine_tuning(event):
+        lines.append(event.message)
+        if "lambda_a" in event.message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sparse_model(config, mnist, ModelCache(tmp_path, kill_after_first_fine_tuning), base)
+    folders = list(tmp_path.glob("*.candidates"))
+    assert len(folders) == 1 and [p.name for p in folders[0].iterdir()] == ["1-scale-1-from-original.pt"]
+    lines.clear()
+    model = sparse_model(config, mnist, ModelCache(tmp_path, lambda event: lines.append(event.message)), base)
+    candidates = [line for line in lines if "lambda_a" in line]
+    assert "(finished before, loaded)" in candidates[0]
+    assert all("loaded" not in line for line in candidates[1:])
+    record = model.info["record"]["sparsity"]
+    assert record["fine_tunings_loaded"] == 1 and record["fine_tunings"] == len(candidates)
+    assert not folders[0].exists() and model.origin == "made" and Path(model.path).is_file()

@@ -10,8 +10,9 @@ shifts each batch-normalized pre-activation below zero, so fewer ReLUs fire. Aft
 with |w| below a threshold are set to zero.
 
 How strong to make the penalties depends on the data: :func:`budgeted_sparsity` chooses the strength
-itself, searching the penalty scale and the pruning threshold for the sparsest model whose accuracy on
-the validation part of the training split stays within an accuracy budget of the original model's.
+itself, searching the penalty scale and the pruning threshold for the sparsest model that the paired
+comparison with the original on the validation part of the training split
+(:mod:`neurodeploy.optimize.budget`) does not show to lose more than an accuracy budget.
 """
 
 from __future__ import annotations
@@ -150,11 +151,16 @@ def correct_flags(model: nn.Module, split: Split, batch_size: int = 1000) -> tor
 
 def validation_report(model: nn.Module, val: Split) -> dict:
     """Accuracy (fraction), correctly classified items, S_a, S_w and S_c of ``model`` on ``val``."""
-    correct = int(correct_flags(model, val).sum())
-    accuracy = correct / max(len(val), 1)
+    return _measure(model, val)[0]
+
+
+def _measure(model: nn.Module, val: Split) -> tuple[dict, torch.Tensor]:
+    """:func:`validation_report` and the per-item correctness ``[len(val)]`` it counted."""
+    flags = correct_flags(model, val)
+    correct = int(flags.sum())
     s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
-    return {"accuracy": accuracy, "correct": correct, "activation_sparsity": s_a,
-            "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}
+    return {"accuracy": correct / max(len(val), 1), "correct": correct, "activation_sparsity": s_a,
+            "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}, flags
 
 
 def _finetune(model: nn.Module, fit: Split, config: SparsityConfig, progress: bool) -> None:
@@ -366,8 +372,8 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
     comparison, ``warm_start`` (the scale it was fine-tuned from; None: the original) and ``cached``).
     """
     fit, val = split_validation(train, VALIDATION_FRACTION, search.seed)
-    original_flags = correct_flags(model, val).numpy()
-    before = validation_report(model, val)
+    before, original_flags = _measure(model, val)
+    original_flags = original_flags.numpy()
     thresholds = PRUNE_THRESHOLDS if search.prune_threshold is None else (search.prune_threshold,)
     best, trials, tuned_states = _Best(), [], {}
 
@@ -394,9 +400,8 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
         for threshold in thresholds:
             pruned = copy.deepcopy(tuned)
             prune(pruned, threshold)
-            report = validation_report(pruned, val)
-            paired = compare_paired(correct_flags(pruned, val).numpy(), original_flags, search.budget,
-                                    search.confidence)
+            report, flags = _measure(pruned, val)
+            paired = compare_paired(flags.numpy(), original_flags, search.budget, search.confidence)
             entry = {"scale": scale, "lambda_a": config.lambda_a, "lambda_w": config.lambda_w,
                      "prune_threshold": threshold, **report, "paired": paired.as_dict(),
                      "within_budget": paired.within_budget, "warm_start": start, "cached": cached}
