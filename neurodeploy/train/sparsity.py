@@ -230,8 +230,12 @@ class BudgetedSparsity:
     candidate fine-tuned from the previous one's weights, then geometric bisection of the bracket to a
     ratio of ``resolution``; downwards from the original when ``first_scale`` is already outside; at
     most ``max_trials`` fine-tunings. Scale 0 (the original model, pruned only) is always a candidate.
-    epochs, max_items: each searched candidate's fine-tuning: ``epochs`` passes over at most ``max_items``
-    items of the fit part, drawn afresh each pass (None: all of it).
+    epochs, passes, max_items: each searched candidate's fine-tuning: ``epochs`` rounds (the first half of
+    them at learning rate 5e-3, the rest at 1e-3), each over ``passes / epochs`` of the fit part, at most
+    ``max_items`` items, drawn afresh each round; by default one pass over the fit part in all, in two
+    halves. The continuation gives a candidate the training of those before it, so one pass each is
+    enough (phase 1 then costs at most ``max_trials`` passes; the search of fixed 6-epoch fine-tunings
+    from the original cost at least 24).
     batch_size, momentum, seed: as :class:`SparsityConfig`.
     """
 
@@ -247,7 +251,8 @@ class BudgetedSparsity:
     resolution: float = 1.5
     max_trials: int = 5
     epochs: int = 2
-    max_items: int | None = 30_000
+    passes: float = 1.0
+    max_items: int | None = 15_000
     given_epochs: int = 6
     batch_size: int = 64
     momentum: float = 0.9
@@ -376,11 +381,16 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
     original_flags = original_flags.numpy()
     thresholds = PRUNE_THRESHOLDS if search.prune_threshold is None else (search.prune_threshold,)
     best, trials, tuned_states = _Best(), [], {}
+    per_round = math.ceil(search.passes * len(fit) / search.epochs)
+    if search.max_items is not None:
+        per_round = min(per_round, search.max_items)
 
     def candidate(scale: float | None, start: float | None) -> bool:
         """Fine-tunes (or loads) and measures one candidate at every threshold; True when one of them is
         inside the budget."""
         config = search.config(scale)
+        if scale is not None:
+            config = replace(config, max_items=per_round)
         tuned = copy.deepcopy(model)
         name = _candidate_name(len(trials), scale, start)
         cached = False
@@ -419,6 +429,8 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
         scale_schedule(search, candidate)
     chosen = best.entry
     config = replace(search.config(chosen["scale"]), prune_threshold=chosen["prune_threshold"])
+    if chosen["scale"] is not None:
+        config = replace(config, max_items=per_round)
     after = {key: chosen[key] for key in before}  # the chosen candidate's validation report, measured above
     record = {"before": before, "after": after, "config": asdict(config), "scale": chosen["scale"],
               "budget": search.budget, "confidence": search.confidence, "paired": chosen["paired"],
