@@ -95,9 +95,10 @@ def prune(model: nn.Module, threshold: float) -> float:
     return weight_sparsity(model)
 
 
-def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
-    """S_a: fraction of ReLU outputs that are exactly zero on ``images``."""
-    counts, handles = [0, 0], []
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, float]:
+    """One forward pass over ``images``: the predicted classes ``[N]`` and S_a, the fraction of ReLU
+    outputs that are exactly zero."""
+    counts, handles, predictions = [0, 0], [], []
 
     def record(module, inputs, output):
         counts[0] += int((output == 0).sum())
@@ -107,12 +108,19 @@ def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
         if isinstance(module, nn.ReLU):
             handles.append(module.register_forward_hook(record))
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), 1000):
-            model(images[start:start + 1000])
-    for handle in handles:
-        handle.remove()
-    return counts[0] / max(counts[1], 1)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                predictions.append(model(images[start:start + batch_size]).argmax(1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)), counts[0] / max(counts[1], 1)
+
+
+def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
+    """S_a: fraction of ReLU outputs that are exactly zero on ``images``."""
+    return _predict(model, images)[1]
 
 
 #: fraction of the training split held out for validation (the same part training keeps for choosing its
@@ -138,15 +146,9 @@ class SparsityConfig:
     max_items: int | None = None
 
 
-def correct_flags(model: nn.Module, split: Split, batch_size: int = 1000) -> torch.Tensor:
+def correct_flags(model: nn.Module, split: Split) -> torch.Tensor:
     """``[len(split)]`` bool: whether ``model`` classifies each item of ``split`` right."""
-    model.eval()
-    flags = []
-    with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            logits = model(split.images[start:start + batch_size])
-            flags.append(logits.argmax(1) == split.labels[start:start + batch_size])
-    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
+    return _predict(model, split.images)[0] == split.labels
 
 
 def validation_report(model: nn.Module, val: Split) -> dict:
@@ -156,9 +158,9 @@ def validation_report(model: nn.Module, val: Split) -> dict:
 
 def _measure(model: nn.Module, val: Split) -> tuple[dict, torch.Tensor]:
     """:func:`validation_report` and the per-item correctness ``[len(val)]`` it counted."""
-    flags = correct_flags(model, val)
-    correct = int(flags.sum())
-    s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
+    predictions, s_a = _predict(model, val.images)
+    flags = predictions == val.labels
+    correct, s_w = int(flags.sum()), weight_sparsity(model)
     return {"accuracy": correct / max(len(val), 1), "correct": correct, "activation_sparsity": s_a,
             "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}, flags
 
@@ -361,8 +363,9 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
     """Phase 1 under the accuracy budget of ``search``; ``model`` is left untouched.
 
     Every candidate (a fine-tuning at one penalty scale, or the original model at scale 0) is pruned at
-    each threshold tried and compared with the original, item by item, on the validation part of ``train``
-    (never the test split; the part the original's training held out, all of it): the paired rule
+    each threshold tried, in ascending order up to the first one outside the budget, and compared with
+    the original, item by item, on the validation part of ``train`` (never the test split; the part the
+    original's training held out, all of it): the paired rule
     (:func:`neurodeploy.optimize.budget.compare_paired`) says whether it is inside the budget, and the
     sparsest (largest S_c) inside is returned. With fixed lambdas nothing may be inside the budget: then
     the most accurate candidate is returned and the record says ``within_budget`` False. ``on_trial`` is
@@ -407,7 +410,7 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
                     store.save(name, tuned.state_dict())
             tuned_states[scale] = copy.deepcopy(tuned.state_dict())
         own = _Best()
-        for threshold in thresholds:
+        for threshold in thresholds:  # ascending: past the first outside, more pruning only loses more
             pruned = copy.deepcopy(tuned)
             prune(pruned, threshold)
             report, flags = _measure(pruned, val)
@@ -416,6 +419,8 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
                      "prune_threshold": threshold, **report, "paired": paired.as_dict(),
                      "within_budget": paired.within_budget, "warm_start": start, "cached": cached}
             own.offer(pruned, entry)
+            if not paired.within_budget:
+                break
         trials.append(own.entry)
         best.offer(own.model, own.entry)
         if on_trial is not None:
