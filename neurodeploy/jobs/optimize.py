@@ -102,8 +102,9 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
                                   + ("" if entry["within_budget"] else " (outside the budget)")))
 
     def sparsify():
-        strengths = (f"the sparsest within it, at most {search.max_trials} fine-tunings of {search.epochs} epochs"
-                     if search.searches_penalty else f"the given strengths, {search.given_epochs} epochs")
+        strengths = (f"the sparsest within it, at most {search.max_trials} fine-tunings of {search.passes:g} pass "
+                     "over the fit part each, each from the one before" if search.searches_penalty
+                     else f"the given strengths, {search.given_epochs} epochs")
         cache.emit(Event("stage", f"sparsity fine-tuning under an accuracy budget of {100 * search.budget:g} pp of "
                                   f"validation accuracy, paired {100 * search.confidence:g} % intervals "
                                   f"({strengths})"))
