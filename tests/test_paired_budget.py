@@ -94,3 +94,26 @@ def test_mismatched_flags_are_refused():
         compare_paired(flags("101"), flags("10"), budget=0.005)
     with pytest.raises(ValueError):
         paired_interval(gained=3, lost=3, items=5)
+
+
+def test_keeping_a_candidate_needs_the_whole_interval_within_the_budget():
+    # 3 lost, 0 gained of 100: [-0.03, +0.0078958] (above) -> not excluded, but not shown within 0.5 pp.
+    # 0 lost, 0 gained: [0, 0] -> shown within any budget >= 0.
+    # 1 lost, 1 gained of 1000: m = 2; Clopper-Pearson 90 % for 1 of 2: q_lo = 1 - 0.95 ** 0.5 = 0.0253206,
+    # q_hi = 0.95 ** 0.5 = 0.9746794 -> d in [0.002 (1 - 2 * 0.9746794), 0.002 (1 - 2 * 0.0253206)]
+    # = [-0.0018987, +0.0018987]: shown within 0.5 pp.
+    original = np.ones(100, bool)
+    candidate = original.copy()
+    candidate[[5, 50, 95]] = False
+    c = compare_paired(candidate, original, budget=0.005)
+    assert c.within_budget and not c.shown_within_budget
+    assert compare_paired(flags("1110"), flags("1110"), budget=0.0).shown_within_budget
+    original = np.zeros(1000, bool)
+    original[0] = True
+    candidate = np.zeros(1000, bool)
+    candidate[1] = True
+    c = compare_paired(candidate, original, budget=0.005)
+    assert c.lower == pytest.approx(0.002 * (1 - 2 * 0.95 ** 0.5))
+    assert c.lower == pytest.approx(-0.0018987, abs=1e-7)
+    assert c.upper == pytest.approx(-c.lower)
+    assert c.shown_within_budget

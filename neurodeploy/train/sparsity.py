@@ -12,7 +12,7 @@ with |w| below a threshold are set to zero.
 How strong to make the penalties depends on the data: :func:`budgeted_sparsity` chooses the strength
 itself, searching the penalty scale and the pruning threshold for the sparsest model that the paired
 comparison with the original on the validation part of the training split
-(:mod:`neurodeploy.optimize.budget`) does not show to lose more than an accuracy budget.
+(:mod:`neurodeploy.optimize.budget`) shows to lose at most an accuracy budget.
 """
 
 from __future__ import annotations
@@ -366,11 +366,12 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
     each threshold tried, in ascending order up to the first one outside the budget, and compared with
     the original, item by item, on the validation part of ``train`` (never the test split; the part the
     original's training held out, all of it): the paired rule
-    (:func:`neurodeploy.optimize.budget.compare_paired`) says whether it is inside the budget, and the
-    sparsest (largest S_c) inside is returned. With fixed lambdas nothing may be inside the budget: then
-    the most accurate candidate is returned and the record says ``within_budget`` False. ``on_trial`` is
-    called with each candidate's row of the record (progress lines) once it is finished (and stored in
-    ``store``, when given, which also answers the fine-tunings a previous, interrupted search finished).
+    (:func:`neurodeploy.optimize.budget.compare_paired`) says whether it is inside the budget (its interval's
+    lower end at least -budget: ``shown_within_budget``), and the sparsest (largest S_c) inside is returned.
+    With fixed lambdas nothing may be inside the budget: then the most accurate candidate is returned and the
+    record says ``within_budget`` False. ``on_trial`` is called with each candidate's row of the record
+    (progress lines) once it is finished (and stored in ``store``, when given, which also answers the
+    fine-tunings a previous, interrupted search finished).
 
     Returns the chosen model (a new module) and the record: ``before`` / ``after`` (validation accuracy,
     correct items, S_a, S_w, S_c), ``config`` (the chosen lambdas and threshold), ``scale`` (None when the
@@ -417,9 +418,9 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
             paired = compare_paired(flags.numpy(), original_flags, search.budget, search.confidence)
             entry = {"scale": scale, "lambda_a": config.lambda_a, "lambda_w": config.lambda_w,
                      "prune_threshold": threshold, **report, "paired": paired.as_dict(),
-                     "within_budget": paired.within_budget, "warm_start": start, "cached": cached}
+                     "within_budget": paired.shown_within_budget, "warm_start": start, "cached": cached}
             own.offer(pruned, entry)
-            if not paired.within_budget:
+            if not paired.shown_within_budget:
                 break
         trials.append(own.entry)
         best.offer(own.model, own.entry)
