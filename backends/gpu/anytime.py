@@ -3,9 +3,9 @@ initial membranes swapped in per candidate (the interface is ``neurodeploy.optim
 
 In a job started by torchrun or an MPI launcher (``neurodeploy.parallel``) the optimization set is split into one
 contiguous share per rank: each rank builds a simulator of its share once (the share is sent with the first
-candidate; later candidates send their populations only) and returns, per candidate, its correct items and
-synaptic events per step; rank 0 adds them. Both are
-sums of whole numbers in float64, so the curves equal one process's bit for bit (``docs/scaling.md``).
+candidate; later candidates send their populations only) and returns, per candidate, which of its items are
+classified right at each step and its synaptic events per step; rank 0 joins the items in order and adds the
+events, sums of whole numbers in float64, so the curves equal one process's bit for bit (``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ _RANK_SHARES: dict[str, AnytimeSimulator] = {}
 
 
 def _share_totals(args) -> tuple[np.ndarray, np.ndarray]:
-    """One rank's totals of a candidate: ``(token, setup, network)``; ``setup`` (the share's simulator
-    arguments) comes with a simulator's first candidate only."""
+    """One rank's per-item correctness and summed events of a candidate (:meth:`AnytimeSimulator.totals`):
+    ``(token, setup, network)``; ``setup`` (the share's simulator arguments) comes with a simulator's first
+    candidate only."""
     token, setup, network = args
     if setup is not None:
         network_h0, images, labels, T, device, batch_size, budget = setup
@@ -74,21 +75,27 @@ class AnytimeSimulator:
                         for i in range(0, images.shape[0], batch_size)]
 
     def totals(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
-        """``(correct items [T], synaptic events summed over items [T])`` of ``network`` on this process's items,
-        float64 sums of whole numbers (exact, whatever the order)."""
+        """``(correct [n, T] bool: item n of this process's classified right at step t, synaptic events summed
+        over items [T])`` of ``network``; the events are float64 sums of whole numbers (exact, whatever the
+        order)."""
         update_thresholds(self.compiled, network, self.device)
-        correct = torch.zeros(self.T, dtype=torch.float64)
+        correct = []
         events = torch.zeros(self.T, dtype=torch.float64)
         with torch.inference_mode():
             for x, y in self.batches:
                 chunk = chunk_steps(self.compiled, x.shape[0], self.T, self.budget)
                 readout, counts, *_ = simulate_batch(self.compiled, x, self.T, "analog", chunk, 0, 0)
-                correct += (readout.argmax(2).cpu() == y[:, None]).sum(0).double()
+                correct.append(readout.argmax(2).cpu() == y[:, None])
                 events += counts[..., 1].double().sum(dim=(0, 2)).cpu()
-        return correct.numpy(), events.numpy()
+        return torch.cat(correct).numpy(), events.numpy()
 
     def curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
         """``(accuracy [T], mean synaptic events per item [T])`` of ``network``."""
+        correct, events = self.item_curves(network)
+        return correct.mean(0, dtype=np.float64), events
+
+    def item_curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
+        """``(correct [N, T] bool: item n classified right at step t, mean synaptic events per item [T])``."""
         if self._shares is None:
             correct, events = self.totals(network)
         else:
@@ -98,5 +105,6 @@ class AnytimeSimulator:
             # (the weights, most of a pickled network) stay home
             neurons = Network(populations=dict(network.populations))
             parts = map_over_ranks(_share_totals, [(self._token, setup, neurons) for setup in setups])
-            correct, events = (np.sum([part[k] for part in parts], axis=0) for k in (0, 1))
-        return correct / self.n_items, events / self.n_items
+            correct = np.concatenate([part[0] for part in parts])  # the shares are contiguous, in item order
+            events = np.sum([part[1] for part in parts], axis=0)
+        return correct, events / self.n_items
