@@ -12,11 +12,12 @@ without its compiled ops, :mod:`neurodeploy.train.torchvision_zoo`):
    then cosine decay), batch ``--train-batch``; then the batch-norm statistics are recomputed over the
    training items (``torch.optim.swa_utils.update_bn``: a brief run leaves the running averages of
    torchvision's momentum-0.01 batch norms, MobileNetV3 and EfficientNet, far from the data). The trained
-   weights are kept in ``<out>/weights/`` under a name that encodes the recipe, so a rerun with other
+   weights are kept in ``--weights`` under a name that encodes the recipe, so a rerun with other
    conversion settings does not train again;
-3. convert it (per-channel normalization, ``--granularity``, ``--v-init``) and simulate ``--items`` test
-   digits for ``max(--T)`` steps on the gpu backend (on the CPU unless CUDA is there): the readout at
-   every step gives the SNN's accuracy and its argmax agreement with the ANN at each T of ``--T``.
+3. convert it (per-channel normalization, ``--granularity``, ``--v-init``, ``--negative-spikes``) and
+   simulate ``--items`` test digits for ``max(--T)`` steps on the gpu backend (on the CPU unless CUDA is
+   there): the readout at every step gives the SNN's accuracy and its argmax agreement with the ANN at
+   each T of ``--T``.
 
     python examples/model_zoo.py                                   # all 13, writes results/model_zoo/
     OMP_NUM_THREADS=1 python examples/model_zoo.py --models mobilenet_v2 regnet_x_400mf --items 100
@@ -105,7 +106,7 @@ def trained_model(name: str, split: Split, args) -> tuple[nn.Module, list[str], 
     cache); returns the model, the actions followed and whether it was loaded."""
     model, steps = follow_refusals(torchvision_model(name, num_classes=10, seed=args.seed),
                                    tuple(split.images.shape[1:]))
-    path = args.out / "weights" / f"{name}-{recipe(args)}.pt"
+    path = args.weights / f"{name}-{recipe(args)}.pt"
     if path.exists():
         model.load_state_dict(torch.load(path))
         return model.eval(), steps, True
@@ -131,7 +132,8 @@ def run_one(name: str, args, data) -> dict:
     net = convert(model, train_split.images[:args.calibration], normalization=args.normalization,
                   percentile=None if args.normalization == "max" else args.percentile, granularity=args.granularity,
                   v_init=args.v_init,
-                  T=max(args.T) if args.v_init == "calibrated" else None, choice_items=args.calibration)
+                  T=max(args.T) if args.v_init == "calibrated" else None, choice_items=args.calibration,
+                  negative_spikes=args.negative_spikes)
     row["convert_s"] = round(time.perf_counter() - start, 1)
     row["populations"] = len(net.populations)
     start = time.perf_counter()
@@ -164,9 +166,13 @@ def main() -> None:
                         help="99.99: the large-T limit of the deep nets agrees with the ANN (99.9 clips too much)")
     parser.add_argument("--granularity", default="neuron", choices=["layer", "neuron"])
     parser.add_argument("--v-init", default="half")
+    parser.add_argument("--negative-spikes", action="store_true",
+                        help="hidden neurons take back overshoots (convert(..., negative_spikes=True))")
     parser.add_argument("--batch", type=int, default=50, help="simulation batch size")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/model_zoo"))
+    parser.add_argument("--out", type=Path, default=Path("results/model_zoo"), help="one json row per model")
+    parser.add_argument("--weights", type=Path, default=Path("results/model_zoo/weights"),
+                        help="trained weights, one file per model and recipe")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset()
@@ -186,16 +192,17 @@ def table(folder: Path, steps: list[int]) -> str:
     """The markdown table of every architecture's row in ``folder`` (in the order of
     :data:`ARCHITECTURES`; "not run" where there is none) and how many agree with their ANN on >= 99 %
     of the items at some T of ``steps``."""
-    header = ["model", "what it needs", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
+    header = ["model", "what it needs", "items", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     agreeing = []
     for name in ARCHITECTURES:
         path = folder / f"{name}.json"
         if not path.exists():
-            lines.append(f"| {name} | | not run | " + " | ".join([""] * len(steps)) + " |")
+            lines.append(f"| {name} | | | not run | " + " | ".join([""] * len(steps)) + " |")
             continue
         row = json.loads(path.read_text())
-        cells = [name, ", ".join(row["actions"]) or "-", f"{100 * row['ann_accuracy']:.1f} %"]
+        cells = [name, ", ".join(row["actions"]) or "-", str(row["setup"]["args"]["items"]),
+                 f"{100 * row['ann_accuracy']:.1f} %"]
         if f"agreement_T{steps[0]}" not in row:
             lines.append("| " + " | ".join(cells + ["not simulated"] * len(steps)) + " |")
             continue
