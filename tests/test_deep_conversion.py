@@ -138,3 +138,38 @@ def test_job_conversion_settings_reach_the_converter(mnist):
         ConversionSettings(max_pool="sum")
     with pytest.raises(ConfigError, match="--readout-start"):
         ConversionSettings(readout_start=-1)
+
+
+def _overshooting_chain() -> nn.Module:
+    """x -> relu(x) -> relu(2 h1 - 1) -> h2: for x = 1/2 the second ReLU is 0, but its IF neuron fires
+    once at the first spike of the first (which fires every other step from v0 = theta / 2)."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        for layer, (w, b) in zip(model[::2], [(1.0, 0.0), (2.0, -1.0), (1.0, 0.0)], strict=True):
+            layer.weight.fill_(w)
+            layer.bias.fill_(b)
+    return model.eval()
+
+
+def test_negative_spikes_take_back_an_overshoot_by_hand():
+    """Max normalization on x in {1/2, 1} keeps every weight (lambda 1): h1 gets 1/2 per step and spikes
+    at t = 1, 3, 5, ...; h2 gets 2 s1(t) - 1: v = 1/2 + 1 at t = 1 (a spike, v -> 1/2), then -1/2 at even
+    and 1/2 at odd steps. Without negative spikes that first spike stays (readout 1 at every t); with
+    them h2 emits -1 at every even step (v < 0, net count 1) and +1 at every odd one, so the readout is
+    0 = the ANN's output at even t and 1 at odd t."""
+    model = _overshooting_chain()
+    calibration = torch.tensor([[0.5], [1.0]])
+    x = torch.tensor([[0.5]])
+    assert float(model(x).detach()) == 0.0
+    plain, signed = (convert(model, calibration, normalization="max", v_init="half", negative_spikes=flag)
+                     for flag in (False, True))
+    assert all(p.neuron.negative_spikes for p in signed.populations.values() if p.role == "hidden")
+    assert signed.metadata["negative_spikes"] and not plain.metadata["negative_spikes"]
+    np.testing.assert_allclose(simulate(plain, x, 10).readout[0, :, 0], np.ones(10))
+    np.testing.assert_allclose(simulate(signed, x, 10).readout[0, :, 0], np.arange(1, 11) % 2)
+
+
+def test_negative_spikes_are_a_choice_of_rate_conversion():
+    model = quantize_activations(_overshooting_chain(), 2)
+    with pytest.raises(ConfigError, match="negative_spikes is a choice of rate conversion"):
+        convert(model, torch.rand(4, 1), conversion="qcfs", negative_spikes=True)

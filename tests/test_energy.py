@@ -17,6 +17,7 @@ from neurodeploy.evaluate.energy import (
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.evaluate.summary import summarize
 from neurodeploy.ir import AvgPool2d, Conv2d, Dense, Flatten, Network, NeuronSpec, Population
+from neurodeploy.ir.ops import AvgPool1d, Conv1d, Gather, SpatialLinear
 from neurodeploy.targets import spinnaker
 
 
@@ -44,6 +45,30 @@ def test_ann_operations_by_hand():
     assert ops["input_macs"] == 288
     # pooling: 2 x 2 x 2 outputs x 4 additions = 32; biases: 32 hidden + 3 output neurons
     assert ops["accumulates"] == 32 + 35
+
+
+def test_ann_operations_of_one_dimensional_and_linear_map_ops():
+    """Conv1d counts MACs, AvgPool1d and SpatialLinear count window additions, a Gather nothing."""
+    adaptive = np.zeros((3, 4), np.float32)  # adaptive average pooling 4 -> 3: windows [0, 2), [1, 3), [2, 4)
+    for i in range(3):
+        adaptive[i, i:i + 2] = 0.5
+    net = Network()
+    net.add_population(Population("input", (1, 6), "input"))
+    net.add_population(Population("hidden", (2, 4), "hidden", NeuronSpec(threshold=1.0)))
+    net.add_population(Population("pooled", (2, 2), "hidden", NeuronSpec(threshold=1.0)))
+    net.add_population(Population("output", (3,), "output", NeuronSpec(readout="membrane")))
+    net.connect("input", "hidden", [Conv1d(np.ones((2, 1, 3), np.float32))])
+    net.connect("hidden", "pooled", [AvgPool1d(2, 2)])
+    net.connect("hidden", "output", [SpatialLinear(adaptive), Gather(np.arange(6)[::-1].copy()),
+                                     Dense(np.ones((3, 6), np.float32))])
+    net.connect("pooled", "output", [Flatten(), Dense(np.ones((3, 4), np.float32))])
+    ops = ann_operations(net.validate())
+    # conv1d: 2 x 4 outputs x 3 weights = 24; dense 3 x 6 = 18 and 3 x 4 = 12
+    assert ops["macs"] == 24 + 18 + 12
+    assert ops["input_macs"] == 24
+    # avgpool1d: 2 x 2 outputs x 2 = 8; spatial linear: 2 channels x 6 non-zeros = 12; the gather: 0;
+    # biases: 8 + 4 hidden neurons, 3 output neurons x 2 incoming projections
+    assert ops["accumulates"] == 8 + 12 + 8 + 4 + 6
 
 
 def test_ann_operations_of_dense_mnist_shape():

@@ -95,6 +95,7 @@ def convert(
     T: int | None = None,
     choice_items: int = 500,
     progress: bool = False,
+    negative_spikes: bool = False,
 ) -> Network:
     """Converts ``model`` into a rate-coded IF network.
 
@@ -123,6 +124,12 @@ def convert(
         that maximizes the SNN's agreement with the ANN's predictions at ``T`` (after any v_init
         calibration).
     T: the steps the network will run; needed by readout_start "auto" and v_init "calibrated".
+    negative_spikes: rate conversion: every hidden neuron also emits a negative spike (-theta; v += theta)
+        when its membrane falls below 0 while its net count is positive (QFFS's negative spikes without its
+        cap, ``docs/semantics.md``). A neuron then takes back the spikes an early transient of its input
+        made it fire, so its net count follows the rounded ReLU of its cumulative input instead of keeping
+        every overshoot: long chains (deep, residual, depthwise nets) converge in fewer steps
+        (``docs/converter.md``, "torchvision classifiers").
     progress: a progress bar for the v_init calibration's simulations.
     A model in float64, float16 or bfloat16 is converted from a float32 copy (said in the notes).
     Returns a validated :class:`Network` whose metadata records the settings, the ANN's activation
@@ -150,6 +157,9 @@ def convert(
     if quantized and not (isinstance(v_init, str) and v_init in ("half", "calibrated")):
         raise ConfigError(f"conversion {conversion!r} starts every membrane at theta / 2 (its shift): v_init must "
                           f"be 'half' or 'calibrated', not {v_init!r}")
+    if negative_spikes and quantized:
+        raise ConfigError(f"negative_spikes is a choice of rate conversion; conversion {conversion!r} sets its own "
+                          f"neurons (qffs has negative spikes, qcfs none)")
     for choice, wanted in (("readout_start='auto'", readout_start == "auto"),
                            ("v_init='calibrated'", calibrated)):
         if wanted and not (isinstance(T, int) and not isinstance(T, bool) and T > 1):
@@ -196,7 +206,8 @@ def convert(
             pass
         elif conversion == "rate":
             start = "half" if calibrated else v_init
-            population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=start, v_init_seed=seed)
+            population.neuron = NeuronSpec(threshold=1.0, reset=reset, v_init=start, v_init_seed=seed,
+                                           negative_spikes=negative_spikes)
             population.metadata["lambda_mean"] = float(np.mean(lambdas[name]))
             population.metadata["lambda"] = [float(v) for v in lambdas[name]]
         else:
@@ -223,6 +234,7 @@ def convert(
         "weight_sparsity": weight_sparsity(model),
         "conversion_notes": notes + fx.notes,
         "readout_start": readout_start if isinstance(readout_start, int) else 0,
+        "negative_spikes": bool(negative_spikes),
     })
     network.validate()
     if calibrated:

@@ -53,11 +53,14 @@ LABELS = {"loihi": "Loihi (SNN)", "spinnaker1": "SpiNNaker 1 (SNN)", "cmos45_snn
 
 def ann_operations(network) -> dict[str, int]:
     """The source ANN's operations per inference, from the IR ``network``: ``macs`` (every weight of every
-    Dense and Conv2d op: out_features x in_features, output elements x C_in / groups x kh x kw),
-    ``accumulates`` (average-pooling window additions, one bias addition per non-input neuron, one
+    Dense, Conv2d and Conv1d op: out_features x in_features, output elements x C_in / groups x kernel
+    size), ``accumulates`` (average-pooling window additions: output elements x window size for
+    AvgPool2d / AvgPool1d, C x nnz(rows) x nnz(cols) for a SpatialLinear, each of whose outputs adds the
+    inputs of a row interval times a column interval; one bias addition per non-input neuron, one
     addition per neuron for each incoming projection after the first) and ``input_macs`` (the MACs of
-    projections leaving the input population)."""
-    from neurodeploy.ir.ops import AvgPool2d, Conv2d, Dense
+    projections leaving the input population). Rearrangements (Gather, Flatten, ChannelSlice) and
+    per-channel Scales, which the converter folds into weights, cost nothing."""
+    from neurodeploy.ir.ops import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Dense, SpatialLinear
 
     macs = input_macs = accumulates = 0
     incoming: dict[str, int] = {}
@@ -67,12 +70,17 @@ def ann_operations(network) -> dict[str, int]:
             out = tuple(op.out_shape(shape))
             if isinstance(op, Dense):
                 count = int(op.weight.size)
-            elif isinstance(op, Conv2d):
+            elif isinstance(op, (Conv2d, Conv1d)):
                 count = int(np.prod(out)) * int(np.prod(op.weight.shape[1:]))
             else:
                 count = 0
                 if isinstance(op, AvgPool2d):
                     accumulates += int(np.prod(out)) * op.kernel[0] * op.kernel[1]
+                elif isinstance(op, AvgPool1d):
+                    accumulates += int(np.prod(out)) * op.kernel
+                elif isinstance(op, SpatialLinear):
+                    accumulates += out[0] * int(np.prod([np.count_nonzero(m) for m in (op.rows, op.cols)
+                                                         if m is not None]))
             macs += count
             if network.populations[projection.source].role == "input":
                 input_macs += count
