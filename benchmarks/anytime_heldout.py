@@ -56,12 +56,17 @@ def command(name: str, seed: int, kind: str, datasets: Path, runs: Path, T: int)
     return cmd + (["--optimize"] if kind == "optimize" else [])
 
 
-def run_cell(name: str, seed: int, datasets: Path, runs: Path, T: int, timeout: float, cache: Path | None) -> dict:
-    """Runs (or reads back) the plain and the optimized run of one cell; returns its record."""
+def run_cell(name: str, seed: int, datasets: Path, runs: Path, T: int, timeout: float, cache: Path | None,
+             plain_from: Path | None = None) -> dict:
+    """Runs (or reads back) the plain and the optimized run of one cell; returns its record. With
+    ``plain_from`` (another table's runs folder) the plain run is read from there."""
     record: dict = {"set": name, "seed": seed}
     for kind in RUNS:
         rid = run_id(name, seed, kind)
-        summary = runs / rid / "summary.json"
+        folder = plain_from if kind == "plain" and plain_from is not None else runs
+        summary = folder / rid / "summary.json"
+        if folder is not runs and not summary.exists():
+            raise RuntimeError(f"{summary}: no plain run to read")
         if not summary.exists():
             cmd = command(name, seed, kind, datasets, runs, T) + ([] if cache is None else ["--cache-dir", str(cache)])
             start = time.perf_counter()
@@ -71,7 +76,7 @@ def run_cell(name: str, seed: int, datasets: Path, runs: Path, T: int, timeout: 
             if done.returncode != 0 or not summary.exists():
                 raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): see {runs / f'{rid}.log'}")
             (runs / f"{rid}.wall_s").write_text(f"{time.perf_counter() - start:.1f}\n")
-        wall = runs / f"{rid}.wall_s"
+        wall = folder / f"{rid}.wall_s"
         record[kind] = extract(json.loads(summary.read_text()), float(wall.read_text()) if wall.exists() else None)
     plain, opt = record["plain"], record["optimize"]
     record["latency_factor"] = plain["pareto_latency"] / opt["pareto_latency"]
@@ -100,8 +105,9 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-def markdown(label: str, cells: list[dict]) -> str:
-    lines = [f"Code: commit {label}. Per seed, then the medians over seeds.", "",
+def markdown(label: str, cells: list[dict], plain_from: Path | None = None) -> str:
+    source = "" if plain_from is None else f" Plain runs read from {plain_from.name} (plain `run` unchanged)."
+    lines = [f"Code: commit {label}.{source} Per seed, then the medians over seeds.", "",
              "| data set | seed | | ANN acc | peak acc | P_l (steps) | P_p (events) | lambda_a / lambda_w / prune "
              "| val acc | S_c (val) | phase 2 P_p start -> best (opt. items) | rejected candidates |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -153,6 +159,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="model cache of the runs (default: neurodeploy's); a separate one per algorithm keeps "
                              "phase-1 models of one from being read by the other")
+    parser.add_argument("--plain-from", type=Path, default=None,
+                        help="read the plain runs from this runs folder of another table (for an algorithm change "
+                             "that leaves plain `neurodeploy run` alone) instead of running them again")
     parser.add_argument("--label", default=None, help="names the table (default: last commit changing neurodeploy/)")
     args = parser.parse_args()
     label = args.label or code_label()
@@ -166,12 +175,13 @@ def main() -> None:
     def write() -> None:
         ordered = [cells[k] for k in sorted(cells, key=lambda k: (list(SETS).index(k[0]), k[1]))]
         (args.out / f"anytime_heldout_{label}.json").write_text(json.dumps(
-            {"label": label, "T": args.T, "command": " ".join(sys.argv), "cells": ordered}, indent=1))
-        (args.out / f"anytime_heldout_{label}.md").write_text(markdown(label, ordered))
+            {"label": label, "T": args.T, "command": " ".join(sys.argv),
+             "plain_from": None if args.plain_from is None else str(args.plain_from), "cells": ordered}, indent=1))
+        (args.out / f"anytime_heldout_{label}.md").write_text(markdown(label, ordered, args.plain_from))
 
     def one(cell: tuple[str, int]) -> None:
         try:
-            record = run_cell(*cell, args.datasets, runs, args.T, args.timeout, args.cache_dir)
+            record = run_cell(*cell, args.datasets, runs, args.T, args.timeout, args.cache_dir, args.plain_from)
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             print(f"{cell[0]} seed {cell[1]}: {err}", file=sys.stderr, flush=True)
             return
