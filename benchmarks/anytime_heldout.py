@@ -96,8 +96,7 @@ def extract(summary: dict, wall_s: float | None) -> dict:
         out["phase1"] = {"config": sparsity.get("config"), "before": sparsity.get("before"),
                          "after": sparsity.get("after"), "trials": sparsity.get("trials"),
                          "validation_items": sparsity.get("validation_items")}
-        out["phase2"] = {key: opt.get(key) for key in ("start", "best", "feasible", "start_feasible", "evaluations",
-                                                       "wall_time_s", "accuracy_floor", "optimization_items")}
+        out["phase2"] = {key: value for key, value in opt.items() if key != "sparsity"}
     return out
 
 
