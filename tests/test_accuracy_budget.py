@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +15,14 @@ from rich.console import Console
 
 from neurodeploy.cli import main
 from neurodeploy.data import Split
+from neurodeploy.errors import NeurodeployError
 from neurodeploy.jobs.config import JobConfig, ModelSettings, OptimizationSettings
-from neurodeploy.jobs.optimize import accuracy_floor, sparsity_search
+from neurodeploy.jobs.optimize import FolderStore, sparsity_search
 from neurodeploy.optimize import OptimizeConfig, optimize_scales
+from neurodeploy.optimize.budget import compare_paired
 from neurodeploy.optimize.objective import CONSTRAINT_WEIGHT, AnytimeObjective, Measurement
 from neurodeploy.train import evaluate_accuracy
-from neurodeploy.train.sparsity import BudgetedSparsity, budgeted_sparsity, scale_schedule
+from neurodeploy.train.sparsity import BudgetedSparsity, budgeted_sparsity, correct_flags, scale_schedule
 from neurodeploy.train.trainer import split_validation
 
 
@@ -41,38 +44,46 @@ def zero_budget(small_dense_model, train_part):
     return original, chosen, record
 
 
-def test_zero_budget_leaves_validation_accuracy_unchanged(zero_budget, small_dense_model, train_part):
-    """Budget 0: no validation item the original classifies right may be lost (the original itself, scale 0
-    without pruning, is always a candidate); the original model is not touched."""
+def test_zero_budget_admits_no_shown_loss(zero_budget, small_dense_model, train_part):
+    """Budget 0: the chosen model is one the paired interval does not show to lose any accuracy (its upper
+    end is at least 0); the original itself (scale 0, no pruning) is always a candidate and inside; the
+    original model is not touched."""
     original, chosen, record = zero_budget
     _, val = split_validation(train_part, 0.1, 0)
-    before, after = evaluate_accuracy(original, val), evaluate_accuracy(chosen, val)
     assert record["validation_items"] == len(val) == 200
-    assert record["before"]["accuracy"] == before and record["after"]["accuracy"] == after
-    assert after >= before
-    assert record["within_budget"] and record["accuracy_floor"] == before
+    assert record["before"]["accuracy"] == evaluate_accuracy(original, val)
+    assert record["after"]["accuracy"] == evaluate_accuracy(chosen, val)
+    assert record["within_budget"] and record["paired"]["upper"] >= 0 and record["confidence"] == 0.9
     for name, tensor in original.state_dict().items():
         assert torch.equal(small_dense_model.state_dict()[name], tensor), name
-    # the search ran: the original at scale 0, then the default strengths (scale 1) and one more
-    assert [t["scale"] for t in record["trials"]][:2] == [0.0, 1.0] and len(record["trials"]) == 3
+    # the search ran: the original at scale 0, then the default strengths (scale 1) from the original, then
+    # twice that from scale 1's weights (when 1 was inside) or half of it from the original (when outside)
+    trials = record["trials"]
+    assert [(t["scale"], t["warm_start"]) for t in trials[:2]] == [(0.0, None), (1.0, None)] and len(trials) == 3
+    assert (trials[2]["scale"], trials[2]["warm_start"]) == ((2.0, 1.0) if trials[1]["within_budget"] else (0.5, None))
 
 
-def test_budget_is_counted_in_whole_items(small_dense_model, train_part):
-    """0.5 pp of 200 validation items is 1 item: a candidate is inside the budget iff it loses at most one
-    item, and the sparsest of those (largest S_c) is chosen."""
-    _, record = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
-    allowed = record["before"]["correct"] - 1
-    assert record["accuracy_floor"] == allowed / 200
+def test_budget_is_the_paired_rule(small_dense_model, train_part):
+    """Each candidate's verdict is the paired comparison of its items with the original's, recomputed here
+    from the chosen model; the sparsest candidate inside (largest S_c) is chosen."""
+    original = copy.deepcopy(small_dense_model)
+    chosen, record = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
+    _, val = split_validation(train_part, 0.1, 0)
+    paired = compare_paired(correct_flags(chosen, val).numpy(), correct_flags(original, val).numpy(), 0.005)
+    assert paired.as_dict() == record["paired"]
     for trial in record["trials"]:
-        assert trial["within_budget"] == (trial["correct"] >= allowed)
+        p = trial["paired"]
+        assert trial["within_budget"] == (p["upper"] >= -0.005)
+        assert p["difference"] == pytest.approx(trial["accuracy"] - record["before"]["accuracy"])
+        assert p["gained"] - p["lost"] == trial["correct"] - record["before"]["correct"]
     inside = [t for t in record["trials"] if t["within_budget"]]
     assert record["after"]["combined_sparsity"] == max(t["combined_sparsity"] for t in inside)
-    assert record["after"]["correct"] >= allowed
 
 
 def test_given_strengths_are_not_searched(small_dense_model, train_part):
     _, record = budgeted_sparsity(small_dense_model, train_part,
-                                  search(0.005, lambda_a=3.0, lambda_w=7.0, prune_threshold=1e-3), progress=False)
+                                  search(0.005, lambda_a=3.0, lambda_w=7.0, prune_threshold=1e-3, given_epochs=1),
+                                  progress=False)
     assert len(record["trials"]) == 1 and record["scale"] is None
     assert (record["config"]["lambda_a"], record["config"]["lambda_w"], record["config"]["prune_threshold"]) == \
         (3.0, 7.0, 1e-3)
@@ -80,26 +91,61 @@ def test_given_strengths_are_not_searched(small_dense_model, train_part):
 
 
 def test_scale_schedule_by_hand():
-    """Steps of 4 until the budget is bracketed, then geometric bisection to a ratio of 1.5 at most."""
+    """Up by 2 from the previous candidate's weights until one is outside; down by 2 from the original when
+    the first is outside; then bisection from the largest inside to a ratio of 1.5; at most 5."""
     def inside_up_to(limit):
-        return lambda scale: scale <= limit
+        return lambda scale, start: scale <= limit
+
+    def r(steps):
+        return [(round(x, 9), None if w is None else round(w, 9)) for x, w in steps]
 
     s = BudgetedSparsity()
-    # 1 in, 4 in, 16 out -> 8 (out) -> sqrt(32) = 5.66 (out): 5.66 / 4 = 1.41 <= 1.5, done
-    assert scale_schedule(s, inside_up_to(5.0)) == pytest.approx([1, 4, 16, 8, math.sqrt(32)])
-    # 1 out -> 1/4 in -> 1/2 (in): 1 / (1/2) = 2 -> sqrt(1/2) = 0.707 (out): 0.707 / 0.5 = 1.41, done
-    assert scale_schedule(s, inside_up_to(0.6)) == pytest.approx([1, 0.25, 0.5, math.sqrt(0.5)])
-    # never inside: down to 1/64, the next would be below min_scale
-    assert scale_schedule(s, inside_up_to(0.0)) == pytest.approx([1, 1 / 4, 1 / 16, 1 / 64])
-    # always inside: up to 64, the next would be above max_scale
-    assert scale_schedule(s, inside_up_to(1e9)) == pytest.approx([1, 4, 16, 64])
-    assert len(scale_schedule(BudgetedSparsity(max_trials=2), inside_up_to(1e9))) == 2
+    # 1, 2, 4 in, 8 out -> sqrt(32) = 5.66 from 4 (out): 5.66 / 4 = 1.41 <= 1.5, done
+    assert r(scale_schedule(s, inside_up_to(5.0))) == \
+        r([(1, None), (2, 1), (4, 2), (8, 4), (math.sqrt(32), 4)])
+    # 1 out -> 1/2 from the original (in) -> sqrt(1/2) = 0.707 from 1/2 (out): 0.707 / 0.5 = 1.41, done
+    assert r(scale_schedule(s, inside_up_to(0.6))) == r([(1, None), (0.5, None), (math.sqrt(0.5), 0.5)])
+    # 1 in, 2 out -> sqrt(2) from 1 (in): 2 / 1.41 = 1.41, done
+    assert r(scale_schedule(s, inside_up_to(1.5))) == r([(1, None), (2, 1), (math.sqrt(2), 1)])
+    # never inside: down to 1/16, the next would be below min_scale
+    never = [(1, None), (0.5, None), (0.25, None), (0.125, None), (0.0625, None)]
+    assert r(scale_schedule(BudgetedSparsity(max_trials=9), inside_up_to(0.0))) == r(never)
+    # always inside: up to 64, the next would be above max_scale; the trial limit cuts it earlier
+    assert r(scale_schedule(BudgetedSparsity(max_trials=9), inside_up_to(1e9))) == \
+        r([(1, None), (2, 1), (4, 2), (8, 4), (16, 8), (32, 16), (64, 32)])
+    assert r(scale_schedule(BudgetedSparsity(max_trials=2), inside_up_to(1e9))) == r([(1, None), (2, 1)])
 
 
-def test_accuracy_floor_in_whole_items():
-    assert accuracy_floor(0.9625, 800, 0.005) == (770 - 4) / 800
-    assert accuracy_floor(0.9625, 800, 0.0) == 0.9625
-    assert accuracy_floor(0.5, 411, 0.005) == (round(0.5 * 411) - 2) / 411  # floor(2.055) = 2 items
+def test_a_killed_search_reuses_its_finished_fine_tunings(small_dense_model, train_part, tmp_path):
+    """Interrupted after its first fine-tuning (a KeyboardInterrupt from the progress hook, as Ctrl-C), the
+    search run again with the same store loads that fine-tuning instead of training it and ends with the
+    same model and record as an uninterrupted search."""
+    store = FolderStore(tmp_path / "candidates")
+    seen = []
+
+    def kill_after_first_fine_tuning(entry):
+        seen.append(entry)
+        if entry["scale"] != 0.0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False,
+                          on_trial=kill_after_first_fine_tuning, store=store)
+    assert [t["scale"] for t in seen] == [0.0, 1.0]
+    assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["1-scale-1-from-original.pt"]
+    resumed_model, resumed = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False,
+                                               store=store)
+    fresh_model, fresh = budgeted_sparsity(small_dense_model, train_part, search(0.005), progress=False)
+    assert [t["cached"] for t in resumed["trials"]] == [False, True, False]
+    assert resumed["fine_tunings_loaded"] == 1 and fresh["fine_tunings_loaded"] == 0
+
+    def without_cached(record):
+        return {**record, "trials": [{k: v for k, v in t.items() if k != "cached"} for t in record["trials"]],
+                "fine_tunings_loaded": None}
+
+    assert without_cached(resumed) == without_cached(fresh)
+    for name, tensor in fresh_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
 
 
 def test_constraint_by_hand():
@@ -160,6 +206,31 @@ def test_scale_search_keeps_the_floor(scale_setup, tmp_path, floor_from):
         assert result.best.peak_accuracy == max(m.peak_accuracy for m in points)
 
 
+def test_scale_search_keeps_the_paired_budget(scale_setup, small_dense_model, mnist, tmp_path):
+    """With a budget against the ANN's per-item correctness, every point's verdict is the paired comparison
+    at its peak step (recomputed here for the returned point), the returned point is feasible (H0 is, at a
+    budget of 100 pp) and the least L_SNN among the feasible ones."""
+    network, simulator, images, labels, ann = scale_setup
+    reference = correct_flags(small_dense_model, Split(images, labels)).numpy()
+    config = OptimizeConfig(max_evals=15, T=20, groups=(1,), evals_per_dimension=(15,), accuracy_budget=0.005)
+    optimized, result = optimize_scales(network, simulator, images, labels, ann, config, tmp_path / "log.jsonl",
+                                        progress=False, reference_correct=reference)
+    correct, _ = simulator.item_curves(optimized)
+    peak = int(correct.mean(0).argmax())
+    assert result.best.paired == compare_paired(correct[:, peak], reference, 0.005).as_dict()
+    points = logged(tmp_path / "log.jsonl")
+    assert all(m.paired is not None for m in points)
+    for m in points:
+        assert m.paired["within_budget"] == (m.paired["upper"] >= -0.005)
+    if result.feasible:
+        lam = result.lambdas
+        l_snn = [lam["lambda_e"] * (1 - m.peak_accuracy) + lam["lambda_l"] * m.pareto_latency
+                 + lam["lambda_p"] * m.pareto_power for m in points if m.paired["within_budget"]]
+        assert result.best_loss == pytest.approx(min(l_snn))
+    with pytest.raises(NeurodeployError, match="reference"):
+        optimize_scales(network, simulator, images, labels, ann, config, progress=False)
+
+
 def test_phase1_settings_key_the_model_cache():
     """Every setting that changes phase 1 changes the settings the sparse model's cache key holds."""
     def key(**given):
@@ -206,14 +277,21 @@ def test_tables_show_strengths_budget_and_validation_accuracy(zero_budget):
     assert f"{config['lambda_a']:.4g}" in shown and f"{config['prune_threshold']:g}" in shown
     assert f"{record['before']['accuracy']:.4f}" in shown and f"{record['after']['accuracy']:.4f}" in shown
     assert "accuracy budget 0 pp" in shown and "200 items" in shown
+    p = record["paired"]
+    assert f"[{100 * p['lower']:+.2f}, {100 * p['upper']:+.2f}]" in shown
+    paired = {"items": 800, "gained": 3, "lost": 1, "difference": 0.0025, "lower": -0.0012, "upper": 0.0071,
+              "confidence": 0.9, "budget": 0.005, "within_budget": True}
     report = {"method": "coarse_to_fine", "optimization_items": 800, "ann_accuracy": 0.96,
-              "original_ann_accuracy": 0.9625, "accuracy_budget_pp": 0.5, "accuracy_floor": 0.9575,
-              "feasible": True, "start": {"peak_accuracy": 0.96, "pareto_latency": 0.5, "pareto_power": 300.0},
-              "best": {"peak_accuracy": 0.9675, "pareto_latency": 0.05, "pareto_power": 40.0},
+              "original_ann_accuracy": 0.9625, "accuracy_budget_pp": 0.5, "accuracy_budget": 0.005,
+              "confidence": 0.9, "feasible": True,
+              "start": {"peak_accuracy": 0.96, "pareto_latency": 0.5, "pareto_power": 300.0, "paired": None},
+              "best": {"peak_accuracy": 0.9675, "pareto_latency": 0.05, "pareto_power": 40.0, "paired": paired},
               "start_loss": 10.0, "best_loss": 7.5}
     shown = text(optimization_table(report, "L_SNN 10 -> 7.5"))
     assert "0.9625" in shown and "+0.50 pp" in shown and "-0.25 pp" in shown
-    assert "peak accuracy at least 0.9575; the optimized point meets it" in shown
+    assert "[-0.12, +0.71]" in shown and "90 % interval" in shown
+    assert "outside only when its whole interval lies below -0.5 pp" in shown
+    assert "the optimized point" in shown and "meets it" in shown
 
 
 def test_run_optimize_reports_the_budget(tmp_path):
@@ -229,4 +307,40 @@ def test_run_optimize_reports_the_budget(tmp_path):
         (5.0, 20.0, 0.002)
     assert phase1["budget"] == pytest.approx(0.01) and phase1["validation_items"] == 800
     assert report["accuracy_budget_pp"] == 1.0 and report["v_init_searched"]
-    assert report["accuracy_floor"] == accuracy_floor(report["original_ann_accuracy"], 100, 0.01)
+    assert report["accuracy_budget"] == 0.01 and report["confidence"] == 0.9
+    paired = report["best"]["paired"]
+    assert paired["items"] == report["optimization_items"] == 100 and paired["budget"] == 0.01
+    assert report["feasible"] == paired["within_budget"]
+
+
+@pytest.mark.slow
+def test_a_killed_phase1_job_loads_its_candidates_beside_the_cache_file(small_dense_model, mnist, tmp_path):
+    """The job: Ctrl-C (a KeyboardInterrupt from the progress listener) after the first fine-tuning; run
+    again into the same model cache, that fine-tuning is loaded (its line says so), the phase-1 model is
+    saved, and the candidates' folder beside its file is gone."""
+    from neurodeploy.jobs.config import RunSettings
+    from neurodeploy.jobs.models import CachedModel, ModelCache
+    from neurodeploy.jobs.optimize import sparse_model
+
+    config = JobConfig(optimization=OptimizationSettings(enabled=True), run=RunSettings(progress=False))
+    base = CachedModel(small_dense_model, {"arch": "dense_mnist"}, "small dense", {"kind": "test", "id": 1},
+                       "", "file")
+    lines = []
+
+    def kill_after_first_fine_tuning(event):
+        lines.append(event.message)
+        if "lambda_a" in event.message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sparse_model(config, mnist, ModelCache(tmp_path, kill_after_first_fine_tuning), base)
+    folders = list(tmp_path.glob("*.candidates"))
+    assert len(folders) == 1 and [p.name for p in folders[0].iterdir()] == ["1-scale-1-from-original.pt"]
+    lines.clear()
+    model = sparse_model(config, mnist, ModelCache(tmp_path, lambda event: lines.append(event.message)), base)
+    candidates = [line for line in lines if "lambda_a" in line]
+    assert "(finished before, loaded)" in candidates[0]
+    assert all("loaded" not in line for line in candidates[1:])
+    record = model.info["record"]["sparsity"]
+    assert record["fine_tunings_loaded"] == 1 and record["fine_tunings"] == len(candidates)
+    assert not folders[0].exists() and model.origin == "made" and Path(model.path).is_file()

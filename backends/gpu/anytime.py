@@ -34,13 +34,18 @@ class AnytimeSimulator:
 
     def curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
         """``(accuracy [T], mean synaptic events per item [T])`` of ``network``."""
+        correct, events = self.item_curves(network)
+        return correct.mean(0, dtype=np.float64), events
+
+    def item_curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
+        """``(correct [N, T] bool: item n classified right at step t, mean synaptic events per item [T])``."""
         update_thresholds(self.compiled, network, self.device)
-        correct = torch.zeros(self.T, dtype=torch.float64)
+        correct = []
         events = torch.zeros(self.T, dtype=torch.float64)
         with torch.inference_mode():
             for x, y in self.batches:
                 chunk = chunk_steps(self.compiled, x.shape[0], self.T, self.budget)
                 readout, counts, _, _ = simulate_batch(self.compiled, x, self.T, "analog", chunk, 0, 0)
-                correct += (readout.argmax(2).cpu() == y[:, None]).sum(0).double()
+                correct.append(readout.argmax(2).cpu() == y[:, None])
                 events += counts[..., 1].sum(dim=(0, 2)).cpu().double()
-        return (correct / self.n_items).numpy(), (events / self.n_items).numpy()
+        return torch.cat(correct).numpy(), (events / self.n_items).numpy()

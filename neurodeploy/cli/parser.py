@@ -277,8 +277,9 @@ def _optimization_group(parser: argparse.ArgumentParser, switch: bool) -> None:
     group.add_argument("--no-sparsity", action="store_true", help="skip sparsity fine-tuning (phase 1)")
     group.add_argument("--accuracy-budget", type=float, default=0.5, metavar="PP",
                        help="validation accuracy (percentage points, held-out training items) the optimizations "
-                       "may lose against the original ANN: phase 1 takes the sparsest model within it, phase 2 "
-                       "keeps the peak accuracy within it (default: %(default)s)")
+                       "may lose against the original ANN, decided item by item: a candidate is outside only when "
+                       "its paired 90%% interval lies wholly below -PP; phase 1 takes the sparsest model within "
+                       "it, phase 2 keeps the peak accuracy within it (default: %(default)s)")
     group.add_argument("--lambda-a", type=float, metavar="X",
                        help="phase 1 activation penalty weight (default: searched with --lambda-w as s x (10, 50), "
                        "the sparsest model within the budget)")

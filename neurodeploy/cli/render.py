@@ -202,62 +202,78 @@ def _pp(change: float) -> str:
     return f"{100 * change:+.2f} pp"
 
 
+def _interval(paired: dict | None) -> str:
+    """A paired comparison's interval of the accuracy change, in pp (``neurodeploy.optimize.budget``)."""
+    if paired is None:
+        return ""
+    return f"[{100 * paired['lower']:+.2f}, {100 * paired['upper']:+.2f}]"
+
+
 def sparsity_table(report: dict) -> Table:
-    """Phase 1 before and after on the validation part of the training split: accuracy, S_a, S_w, S_c and
-    the strengths; under an accuracy budget (``neurodeploy.train.sparsity.budgeted_sparsity``) also the
-    budget, how the strengths were found, and with -v every candidate the search measured."""
+    """Phase 1 before and after on the validation part of the training split: accuracy, its change against
+    the original with the paired interval, S_a, S_w, S_c and the strengths; under an accuracy budget
+    (``neurodeploy.train.sparsity.budgeted_sparsity``) also the budget, how the strengths were found, and
+    with -v every candidate the search measured, each with its interval."""
     items = report.get("validation_items")
     table = Table(title="sparsity fine-tuning (validation part of the training split"
                         + (f", {items} items)" if items else ")"))
-    for column in ("", "lambda_a", "lambda_w", "prune below", "accuracy", "change", "S_a", "S_w", "S_c"):
+    confidence = report.get("confidence")
+    interval = f"{100 * confidence:g} % interval" if confidence else "interval"
+    for column in ("", "lambda_a", "lambda_w", "prune below", "accuracy", "change", interval, "S_a", "S_w", "S_c"):
         table.add_column(column)
     before, config = report["before"], report["config"]
 
     def row(label: str, r: dict, strengths: tuple[str, str, str], change: str) -> None:
-        table.add_row(label, *strengths, f"{r['accuracy']:.4f}", change, f"{r['activation_sparsity']:.4f}",
-                      f"{r['weight_sparsity']:.4f}", f"{r['combined_sparsity']:.4f}")
+        table.add_row(label, *strengths, f"{r['accuracy']:.4f}", change, _interval(r.get("paired")),
+                      f"{r['activation_sparsity']:.4f}", f"{r['weight_sparsity']:.4f}", f"{r['combined_sparsity']:.4f}")
 
     row("before", before, ("", "", ""), "")
     if verbosity > 0:
         for trial in report.get("trials", []):
-            row("candidate", trial, (f"{trial['lambda_a']:.4g}", f"{trial['lambda_w']:.4g}",
-                                     f"{trial['prune_threshold']:g}"),
+            row("candidate" + (" (loaded)" if trial.get("cached") else ""), trial,
+                (f"{trial['lambda_a']:.4g}", f"{trial['lambda_w']:.4g}", f"{trial['prune_threshold']:g}"),
                 _pp(trial["accuracy"] - before["accuracy"]) + ("" if trial["within_budget"] else " (out)"))
-    after = report["after"]
+    after = {**report["after"], "paired": report.get("paired")}
     row("after", after, (f"{config['lambda_a']:.4g}", f"{config['lambda_w']:.4g}", f"{config['prune_threshold']:g}"),
         _pp(after["accuracy"] - before["accuracy"]))
     if "budget" in report:
         searched = report["searched"]
-        how = [f"penalty chosen over {sum(t['scale'] != 0.0 for t in report['trials'])} fine-tunings"
+        loaded = report.get("fine_tunings_loaded", 0)
+        how = [f"penalty chosen over {report.get('fine_tunings', 0)} fine-tunings"
+               + (f" ({loaded} loaded from an interrupted run)" if loaded else "")
                if searched["penalty"] else "penalty given",
                "pruning threshold chosen" if searched["prune_threshold"] else "pruning threshold given"]
         verdict = "within the budget" if report["within_budget"] else "OUTSIDE the budget (the given strengths)"
-        table.caption = (f"accuracy budget {100 * report['budget']:g} pp: at least {report['accuracy_floor']:.4f}; "
-                         f"{', '.join(how)}; the sparsest candidate {verdict}" + ("" if verbosity > 0 else
-                                                                                 " (-v: every candidate)"))
+        table.caption = (f"accuracy budget {100 * report['budget']:g} pp: a candidate is outside only when its whole "
+                         f"interval lies below -{100 * report['budget']:g} pp; {', '.join(how)}; the sparsest "
+                         f"candidate {verdict}" + ("" if verbosity > 0 else " (-v: every candidate)"))
         table.caption_justify = "left"
     return table
 
 
 def optimization_table(report: dict, message: str) -> Table:
-    """Phase 2 on the held-out training items: the original ANN, H0 and the optimized scales, with the
-    accuracy floor of the budget."""
+    """Phase 2 on the held-out training items: the original ANN, H0 and the optimized scales, each with the
+    paired interval of its peak-step accuracy change against the original ANN, under the budget."""
     table = Table(title=f"scale optimization ({report['method']}, {report['optimization_items']} held-out training "
                         "items)")
-    for column in ("", "peak accuracy", "vs original ANN", "P_l (steps)", "P_p (events)", "loss"):
+    confidence = report.get("confidence")
+    interval = f"{100 * confidence:g} % interval" if confidence else "interval"
+    for column in ("", "peak accuracy", "vs original ANN", interval, "P_l (steps)", "P_p (events)", "loss"):
         table.add_column(column)
     original = report.get("original_ann_accuracy", report["ann_accuracy"])
-    table.add_row("original ANN", f"{original:.4f}", "", "", "", "")
+    table.add_row("original ANN", f"{original:.4f}", "", "", "", "", "")
     for label, measured, loss in (("H0 (heuristic scales)", report["start"], report["start_loss"]),
                                   ("optimized", report["best"], report["best_loss"])):
         table.add_row(label, f"{measured['peak_accuracy']:.4f}", _pp(measured["peak_accuracy"] - original),
-                      f"{measured['pareto_latency']:.4g}", f"{measured['pareto_power']:.4g}", f"{loss:.4f}")
-    floor = report.get("accuracy_floor")
+                      _interval(measured.get("paired")), f"{measured['pareto_latency']:.4g}",
+                      f"{measured['pareto_power']:.4g}", f"{loss:.4f}")
     lines = [message]
-    if floor is not None:
-        verdict = "meets it" if report["feasible"] else "is BELOW it (no simulated point met it)"
-        lines.insert(0, f"accuracy budget {report['accuracy_budget_pp']:g} pp: peak accuracy at least {floor:.4f}; "
-                        f"the optimized point {verdict}")
+    verdict = "meets it" if report["feasible"] else "does NOT (no simulated point met it)"
+    if report.get("accuracy_budget") is not None:
+        lines.insert(0, f"accuracy budget {report['accuracy_budget_pp']:g} pp: a point is outside only when its whole "
+                        f"interval lies below -{report['accuracy_budget_pp']:g} pp; the optimized point {verdict}")
+    elif report.get("accuracy_floor") is not None:
+        lines.insert(0, f"peak accuracy at least {report['accuracy_floor']:.4f}; the optimized point {verdict}")
     table.caption = "\n".join(lines)
     table.caption_justify = "left"
     return table

@@ -144,7 +144,12 @@ def derived_model(cache: ModelCache, parent: CachedModel, dataset: Dataset, what
                   settings: dict, make: Callable[[], tuple[nn.Module, dict, dict]]) -> CachedModel:
     """A model made from ``parent`` by ``make`` (fine-tuning, pooling) under ``settings``; cached with
     the parent's key, the data and the settings. ``what`` tags the file name, ``description`` the label."""
+    name, key = derived_key(parent, dataset, what, settings)
+    return cache.get(name, key, f"{parent.label.split(' (')[0]}, {description}", make)
+
+
+def derived_key(parent: CachedModel, dataset: Dataset, what: str, settings: dict) -> tuple[str, dict]:
+    """The cache name and key of :func:`derived_model` (``ModelCache.path(name, key)`` is its file)."""
     key = {"kind": what, "parent": parent.key, "data": data_fingerprint(dataset), "settings": settings,
            "torch": str(torch.__version__)}
-    arch = parent.info["arch"]
-    return cache.get(f"{arch}-{what}", key, f"{parent.label.split(' (')[0]}, {description}", make)
+    return f"{parent.info['arch']}-{what}", key

@@ -6,6 +6,9 @@ optimize``, which writes the optimized IR without a test run."""
 from __future__ import annotations
 
 import copy
+import io
+import pickle
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,9 +20,10 @@ from neurodeploy.ir import Network, save_network
 from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import prepare_folder, write_json
-from neurodeploy.jobs.models import CachedModel, ModelCache, derived_model
+from neurodeploy.jobs.models import CachedModel, ModelCache, derived_key, derived_model
+from neurodeploy.safe_io import atomic_write
 from neurodeploy.train import TrainConfig, evaluate_accuracy
-from neurodeploy.train.sparsity import items_within
+from neurodeploy.train.sparsity import correct_flags
 from neurodeploy.train.trainer import split_validation
 
 #: the kind a sparsity fine-tuned model's cache key names (``derived_model``'s ``what``)
@@ -43,48 +47,85 @@ def sparsity_search(config: JobConfig):
                             prune_threshold=o.prune, seed=config.model.seed)
 
 
+class FolderStore:
+    """Phase 1's finished fine-tunings as files ``<folder>/<name>.pt`` (state dicts, written atomically so
+    that a kill leaves a whole file or none; read back with ``weights_only``)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def load(self, name: str) -> dict[str, torch.Tensor] | None:
+        path = self.folder / f"{name}.pt"
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # damaged: train that one again
+            return None
+
+    def save(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.folder / f"{name}.pt") as handle:
+            handle.write(buffer.getvalue())
+
+
+def interval_text(paired: dict) -> str:
+    """The paired comparison of one candidate as people read it: the change in pp and its interval."""
+    return (f"{100 * paired['difference']:+.2f} pp [{100 * paired['lower']:+.2f}, {100 * paired['upper']:+.2f}] "
+            f"({paired['gained']} gained, {paired['lost']} lost)")
+
+
 def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: CachedModel) -> CachedModel:
     """Phase 1: ``base`` fine-tuned for sparsity and pruned, at the strength the budget search chooses
     (or the one given), cached under a key that holds every setting of the search; the record (validation
-    accuracies, sparsities, chosen strengths, every candidate) is emitted as a ``sparsity`` event."""
+    accuracies, sparsities, chosen strengths, every candidate with its paired interval) is emitted as a
+    ``sparsity`` event. Each finished fine-tuning is kept beside the model's cache file
+    (``<file>.candidates/``) until the model is saved, so that a run killed in phase 1 and run again, in
+    the same run folder or a new one, loads them instead of training them again."""
     from neurodeploy.jobs.prepare import _shape
     from neurodeploy.train.sparsity import budgeted_sparsity
 
     search = sparsity_search(config)
     progress = config.run.progress
+    name, key = derived_key(base, dataset, SPARSE, asdict(search))
+    store = FolderStore(cache.path(name, key).with_suffix(".candidates"))
 
     def trial(entry: dict) -> None:
         what = "original, pruned only" if entry["scale"] == 0.0 else \
             f"lambda_a {entry['lambda_a']:.4g}, lambda_w {entry['lambda_w']:.4g}"
-        cache.emit(Event("stage", f"  {what}, pruning below {entry['prune_threshold']:g}: validation accuracy "
-                                  f"{entry['accuracy']:.4f}, S_c {entry['combined_sparsity']:.4f}"
+        origin = " (finished before, loaded)" if entry["cached"] else ""
+        cache.emit(Event("stage", f"  {what}, pruning below {entry['prune_threshold']:g}{origin}: validation "
+                                  f"accuracy {entry['accuracy']:.4f}, change {interval_text(entry['paired'])}, "
+                                  f"S_c {entry['combined_sparsity']:.4f}"
                                   + ("" if entry["within_budget"] else " (outside the budget)")))
 
     def sparsify():
-        strengths = "the sparsest within it" if search.searches_penalty else "the given strengths"
+        strengths = (f"the sparsest within it, at most {search.max_trials} fine-tunings of {search.passes:g} pass "
+                     "over the fit part each, each from the one before" if search.searches_penalty
+                     else f"the given strengths, {search.given_epochs} epochs")
         cache.emit(Event("stage", f"sparsity fine-tuning under an accuracy budget of {100 * search.budget:g} pp of "
-                                  f"validation accuracy ({strengths}, {search.epochs} epochs each)"))
-        model, record = budgeted_sparsity(base.model, dataset.train, search, progress=progress, on_trial=trial)
+                                  f"validation accuracy, paired {100 * search.confidence:g} % intervals "
+                                  f"({strengths})"))
+        model, record = budgeted_sparsity(base.model, dataset.train, search, progress=progress, on_trial=trial,
+                                          store=store)
         return model, _shape(base, dataset), {"sparsity": record}
 
     model = derived_model(cache, base, dataset, SPARSE, "sparsity fine-tuned", asdict(search), sparsify)
+    shutil.rmtree(store.folder, ignore_errors=True)  # the model file holds the result now
     cache.emit(Event("sparsity", data=model.info["record"]["sparsity"]))
     return model
-
-
-def accuracy_floor(accuracy: float, items: int, budget: float) -> float:
-    """The least accuracy within ``budget`` (fraction) of ``accuracy`` on ``items`` items, counted in whole
-    items: (correct - floor(budget * items)) / items."""
-    return max(round(accuracy * items) - items_within(budget, items), 0) / items
 
 
 def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,
                      emit: Listener, models: list[CachedModel] | None = None) -> tuple[Network, dict]:
     """Formal scale optimization of ``network`` (H0, converted from ``model``) on :func:`optimization_split`
     with the reference simulator; the replay log ``folder/optimize_log.jsonl`` makes an interrupted search
-    resume. The peak accuracy is kept within the accuracy budget of the original ANN on those items: the
-    model phase 1 started from when ``models`` (the chain the network was converted from, the source
-    first) holds a sparsity fine-tuned one, else ``model``. Returns the network and a report, which holds
+    resume. The peak accuracy is kept within the accuracy budget of the original ANN on those items, by
+    the paired rule (:mod:`neurodeploy.optimize.budget`) at the peak step: the original is the model
+    phase 1 started from when ``models`` (the chain the network was converted from, the source first)
+    holds a sparsity fine-tuned one, else ``model``. Returns the network and a report, which holds
     phase 1's record too."""
     from neurodeploy.optimize import OptimizeConfig, optimize_scales
 
@@ -94,21 +135,24 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     sparse = next((i for i, m in enumerate(chain) if m.key.get("kind") == SPARSE), None)
     original = chain[sparse - 1].model if sparse is not None and sparse > 0 else model
     ann = evaluate_accuracy(model, items)
-    original_accuracy = ann if original is model else evaluate_accuracy(original, items)
-    floor = accuracy_floor(original_accuracy, len(items), o.budget_fraction)
+    reference = correct_flags(original, items).numpy()
+    original_accuracy = float(reference.mean())
     settings = OptimizeConfig(method=o.method, max_evals=o.evals, T=o.T or config.run.T, lambda_e=o.lambda_e,
-                              accuracy_floor=floor, v_init=o.v_init)
+                              accuracy_budget=o.budget_fraction, v_init=o.v_init)
     emit(Event("stage", f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
-                        f"held-out training items, T={settings.T}, peak accuracy at least {floor:.4f})"))
+                        f"held-out training items, T={settings.T}; a point is outside the {o.accuracy_budget:g} pp "
+                        f"budget when its paired {100 * settings.confidence:g} % interval against the original "
+                        f"ANN ({original_accuracy:.4f}) lies wholly below -{o.accuracy_budget:g} pp)"))
     # the reference simulator is the optimizer's whatever the job deploys to; a job whose backend has a
     # device option (the gpu backend's) places it there too
     simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
         network, items.images, items.labels, settings.T)
     optimized, result = optimize_scales(network, simulator, items.images, items.labels, ann, settings,
-                                        folder / "optimize_log.jsonl", config.run.progress)
+                                        folder / "optimize_log.jsonl", config.run.progress,
+                                        reference_correct=reference)
     report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
               "original_ann_accuracy": original_accuracy, "accuracy_budget_pp": o.accuracy_budget,
-              "v_init_searched": settings.v_init, **result.as_dict()}
+              "confidence": settings.confidence, "v_init_searched": settings.v_init, **result.as_dict()}
     if sparse is not None:
         report["sparsity"] = copy.deepcopy(chain[sparse].info["record"]["sparsity"])
     emit(Event("optimization", f"L_SNN {result.start_loss:.4f} -> {result.best_loss:.4f} in {result.evaluations} "

@@ -7,10 +7,14 @@ and lambda_p = 1 / P_p(H0), with H0 the heuristic scaling the search starts from
 H0; lambda_e is given (the paper: 200 for MNIST models, 50 for CIFAR). P_l and P_p are the Pareto forms
 of :mod:`neurodeploy.evaluate.metrics`.
 
-lambda_e only weighs accuracy softly. An accuracy floor makes it a constraint: a candidate whose peak
-accuracy lies below the floor is infeasible, its loss is L_SNN + CONSTRAINT_WEIGHT * (floor - peak)
-(so the search turns back towards the feasible region), and :meth:`AnytimeObjective.rank` orders every
-feasible candidate before every infeasible one, whatever their L_SNN.
+lambda_e only weighs accuracy softly. An accuracy budget makes it a constraint, decided by the paired rule
+of :mod:`neurodeploy.optimize.budget`: at the step of its peak accuracy, the candidate's per-item
+correctness is compared with a reference's (the original ANN on the same items); the candidate is
+infeasible when the interval of the difference lies wholly below -budget, and its shortfall is how far the
+interval's upper end lies below -budget. (A fixed accuracy floor, a plain number, is the other form of the
+constraint: shortfall = floor - peak.) An infeasible candidate's loss is L_SNN + CONSTRAINT_WEIGHT *
+shortfall (so the search turns back towards the feasible region), and :meth:`AnytimeObjective.rank`
+orders every feasible candidate before every infeasible one, whatever their L_SNN.
 
 A candidate only changes thresholds and initial membranes (:class:`ScaleSpace`), so the simulator
 (:class:`Simulator`) is built once and given each variant.
@@ -25,6 +29,7 @@ import numpy as np
 
 from neurodeploy.evaluate.metrics import pareto_latency, pareto_power
 from neurodeploy.ir.network import Network
+from neurodeploy.optimize.budget import CONFIDENCE, compare_paired
 from neurodeploy.optimize.parameters import ScaleSpace
 
 #: loss per unit of accuracy (fraction) below the floor: 100 per percentage point, 50 times what lambda_e = 200
@@ -36,11 +41,13 @@ _TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Measurement:
-    """The anytime metrics of one simulated candidate (Pareto forms; P_l in steps, P_p in events)."""
+    """The anytime metrics of one simulated candidate (Pareto forms; P_l in steps, P_p in events); with a
+    reference, ``paired``: the paired comparison at the peak step (``PairedComparison.as_dict()``)."""
 
     peak_accuracy: float
     pareto_latency: float
     pareto_power: float
+    paired: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,8 +58,8 @@ class Simulator(Protocol):
     it simulates variants that differ from that network only in thresholds and initial membranes. The
     gpu backend implements it (``GpuBackend.anytime_simulator``)."""
 
-    def curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
-        """``(accuracy [T], mean synaptic events per item [T])`` of ``network``."""
+    def item_curves(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
+        """``(correct [N, T] bool, mean synaptic events per item [T])`` of ``network``."""
         ...
 
 
@@ -60,7 +67,9 @@ class Simulator(Protocol):
 class AnytimeObjective:
     """L_SNN of a parameter vector; :meth:`calibrate` with the measurement of H0 sets lambda_l, lambda_p.
     accuracy_floor: the least peak accuracy (fraction, on the optimization set) of a feasible candidate;
-    None: no constraint."""
+    reference_correct ``[N]`` (bool) with budget (fraction): the paired constraint against that reference
+    (the original ANN's per-item correctness on the optimization set), at two-sided ``confidence``;
+    None: no constraint of that form."""
 
     simulator: Simulator
     space: ScaleSpace
@@ -70,12 +79,20 @@ class AnytimeObjective:
     lambda_l: float = 1.0
     lambda_p: float = 1.0
     accuracy_floor: float | None = None
+    reference_correct: np.ndarray | None = None
+    budget: float | None = None
+    confidence: float = CONFIDENCE
 
     def measure(self, x: np.ndarray) -> Measurement:
         """Simulates the candidate ``x`` on the optimization set."""
-        accuracy, events = self.simulator.curves(self.space.apply(self.network, x))
+        correct, events = self.simulator.item_curves(self.space.apply(self.network, x))
+        accuracy = correct.mean(0, dtype=np.float64)
+        paired = None
+        if self.reference_correct is not None:
+            peak = int(accuracy.argmax())  # the first step of the peak accuracy
+            paired = compare_paired(correct[:, peak], self.reference_correct, self.budget, self.confidence).as_dict()
         return Measurement(float(accuracy.max()), pareto_latency(accuracy, self.ann_accuracy),
-                           pareto_power(accuracy, self.ann_accuracy, events))
+                           pareto_power(accuracy, self.ann_accuracy, events), paired)
 
     def l_snn(self, m: Measurement) -> float:
         """lambda_e (1 - peak accuracy) + lambda_l P_l + lambda_p P_p."""
@@ -83,10 +100,14 @@ class AnytimeObjective:
             + self.lambda_p * m.pareto_power
 
     def shortfall(self, m: Measurement) -> float:
-        """How far the peak accuracy lies below the floor (fraction); 0 when feasible."""
-        if self.accuracy_floor is None or m.peak_accuracy >= self.accuracy_floor - _TOLERANCE:
-            return 0.0
-        return self.accuracy_floor - m.peak_accuracy
+        """How far the candidate lies outside the constraints (fraction): the peak accuracy below the floor,
+        plus the paired interval's upper end below -budget; 0 when feasible."""
+        short = 0.0
+        if self.accuracy_floor is not None and m.peak_accuracy < self.accuracy_floor - _TOLERANCE:
+            short += self.accuracy_floor - m.peak_accuracy
+        if m.paired is not None and not m.paired["within_budget"]:
+            short += -m.paired["budget"] - m.paired["upper"]
+        return short
 
     def feasible(self, m: Measurement) -> bool:
         return self.shortfall(m) == 0.0

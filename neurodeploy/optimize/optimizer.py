@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.ir.network import Network
+from neurodeploy.optimize.budget import CONFIDENCE
 from neurodeploy.optimize.methods import coarse_to_fine, subplex
 from neurodeploy.optimize.objective import AnytimeObjective, Measurement, Simulator
 from neurodeploy.optimize.parameters import ScaleSpace
@@ -43,7 +44,11 @@ class OptimizeConfig:
     groups, evals_per_dimension: the stages of coarse_to_fine (channel groups per population; None =
     every channel) and the evaluations each stage may spend per searched dimension.
     accuracy_floor: least peak accuracy (fraction, on the optimization set) of a feasible point, a hard
-    constraint (:mod:`neurodeploy.optimize.objective`); None: accuracy only weighs through lambda_e.
+    constraint (:mod:`neurodeploy.optimize.objective`); None: no floor.
+    accuracy_budget, confidence: the paired constraint against the reference given to
+    :func:`optimize_scales` (a point is infeasible when its paired interval at the peak step, two-sided
+    level ``confidence``, lies wholly below -accuracy_budget; fraction); None: no budget. With neither,
+    accuracy only weighs through lambda_e.
     """
 
     method: str = "coarse_to_fine"
@@ -56,6 +61,8 @@ class OptimizeConfig:
     groups: tuple[int | None, ...] = (1, 4, 16)
     evals_per_dimension: tuple[int, ...] = (25, 10, 6)
     accuracy_floor: float | None = None
+    accuracy_budget: float | None = None
+    confidence: float = CONFIDENCE
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +75,8 @@ class OptimizeConfig:
             raise NeurodeployError("groups and evals_per_dimension need one entry per stage")
         if self.accuracy_floor is not None and not 0.0 <= self.accuracy_floor <= 1.0:
             raise NeurodeployError(f"accuracy_floor must lie in [0, 1], got {self.accuracy_floor}")
+        if self.accuracy_budget is not None and not 0.0 <= self.accuracy_budget <= 1.0:
+            raise NeurodeployError(f"accuracy_budget must lie in [0, 1], got {self.accuracy_budget}")
 
 
 @dataclass
@@ -75,7 +84,7 @@ class OptimizeResult:
     """x: best parameter vector; start / best: their measurements on the optimization set;
     start_loss / best_loss: their losses (L_SNN plus any penalty below the accuracy floor);
     losses: the loss of every evaluation in order; evaluations: how many; replayed: how many came from
-    the log; wall_time_s: this call's wall time; accuracy_floor: the constraint (None: none);
+    the log; wall_time_s: this call's wall time; accuracy_floor, accuracy_budget: the constraints (None: none);
     start_feasible / feasible: whether H0 and the best point meet it."""
 
     x: np.ndarray
@@ -89,6 +98,7 @@ class OptimizeResult:
     losses: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
     accuracy_floor: float | None = None
+    accuracy_budget: float | None = None
     start_feasible: bool = True
     feasible: bool = True
 
@@ -96,13 +106,15 @@ class OptimizeResult:
         return {"start": self.start.as_dict(), "best": self.best.as_dict(), "start_loss": self.start_loss,
                 "best_loss": self.best_loss, "lambdas": self.lambdas, "evaluations": self.evaluations,
                 "replayed": self.replayed, "wall_time_s": self.wall_time_s, "accuracy_floor": self.accuracy_floor,
-                "start_feasible": self.start_feasible, "feasible": self.feasible,
+                "accuracy_budget": self.accuracy_budget, "start_feasible": self.start_feasible,
+                "feasible": self.feasible,
                 "scale_factor_range": [float(np.exp(self.x.min())), float(np.exp(self.x.max()))]}
 
 
 def search_fingerprint(network: Network, images: torch.Tensor, labels: torch.Tensor, ann_accuracy: float,
-                       space: ScaleSpace, config: OptimizeConfig) -> str:
-    """Hash of everything a search's path depends on: network parameters, data, a*, space and settings."""
+                       space: ScaleSpace, config: OptimizeConfig, reference_correct: np.ndarray | None = None) -> str:
+    """Hash of everything a search's path depends on: network parameters, data, a*, the budget's reference,
+    space and settings."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"config": asdict(config), "space": asdict(space), "ann": ann_accuracy},
                              sort_keys=True, default=str).encode())
@@ -117,6 +129,8 @@ def search_fingerprint(network: Network, images: torch.Tensor, labels: torch.Ten
                 digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(images.contiguous().numpy().tobytes())
     digest.update(labels.contiguous().numpy().tobytes())
+    if reference_correct is not None:
+        digest.update(np.asarray(reference_correct, bool).tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -150,8 +164,8 @@ class _Search:
 
 def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor, labels: torch.Tensor,
                     ann_accuracy: float, config: OptimizeConfig | None = None, log_path: str | Path | None = None,
-                    progress: bool = True,
-                    on_evaluation: Callable[[int], None] | None = None) -> tuple[Network, OptimizeResult]:
+                    progress: bool = True, on_evaluation: Callable[[int], None] | None = None,
+                    reference_correct: np.ndarray | None = None) -> tuple[Network, OptimizeResult]:
     """Searches scale factors of ``network`` (as converted: H0) that minimize L_SNN on the optimization
     set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set,
     keeping the peak accuracy at or above ``config.accuracy_floor`` when one is given.
@@ -161,14 +175,25 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
     the replay log.
     log_path: the replay log (JSON lines); an existing log of the same search resumes it.
     on_evaluation: called with the evaluation count after each evaluation (progress hooks, tests).
+    reference_correct: ``[N]`` bool, the reference's per-item correctness on the set (the original ANN's),
+    which ``config.accuracy_budget`` compares every point with; needed when a budget is set.
     Returns the optimized network and the :class:`OptimizeResult`.
     """
     config = config or OptimizeConfig()
     start_time = time.perf_counter()
     space = ScaleSpace.of(network, v_init=config.v_init)
+    if (config.accuracy_budget is None) != (reference_correct is None):
+        raise NeurodeployError("an accuracy budget needs the reference's per-item correctness, and only it")
+    if reference_correct is not None:
+        reference_correct = np.asarray(reference_correct, bool)
+        if reference_correct.shape != (int(labels.shape[0]),):
+            raise NeurodeployError(f"reference_correct has shape {reference_correct.shape}, the set has "
+                                   f"{int(labels.shape[0])} items")
     objective = AnytimeObjective(simulator, space, network, ann_accuracy, config.lambda_e,
-                                 accuracy_floor=config.accuracy_floor)
-    log = ReplayLog(log_path, search_fingerprint(network, images, labels, ann_accuracy, space, config))
+                                 accuracy_floor=config.accuracy_floor, reference_correct=reference_correct,
+                                 budget=config.accuracy_budget, confidence=config.confidence)
+    log = ReplayLog(log_path, search_fingerprint(network, images, labels, ann_accuracy, space, config,
+                                                 reference_correct))
     replayed = len(log.records)
     x0 = space.start(network)
     lower, upper = space.bounds(config.max_factor)
@@ -191,6 +216,7 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
         lambdas={"lambda_e": objective.lambda_e, "lambda_l": objective.lambda_l, "lambda_p": objective.lambda_p},
         evaluations=len(search.losses), replayed=min(replayed, len(search.losses)), losses=search.losses,
         wall_time_s=time.perf_counter() - start_time, accuracy_floor=config.accuracy_floor,
+        accuracy_budget=config.accuracy_budget,
         start_feasible=objective.feasible(start), feasible=objective.feasible(search.best))
     optimized = space.apply(network, result.x)
     optimized.metadata = {**network.metadata, "scale_optimization": {

@@ -10,8 +10,9 @@ shifts each batch-normalized pre-activation below zero, so fewer ReLUs fire. Aft
 with |w| below a threshold are set to zero.
 
 How strong to make the penalties depends on the data: :func:`budgeted_sparsity` chooses the strength
-itself, searching the penalty scale and the pruning threshold for the sparsest model whose accuracy on
-the validation part of the training split stays within an accuracy budget of the original model's.
+itself, searching the penalty scale and the pruning threshold for the sparsest model that the paired
+comparison with the original on the validation part of the training split
+(:mod:`neurodeploy.optimize.budget`) does not show to lose more than an accuracy budget.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -27,7 +29,8 @@ from tqdm.auto import tqdm
 
 from neurodeploy.data.datasets import Split
 from neurodeploy.evaluate.metrics import combined_sparsity
-from neurodeploy.train.trainer import evaluate_accuracy, split_validation, train_epoch
+from neurodeploy.optimize.budget import CONFIDENCE, compare_paired
+from neurodeploy.train.trainer import split_validation, train_epoch
 
 
 @dataclass
@@ -92,9 +95,10 @@ def prune(model: nn.Module, threshold: float) -> float:
     return weight_sparsity(model)
 
 
-def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
-    """S_a: fraction of ReLU outputs that are exactly zero on ``images``."""
-    counts, handles = [0, 0], []
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, float]:
+    """One forward pass over ``images``: the predicted classes ``[N]`` and S_a, the fraction of ReLU
+    outputs that are exactly zero."""
+    counts, handles, predictions = [0, 0], [], []
 
     def record(module, inputs, output):
         counts[0] += int((output == 0).sum())
@@ -104,12 +108,19 @@ def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
         if isinstance(module, nn.ReLU):
             handles.append(module.register_forward_hook(record))
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), 1000):
-            model(images[start:start + 1000])
-    for handle in handles:
-        handle.remove()
-    return counts[0] / max(counts[1], 1)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                predictions.append(model(images[start:start + batch_size]).argmax(1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)), counts[0] / max(counts[1], 1)
+
+
+def activation_sparsity(model: nn.Module, images: torch.Tensor) -> float:
+    """S_a: fraction of ReLU outputs that are exactly zero on ``images``."""
+    return _predict(model, images)[1]
 
 
 #: fraction of the training split held out for validation (the same part training keeps for choosing its
@@ -132,18 +143,31 @@ class SparsityConfig:
     batch_size: int = 64
     momentum: float = 0.9
     seed: int = 0
+    max_items: int | None = None
+
+
+def correct_flags(model: nn.Module, split: Split) -> torch.Tensor:
+    """``[len(split)]`` bool: whether ``model`` classifies each item of ``split`` right."""
+    return _predict(model, split.images)[0] == split.labels
 
 
 def validation_report(model: nn.Module, val: Split) -> dict:
     """Accuracy (fraction), correctly classified items, S_a, S_w and S_c of ``model`` on ``val``."""
-    accuracy = evaluate_accuracy(model, val)
-    s_a, s_w = activation_sparsity(model, val.images), weight_sparsity(model)
-    return {"accuracy": accuracy, "correct": round(accuracy * len(val)), "activation_sparsity": s_a,
-            "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}
+    return _measure(model, val)[0]
+
+
+def _measure(model: nn.Module, val: Split) -> tuple[dict, torch.Tensor]:
+    """:func:`validation_report` and the per-item correctness ``[len(val)]`` it counted."""
+    predictions, s_a = _predict(model, val.images)
+    flags = predictions == val.labels
+    correct, s_w = int(flags.sum()), weight_sparsity(model)
+    return {"accuracy": correct / max(len(val), 1), "correct": correct, "activation_sparsity": s_a,
+            "weight_sparsity": s_w, "combined_sparsity": combined_sparsity(s_a, s_w)}, flags
 
 
 def _finetune(model: nn.Module, fit: Split, config: SparsityConfig, progress: bool) -> None:
-    """Fine-tunes ``model`` in place with the penalties of ``config`` (no pruning)."""
+    """Fine-tunes ``model`` in place with the penalties of ``config`` (no pruning). With
+    ``config.max_items`` each epoch is one pass over that many items drawn afresh from ``fit``."""
     sizes = measure_sizes(model, fit.images[:1])
     optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
@@ -154,7 +178,11 @@ def _finetune(model: nn.Module, fit: Split, config: SparsityConfig, progress: bo
     for epoch in tqdm(range(config.epochs), desc="sparsity fine-tuning", disable=not progress, leave=False):
         for group in optimizer.param_groups:
             group["lr"] = 5e-3 if epoch < (config.epochs + 1) // 2 else 1e-3
-        train_epoch(model, fit, optimizer, config.batch_size, generator, penalty=penalty)
+        part = fit
+        if config.max_items is not None and config.max_items < len(fit):
+            index = torch.randperm(len(fit), generator=generator)[:config.max_items]
+            part = Split(fit.images[index], fit.labels[index])
+        train_epoch(model, part, optimizer, config.batch_size, generator, penalty=penalty)
     model.eval()
 
 
@@ -175,43 +203,59 @@ DEFAULT_LAMBDAS = (SparsityConfig.lambda_a, SparsityConfig.lambda_w)
 PRUNE_THRESHOLDS = (0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 
 
-def items_within(budget: float, items: int) -> int:
-    """How many of ``items`` items an accuracy budget (fraction) lets a model lose: floor(budget * items),
-    counted in whole items because a float comparison of accuracies could let one item more through (the
-    1e-9 absorbs the float error of products such as 0.005 * 2000)."""
-    return math.floor(budget * items + 1e-9)
+class CandidateStore(Protocol):
+    """Where phase 1 keeps each finished fine-tuning, so that a search killed part-way and run again loads
+    the finished candidates instead of training them again (``neurodeploy.jobs.optimize`` keeps them beside
+    the model cache's file of the phase-1 model)."""
+
+    def load(self, name: str) -> dict[str, torch.Tensor] | None:
+        """The state dict saved under ``name``, or None."""
+        ...
+
+    def save(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        ...
 
 
 @dataclass(frozen=True)
 class BudgetedSparsity:
-    """Phase 1 that chooses its own strength: the sparsest model whose validation accuracy stays within
-    ``budget`` of the original's.
+    """Phase 1 that chooses its own strength: the sparsest model not shown to lose more than ``budget``
+    of validation accuracy against the original (the paired rule of :mod:`neurodeploy.optimize.budget`).
 
     budget: validation accuracy the fine-tuned, pruned model may lose against the original, as a fraction
-    (0.005 = 0.5 percentage points); counted in whole items of the validation part.
+    (0.005 = 0.5 percentage points); confidence: the paired interval's two-sided level.
     lambda_a, lambda_w: fixed penalty weights (None and None: searched along ``scale * DEFAULT_LAMBDAS``;
-    one given: the other keeps its default and nothing is searched).
+    one given: the other keeps its default and nothing is searched; that one fine-tuning runs
+    ``given_epochs`` epochs from the original, the paper's schedule).
     prune_threshold: fixed pruning threshold (None: each candidate tries every one of ``PRUNE_THRESHOLDS``).
-    first_scale, step, min_scale, max_scale, resolution, max_trials: the scale search. It starts at
-    ``first_scale`` (the defaults 10 / 50), multiplies by ``step`` while the model stays within the budget
-    and divides by it while it does not, then bisects (geometrically) the bracket between the largest
-    scale inside and the smallest outside until their ratio is at most ``resolution``; at most
-    ``max_trials`` fine-tunings. Scale 0 (the original model, pruned only) is always a candidate, so a
-    search over both the penalty and the threshold (threshold 0 among them) always ends inside the budget.
-    epochs, batch_size, momentum, seed: every fine-tuning's, as :class:`SparsityConfig`.
+    first_scale, step, min_scale, max_scale, resolution, max_trials: the scale search
+    (:func:`scale_schedule`): a continuation upwards from ``first_scale`` by factors of ``step``, each
+    candidate fine-tuned from the previous one's weights, then geometric bisection of the bracket to a
+    ratio of ``resolution``; downwards from the original when ``first_scale`` is already outside; at
+    most ``max_trials`` fine-tunings. Scale 0 (the original model, pruned only) is always a candidate.
+    epochs, passes, max_items: each searched candidate's fine-tuning: ``epochs`` rounds (the first half of
+    them at learning rate 5e-3, the rest at 1e-3), each over ``passes / epochs`` of the fit part, at most
+    ``max_items`` items, drawn afresh each round; by default one pass over the fit part in all, in two
+    halves. The continuation gives a candidate the training of those before it, so one pass each is
+    enough (phase 1 then costs at most ``max_trials`` passes; the search of fixed 6-epoch fine-tunings
+    from the original cost at least 24).
+    batch_size, momentum, seed: as :class:`SparsityConfig`.
     """
 
     budget: float = 0.005
+    confidence: float = CONFIDENCE
     lambda_a: float | None = None
     lambda_w: float | None = None
     prune_threshold: float | None = None
     first_scale: float = 1.0
-    step: float = 4.0
-    min_scale: float = 1.0 / 64
+    step: float = 2.0
+    min_scale: float = 1.0 / 16
     max_scale: float = 64.0
     resolution: float = 1.5
-    max_trials: int = 6
-    epochs: int = 6
+    max_trials: int = 5
+    epochs: int = 2
+    passes: float = 1.0
+    max_items: int | None = 15_000
+    given_epochs: int = 6
     batch_size: int = 64
     momentum: float = 0.9
     seed: int = 0
@@ -226,11 +270,13 @@ class BudgetedSparsity:
         if scale is None:
             lambda_a = DEFAULT_LAMBDAS[0] if self.lambda_a is None else self.lambda_a
             lambda_w = DEFAULT_LAMBDAS[1] if self.lambda_w is None else self.lambda_w
+            epochs, max_items = self.given_epochs, None
         else:
             lambda_a, lambda_w = scale * DEFAULT_LAMBDAS[0], scale * DEFAULT_LAMBDAS[1]
-        return SparsityConfig(epochs=self.epochs, lambda_a=lambda_a, lambda_w=lambda_w,
+            epochs, max_items = self.epochs, self.max_items
+        return SparsityConfig(epochs=epochs, lambda_a=lambda_a, lambda_w=lambda_w,
                               prune_threshold=self.prune_threshold or 0.0, batch_size=self.batch_size,
-                              momentum=self.momentum, seed=self.seed)
+                              momentum=self.momentum, seed=self.seed, max_items=max_items)
 
 
 @dataclass
@@ -252,65 +298,129 @@ class _Best:
             self.model, self.entry = model, entry
 
 
-def scale_schedule(search: BudgetedSparsity, within_budget: Callable[[float], bool]) -> list[float]:
-    """The penalty scales the search tries, in order; ``within_budget(scale)`` measures one (a fine-tuning)
-    and says whether it is inside the budget. Steps up or down by ``search.step`` until the budget is
-    bracketed (or ``min_scale`` / ``max_scale`` is passed), then bisects the bracket geometrically until
-    its ends are at most ``search.resolution`` apart; at most ``search.max_trials`` scales."""
-    tried, inside, outside, scale = [], 0.0, math.inf, search.first_scale
-    while len(tried) < search.max_trials:
-        tried.append(scale)
-        if within_budget(scale):
-            inside = scale
-        else:
+#: one step of the search: (penalty scale, the scale whose fine-tuned weights it starts from; None: the
+#: original model)
+Step = tuple[float, float | None]
+
+
+def scale_schedule(search: BudgetedSparsity, within_budget: Callable[[float, float | None], bool]) -> list[Step]:
+    """The fine-tunings the search runs, in order; ``within_budget(scale, start)`` fine-tunes one (from the
+    weights of the candidate at scale ``start``, or the original when None) and says whether it is inside
+    the budget.
+
+    Upwards: ``first_scale``, then ``step`` times the last, each from the previous candidate (a
+    continuation: a stronger penalty starts where the weaker one ended), until one is outside or
+    ``max_scale`` is passed. Downwards, only when ``first_scale`` is outside: ``1 / step`` times the last,
+    each from the original, until one is inside or ``min_scale`` is passed. Then the bracket (largest
+    inside, smallest outside) is bisected geometrically, each midpoint from the largest inside, until its
+    ends are at most ``resolution`` apart. At most ``max_trials`` fine-tunings."""
+    tried: list[Step] = []
+
+    def attempt(scale: float, start: float | None) -> bool | None:
+        if len(tried) >= search.max_trials:
+            return None
+        tried.append((scale, start))
+        return within_budget(scale, start)
+
+    inside, outside = None, None
+    scale, start = search.first_scale, None
+    while scale <= search.max_scale:
+        result = attempt(scale, start)
+        if result is None:
+            return tried
+        if not result:
             outside = scale
-        if inside > 0 and outside < math.inf:
-            if outside / inside <= search.resolution:
+            break
+        inside, scale, start = scale, scale * search.step, scale
+    if inside is None:
+        scale = search.first_scale / search.step
+        while scale >= search.min_scale:
+            result = attempt(scale, None)
+            if result is None:
+                return tried
+            if result:
+                inside = scale
                 break
-            scale = math.sqrt(inside * outside)
-        else:
-            scale = scale * search.step if outside == math.inf else scale / search.step
-            if not search.min_scale <= scale <= search.max_scale:
-                break
+            outside, scale = scale, scale / search.step
+    while inside is not None and outside is not None and outside / inside > search.resolution:
+        middle = math.sqrt(inside * outside)
+        result = attempt(middle, inside)
+        if result is None:
+            break
+        inside, outside = (middle, outside) if result else (inside, middle)
     return tried
 
 
+def _candidate_name(index: int, scale: float | None, start: float | None) -> str:
+    """The store's name of one fine-tuning: its place in the search, its scale and where it started."""
+    return f"{index}-scale-{'given' if scale is None else f'{scale:.6g}'}-from-" \
+           f"{'original' if start is None else f'{start:.6g}'}"
+
+
 def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, progress: bool = True,
-                      on_trial: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
+                      on_trial: Callable[[dict], None] | None = None,
+                      store: CandidateStore | None = None) -> tuple[nn.Module, dict]:
     """Phase 1 under the accuracy budget of ``search``; ``model`` is left untouched.
 
     Every candidate (a fine-tuning at one penalty scale, or the original model at scale 0) is pruned at
-    each threshold tried and measured on the validation part of ``train`` (never the test split); the
-    sparsest (largest S_c) inside the budget is returned. With fixed lambdas nothing may be inside the
-    budget: then the most accurate candidate is returned and the record says ``within_budget`` False.
-    ``on_trial`` is called with each candidate's row of the record (progress lines).
+    each threshold tried, in ascending order up to the first one outside the budget, and compared with
+    the original, item by item, on the validation part of ``train`` (never the test split; the part the
+    original's training held out, all of it): the paired rule
+    (:func:`neurodeploy.optimize.budget.compare_paired`) says whether it is inside the budget, and the
+    sparsest (largest S_c) inside is returned. With fixed lambdas nothing may be inside the budget: then
+    the most accurate candidate is returned and the record says ``within_budget`` False. ``on_trial`` is
+    called with each candidate's row of the record (progress lines) once it is finished (and stored in
+    ``store``, when given, which also answers the fine-tunings a previous, interrupted search finished).
 
     Returns the chosen model (a new module) and the record: ``before`` / ``after`` (validation accuracy,
     correct items, S_a, S_w, S_c), ``config`` (the chosen lambdas and threshold), ``scale`` (None when the
-    lambdas were given), ``budget``, ``accuracy_floor`` (the least validation accuracy inside it),
-    ``validation_items``, ``within_budget``, ``searched`` and ``trials`` (one row per candidate: its
-    preferred threshold).
+    lambdas were given), ``budget``, ``confidence``, ``paired`` (the chosen candidate's paired comparison:
+    gained / lost items, the interval of the difference), ``validation_items``, ``within_budget``,
+    ``searched`` and ``trials`` (one row per candidate, its preferred threshold, each with its ``paired``
+    comparison, ``warm_start`` (the scale it was fine-tuned from; None: the original) and ``cached``).
     """
     fit, val = split_validation(train, VALIDATION_FRACTION, search.seed)
-    before = validation_report(model, val)
-    floor_correct = before["correct"] - items_within(search.budget, len(val))
+    before, original_flags = _measure(model, val)
+    original_flags = original_flags.numpy()
     thresholds = PRUNE_THRESHOLDS if search.prune_threshold is None else (search.prune_threshold,)
-    best, trials = _Best(), []
+    best, trials, tuned_states = _Best(), [], {}
+    per_round = math.ceil(search.passes * len(fit) / search.epochs)
+    if search.max_items is not None:
+        per_round = min(per_round, search.max_items)
 
-    def candidate(scale: float | None) -> bool:
-        """Measures one candidate at every threshold; True when one of them is inside the budget."""
+    def candidate(scale: float | None, start: float | None) -> bool:
+        """Fine-tunes (or loads) and measures one candidate at every threshold; True when one of them is
+        inside the budget."""
         config = search.config(scale)
+        if scale is not None:
+            config = replace(config, max_items=per_round)
         tuned = copy.deepcopy(model)
+        name = _candidate_name(len(trials), scale, start)
+        cached = False
         if scale != 0.0:
-            _finetune(tuned, fit, config, progress)
+            state = store.load(name) if store is not None else None
+            if state is not None:
+                tuned.load_state_dict(state)
+                cached = True
+            else:
+                if start is not None:
+                    tuned.load_state_dict(tuned_states[start])
+                _finetune(tuned, fit, config, progress)
+                if store is not None:
+                    store.save(name, tuned.state_dict())
+            tuned_states[scale] = copy.deepcopy(tuned.state_dict())
         own = _Best()
-        for threshold in thresholds:
+        for threshold in thresholds:  # ascending: past the first outside, more pruning only loses more
             pruned = copy.deepcopy(tuned)
             prune(pruned, threshold)
-            report = validation_report(pruned, val)
+            report, flags = _measure(pruned, val)
+            paired = compare_paired(flags.numpy(), original_flags, search.budget, search.confidence)
             entry = {"scale": scale, "lambda_a": config.lambda_a, "lambda_w": config.lambda_w,
-                     "prune_threshold": threshold, **report, "within_budget": report["correct"] >= floor_correct}
+                     "prune_threshold": threshold, **report, "paired": paired.as_dict(),
+                     "within_budget": paired.within_budget, "warm_start": start, "cached": cached}
             own.offer(pruned, entry)
+            if not paired.within_budget:
+                break
         trials.append(own.entry)
         best.offer(own.model, own.entry)
         if on_trial is not None:
@@ -318,17 +428,20 @@ def budgeted_sparsity(model: nn.Module, train: Split, search: BudgetedSparsity, 
         return own.entry["within_budget"]
 
     if not search.searches_penalty:
-        candidate(None)
+        candidate(None, None)
     else:
-        candidate(0.0)
+        candidate(0.0, None)
         scale_schedule(search, candidate)
     chosen = best.entry
     config = replace(search.config(chosen["scale"]), prune_threshold=chosen["prune_threshold"])
+    if chosen["scale"] is not None:
+        config = replace(config, max_items=per_round)
     after = {key: chosen[key] for key in before}  # the chosen candidate's validation report, measured above
-    record = {"before": before, "after": after, "config": asdict(config),
-              "scale": chosen["scale"], "budget": search.budget, "accuracy_floor": floor_correct / len(val),
+    record = {"before": before, "after": after, "config": asdict(config), "scale": chosen["scale"],
+              "budget": search.budget, "confidence": search.confidence, "paired": chosen["paired"],
               "validation_items": len(val), "within_budget": chosen["within_budget"],
               "searched": {"penalty": search.searches_penalty, "prune_threshold": search.prune_threshold is None},
-              "trials": trials}
+              "fine_tunings": sum(t["scale"] != 0.0 for t in trials),
+              "fine_tunings_loaded": sum(t["cached"] for t in trials), "trials": trials}
     best.model.eval()
     return best.model, record
