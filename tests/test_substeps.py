@@ -154,3 +154,38 @@ def test_a_substepped_network_maps_on_a_virtual_board(tmp_path, connectors):
     for name, shifts in report["ring_buffer_shifts"].items():
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
     assert backend.predictor()[1]["substeps"] == 4
+
+
+def test_the_board_input_and_the_profile_input_are_the_same_ticks():
+    """The PyNN runner's IF spike source (``if_spike_steps`` with K ticks) plays exactly the input spikes the gpu
+    profile simulates in its ticks, counted per IR step."""
+    from neurodeploy.backends.pynn.runner import if_spike_steps
+
+    x = torch.tensor([[0.375, 0.75, 1.0, 0.0625]])  # exact in binary: per tick of 4, 40 ticks: 3, 7, 10, 0 spikes
+    net = Network()
+    net.add_population(Population("input", (4,), "input"))
+    net.add_population(Population("hidden", (4,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (4,), "output", NeuronSpec()))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "output", [Dense(np.eye(4, dtype=np.float32))])
+    net.validate()
+    for k in (1, 4):
+        _, tick = if_spike_steps(x[0].numpy(), 10, k)
+        profile = simulate(net, x, 10, profile="spinnaker", encoding="if", substeps=k, v_reset="zero")
+        np.testing.assert_array_equal(np.bincount((tick - 1) // k, minlength=10), profile.spike_counts[0, :, 0])
+    np.testing.assert_array_equal(np.bincount(if_spike_steps(x[0].numpy(), 10, 4)[0], minlength=4), [3, 7, 10, 0])
+
+
+@pytest.mark.parametrize("connectors, cell", [("fromlist", "delta"), ("local", "exp")])
+def test_the_board_and_the_profile_take_the_same_tick_constants(connectors, cell):
+    from neurodeploy.backends import get_backend
+    from neurodeploy.backends.gpu.compiled import compile_network
+    from neurodeploy.backends.gpu.spinnaker_profile import apply_spinnaker_arithmetic
+
+    board = get_backend("spinnaker", connectors=connectors, substeps=4)
+    net = constant_current_network([0.3])
+    report = apply_spinnaker_arithmetic(compile_network(net, torch.device("cpu"), torch.float32, delay=1), net,
+                                        "analog", torch.device("cpu"), cell=cell, substeps=4)
+    assert board.cell.dt == report["cell"]["machine_time_step_ms"] == 0.25
+    assert (board.cell.tau_m, board.cell.cm, board.cell.decay) == tuple(report["cell"][key]
+                                                                         for key in ("tau_m", "cm", "decay"))
