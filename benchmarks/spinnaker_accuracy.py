@@ -6,7 +6,10 @@ the run's warning compares with). The model is converted once per fan-in setting
 set once per K and mode, instead of once per run as ``neurodeploy run`` does.
 
     python benchmarks/spinnaker_accuracy.py (MODEL_FILE | --arch ARCH [--epochs N]) [--samples 300] [-T 100]
-        [--substeps 1,2,4] [--modes calibrated,refined] [--out FILE.json]
+        [--substeps 1,2,4] [--modes calibrated,refined] [--profiles spinnaker,spinnaker_exp] [--no-plain]
+        [--out FILE.json]
+
+Each finished entry is printed as one JSON line as it comes (runs take minutes on a loaded CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
 
 
 def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, substeps: list[int],
-            modes: list[str]) -> dict:
+            modes: list[str], profiles: list[str], plain_profiles: bool = True) -> dict:
     dataset = load_dataset()
     config = JobConfig(model=model, run=RunSettings(T=T, samples=samples, progress=False),
                        cache_dir=cache_dir, results_dir="/tmp")
@@ -38,16 +41,20 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                   "items": samples, "T": T}
     plain = prepare_network(config, dataset, [], Path("/tmp"), silent)
     rows["ann_accuracy"] = plain.ann_accuracy
-    for profile in ("ideal", "pynn"):
+    _show(rows, "ann_accuracy")
+    for profile in ("ideal", "pynn") if plain_profiles else ():
         rows[profile] = final_accuracy(get_backend("gpu", profile=profile).run(
             plain.network, plain.test.images, plain.test.labels, options))
-    for profile, cell in CELLS.items():
+        _show(rows, profile)
+    for profile in profiles:
+        cell = CELLS[profile]
         prepared = prepare_network(config, dataset, [get_backend("gpu", profile=profile, v_reset="zero")],
                                    Path("/tmp"), silent)
         network, test = prepared.network, prepared.test
         calibration = prepared.input_transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
-        entry = {"pynn_same_network": final_accuracy(get_backend("gpu", profile="pynn").run(
+        entry = rows[profile] = {"pynn_same_network": final_accuracy(get_backend("gpu", profile="pynn").run(
             network, test.images, test.labels, options))}
+        _show(entry, "pynn_same_network", profile)
         for k in substeps:
             annotate_summed_weights(network, calibration.numpy(), "analog", substeps=k)
             backend = get_backend("gpu", profile=profile, substeps=k)
@@ -58,8 +65,13 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                 start = time.perf_counter()
                 entry[f"k{k}_{mode}"] = final_accuracy(backend.run(network, test.images, test.labels, options))
                 entry[f"k{k}_{mode}_run_s"] = round(time.perf_counter() - start, 2)
-        rows[profile] = entry
+                _show(entry, f"k{k}_{mode}", profile)
     return rows
+
+
+def _show(entry: dict, key: str, profile: str = "") -> None:
+    print(json.dumps({"profile": profile, key: entry[key], **{k: v for k, v in entry.items()
+                                                             if k.startswith(key + "_")}}), flush=True)
 
 
 def main() -> None:
@@ -71,12 +83,14 @@ def main() -> None:
     parser.add_argument("-T", type=int, default=100)
     parser.add_argument("--substeps", default="1,2,4")
     parser.add_argument("--modes", default="calibrated")
+    parser.add_argument("--profiles", default="spinnaker,spinnaker_exp")
+    parser.add_argument("--no-plain", action="store_true", help="skip the ideal and pynn runs without fan-in pass")
     parser.add_argument("--cache-dir")
     parser.add_argument("--out")
     args = parser.parse_args()
     model = ModelSettings(model=args.model, arch=args.arch, epochs=args.epochs)
     rows = measure(model, args.samples, args.T, args.cache_dir, [int(k) for k in args.substeps.split(",")],
-                   args.modes.split(","))
+                   args.modes.split(","), args.profiles.split(","), not args.no_plain)
     text = json.dumps(rows, indent=1)
     if args.out:
         Path(args.out).write_text(text)

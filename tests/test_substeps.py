@@ -154,6 +154,15 @@ def test_a_substepped_network_maps_on_a_virtual_board(tmp_path, connectors):
     for name, shifts in report["ring_buffer_shifts"].items():
         assert shifts == [ring_buffer_shift(w) for w in report["max_expected_summed_weight"][name]], name
     assert backend.predictor()[1]["substeps"] == 4
+    if connectors == "fromlist":  # the item loop too: spikes set in ticks, runs of K T + 1 ticks, reset
+        from neurodeploy.backends import RunOptions
+        from neurodeploy.backends.pynn.runner import if_spike_steps
+
+        result = backend.run(network, x[:2], torch.zeros(2, dtype=torch.long), RunOptions(T=3, progress=False))
+        assert result.metadata["virtual"] and result.metadata["substeps"] == 4
+        for item in range(2):
+            _, tick = if_spike_steps(x[item].numpy(), 3, 4)
+            np.testing.assert_array_equal(result.spike_counts[item, :, 0], np.bincount((tick - 1) // 4, minlength=3))
 
 
 def test_the_board_input_and_the_profile_input_are_the_same_ticks():
