@@ -27,10 +27,12 @@ Sub-stepping (``substeps`` k > 1, :data:`SUBSTEPS_OPTION`; ``neurodeploy.targets
 ``machine_time_step`` is 1/k ms, so the profile simulates k ticks per IR step (:func:`simulate_substeps`): the
 cell's constants are those of dt = 1/k ms, biases and the analog input's current enter as 1/k of themselves per tick
 (then rounded to S16.15), a spiking input is encoded from ``x / k`` per tick (what the board's spike source plays),
-weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight and the reset values are
-calibrated on the IR simulated in ticks. A neuron may fire up to k times per IR step; spikes and synaptic events are
-summed over each step's k ticks and the readout is the output membrane after its last tick. The hard reset discards
-at most one tick's input instead of one step's. The board runs k times longer (``time_scale_factor = k``).
+weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight; the reset values stay
+the mean overshoot of the IR in steps (calibrated on the IR in ticks they were measured worse: a wider residual CNN
+at K = 2 fell to 0.53 against 0.78 on 100 test digits, ``docs/semantics.md``, "Sub-stepping"). A neuron may fire
+up to k times per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the
+output membrane after its last tick. The hard reset discards at most one tick's input instead of one step's. The
+board runs k times longer (``time_scale_factor = k``).
 
 Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
 ``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
@@ -287,7 +289,7 @@ def simulate_substeps(compiled: CompiledNetwork, x: torch.Tensor, T: int, encodi
                       seed: int, substeps: int, record_neurons: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``engine.simulate_batch`` of a network whose layers take a tick's share of every current (this profile with
-    ``substeps``, or :func:`_ticks_of` of the IR) for ``T`` IR steps of ``substeps`` ticks each: a spiking input is
+    ``substeps``) for ``T`` IR steps of ``substeps`` ticks each: a spiking input is
     encoded from ``x / substeps`` per tick; the results are per IR step as ``simulate_batch`` returns them (readout
     ``[B, T, C]`` after each step's last tick, counts ``[B, T, P, 2]`` summed over its ticks, ``stop`` all T,
     per-neuron counts over the run). No early exit (a tick's readout is no step's)."""
@@ -299,19 +301,6 @@ def simulate_substeps(compiled: CompiledNetwork, x: torch.Tensor, T: int, encodi
     B = x.shape[0]
     counts = counts.reshape(B, T, substeps, *counts.shape[2:]).sum(2)
     return readout[:, substeps - 1::substeps].contiguous(), counts, torch.full_like(stop, T), neurons
-
-
-def _ticks_of(compiled: CompiledNetwork, substeps: int, encoding: str) -> CompiledNetwork:
-    """The IR's own semantics in ticks of 1/``substeps`` IR step (in place): biases and the analog input's
-    current divided by ``substeps`` (for :func:`simulate_substeps`; a spiking input is scaled there)."""
-    dt = 1.0 / substeps
-    for layer in compiled.layers:
-        layer.bias = _per_tick(layer.bias, dt)
-        if encoding == "analog":
-            for incoming in layer.incoming:
-                if incoming.source == 0:
-                    incoming.fn = _tick_share(incoming.fn, dt)
-    return compiled
 
 
 def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.device) -> None:
@@ -329,16 +318,15 @@ def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.devic
 
 
 def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", device: torch.device | None = None,
-                   T: int = COMPENSATION_STEPS, batch_size: int = 64, substeps: int = 1) -> dict[str, float]:
+                   T: int = COMPENSATION_STEPS, batch_size: int = 64) -> dict[str, float]:
     """``{population: E[o]}``: per population of ``passes.reset_compensation.compensated_populations``, the
     mean over its spikes of the overshoot ``o = v - theta`` the subtract reset keeps (the membrane right
     after the spike, capped at ``theta``: a neuron driven above ``theta`` every step fires every step
     whatever its reset), simulated with the IR's own semantics and one-step delays on items ``x [N, *input]``
-    for ``T`` steps (with ``substeps``: in ``T * substeps`` ticks, each a tick's share of every current, one-tick
-    delays, as the board runs). Populations that never spike are left out."""
+    for ``T`` steps. Populations that never spike are left out."""
     device = device or torch.device("cpu")
     names = compensated_populations(network)
-    compiled = _ticks_of(compile_network(network, device, torch.float32, delay=1), substeps, encoding)
+    compiled = compile_network(network, device, torch.float32, delay=1)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     thresholds = {name: torch.as_tensor(compiled.layers[index[name]].threshold, dtype=torch.float32, device=device)
                   for name in names}
@@ -347,9 +335,8 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     spikes = {name: torch.zeros((), dtype=torch.int64, device=device) for name in names}
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            items = x[start:start + batch_size].to(device, torch.float32)
-            sim = BatchSimulation(compiled, items if encoding == "analog" else items * (1.0 / substeps), encoding, 1, 0)
-            for _ in range(T * substeps):
+            sim = BatchSimulation(compiled, x[start:start + batch_size].to(device, torch.float32), encoding, 1, 0)
+            for _ in range(T):
                 sim.step_chunk(1)
                 for name in names:
                     k = index[name]
@@ -360,16 +347,15 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
 
 
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                          device: torch.device | None = None, substeps: int = 1) -> Network:
+                          device: torch.device | None = None) -> Network:
     """The hard-reset compensation pass (``passes.reset_compensation``) with ``E[o]`` from
-    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items (in ticks with ``substeps``);
-    in place."""
+    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place. The same values serve
+    every number of sub-steps (module docstring)."""
     items = calibration[:COMPENSATION_ITEMS]
-    overshoot = mean_overshoot(network, items, encoding, device, substeps=substeps)
-    ticks = f", {substeps} ticks per step" if substeps > 1 else ""
+    overshoot = mean_overshoot(network, items, encoding, device)
     return annotate_reset_compensation(network, overshoot, (
         f"mean v - theta after a spike (subtract reset, one-step delays), {len(items)} calibration items, "
-        f"{COMPENSATION_STEPS} steps{ticks}, {encoding} input"))
+        f"{COMPENSATION_STEPS} steps, {encoding} input"))
 
 
 def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: str, T: int, names: list[str],
@@ -407,7 +393,7 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     measured and lost accuracy on the test items (``docs/semantics.md``). Needs the ring-buffer annotation first
     (the profile sizes its ring buffers from it). ``substeps``: ticks per IR step of the profile simulated."""
     device = device or torch.device("cpu")
-    compensate_hard_reset(network, calibration, encoding, device, substeps)
+    compensate_hard_reset(network, calibration, encoding, device)
     names = refinable_populations(network)
     if not names:
         return network
@@ -436,10 +422,11 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
                      substeps: int = 1) -> Network:
     """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
     :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
-    "calibrated" :func:`compensate_hard_reset`, both on ``calibration`` with ``encoding`` and ``substeps`` ticks
-    per IR step; "zero" records that no population is compensated (also in an IR that was compensated before)."""
+    "calibrated" :func:`compensate_hard_reset` (the same values for every ``substeps``), both on ``calibration``
+    with ``encoding``; "zero" records that no population is compensated (also in an IR that was compensated
+    before)."""
     if mode == "refined":
         return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
     if mode == "calibrated":
-        return compensate_hard_reset(network, calibration, encoding, device, substeps)
+        return compensate_hard_reset(network, calibration, encoding, device)
     return annotate_reset_compensation(network, {}, "")
