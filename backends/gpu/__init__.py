@@ -31,10 +31,12 @@ from neurodeploy.backends.gpu.engine import batch_part, chunk_steps, simulate_ba
 from neurodeploy.backends.gpu.nest_profile import apply_nest_cell
 from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
+    SUBSTEPS_OPTION,
     V_RESET_OPTION,
     apply_spinnaker_arithmetic,
     cell_parts,
     set_reset_values,
+    simulate_substeps,
 )
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
@@ -92,6 +94,7 @@ class GpuBackend(Backend):
                "local-only weights of the spinnaker backend's --connectors local), nest (pynn with the hard reset "
                "of the nest backend's cell; predicts it)", choices=tuple(PROFILES)),
         V_RESET_OPTION,
+        SUBSTEPS_OPTION,
         Option("precision", "fp32", "fp32, bf16 weights and spikes (membranes stay fp32), or int8: CPU int8 "
                "kernels on 0/1 spikes with each fp32 weight split into int8 parts (currents within fp32 rounding)",
                choices=tuple(PRECISIONS)),
@@ -114,6 +117,9 @@ class GpuBackend(Backend):
         if self.profile == "nest" and self.v_reset == "refined":
             raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
                               "calibrated or zero")
+        if self.substeps != 1 and self.profile not in SPINNAKER_CELLS:
+            raise ConfigError(f"gpu backend: --substeps {self.substeps} applies to the spinnaker profiles "
+                              f"({', '.join(SPINNAKER_CELLS)}), not to --profile {self.profile}")
         try:
             self.device = torch.device(self.device) if self.device else default_device()
         except RuntimeError:
@@ -134,7 +140,8 @@ class GpuBackend(Backend):
 
     def describe(self) -> str:
         reason = " (no CUDA device found)" if self.device.type == "cpu" and not torch.cuda.is_available() else ""
-        return f"gpu[{self.device}{reason}, profile {self.profile}]"
+        ticks = f", {self.substeps} substeps" if self.substeps != 1 else ""
+        return f"gpu[{self.device}{reason}, profile {self.profile}{ticks}]"
 
     def requirements(self) -> Requirements:
         if self.profile in SPINNAKER_CELLS:
@@ -151,9 +158,9 @@ class GpuBackend(Backend):
             set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
-            annotate_summed_weights(network, calibration.numpy(), encoding)
+            annotate_summed_weights(network, calibration.numpy(), encoding, substeps=self.substeps)
             set_reset_values(network, calibration, encoding, self.v_reset, self.device,
-                             SPINNAKER_CELLS[self.profile], self.tau_m)
+                             SPINNAKER_CELLS[self.profile], self.tau_m, self.substeps)
         return network
 
     def accuracy_reference(self) -> tuple[str, dict] | None:
@@ -167,13 +174,20 @@ class GpuBackend(Backend):
         with that part alone."""
         if self.profile not in SPINNAKER_CELLS:
             return {}
-        base = {"profile": self.profile, "device": str(self.device), "precision": self.precision, "tau_m": self.tau_m}
+        base = {"profile": self.profile, "device": str(self.device), "precision": self.precision, "tau_m": self.tau_m,
+                "substeps": self.substeps}
         return {part: ("gpu", {**base, "spinnaker_parts": (part,)})
                 for part in cell_parts(SPINNAKER_CELLS[self.profile])}
 
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
+        if self.substeps != 1 and options.exit_policy is not None:
+            raise BackendError(f"gpu backend: early exit is not available with --substeps {self.substeps} (a tick's "
+                               "readout is no step's); run without it")
+        if self.substeps != 1 and options.record_spikes:
+            raise BackendError(f"gpu backend: --record is not available with --substeps {self.substeps} (a neuron may "
+                               "fire several times in a step; the recording holds one spike per step)")
         if current_team() is not None:
             self.shared_network = (uuid.uuid4().hex, network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],
@@ -191,7 +205,7 @@ class GpuBackend(Backend):
         if self.profile in SPINNAKER_CELLS:
             metadata["spinnaker_arithmetic"] = apply_spinnaker_arithmetic(
                 compiled, network, options.encoding, self.device, tau_m=self.tau_m, parts=self.spinnaker_parts,
-                cell=SPINNAKER_CELLS[self.profile])
+                cell=SPINNAKER_CELLS[self.profile], substeps=self.substeps)
         return Session(compiled, metadata)
 
     def simulate_batch(self, session: Session, inputs: torch.Tensor, labels: torch.Tensor, first: int,
@@ -222,6 +236,11 @@ class GpuBackend(Backend):
             items = x[start:start + part]
             chunk = self.chunk or chunk_steps(compiled, items.shape[0], options.T, self.memory_budget_mb * 2**20)
             with torch.inference_mode():
+                if self.substeps != 1:  # k ticks per step (spinnaker profiles; compile refused early exit)
+                    parts.append(simulate_substeps(
+                        compiled, items, options.T, options.encoding, chunk, PROFILES[self.profile],
+                        options.seed + first + start, self.substeps, options.record_neuron_counts))
+                    continue
                 parts.append(simulate_batch(
                     compiled, items, options.T, options.encoding, chunk, PROFILES[self.profile],
                     options.seed + first + start, options.exit_policy, options.record_neuron_counts, record_layers))

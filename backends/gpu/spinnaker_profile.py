@@ -23,6 +23,17 @@ With ``v_reset="refined"`` (:func:`refine_hard_reset`) the values are set per ch
 profile against the IR on calibration items; they reach the profile and the board lowering through the same
 ``passes.reset_compensation.v_reset``.
 
+Sub-stepping (``substeps`` k > 1, :data:`SUBSTEPS_OPTION`; ``neurodeploy.targets.spinnaker.SUBSTEPS``): the board's
+``machine_time_step`` is 1/k ms, so the profile simulates k ticks per IR step (:func:`simulate_substeps`): the
+cell's constants are those of dt = 1/k ms, biases and the analog input's current enter as 1/k of themselves per tick
+(then rounded to S16.15), a spiking input is encoded from ``x / k`` per tick (what the board's spike source plays),
+weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight; the reset values stay
+the mean overshoot of the IR in steps (calibrated on the IR in ticks they were measured worse: a wider residual CNN
+at K = 2 fell to 0.53 against 0.78 on 100 test digits, ``docs/semantics.md``, "Sub-stepping"). A neuron may fire
+up to k times per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the
+output membrane after its last tick. The hard reset discards at most one tick's input instead of one step's. The
+board runs k times longer (``time_scale_factor = k``).
+
 Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
 ``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
 ``neurodeploy/jobs/diagnosis.py``).
@@ -71,6 +82,7 @@ from neurodeploy.targets.spinnaker import (
     LOCAL_ONLY_WEIGHT_MAX,
     RING_BUFFER_MAX,
     S1615_RESOLUTION,
+    SUBSTEPS,
     U032_ONE,
     DeltaCell,
     ExpCell,
@@ -102,6 +114,11 @@ V_RESET_OPTION = Option(
     "the board's arithmetic against the subtract reset on calibration items; measured to help on some networks "
     "and not others) or zero; see docs/semantics.md",
     choices=("refined", "calibrated", "zero"))
+#: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
+SUBSTEPS_OPTION = Option(
+    "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
+    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K); "
+    "see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
@@ -127,11 +144,16 @@ def _round(value):
 
 
 def _exp_bias(value, cell: ExpCell):
-    """The per-step membrane bias an IF_curr_exp neuron applies for ``value``:
-    ``R (1 - e) round(value / (R (1 - e)))``."""
+    """The per-tick membrane bias an IF_curr_exp neuron applies for a bias ``value`` per IR step:
+    ``R (1 - e) round(value dt / (R (1 - e)))``."""
     if torch.is_tensor(value):
-        return round_s1615(value / cell.bias_gain).mul_(cell.bias_gain)
+        return round_s1615(value * (cell.dt / cell.bias_gain)).mul_(cell.bias_gain)
     return float(cell.offset_for(value)) * cell.bias_gain
+
+
+def _per_tick(value, dt: float):
+    """A bias or current per IR step as its share per tick of ``dt`` ms (unchanged for dt = 1)."""
+    return value if dt == 1.0 or value is None else value * dt
 
 
 def cell_parts(cell: str) -> tuple[str, ...]:
@@ -165,26 +187,31 @@ def exp_synaptic_fn(excitatory, inhibitory, limits: tuple[float, float], cell: E
 
 def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, encoding: str, device: torch.device,
                                dtype: torch.dtype = torch.float32, tau_m: float = DEFAULT_TAU_M,
-                               parts: tuple[str, ...] = PARTS, cell: str = "delta") -> dict:
+                               parts: tuple[str, ...] = PARTS, cell: str = "delta", substeps: int = 1) -> dict:
     """Turns ``compiled`` (built with delay 1) into the SpiNNaker profile in place; returns a report per
     population: ring-buffer shifts, saturation limits and how many weights rounded to zero or clipped.
     ``parts`` picks which of :data:`PARTS` apply ("weights": 16-bit ring-buffer weights, receptors and
     saturation; "floor": with ``cell="exp"`` the synaptic current's floor, nothing for "delta"; "fixed_point":
     S16.15 rounding of parameters and state). ``cell``: "delta" (IF_curr_delta) or "exp" (IF_curr_exp with the
-    local-only connectors of the module docstring)."""
+    local-only connectors of the module docstring). ``substeps``: ticks per IR step (module docstring); the network
+    is then simulated with :func:`simulate_substeps`."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BackendError(f"unknown spinnaker profile parts {sorted(unknown)}; choose from {PARTS}")
     if cell not in CELLS:
         raise BackendError(f"unknown spinnaker profile cell {cell!r}; choose from {CELLS}")
+    if substeps not in SUBSTEPS:
+        raise BackendError(f"substeps = {substeps}: choose one of {', '.join(map(str, SUBSTEPS))}")
     fixed = "fixed_point" in parts
     exp = cell == "exp"
-    constants = ExpCell.for_tau(tau_m) if exp else DeltaCell.for_tau(tau_m)
+    dt = 1.0 / substeps
+    constants = ExpCell.for_tick(tau_m, dt) if exp else DeltaCell.for_tau(tau_m, dt)
     kinds = local_connector_kinds(network) if exp else [None] * len(network.projections)
     summed = summed_weights_or_bound(network, encoding)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     report: dict = {"cell": {"model": "IF_curr_exp" if exp else "IF_curr_delta", "tau_m": constants.tau_m,
-                             "cm": constants.cm, "decay": constants.decay}, "parts": list(parts), "populations": {}}
+                             "cm": constants.cm, "decay": constants.decay, "substeps": substeps,
+                             "machine_time_step_ms": dt}, "parts": list(parts), "populations": {}}
     if exp:
         report["cell"].update(tau_syn=constants.tau_syn, init_bits=constants.init_bits, bias_gain=constants.bias_gain,
                               gain=constants.gain)
@@ -204,7 +231,9 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
             layer.threshold = _round(layer.threshold)
             layer.v_init = _round(layer.v_init)
             if layer.bias is not None:
-                layer.bias = _exp_bias(layer.bias, constants) if exp else _round(layer.bias)
+                layer.bias = _exp_bias(layer.bias, constants) if exp else _round(_per_tick(layer.bias, dt))
+        else:
+            layer.bias = _per_tick(layer.bias, dt)
         if "hard_reset" in parts:
             _reset_to(layer, v_reset(network, layer.name), fixed, device)
         layer.amplitude = None  # folded into the synapse matrices below
@@ -219,6 +248,8 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         target = compiled.layers[index[projection.target]]
         if source.role == "input" and encoding == "analog":
             chain = compile_chain(projection.ops, device=device, dtype=dtype)
+            if not fixed or not exp:  # the exp cell's bias rule takes the tick's share itself
+                chain = _tick_share(chain, dt)
             if fixed and exp:
                 target.incoming.append(Incoming(0, lambda x, chain=chain: _exp_bias(chain(x), constants)))
             else:
@@ -247,6 +278,29 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         else:
             target.incoming.append(Incoming(index[projection.source], *receptors))
     return report
+
+
+def _tick_share(fn, dt: float):
+    """``fn`` (an analog input's current per IR step) as its share per tick of ``dt`` ms."""
+    return fn if dt == 1.0 else (lambda x: fn(x) * dt)  # not in place: an identity chain returns x itself
+
+
+def simulate_substeps(compiled: CompiledNetwork, x: torch.Tensor, T: int, encoding: str, chunk: int, delay: int,
+                      seed: int, substeps: int, record_neurons: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
+    """``engine.simulate_batch`` of a network whose layers take a tick's share of every current (this profile with
+    ``substeps``) for ``T`` IR steps of ``substeps`` ticks each: a spiking input is
+    encoded from ``x / substeps`` per tick; the results are per IR step as ``simulate_batch`` returns them (readout
+    ``[B, T, C]`` after each step's last tick, counts ``[B, T, P, 2]`` summed over its ticks, ``stop`` all T,
+    per-neuron counts over the run, no recorded spike trains). No early exit (a tick's readout is no step's)."""
+    if substeps == 1:
+        return simulate_batch(compiled, x, T, encoding, chunk, delay, seed, None, record_neurons)
+    ticks = x if encoding == "analog" else x * (1.0 / substeps)
+    readout, counts, stop, neurons, _ = simulate_batch(compiled, ticks, T * substeps, encoding, chunk, delay, seed,
+                                                       None, record_neurons)
+    B = x.shape[0]
+    counts = counts.reshape(B, T, substeps, *counts.shape[2:]).sum(2)
+    return readout[:, substeps - 1::substeps].contiguous(), counts, torch.full_like(stop, T), neurons, None
 
 
 def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.device) -> None:
@@ -295,7 +349,8 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
                           device: torch.device | None = None) -> Network:
     """The hard-reset compensation pass (``passes.reset_compensation``) with ``E[o]`` from
-    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place."""
+    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place. The same values serve
+    every number of sub-steps (module docstring)."""
     items = calibration[:COMPENSATION_ITEMS]
     overshoot = mean_overshoot(network, items, encoding, device)
     return annotate_reset_compensation(network, overshoot, (
@@ -304,9 +359,10 @@ def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding:
 
 
 def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: str, T: int, names: list[str],
-                         batch_size: int = 64) -> dict[str, np.ndarray]:
-    """``{population: spikes per channel [C]}`` of ``compiled`` (any profile, one-step delays) on items
-    ``x [N, *input]`` over ``T`` steps, summed over items, the channel's neurons and steps."""
+                         batch_size: int = 64, substeps: int = 1) -> dict[str, np.ndarray]:
+    """``{population: spikes per channel [C]}`` of ``compiled`` (any profile, one-step delays; with ``substeps``
+    a network in ticks, see :func:`simulate_substeps`) on items ``x [N, *input]`` over ``T`` steps, summed over
+    items, the channel's neurons and steps."""
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     offsets = np.cumsum([0] + [layer.size for layer in compiled.layers])
     totals = {name: 0.0 for name in names}
@@ -314,7 +370,8 @@ def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: s
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size].to(torch.float32)
             chunk = chunk_steps(compiled, len(batch), T, CHUNK_BUDGET_BYTES)
-            _, _, _, neurons, _ = simulate_batch(compiled, batch, T, encoding, chunk, 1, 0, record_neurons=True)
+            _, _, _, neurons, _ = simulate_substeps(compiled, batch, T, encoding, chunk, 1, 0, substeps,
+                                                    record_neurons=True)
             counts = neurons.sum(0).double().cpu().numpy()
             for name in names:
                 k = index[name]
@@ -325,7 +382,7 @@ def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: s
 
 def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
                       device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M,
-                      passes: int = REFINEMENT_PASSES) -> Network:
+                      passes: int = REFINEMENT_PASSES, substeps: int = 1) -> Network:
     """The per-channel refinement of the reset values (``passes.reset_compensation``), in place, starting from
     :func:`compensate_hard_reset`'s: on the first ``COMPENSATION_ITEMS`` calibration items, ``passes`` times,
     the profile of ``cell`` (every part, the reset values so far) is simulated for ``COMPENSATION_STEPS`` steps,
@@ -334,7 +391,7 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     Rates of a hard reset move in jumps (a neuron of constant input fires every whole number of steps), so a move
     can overshoot; keeping instead the pass whose counts came closest (per channel, or for the whole network) was
     measured and lost accuracy on the test items (``docs/semantics.md``). Needs the ring-buffer annotation first
-    (the profile sizes its ring buffers from it)."""
+    (the profile sizes its ring buffers from it). ``substeps``: ticks per IR step of the profile simulated."""
     device = device or torch.device("cpu")
     compensate_hard_reset(network, calibration, encoding, device)
     names = refinable_populations(network)
@@ -348,8 +405,8 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
                    f"calibration items, {COMPENSATION_STEPS} steps, {passes} passes, {encoding} input")
     for _ in range(passes):
         compiled = compile_network(network, device, torch.float32, delay=1)
-        apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell)
-        board = channel_spike_counts(compiled, items, encoding, COMPENSATION_STEPS, names)
+        apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell, substeps=substeps)
+        board = channel_spike_counts(compiled, items, encoding, COMPENSATION_STEPS, names, substeps=substeps)
         values = {name: refined_channel_resets(values[name], channel_thresholds(network, name), board[name],
                                                reference[name]) for name in names}
         annotate_channel_resets(network, values, measured_on)
@@ -361,14 +418,15 @@ def _channel_mean(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str, mode: str,
-                     device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M
-                     ) -> Network:
+                     device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M,
+                     substeps: int = 1) -> Network:
     """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
     :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
-    "calibrated" :func:`compensate_hard_reset`, both on ``calibration`` with ``encoding``; "zero" records that
-    no population is compensated (also in an IR that was compensated before)."""
+    "calibrated" :func:`compensate_hard_reset` (the same values for every ``substeps``), both on ``calibration``
+    with ``encoding``; "zero" records that no population is compensated (also in an IR that was compensated
+    before)."""
     if mode == "refined":
-        return refine_hard_reset(network, calibration, encoding, device, cell, tau_m)
+        return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
     if mode == "calibrated":
         return compensate_hard_reset(network, calibration, encoding, device)
     return annotate_reset_compensation(network, {}, "")

@@ -20,6 +20,10 @@ What differs between machines and cells (parameters, time grid, how data is read
   spikes leave it in one step (each source fires at most once per step).
 * Reads are one array per population and item (no per-neuron objects). A spiking output population
   (spike-count readout) is read as its cumulative spike counts, the reference simulator's readout.
+* Sub-steps (a profile's ``substeps`` K > 1, SpiNNaker's ``machine_time_step`` of 1/K ms): the machine runs K
+  ticks per IR step; the times above are then ticks (the input's IF encoder integrates ``x / K`` per tick, a
+  projection's one step of delay is one tick, samples are taken per tick) and the runner hands back per IR step:
+  spikes and events summed over a step's K ticks, the readout sampled after its last tick.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class CellProfile(Protocol):
 
     #: synaptic delay of a projection of one IR step (the machine's minimum), ms
     delay_ms: float
+    #: ticks per IR step (the module docstring's sub-steps; a profile without the attribute has 1)
+    substeps: int
 
     def population(self, sim: Any, pop: LoweredPopulation) -> Any:
         """The PyNN Population of one lowered population (its label is ``pop.name``)."""
@@ -159,12 +165,15 @@ def build_network(sim: Any, profile: CellProfile, lowered: LoweredNetwork, sourc
     return built
 
 
-def if_spike_steps(x: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """The IF encoder's spikes of one item ``x [*input_shape]`` over T steps, with the reference
-    simulator's arithmetic (float32): (input neuron index, 1-based step), sorted by neuron then step.
-    Raises BackendError for negative spikes, which a spike source cannot send."""
-    encoded = SpikeEncoder("if", torch.as_tensor(x[None], dtype=torch.float32), seed=0).next(T)
-    encoded = encoded.reshape(T, -1).numpy()
+def if_spike_steps(x: np.ndarray, T: int, substeps: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The IF encoder's spikes of one item ``x [*input_shape]`` over T steps of ``substeps`` ticks (``x /
+    substeps`` per tick), with the reference simulator's arithmetic (float32): (input neuron index, 1-based
+    tick; the step with one tick per step), sorted by neuron then tick. Raises BackendError for negative spikes,
+    which a spike source cannot send."""
+    ticks = T * substeps
+    x32 = torch.as_tensor(x[None], dtype=torch.float32)
+    encoded = SpikeEncoder("if", x32 if substeps == 1 else x32 * (1.0 / substeps), seed=0).next(ticks)
+    encoded = encoded.reshape(ticks, -1).numpy()
     if (encoded < 0).any():
         raise BackendError("the IF encoder sends negative spikes for negative inputs, which a spike source "
                            "cannot play; shift the inputs to be non-negative or use current input")
@@ -178,8 +187,12 @@ class PyNNRunner:
     def __init__(self, sim: Any, profile: CellProfile, lowered: LoweredNetwork, built: BuiltNetwork):
         self.sim, self.profile, self.lowered, self.built = sim, profile, lowered, built
 
+    @property
+    def substeps(self) -> int:
+        return getattr(self.profile, "substeps", 1)
+
     def _set_inputs(self, x: np.ndarray, drives: dict[str, np.ndarray], T: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sets one item's inputs; returns its input spikes (neuron index, 1-based step)."""
+        """Sets one item's inputs; returns its input spikes (neuron index, 1-based tick)."""
         if self.sim.get_current_time() != 0:
             raise BackendError(f"inputs must be set at time 0 (after reset), not at {self.sim.get_current_time()} "
                                "ms: a spike source drops spike times earlier than the current time")
@@ -188,7 +201,7 @@ class PyNNRunner:
                 self.profile.set_drive(self.built.populations[pop.name], pop, drives[pop.name])
         if not self.built.sources:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        neuron, step = if_spike_steps(x, T)
+        neuron, step = if_spike_steps(x, T, self.substeps)
         bounds = np.searchsorted(neuron, np.arange(len(self.built.input_fan_out) + 1))
         for first, source in self.built.sources:
             self.profile.set_spikes(source, [step[bounds[i]:bounds[i + 1]] for i in range(first, first + source.size)])
@@ -203,7 +216,7 @@ class PyNNRunner:
         ``run_s`` / ``read_s`` (seconds in the item loop / reading back) and ``recorded [B, T, R]`` int8: every
         neuron's spike (0 or 1) at each step, of the populations named in ``record`` (lowered populations or
         the input's spike sources) concatenated in that order (R = 0 without ``record``)."""
-        lowered, profile, T = self.lowered, self.profile, int(T)
+        lowered, profile, T, k = self.lowered, self.profile, int(T), self.substeps
         B, P = x.shape[0], len(lowered.populations)
         output = next(p for p in lowered.populations if p.role == "output")
         offsets = np.cumsum([0] + [pop.size for pop in lowered.populations])
@@ -230,19 +243,20 @@ class PyNNRunner:
         drives = lowered.drive(x) if lowered.input_projections else {}
         start = time.perf_counter()
         for item in range(B):
-            neuron, step = self._set_inputs(x[item], {k: v[item] for k, v in drives.items()}, T)
-            out["input_spikes"][item] = np.bincount(step - 1, minlength=T)
-            out["input_events"][item] = np.bincount(step - 1, weights=self.built.input_fan_out[neuron], minlength=T)
+            neuron, tick = self._set_inputs(x[item], {name: v[item] for name, v in drives.items()}, T)
+            step = (tick - 1) // k  # 0-based IR step
+            out["input_spikes"][item] = np.bincount(step, minlength=T)
+            out["input_events"][item] = np.bincount(step, weights=self.built.input_fan_out[neuron], minlength=T)
             out["input_neurons"][item] = np.bincount(neuron, minlength=n_input)
-            keep_recorded(item, input_name, neuron, step - 1)
+            keep_recorded(item, input_name, neuron, step)
             self.sim.run(profile.run_ms(T))
             read = time.perf_counter()
             for p, pop in enumerate(lowered.populations):
                 population = self.built.populations[pop.name]
                 if pop.spiking:
-                    index, when = profile.read_spikes(population)
-                    keep = (when >= 1) & (when <= T)
-                    index, when = index[keep], when[keep] - 1
+                    index, when = profile.read_spikes(population)  # 1-based ticks
+                    keep = (when >= 1) & (when <= T * k)
+                    index, when = index[keep], (when[keep] - 1) // k
                     out["spikes"][item, :, p] = np.bincount(when, minlength=T)
                     out["events"][item, :, p] = np.bincount(when, weights=pop.fan_out[index], minlength=T)
                     out["neurons"][item, offsets[p]:offsets[p + 1]] = np.bincount(index, minlength=pop.size)
@@ -252,22 +266,24 @@ class PyNNRunner:
                         out["readout"][item] = np.cumsum(counts, axis=0)
                         out["items_read"] += 1
                 elif pop is output:
-                    out["items_read"] += self._read_readout(population, out["readout"][item], T)
+                    out["items_read"] += self._read_readout(population, out["readout"][item], T, k)
             out["read_s"] += time.perf_counter() - read
             profile.reset(self.sim)
         out["run_s"] = time.perf_counter() - start
         return out
 
-    def _read_readout(self, population: Any, readout: np.ndarray, T: int) -> int:
-        """Fills ``readout [T, C]`` with membrane samples 1..T; returns 1 when they came back, 0 when the
-        machine returned none (a virtual board)."""
+    def _read_readout(self, population: Any, readout: np.ndarray, T: int, substeps: int = 1) -> int:
+        """Fills ``readout [T, C]`` with the membrane samples after each step's last tick (samples k, 2k, .., kT
+        of ``substeps`` k ticks per step); returns 1 when they came back, 0 when the machine returned none (a
+        virtual board)."""
         membrane = np.asarray(self.profile.read_membrane(population), np.float64)
         if membrane.size == 0:
             return 0
-        if membrane.shape[0] < T + 1:
+        ticks = T * substeps
+        if membrane.shape[0] < ticks + 1:
             raise BackendError(f"the machine returned {membrane.shape[0]} membrane samples of "
-                               f"{population.label!r}, expected {T + 1} (steps 0..{T})")
-        readout[:] = membrane[1:T + 1]
+                               f"{population.label!r}, expected {ticks + 1} (ticks 0..{ticks})")
+        readout[:] = membrane[substeps:ticks + 1:substeps]
         return 1
 
 

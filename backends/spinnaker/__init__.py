@@ -27,6 +27,11 @@ orchestrator asks :meth:`SpinnakerBackend.predictor` (the gpu backend's spinnake
 predicted accuracy instead. A board (``--hardware-config spinn5``), a spalloc server or a remote
 machine is checked for reachability before any other work (:meth:`SpinnakerBackend.check_target`);
 ``boards`` sets how many boards a spalloc server or remote service allocates.
+
+``substeps`` K (1, 2, 4, 8): ``machine_time_step`` 1/K ms with ``time_scale_factor`` K, the cells' constants of
+that tick, biases and the input's IF encoding at 1/K per tick, one-tick delays, ring buffers sized per tick
+(``neurodeploy.targets.spinnaker``, "Sub-stepping"); spikes are counted per IR step of K ticks. The gpu profiles
+with the same ``substeps`` predict it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
-from neurodeploy.backends.gpu.spinnaker_profile import V_RESET_OPTION, set_reset_values
+from neurodeploy.backends.gpu.spinnaker_profile import SUBSTEPS_OPTION, V_RESET_OPTION, set_reset_values
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
 from neurodeploy.errors import BackendError, ConfigError
@@ -114,6 +119,7 @@ class SpinnakerBackend(Backend):
                "elsewhere) or auto (local where the installed sPyNNaker ships its binaries)",
                choices=("auto", "local", "fromlist")),
         V_RESET_OPTION,
+        SUBSTEPS_OPTION,
         Option("boards", None, "SpiNN-5 boards to request from a spalloc server or remote service (default: "
                "as many as the network needs)", kind=int, minimum=1),
     )
@@ -124,13 +130,16 @@ class SpinnakerBackend(Backend):
         if self.connectors == "auto":
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
-        self.cell = ExpCell.for_tau(self.tau_m) if self.local_only else DeltaCell.for_tau(self.tau_m)
+        dt = 1.0 / self.substeps  # the tick (ms); the worker sets machine_time_step and time_scale_factor from it
+        self.cell = ExpCell.for_tick(self.tau_m, dt) if self.local_only else DeltaCell.for_tau(self.tau_m, dt)
         if self.boards is not None and not self.config.allocated:
             raise ConfigError(f"spinnaker backend: --boards applies to spalloc and remote configs, not to the "
                               f"{self.config.target} of {self.config.path}")
 
     def describe(self) -> str:
-        return f"spinnaker[{self.config.target}, {'IF_curr_exp, local-only' if self.local_only else 'IF_curr_delta'}]"
+        ticks = f", {self.substeps} substeps" if self.substeps != 1 else ""
+        return (f"spinnaker[{self.config.target}, {'IF_curr_exp, local-only' if self.local_only else 'IF_curr_delta'}"
+                f"{ticks}]")
 
     def check_target(self) -> None:
         """A board must answer, a spalloc server accept a connection, within seconds."""
@@ -150,21 +159,22 @@ class SpinnakerBackend(Backend):
         input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
         "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
         spinnaker.check_carried(network)
-        network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING)
+        network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING, substeps=self.substeps)
         return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset,
-                                cell="exp" if self.local_only else "delta", tau_m=self.tau_m)
+                                cell="exp" if self.local_only else "delta", tau_m=self.tau_m, substeps=self.substeps)
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""
         profile = "spinnaker_exp" if self.local_only else "spinnaker"
-        return ("gpu", {"profile": profile, "tau_m": self.tau_m}) if self.config.virtual else None
+        return ("gpu", {"profile": profile, "tau_m": self.tau_m, "substeps": self.substeps}) if self.config.virtual \
+            else None
 
     def check(self, network: Network) -> LoweredNetwork:
         """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
         lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only,
                                 carries=spinnaker.CARRIES, cell=spinnaker.CELLS)
         for pop in lowered.populations:
-            bias = self.cell.offset_for(pop.bias) if self.local_only else pop.bias
+            bias = self.cell.offset_for(pop.bias)
             for parameter, values in (("threshold", pop.threshold), ("bias (i_offset)", bias),
                                       ("initial membrane", pop.v_init), ("v_reset", pop.v_reset)):
                 check_s1615(pop.name, parameter, values)
@@ -220,6 +230,9 @@ class SpinnakerBackend(Backend):
         if options.encoding not in ("analog", BOARD_ENCODING):  # "if" names what the board does anyway
             raise BackendError(f"the spinnaker backend encodes the input itself (IF spikes from a spike source); "
                                f"--encoding {options.encoding} does not apply")
+        if self.substeps != 1 and options.record_spikes:
+            raise BackendError(f"spinnaker backend: --record is not available with --substeps {self.substeps} (a "
+                               "neuron may fire several times in a step; the recording holds one spike per step)")
         lowered = self.check(network)
         folder = self._folder()
         config_dir = self.config.write_for_run(folder)
@@ -227,6 +240,7 @@ class SpinnakerBackend(Backend):
             "device": self.config.target, "profile": "IF_curr_exp" if self.local_only else "IF_curr_delta",
             "connectors": self.connectors, "virtual": self.config.virtual,
             "encoding_on_board": BOARD_ENCODING, "pipeline_delay": network.pipeline_delay(1),
+            "substeps": self.substeps,
             "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
                             for n in network.topological_order()],
             "n_neurons": sum(p.size for p in lowered.populations),

@@ -7,9 +7,11 @@ The cell is IF_curr_delta with tau_refrac = 0 (``neurodeploy.targets.spinnaker.D
 resets to each neuron's ``v_reset`` (0, or the value of the hard-reset compensation,
 ``passes.reset_compensation``). ``boards``: the boards ``sim.setup`` asks a spalloc server or remote
 service for (``n_boards_required``; None: as many as the network needs).
-Tick n (t = n ms) is IR step n + 1: an input spike of step k is sent in tick k - 1, and a spike recorded
-at t ms belongs to step t + 1; sPyNNaker records v at the start of a tick, so sample k (tick k) is the
-membrane after step k, and a run of T steps lasts T + 1 ticks.
+Tick n (t = n dt ms) is the runner's tick n + 1: an input spike of tick j is sent in tick j - 1, and a spike
+recorded at t ms belongs to tick t / dt + 1; sPyNNaker records v at the start of a tick, so sample j (tick j) is
+the membrane after tick j, and a run of T steps of K ticks lasts K T + 1 ticks. dt is the cell's tick: 1 ms, or
+1/K ms with K sub-steps (``substeps``), set up as ``machine_time_step`` 1000/K us with ``time_scale_factor`` K,
+so a tick keeps 1 ms of wall-clock time and the run lasts K times longer; every synapse then has one tick of delay.
 
 sPyNNaker 1!7.4.1 details this module works around:
 
@@ -67,6 +69,7 @@ from neurodeploy.targets.spinnaker import (
     LOCAL_ONLY_WEIGHT_MAX,
     DeltaCell,
     ExpCell,
+    machine_time_step_us,
     ring_buffer_shift,
     weight_scale,
 )
@@ -80,15 +83,35 @@ VIRTUAL_NOTE = ("a virtual board maps the network and runs nothing: no spike or 
                 "the input bookkeeping are real")
 
 
+def setup(sim, cell: DeltaCell | ExpCell, boards: int | None) -> int:
+    """``sim.setup`` with the cell's tick as ``machine_time_step`` and, with K sub-steps, ``time_scale_factor`` K
+    (module docstring); returns K."""
+    substeps = int(round(1.0 / cell.dt))
+    machine_time_step_us(substeps)  # refuses a tick that is not 1/K ms for an offered K
+    if substeps == 1:
+        sim.setup(timestep=1.0, n_boards_required=boards)
+    else:
+        sim.setup(timestep=cell.dt, time_scale_factor=substeps, n_boards_required=boards)
+    return substeps
+
+
+def timing_report() -> dict:
+    """What sPyNNaker set up: ``machine_time_step_us`` and ``time_scale_factor``."""
+    from spynnaker.pyNN.data import SpynnakerDataView
+
+    return {"machine_time_step_us": SpynnakerDataView.get_simulation_time_step_us(),
+            "time_scale_factor": SpynnakerDataView.get_time_scale_factor()}
+
+
 class DeltaProfile:
     """sPyNNaker's IF_curr_delta (tau_refrac = 0) as a cell profile of the PyNN runner; calls ``sim.setup``.
     ``summed_weights``: each population's max_expected_summed_weight (sizes its ring buffers)."""
 
-    delay_ms = 1.0
-
     def __init__(self, sim, cell: DeltaCell, summed_weights: dict[str, list[float]], neurons_per_core: int,
                  boards: int | None = None):
-        sim.setup(timestep=1.0, n_boards_required=boards)
+        self.substeps = setup(sim, cell, boards)
+        #: one tick: the machine's minimum delay
+        self.delay_ms = cell.dt
         sim.set_number_of_neurons_per_core(sim.IF_curr_delta, neurons_per_core)
         self.cell, self.summed_weights = cell, summed_weights
         #: spike ticks the source cores held after each set (summed over items)
@@ -97,7 +120,7 @@ class DeltaProfile:
     def population(self, sim, pop: LoweredPopulation):
         threshold = pop.threshold if pop.spiking else np.full(pop.size, OUTPUT_THRESHOLD)
         model = sim.IF_curr_delta(tau_m=self.cell.tau_m, cm=self.cell.cm, v_rest=0.0, v_reset=pop.v_reset,
-                                  tau_refrac=0.0, v_thresh=threshold, i_offset=pop.bias)
+                                  tau_refrac=0.0, v_thresh=threshold, i_offset=self.cell.offset_for(pop.bias))
         return sim.Population(pop.size, model, label=pop.name, initial_values={"v": pop.v_init},
                               additional_parameters={"max_expected_summed_weight": self.summed_weights[pop.name]})
 
@@ -110,13 +133,12 @@ class DeltaProfile:
     def weights(weights: np.ndarray) -> np.ndarray:
         return np.abs(weights)
 
-    @staticmethod
-    def set_drive(population, pop: LoweredPopulation, drive: np.ndarray) -> None:
-        population.set(i_offset=pop.bias + drive)
+    def set_drive(self, population, pop: LoweredPopulation, drive: np.ndarray) -> None:
+        population.set(i_offset=self.cell.offset_for(pop.bias + drive))
 
     def set_spikes(self, population, steps: list[np.ndarray]) -> None:
-        """Gives the source's vertex the ticks (step - 1) itself: ``Population.set`` fails here (see the module
-        docstring); counts the ticks its cores then hold."""
+        """Gives the source's vertex the ticks (the runner's 1-based ticks - 1) itself: ``Population.set`` fails
+        here (see the module docstring); counts the ticks its cores then hold."""
         ticks = np.empty(len(steps), dtype=object)
         for i, s in enumerate(steps):
             ticks[i] = np.asarray(s, np.int64) - 1
@@ -124,9 +146,9 @@ class DeltaProfile:
         vertex.send_buffer_times = ticks
         self.loaded += sum(len(t) for machine in vertex.machine_vertices for t in machine.send_buffer_times)
 
-    @staticmethod
-    def run_ms(T: int) -> float:
-        return T + 1.0
+    def run_ms(self, T: int) -> float:
+        """K T + 1 ticks (samples 0..K T)."""
+        return (T * self.substeps + 1) * self.cell.dt
 
     @staticmethod
     def reset(sim) -> None:
@@ -136,10 +158,10 @@ class DeltaProfile:
     def record(population, pop: LoweredPopulation) -> None:
         population.record("spikes" if pop.spiking else "v")
 
-    @staticmethod
-    def read_spikes(population) -> tuple[np.ndarray, np.ndarray]:
+    def read_spikes(self, population) -> tuple[np.ndarray, np.ndarray]:
+        """(neuron index, 1-based tick) of the last run's spikes (sPyNNaker gives times in ms)."""
         data = np.asarray(population.spinnaker_get_data("spikes")).reshape(-1, 2)
-        return data[:, 0].astype(np.int64), np.rint(data[:, 1]).astype(np.int64) + 1
+        return data[:, 0].astype(np.int64), np.rint(data[:, 1] / self.cell.dt).astype(np.int64) + 1
 
     @staticmethod
     def read_membrane(population) -> np.ndarray:
@@ -210,12 +232,12 @@ class ExpProfile:
     """sPyNNaker's IF_curr_exp (``tau_refrac = 0``, ``tau_syn`` 1/32 ms) as a cell profile of the PyNN runner, for
     the local-only variant; calls ``sim.setup``. Populations may be :class:`ChannelGroup` s."""
 
-    delay_ms = 1.0
     model = "IF_curr_exp"
 
     def __init__(self, sim, cell: ExpCell, summed_weights: dict[str, list[float]], neurons_per_core: int,
                  lowered: LoweredNetwork, boards: int | None = None):
-        sim.setup(timestep=1.0, n_boards_required=boards)
+        self.substeps = setup(sim, cell, boards)
+        self.delay_ms = cell.dt
         sim.set_number_of_neurons_per_core(sim.IF_curr_exp, None)  # set per population (1-D and 2-D ones)
         sim.set_number_of_neurons_per_core(sim.SpikeSourceArray, None)
         self.cell, self.summed_weights, self.neurons_per_core = cell, summed_weights, neurons_per_core
@@ -265,7 +287,7 @@ class ExpProfile:
 
     weights = staticmethod(DeltaProfile.weights)
     set_spikes = DeltaProfile.set_spikes
-    run_ms = staticmethod(DeltaProfile.run_ms)
+    run_ms = DeltaProfile.run_ms
     reset = staticmethod(DeltaProfile.reset)
 
     @staticmethod
@@ -277,12 +299,11 @@ class ExpProfile:
         for part in population.populations if isinstance(population, ChannelGroup) else [population]:
             DeltaProfile.record(part, pop)
 
-    @staticmethod
-    def read_spikes(population) -> tuple[np.ndarray, np.ndarray]:
+    def read_spikes(self, population) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(population, ChannelGroup):
-            return DeltaProfile.read_spikes(population)
+            return DeltaProfile.read_spikes(self, population)
         index, step = zip(*[(i + first, s) for first, part in population.parts()
-                            for i, s in [DeltaProfile.read_spikes(part)]], strict=True)
+                            for i, s in [DeltaProfile.read_spikes(self, part)]], strict=True)
         return np.concatenate(index), np.concatenate(step)
 
     @staticmethod
@@ -443,14 +464,14 @@ def _build(lowered: LoweredNetwork, neurons_per_core: int, cell: DeltaCell | Exp
     if isinstance(cell, ExpCell):
         profile = ExpProfile(sim, cell, summed_weights, neurons_per_core, lowered, boards)
         built, counts = build_local_network(sim, profile, lowered, source_size, record)
-        return sim, profile, built, {"cell": ExpProfile.model, **counts,
+        return sim, profile, built, {"cell": ExpProfile.model, **counts, **timing_report(),
                                      "grids": {name: {"shape": [g.channels, g.height, g.width], "block": list(g.block)}
                                                for name, g in lowered.grids.items()},
                                      "pool_dense_neurons_per_core": {name: min(n, neurons_per_core) for name, n
                                                                      in lowered.neurons_per_core.items()}}
     profile = DeltaProfile(sim, cell, summed_weights, neurons_per_core, boards)
     built = build_network(sim, profile, lowered, source_size, record)
-    return sim, profile, built, {"cell": "IF_curr_delta", "projections": {"fromlist": None}}
+    return sim, profile, built, {"cell": "IF_curr_delta", "projections": {"fromlist": None}, **timing_report()}
 
 
 def map_network(lowered: LoweredNetwork, config_dir: str, run_dir: str, T: int, neurons_per_core: int,

@@ -11,6 +11,10 @@ spikes per step. Per target neuron and receptor the summed weight of one step ha
 ``sum_j w_j r_j`` and, for independent Bernoulli spikes, variance ``sum_j w_j^2 r_j (1 - r_j)``; the
 expected maximum is ``max over items and neurons of mean + sigma * sd`` (sPyNNaker's own default
 sigma is 5), never more than the sum of all the weights (every source firing at once).
+
+With k sub-steps (``neurodeploy.targets.spinnaker``, "Sub-stepping") the ring buffer holds one tick's sum: a neuron
+fires up to k times per IR step (``clip(current / theta, 0, k)``), so ``1 / k`` of that per tick, and an input neuron
+at ``min(|x| / k, 1)`` per tick.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 METADATA_KEY = "max_expected_summed_weight"
 
 
-def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog") -> dict[str, np.ndarray]:
-    """Spikes per step ``[B, size]`` of every spiking population (and of the input population for
-    spiking encodings) under the rate model, for items ``x [B, *input_shape]``."""
+def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog", substeps: int = 1
+                 ) -> dict[str, np.ndarray]:
+    """Spikes per tick ``[B, size]`` of every spiking population (and of the input population for
+    spiking encodings) under the rate model, for items ``x [B, *input_shape]``, with ``substeps`` ticks per IR
+    step (1: spikes per step)."""
     rates: dict[str, np.ndarray] = {}
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     currents: dict[str, torch.Tensor] = {}
@@ -37,7 +43,7 @@ def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog") -> d
             pop = network.populations[name]
             if pop.role == "input":
                 if encoding != "analog":
-                    rates[name] = x.abs().clamp(max=1.0).reshape(len(x), -1).numpy()
+                    rates[name] = (x.abs() / substeps).clamp(max=1.0).reshape(len(x), -1).numpy()
                 signal = x
             else:
                 current = currents.get(name, torch.zeros((len(x), *pop.shape), dtype=torch.float64))
@@ -46,8 +52,8 @@ def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog") -> d
                 if pop.role != "hidden":
                     continue
                 theta = torch.as_tensor(per_neuron(pop.neuron.threshold, pop.shape))
-                rate = (current / theta).clamp(0.0, 1.0)
-                rates[name] = rate.reshape(len(x), -1).numpy()
+                rate = (current / theta).clamp(0.0, float(substeps))  # spikes per IR step
+                rates[name] = (rate / substeps).reshape(len(x), -1).numpy()
                 signal = rate * theta
             for projection in network.projections:
                 if projection.source == name:
@@ -74,12 +80,12 @@ def _receptor_sums(network: Network, rates: dict[str, np.ndarray]) -> dict[str, 
     return sums
 
 
-def expected_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0
-                            ) -> dict[str, list[float]]:
-    """``{population: [excitatory, inhibitory]}``: the expected maximum summed weight per step of
-    each receptor (magnitudes; 0 where a receptor gets no spikes). Projections from an analog input
-    are current injection, not synapses, and do not count."""
-    sums = _receptor_sums(network, firing_rates(network, x, encoding))
+def expected_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0,
+                            substeps: int = 1) -> dict[str, list[float]]:
+    """``{population: [excitatory, inhibitory]}``: the expected maximum summed weight per tick (``substeps`` ticks
+    per IR step) of each receptor (magnitudes; 0 where a receptor gets no spikes). Projections from an analog
+    input are current injection, not synapses, and do not count."""
+    sums = _receptor_sums(network, firing_rates(network, x, encoding, substeps))
     result = {}
     for name, pop in network.populations.items():
         if pop.role == "input":
@@ -92,13 +98,15 @@ def expected_summed_weights(network: Network, x: np.ndarray, encoding: str = "an
     return result
 
 
-def annotate_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0) -> Network:
+def annotate_summed_weights(network: Network, x: np.ndarray, encoding: str = "analog", sigma: float = 5.0,
+                            substeps: int = 1) -> Network:
     """Stores :func:`expected_summed_weights` in each population's metadata (in place), with how it
     was measured; the spinnaker backend and the reference simulator's spinnaker profile read it."""
-    for name, summed in expected_summed_weights(network, x, encoding, sigma).items():
+    ticks = f", per tick of 1/{substeps} step" if substeps > 1 else ""
+    for name, summed in expected_summed_weights(network, x, encoding, sigma, substeps).items():
         network.populations[name].metadata[METADATA_KEY] = summed
         network.populations[name].metadata[METADATA_KEY + "_from"] = (
-            f"rate model on {len(x)} calibration items, mean + {sigma:g} sd")
+            f"rate model on {len(x)} calibration items, mean + {sigma:g} sd{ticks}")
     return network
 
 

@@ -9,6 +9,13 @@ S16.15: membrane parameters and state are signed 32-bit accums, range about +/-6
 population's ``shift`` comes from its maximum expected summed weight (sPyNNaker's rule:
 ``population_vertex.get_ring_buffer_shifts``). IF_curr_delta: ``V <- a - e (a - V)`` with
 ``a = R * I``, ``R = tau_m / cm``, ``e = exp(-dt / tau_m)`` (dt = 1 ms), all in S16.15.
+
+Sub-stepping (:data:`SUBSTEPS`): ``machine_time_step`` is ``1 / k`` ms, so one IR step (1 ms) is k ticks; the cells'
+constants are those of dt = 1/k ms (:meth:`DeltaCell.for_tau`, :meth:`ExpCell.for_tau`), a bias or analog input
+current enters as ``1 / k`` of itself per tick, weights are unchanged (a spike still moves its target by w), every
+projection's delay is one tick, and the run is slowed by ``time_scale_factor = k`` so that every tick keeps the 1 ms
+of wall-clock time a tick has at dt = 1 ms: a board run of T steps lasts k T ms instead of T ms
+(``docs/spinnaker-hardware.md``, "Sub-stepping").
 """
 
 from __future__ import annotations
@@ -45,6 +52,18 @@ def check_carried(network) -> None:
         where, what = missing[0]
         raise BackendError(f"{where} uses {', '.join(what)}, which {CELLS} does not implement; use the gpu "
                            "backend's ideal or pynn profile, or the neuron backend")
+
+#: ticks per IR step the SpiNNaker path offers: ``machine_time_step = 1000 / k`` microseconds must be a whole
+#: number of microseconds (sPyNNaker's unit) and the tick ``1 / k`` ms exact in S16.15
+SUBSTEPS = (1, 2, 4, 8)
+
+
+def machine_time_step_us(substeps: int) -> int:
+    """sPyNNaker's ``machine_time_step`` (microseconds) for ``substeps`` ticks per 1 ms IR step."""
+    if substeps not in SUBSTEPS:
+        raise BackendError(f"substeps = {substeps}: choose one of {', '.join(map(str, SUBSTEPS))}")
+    return 1000 // substeps
+
 
 S1615_MAX = 65535.0 + (2**15 - 1) / 2**15
 S1615_RESOLUTION = 2.0**-15
@@ -113,30 +132,40 @@ def ring_buffer_limit(shift: int) -> float:
 
 @dataclass(frozen=True)
 class DeltaCell:
-    """The S16.15 constants of IF_curr_delta for a membrane time constant ``tau_m`` (ms, dt = 1 ms).
+    """The S16.15 constants of IF_curr_delta for a membrane time constant ``tau_m`` (ms) and a tick of ``dt``
+    ms (1, or ``1 / k`` with k sub-steps).
 
-    ``cm`` is chosen so that the input gain ``R (1 - e)`` is 1: an input of w (nA) for one step moves V by
-    w, as in the IR; what remains is the leak ``decay = e`` per step.
+    ``cm`` is chosen so that the input gain ``R (1 - e)`` is 1: an input of w (nA) for one tick moves V by
+    w, as in the IR; what remains is the leak ``decay = e`` per tick. A bias b per IR step is the current
+    ``b dt`` (:meth:`offset_for`).
     """
 
     tau_m: float
     cm: float
     decay: float
     gain: float
+    dt: float = 1.0
 
     @staticmethod
-    def for_tau(tau_m: float) -> DeltaCell:
+    def for_tau(tau_m: float, dt: float = 1.0) -> DeltaCell:
         if not 1.0 <= tau_m <= 16384.0:
             raise BackendError(f"tau_m = {tau_m} ms is outside what S16.15 IF_curr_delta handles here (1..16384 ms)")
-        decay = float(round_s1615(math.exp(-1.0 / tau_m)))
+        decay = float(round_s1615(math.exp(-dt / tau_m)))
         cm = float(round_s1615(tau_m * (1.0 - decay)))
         resistance = float(round_s1615(tau_m / cm))
-        return DeltaCell(tau_m, cm, decay, resistance * (1.0 - decay))
+        return DeltaCell(tau_m, cm, decay, resistance * (1.0 - decay), dt)
+
+    def offset_for(self, bias):
+        """``i_offset`` (nA, unrounded: sPyNNaker rounds it to S16.15) for a bias ``bias`` per IR step: the
+        tick's share ``bias * dt`` (numbers and numpy arrays)."""
+        return np.asarray(bias, np.float64) * self.dt
 
 
 #: synaptic time constant (ms) of the IF_curr_exp cell: exp(-1 / (1/32)) = exp(-32) is 0 in sPyNNaker's u0.32
 #: decay, so a spike's current acts in its arrival step only, as a delta synapse's
 DEFAULT_TAU_SYN = 1.0 / 32
+#: the longest IF_curr_exp membrane time constant per ms of tick that :meth:`ExpCell.for_tick` uses (R in S16.15)
+EXP_TAU_M_PER_MS = 1900.0
 #: magnitude limit of local-only (ConvolutionConnector, PoolDenseConnector) weights: int16 after scaling
 LOCAL_ONLY_WEIGHT_MAX = 2**15 - 1
 U032_ONE = 2**32
@@ -144,10 +173,11 @@ U032_ONE = 2**32
 
 @dataclass(frozen=True)
 class ExpCell:
-    """The constants of IF_curr_exp (``tau_refrac = 0``, dt = 1 ms), the cell of local-only connectors, as
-    sPyNNaker 1!7.4.x computes them on the chip: membrane ``decay = e = exp(-dt / tau_m)`` and
-    ``resistance = R = tau_m / cm`` in S16.15; synaptic ``decay_bits = exp(-dt / tau_syn)`` and
-    ``init_bits = (tau_syn / dt) (1 - decay)`` in u0.32 (``1 - decay`` taken as ``2^32 - 1 - decay_bits``).
+    """The constants of IF_curr_exp (``tau_refrac = 0``, a tick of ``dt`` ms: 1, or ``1 / k`` with k sub-steps),
+    the cell of local-only connectors, as sPyNNaker 1!7.4.x computes them on the chip: membrane
+    ``decay = e = exp(-dt / tau_m)`` and ``resistance = R = tau_m / cm`` in S16.15; synaptic
+    ``decay_bits = exp(-dt / tau_syn)`` and ``init_bits = (tau_syn / dt) (1 - decay)`` in u0.32 (``1 - decay``
+    taken as ``2^32 - 1 - decay_bits``). ``tau_syn`` defaults to ``dt / 32``, so a spike's current lasts one tick.
 
     One step (tick) per neuron: the ring buffer's summed input x of each receptor (S16.15, see
     :func:`weight_scale`) enters its synaptic current as ``I += floor(x * init)`` (:meth:`synaptic_input`);
@@ -155,7 +185,7 @@ class ExpCell:
     ``a - e (a - V)``, ``a = R I``); a spike at ``V >= v_thresh`` resets V to 0; then ``I <- floor(I *
     decay)``, which is 0 for ``tau_syn <= 1/32`` ms. ``cm`` makes ``gain = R (1 - e) init`` 1 (a
     weight w moves V by w); ``bias_gain = R (1 - e)`` is what one unit of ``i_offset`` adds per step,
-    so a bias b is sent as ``i_offset = b / bias_gain`` (:meth:`offset_for`).
+    so a bias b per IR step is sent as ``i_offset = b dt / bias_gain`` (:meth:`offset_for`).
     """
 
     tau_m: float
@@ -167,16 +197,17 @@ class ExpCell:
     init_bits: int
     bias_gain: float
     gain: float
+    dt: float = 1.0
 
     @staticmethod
-    def for_tau(tau_m: float, tau_syn: float = DEFAULT_TAU_SYN) -> ExpCell:
-        tau_syn = float(round_s1615(tau_syn))
-        syn_decay_bits = int(round(math.exp(-1.0 / tau_syn) * U032_ONE)) if tau_syn > 0 else 0
+    def for_tau(tau_m: float, tau_syn: float | None = None, dt: float = 1.0) -> ExpCell:
+        tau_syn = float(round_s1615(DEFAULT_TAU_SYN * dt if tau_syn is None else tau_syn))
+        syn_decay_bits = int(round(math.exp(-dt / tau_syn) * U032_ONE)) if tau_syn > 0 else 0
         if tau_syn <= 0 or syn_decay_bits:
-            raise BackendError(f"tau_syn = {tau_syn} ms: the IF_curr_exp cell here needs 0 < tau_syn <= 0.04 ms, so "
-                               "that the synaptic current decays to 0 within one 1 ms step")
-        init_bits = (int(round(tau_syn / S1615_RESOLUTION)) * (U032_ONE - 1 - syn_decay_bits)) >> 15
-        decay = float(round_s1615(math.exp(-1.0 / tau_m)))
+            raise BackendError(f"tau_syn = {tau_syn} ms: the IF_curr_exp cell here needs 0 < tau_syn <= {0.04 * dt:g} "
+                               f"ms, so that the synaptic current decays to 0 within one {dt:g} ms tick")
+        init_bits = (int(round(tau_syn / dt / S1615_RESOLUTION)) * (U032_ONE - 1 - syn_decay_bits)) >> 15
+        decay = float(round_s1615(math.exp(-dt / tau_m)))
         cm = float(round_s1615(tau_m * (1.0 - decay) * init_bits / U032_ONE))
         resistance = tau_m / cm if cm > 0 else math.inf
         if not 1.0 <= tau_m <= 16384.0 or resistance > S1615_MAX:
@@ -186,7 +217,14 @@ class ExpCell:
         resistance = float(round_s1615(resistance))
         bias_gain = resistance * (1.0 - decay)
         return ExpCell(tau_m, tau_syn, cm, decay, resistance, syn_decay_bits, init_bits, bias_gain,
-                       bias_gain * init_bits / U032_ONE)
+                       bias_gain * init_bits / U032_ONE, dt)
+
+    @staticmethod
+    def for_tick(tau_m: float, dt: float = 1.0) -> ExpCell:
+        """:meth:`for_tau` with ``tau_m`` capped at ``EXP_TAU_M_PER_MS * dt``: with ``tau_syn = dt / 32`` the
+        resistance ``R ~ 32 tau_m / dt`` that makes a weight w move V by w leaves S16.15 above about 1985 dt ms, so
+        a sub-stepped IF_curr_exp leaks more per IR step (``k / tau_m``: 0.1 % at dt = 1/2, 0.2 % at 1/4)."""
+        return ExpCell.for_tau(min(tau_m, EXP_TAU_M_PER_MS * dt), dt=dt)
 
     def synaptic_input(self, summed: np.ndarray) -> np.ndarray:
         """The synaptic current ``floor(x * init)`` (S16.15) of one receptor's summed ring-buffer input
@@ -195,8 +233,9 @@ class ExpCell:
         return ((bits * self.init_bits) >> 32) * S1615_RESOLUTION
 
     def offset_for(self, bias):
-        """``i_offset`` (S16.15) for a per-step membrane bias ``bias`` (numbers and numpy arrays)."""
-        return round_s1615(np.asarray(bias, np.float64) / self.bias_gain)
+        """``i_offset`` (S16.15) for a membrane bias ``bias`` per IR step, i.e. ``bias * dt`` per tick (numbers and
+        numpy arrays)."""
+        return round_s1615(np.asarray(bias, np.float64) * self.dt / self.bias_gain)
 
 # --- energy (SpiNNaker 1), the figures of sPyNNaker's own energy report (spinn_machine, VersionSpin1) --------
 #: router energy per transmitted bit (Painkras et al., "SpiNNaker: A 1-W 18-core system-on-chip for
