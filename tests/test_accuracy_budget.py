@@ -17,7 +17,7 @@ from neurodeploy.cli import main
 from neurodeploy.data import Split
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.jobs.config import JobConfig, ModelSettings, OptimizationSettings
-from neurodeploy.jobs.optimize import FolderStore, sparsity_search
+from neurodeploy.jobs.optimize import FolderStore, estimate_text, sparsity_search
 from neurodeploy.optimize import OptimizeConfig, optimize_scales
 from neurodeploy.optimize.budget import compare_paired
 from neurodeploy.optimize.objective import CONSTRAINT_WEIGHT, AnytimeObjective, Measurement
@@ -344,3 +344,20 @@ def test_a_killed_phase1_job_loads_its_candidates_beside_the_cache_file(small_de
     record = model.info["record"]["sparsity"]
     assert record["fine_tunings_loaded"] == 1 and record["fine_tunings"] == len(candidates)
     assert not folders[0].exists() and model.origin == "made" and Path(model.path).is_file()
+
+
+def test_estimate_text_by_hand():
+    """90 s each, 4 more: 360 s = 6.0 min; 12 s each, 249 more: 2988 s = 49.8 min; under 90 s in seconds,
+    under 10 s with a decimal."""
+    assert estimate_text("fine-tuning", 90, 4) == "one fine-tuning took 1.5 min: at most 4 more, about 6.0 min"
+    assert estimate_text("simulation", 12, 249) == "one simulation took 12 s: at most 249 more, about 49.8 min"
+    assert estimate_text("simulation", 2, 10) == "one simulation took 2.0 s: at most 10 more, about 20 s"
+
+
+def test_run_optimize_states_phase_2_cost(tmp_path, capsys):
+    """`run --optimize` prints, after phase 2's first simulation, its time and the estimate for the rest."""
+    assert main(["run", "--optimize", "--no-sparsity", "--epochs", "1", "--optimize-evals", "4",
+                 "--optimize-items", "100", "-T", "10", "--samples", "20", "--results-dir", str(tmp_path),
+                 "--run-id", "r", "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "one simulation took" in out and "at most 3 more" in out

@@ -9,6 +9,7 @@ import copy
 import io
 import pickle
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,19 @@ from neurodeploy.train.trainer import split_validation
 
 #: the kind a sparsity fine-tuned model's cache key names (``derived_model``'s ``what``)
 SPARSE = "sparse"
+
+
+def estimate_text(what: str, seconds_each: float, remaining: int) -> str:
+    """The stage line of a phase's cost: ``what`` took ``seconds_each`` (s), and at most ``remaining`` more
+    of them follow, e.g. ``estimate_text("fine-tuning", 90, 4)`` -> "one fine-tuning took 1.5 min: at most
+    4 more, about 6.0 min"."""
+    def duration(seconds: float) -> str:
+        if seconds < 10:
+            return f"{seconds:.1f} s"
+        return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+    return f"one {what} took {duration(seconds_each)}: at most {remaining} more, about " \
+           f"{duration(seconds_each * remaining)}"
 
 
 def optimization_split(dataset: Dataset, config: JobConfig) -> Split:
@@ -92,7 +106,12 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
     name, key = derived_key(base, dataset, SPARSE, asdict(search))
     store = FolderStore(cache.path(name, key).with_suffix(".candidates"))
 
+    last = {"at": time.perf_counter(), "estimated": False, "done": 0}
+
     def trial(entry: dict) -> None:
+        now = time.perf_counter()
+        took, last["at"] = now - last["at"], now
+        last["done"] += entry["scale"] != 0.0
         what = "original, pruned only" if entry["scale"] == 0.0 else \
             f"lambda_a {entry['lambda_a']:.4g}, lambda_w {entry['lambda_w']:.4g}"
         origin = " (finished before, loaded)" if entry["cached"] else ""
@@ -100,6 +119,10 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
                                   f"accuracy {entry['accuracy']:.4f}, change {interval_text(entry['paired'])}, "
                                   f"S_c {entry['combined_sparsity']:.4f}"
                                   + ("" if entry["within_budget"] else " (outside the budget)")))
+        if search.searches_penalty and entry["scale"] != 0.0 and not entry["cached"] and not last["estimated"]:
+            last["estimated"] = True
+            cache.emit(Event("stage", "  " + estimate_text("fine-tuning", took,
+                                                            max(search.max_trials - last["done"], 0))))
 
     def sparsify():
         strengths = (f"the sparsest within it, at most {search.max_trials} fine-tunings of {search.passes:g} pass "
@@ -116,6 +139,23 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
     shutil.rmtree(store.folder, ignore_errors=True)  # the model file holds the result now
     cache.emit(Event("sparsity", data=model.info["record"]["sparsity"]))
     return model
+
+
+class _TimedSimulator:
+    """The optimizer's simulator, timing its first simulation (``first_s``, seconds) for the phase's estimate."""
+
+    def __init__(self, simulator):
+        self.simulator, self.first_s, self.estimated = simulator, None, False
+
+    def item_curves(self, network: Network):
+        start = time.perf_counter()
+        curves = self.simulator.item_curves(network)
+        if self.first_s is None:
+            self.first_s = time.perf_counter() - start
+        return curves
+
+    def __getattr__(self, name: str):
+        return getattr(self.simulator, name)
 
 
 def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset, config: JobConfig, folder: Path,
@@ -147,8 +187,16 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     # device option (the gpu backend's) places it there too
     simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
         network, items.images, items.labels, settings.T)
-    optimized, result = optimize_scales(network, simulator, items.images, items.labels, ann, settings,
-                                        folder / "optimize_log.jsonl", config.run.progress,
+    timed = _TimedSimulator(simulator)
+
+    def evaluated(count: int) -> None:
+        """The phase's estimate from its first simulation (evaluations replayed from the log simulate nothing)."""
+        if timed.first_s is not None and not timed.estimated:
+            timed.estimated = True
+            emit(Event("stage", "  " + estimate_text("simulation", timed.first_s, max(settings.max_evals - count, 0))))
+
+    optimized, result = optimize_scales(network, timed, items.images, items.labels, ann, settings,
+                                        folder / "optimize_log.jsonl", config.run.progress, on_evaluation=evaluated,
                                         reference_correct=reference)
     report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
               "original_ann_accuracy": original_accuracy, "accuracy_budget_pp": o.accuracy_budget,
