@@ -9,10 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from neurodeploy.cli import main
 from neurodeploy.errors import ConfigError
@@ -119,6 +121,24 @@ def _same_arrays(first: Path, second: Path) -> None:
 NEURON_RUN = ["run", "--backend", "neuron", "--samples", "20", "-T", "20", "--epochs", "1", "--no-progress"]
 
 
+@contextmanager
+def one_thread():
+    """This process and the worker processes it starts at one thread, as every rank runs
+    (:func:`_environment`): float32 sums over another thread count round differently (readouts within ~1e-5),
+    and "identical to one process" compares the same arithmetic."""
+    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if variable is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = variable
+
+
 @pytest.fixture(scope="module")
 def one_process_neuron_run(tmp_path_factory) -> Path:
     """The single-machine default (its worker processes) of the runs the MPI jobs must equal."""
@@ -127,7 +147,8 @@ def one_process_neuron_run(tmp_path_factory) -> Path:
     if not Path(MPIRUN).exists():
         pytest.skip("mpirun not found: pip install 'neurodeploy[mpi]'")
     root = tmp_path_factory.mktemp("mpi")
-    assert main(NEURON_RUN + ["--results-dir", str(root), "--run-id", "one"]) == 0
+    with one_thread():
+        assert main(NEURON_RUN + ["--results-dir", str(root), "--run-id", "one"]) == 0
     return root
 
 
@@ -153,7 +174,8 @@ def test_two_mpi_ranks_equal_one_process_spike_for_spike(one_process_neuron_run,
 def test_two_torchrun_processes_equal_one_process_and_resume(tmp_path):
     common = ["run", "--samples", "60", "-T", "10", "--epochs", "1", "--batch-size", "20", "--no-progress",
               "--results-dir", str(tmp_path)]
-    assert main(common + ["--run-id", "one"]) == 0
+    with one_thread():
+        assert main(common + ["--run-id", "one"]) == 0
     one = SimulationResult.load(tmp_path / "one" / "result.npz")
     partial = tmp_path / "two" / "partial"  # rank 0 checkpoints joined batches: a rerun resumes from them
     partial.mkdir(parents=True)
