@@ -181,25 +181,35 @@ def test_run_records_and_refuses_an_unknown_population(mnist_network, tmp_path, 
     assert record["populations"][hidden]["spikes"] == int(result.spike_counts[[1, 4], :, p].sum()) > 0
 
 
+def _recorded_spikes_agree(mnist_network, tmp_path, capsys, items: int, profile: list[str],
+                           backend: list[str]) -> int:
+    """Runs `run --record` of the first hidden population for ``items`` items with the gpu backend's
+    ``profile`` flags and with ``backend``'s flags, reads both recordings back with Neo and asserts equal
+    spike steps for every neuron of every item; returns the number of spikes compared."""
+    path, net = mnist_network
+    hidden = next(n for n in net.topological_order() if net.populations[n].role == "hidden")
+    common = ["run", "--network", str(path), "--samples", str(items), "-T", "20", "--results-dir", str(tmp_path),
+              "-q", "--record", f"{hidden}:0-{items - 1}"]
+    assert _cli(common + ["--run-id", "gpu", *profile], capsys)[0] == 0
+    assert _cli(common + ["--run-id", "other", *backend], capsys)[0] == 0
+    gpu, other = (read_spike_trains(tmp_path / run / "spikes.mat") for run in ("gpu", "other"))
+    total = 0
+    for item in range(items):
+        a, b = spike_steps(gpu, hidden, item), spike_steps(other, hidden, item)
+        assert len(a) == len(b) == net.populations[hidden].size
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+        total += sum(len(x) for x in a)
+    return total
+
+
 @pytest.mark.slow
 def test_neuron_records_the_spikes_of_the_gpu_pynn_profile(mnist_network, tmp_path, capsys):
     """The Must show of issue 32: the same population and items on gpu (pynn profile) and NEURON (exact
     cell), each written by `run --record` and read back with Neo: equal spike times."""
     pytest.importorskip("pyNN", reason="the neuron extra is not installed")
-    path, net = mnist_network
-    hidden = next(n for n in net.topological_order() if net.populations[n].role == "hidden")
-    common = ["run", "--network", str(path), "--samples", "3", "-T", "20", "--results-dir", str(tmp_path), "-q",
-              "--record", f"{hidden}:0-2"]
-    assert _cli(common + ["--run-id", "gpu", "--profile", "pynn"], capsys)[0] == 0
-    assert _cli(common + ["--run-id", "neuron", "--backend", "neuron", "--workers", "1"], capsys)[0] == 0
-    gpu, neuron = (read_spike_trains(tmp_path / run / "spikes.mat") for run in ("gpu", "neuron"))
-    total = 0
-    for item in range(3):
-        a, b = spike_steps(gpu, hidden, item), spike_steps(neuron, hidden, item)
-        assert len(a) == len(b) == net.populations[hidden].size
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_array_equal(x, y)
-        total += sum(len(x) for x in a)
+    total = _recorded_spikes_agree(mnist_network, tmp_path, capsys, 3, ["--profile", "pynn"],
+                                   ["--backend", "neuron", "--workers", "1"])
     assert total > 50  # enough spikes for the equality to mean something
 
 
@@ -208,18 +218,5 @@ def test_nest_records_the_spikes_of_its_gpu_profile(mnist_network, tmp_path, cap
     """NEST's spike trains (`run --backend nest --record`) equal the gpu nest profile's, read back with Neo."""
     pytest.importorskip("pyNN", reason="the nest extra is not installed")
     pytest.importorskip("nest", reason="the nest extra is not installed")
-    path, net = mnist_network
-    hidden = next(n for n in net.topological_order() if net.populations[n].role == "hidden")
-    common = ["run", "--network", str(path), "--samples", "2", "-T", "20", "--results-dir", str(tmp_path), "-q",
-              "--record", f"{hidden}:0-1"]
-    assert _cli(common + ["--run-id", "gpu", "--profile", "nest"], capsys)[0] == 0
-    assert _cli(common + ["--run-id", "nest", "--backend", "nest"], capsys)[0] == 0
-    gpu, nest = (read_spike_trains(tmp_path / run / "spikes.mat") for run in ("gpu", "nest"))
-    total = 0
-    for item in range(2):
-        a, b = spike_steps(gpu, hidden, item), spike_steps(nest, hidden, item)
-        assert len(a) == len(b) == net.populations[hidden].size
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_array_equal(x, y)
-        total += sum(len(x) for x in a)
+    total = _recorded_spikes_agree(mnist_network, tmp_path, capsys, 2, ["--profile", "nest"], ["--backend", "nest"])
     assert total > 30
