@@ -21,7 +21,7 @@ import torch
 from neurodeploy.backends.base import Backend, Option, RunOptions, Session
 from neurodeploy.backends.gpu.spinnaker_profile import set_reset_values
 from neurodeploy.backends.processes import run_in_processes
-from neurodeploy.backends.pynn.lowering import lower_network
+from neurodeploy.backends.pynn.lowering import lower_network, structure
 from neurodeploy.backends.pynn.results import joined_result
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
@@ -91,14 +91,9 @@ class NestBackend(Backend):
             raise BackendError(f"population {late[0]!r} receives the analog input with a delay of more than one step, "
                                f"which {CELL} does not implement with current injection; use --encoding if or the "
                                "gpu backend")
-        order = network.topological_order()
         metadata = {
             "device": f"cpu (NEST, {self.threads} thread{'s' if self.threads != 1 else ''})", "cell": "IF_curr_delta",
-            "pipeline_delay": network.pipeline_delay(1),
-            "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
-                            for n in order],
-            "n_neurons": sum(p.size for p in lowered.populations),
-            "n_synapses": int(sum(len(s) for s in lowered.synapses)),
+            **structure(network, lowered),
             "timings": {"lower_s": time.perf_counter() - start, "nest_build_s": 0.0, "nest_run_s": 0.0},
         }
         return Session(lowered, metadata)

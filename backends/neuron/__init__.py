@@ -25,7 +25,7 @@ import torch
 from neurodeploy.backends.base import Backend, Option, RunOptions, Session
 from neurodeploy.backends.neuron.mechanisms import prepare as compile_mechanisms
 from neurodeploy.backends.processes import run_in_processes
-from neurodeploy.backends.pynn.lowering import lower_network
+from neurodeploy.backends.pynn.lowering import lower_network, structure
 from neurodeploy.backends.pynn.results import joined_result
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
@@ -137,14 +137,8 @@ class NeuronBackend(Backend):
         lowered = lower_network(network, "analog", input_as_synapses=options.encoding == "if",
                                 carries=CARRIES[self.profile], cell=CELLS[self.profile])
         compile_mechanisms()
-        order = network.topological_order()
         metadata = {
-            "device": f"cpu ({self._where()})", "profile": self.profile,
-            "pipeline_delay": network.pipeline_delay(1),
-            "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
-                            for n in order],
-            "n_neurons": sum(p.size for p in lowered.populations),
-            "n_synapses": int(sum(len(s) for s in lowered.synapses)),
+            "device": f"cpu ({self._where()})", "profile": self.profile, **structure(network, lowered),
             "timings": {"lower_s": time.perf_counter() - start, "neuron_build_s": 0.0, "neuron_run_s": 0.0},
         }
         return Session(lowered, metadata)

@@ -185,6 +185,17 @@ def _lowered_population(network: Network, pop: Population, fan_out: np.ndarray) 
     return lowered
 
 
+def structure(network: Network, lowered: LoweredNetwork) -> dict:
+    """What a PyNN backend's session reports of the network it built: the pipeline delay of one-step
+    projections, the populations in topological order (name, role, size), and the lowered neurons and
+    synapses."""
+    return {"pipeline_delay": network.pipeline_delay(1),
+            "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
+                            for n in network.topological_order()],
+            "n_neurons": sum(p.size for p in lowered.populations),
+            "n_synapses": int(sum(len(s) for s in lowered.synapses))}
+
+
 def lower_network(network: Network, encoding: str = "analog", input_as_synapses: bool = False,
                   local_only: bool = False, carries: tuple[str, ...] | frozenset[str] = (),
                   cell: str = "the PyNN cell") -> LoweredNetwork:

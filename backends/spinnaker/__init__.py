@@ -47,7 +47,7 @@ import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
 from neurodeploy.backends.gpu.spinnaker_profile import SUBSTEPS_OPTION, V_RESET_OPTION, set_reset_values
-from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network
+from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network, structure
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
@@ -239,12 +239,8 @@ class SpinnakerBackend(Backend):
         metadata = {
             "device": self.config.target, "profile": "IF_curr_exp" if self.local_only else "IF_curr_delta",
             "connectors": self.connectors, "virtual": self.config.virtual,
-            "encoding_on_board": BOARD_ENCODING, "pipeline_delay": network.pipeline_delay(1),
-            "substeps": self.substeps,
-            "populations": [{"name": n, "role": network.populations[n].role, "size": network.populations[n].size}
-                            for n in network.topological_order()],
-            "n_neurons": sum(p.size for p in lowered.populations),
-            "n_synapses": int(sum(len(s) for s in lowered.synapses)), "run_folder": str(folder),
+            "encoding_on_board": BOARD_ENCODING, "substeps": self.substeps, **structure(network, lowered),
+            "run_folder": str(folder),
         }
         return Session((lowered, str(config_dir), str(folder), summed_weights_or_bound(network, BOARD_ENCODING)),
                        metadata)
