@@ -52,6 +52,22 @@ def optimization_split(dataset: Dataset, config: JobConfig) -> Split:
     return validation.head(config.optimization.items)
 
 
+#: the held-out check of phase 2's result uses at most this many validation items after the optimization items,
+#: and none when fewer than CHECK_MIN_ITEMS are left (the embedded MNIST's 800 validation items are all
+#: optimization items)
+CHECK_MAX_ITEMS = 5000
+CHECK_MIN_ITEMS = 400
+
+
+def check_split(dataset: Dataset, config: JobConfig) -> Split | None:
+    """The validation items after :func:`optimization_split`'s (at most CHECK_MAX_ITEMS), on which phase 2's
+    result is checked (:mod:`neurodeploy.optimize.check`); None when fewer than CHECK_MIN_ITEMS are left."""
+    _, validation = split_validation(dataset.train, TrainConfig().val_fraction, config.model.seed)
+    start = config.optimization.items
+    rest = Split(validation.images[start:start + CHECK_MAX_ITEMS], validation.labels[start:start + CHECK_MAX_ITEMS])
+    return rest if len(rest) >= CHECK_MIN_ITEMS else None
+
+
 def sparsity_search(config: JobConfig):
     """Phase 1's settings from the job: the accuracy budget and the strengths given on the command line."""
     from neurodeploy.train.sparsity import BudgetedSparsity
@@ -178,7 +194,7 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     reference = correct_flags(original, items).numpy()
     original_accuracy = float(reference.mean())
     settings = OptimizeConfig(method=o.method, max_evals=o.evals, T=o.T or config.run.T, lambda_e=o.lambda_e,
-                              accuracy_budget=o.budget_fraction, v_init=o.v_init)
+                              accuracy_budget=o.budget_fraction, v_init=o.v_init, silence=True)
     emit(Event("stage", f"optimizing scales ({settings.method}, {settings.max_evals} simulations of {len(items)} "
                         f"held-out training items, T={settings.T}; a point is outside the {o.accuracy_budget:g} pp "
                         f"budget when its paired {100 * settings.confidence:g} % interval against the original "
@@ -188,6 +204,16 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
     simulator = GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
         network, items.images, items.labels, settings.T)
     timed = _TimedSimulator(simulator)
+    held_out = check_split(dataset, config)
+    check = None
+    if held_out is not None:
+        from neurodeploy.optimize.check import HeldOutCheck
+
+        emit(Event("stage", f"  the result is chosen on {len(held_out)} further held-out training items: H0 and the "
+                            "best point after each stage, judged there by the same rule"))
+        check = HeldOutCheck(GpuBackend(device=config.backend_options.get("device")).anytime_simulator(
+            network, held_out.images, held_out.labels, settings.T), correct_flags(original, held_out).numpy(),
+            evaluate_accuracy(model, held_out))
 
     def evaluated(count: int) -> None:
         """The phase's estimate from its first simulation (evaluations replayed from the log simulate nothing)."""
@@ -197,7 +223,7 @@ def optimize_network(network: Network, model: torch.nn.Module, dataset: Dataset,
 
     optimized, result = optimize_scales(network, timed, items.images, items.labels, ann, settings,
                                         folder / "optimize_log.jsonl", config.run.progress, on_evaluation=evaluated,
-                                        reference_correct=reference)
+                                        reference_correct=reference, check=check)
     report = {"method": settings.method, "optimization_items": len(items), "ann_accuracy": ann,
               "original_ann_accuracy": original_accuracy, "accuracy_budget_pp": o.accuracy_budget,
               "confidence": settings.confidence, "v_init_searched": settings.v_init, **result.as_dict()}

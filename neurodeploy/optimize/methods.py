@@ -23,11 +23,14 @@ from neurodeploy.ir.network import Network
 from neurodeploy.optimize.parameters import ScaleSpace, channel_groups
 
 Loss = Callable[[np.ndarray], float]
+#: first simplex step of a silenced fraction (a tenth of the population's channels)
+SILENCE_STEP = 0.1
 
 
 def subplex(f: Loss, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, max_evals: int,
-            initial_step: float) -> None:
-    """nlopt LN_SBPLX from ``x0`` within the bounds, ``initial_step`` in every coordinate."""
+            initial_step: float | np.ndarray) -> None:
+    """nlopt LN_SBPLX from ``x0`` within the bounds, ``initial_step`` in every coordinate (or one per
+    coordinate)."""
     if max_evals < 1 or x0.size == 0:
         return
     opt = nlopt.opt(nlopt.LN_SBPLX, int(x0.size))
@@ -46,14 +49,15 @@ def coarse_to_fine(f: Loss, best: Callable[[], np.ndarray], network: Network, sp
                    groups: Sequence[int | None] = (1, 4, 16), evals_per_dimension: Sequence[int] = (25, 10, 6)
                    ) -> None:
     """Staged SUBPLEX over tied channel groups; ``best()`` gives the best full vector so far (the
-    starting point of each stage). Initial membranes (if in the space) are searched in the first stage."""
+    starting point of each stage). Initial membranes and silenced fractions (if in the space) are searched in
+    the first stage, the fractions with a first step of SILENCE_STEP."""
     used = 0
     for stage, (k, per_dim) in enumerate(zip(groups, evals_per_dimension, strict=True)):
         labels = channel_groups(network, space, k)
         n_groups = int(labels.max()) + 1
         base = best().copy()
-        with_v_init = space.v_init and stage == 0
-        n_v = len(space.populations) if with_v_init else 0
+        # the first stage also searches what is not a scale: initial membranes, silenced fractions
+        n_v = space.size - space.n_scales if stage == 0 else 0
 
         def expand(g: np.ndarray, labels=labels, base=base, n_groups=n_groups, n_v=n_v) -> np.ndarray:
             x = base.copy()
@@ -66,6 +70,9 @@ def coarse_to_fine(f: Loss, best: Callable[[], np.ndarray], network: Network, sp
         span = upper[0] - lower[0]
         g_lower = np.concatenate([np.full(n_groups, -span), lower[space.n_scales:] if n_v else []])
         g_upper = np.concatenate([np.full(n_groups, span), upper[space.n_scales:] if n_v else []])
+        steps = np.full(g0.size, initial_step)
+        if n_v and space.silence is not None:
+            steps[n_groups + space.n_v_init:] = SILENCE_STEP
         budget = min(per_dim * g0.size, max_evals - used)
         counted = [0]
 
@@ -73,7 +80,7 @@ def coarse_to_fine(f: Loss, best: Callable[[], np.ndarray], network: Network, sp
             counted[0] += 1
             return f(expand(g))
 
-        subplex(staged, g0, g_lower, g_upper, budget, initial_step)
+        subplex(staged, g0, g_lower, g_upper, budget, steps)
         used += counted[0]
         if used >= max_evals:
             return

@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.ir.network import Network
 from neurodeploy.optimize.budget import CONFIDENCE
+from neurodeploy.optimize.check import HeldOutCheck, choose_checked
 from neurodeploy.optimize.methods import coarse_to_fine, subplex
 from neurodeploy.optimize.objective import AnytimeObjective, Measurement, Simulator
 from neurodeploy.optimize.parameters import ScaleSpace
 from neurodeploy.optimize.replay_log import ReplayLog
+from neurodeploy.optimize.silence import disconnect_silenced, silence_order
 
 METHODS = ("coarse_to_fine", "subplex")
 
@@ -41,6 +43,10 @@ class OptimizeConfig:
     max_factor: scale factors stay within [1/max_factor, max_factor] of H0.
     initial_step: first simplex step in log-scale units (0.3 = a factor of 1.35).
     v_init: also search one initial membrane (fraction of threshold) per population.
+    silence: also search, per population, the fraction of its channels silenced, in the order of
+    :func:`neurodeploy.optimize.silence.silence_order` on the optimization set (the channels that change
+    the fewest predictions first); the returned network has them disconnected
+    (:func:`~neurodeploy.optimize.silence.disconnect_silenced`).
     groups, evals_per_dimension: the stages of coarse_to_fine (channel groups per population; None =
     every channel) and the evaluations each stage may spend per searched dimension.
     accuracy_floor: least peak accuracy (fraction, on the optimization set) of a feasible point, a hard
@@ -58,6 +64,7 @@ class OptimizeConfig:
     max_factor: float = 8.0
     initial_step: float = 0.3
     v_init: bool = False
+    silence: bool = False
     groups: tuple[int | None, ...] = (1, 4, 16)
     evals_per_dimension: tuple[int, ...] = (25, 10, 6)
     accuracy_floor: float | None = None
@@ -101,13 +108,14 @@ class OptimizeResult:
     accuracy_budget: float | None = None
     start_feasible: bool = True
     feasible: bool = True
+    check: dict | None = None
 
     def as_dict(self) -> dict:
         return {"start": self.start.as_dict(), "best": self.best.as_dict(), "start_loss": self.start_loss,
                 "best_loss": self.best_loss, "lambdas": self.lambdas, "evaluations": self.evaluations,
                 "replayed": self.replayed, "wall_time_s": self.wall_time_s, "accuracy_floor": self.accuracy_floor,
                 "accuracy_budget": self.accuracy_budget, "start_feasible": self.start_feasible,
-                "feasible": self.feasible,
+                "feasible": self.feasible, "check": self.check,
                 "scale_factor_range": [float(np.exp(self.x.min())), float(np.exp(self.x.max()))]}
 
 
@@ -165,7 +173,8 @@ class _Search:
 def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor, labels: torch.Tensor,
                     ann_accuracy: float, config: OptimizeConfig | None = None, log_path: str | Path | None = None,
                     progress: bool = True, on_evaluation: Callable[[int], None] | None = None,
-                    reference_correct: np.ndarray | None = None) -> tuple[Network, OptimizeResult]:
+                    reference_correct: np.ndarray | None = None, check: HeldOutCheck | None = None
+                    ) -> tuple[Network, OptimizeResult]:
     """Searches scale factors of ``network`` (as converted: H0) that minimize L_SNN on the optimization
     set ``images [N, *input_shape]``, ``labels [N]`` with ANN accuracy ``ann_accuracy`` on that set,
     keeping the peak accuracy at or above ``config.accuracy_floor`` when one is given.
@@ -177,11 +186,17 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
     on_evaluation: called with the evaluation count after each evaluation (progress hooks, tests).
     reference_correct: ``[N]`` bool, the reference's per-item correctness on the set (the original ANN's),
     which ``config.accuracy_budget`` compares every point with; needed when a budget is set.
+    check: held-out items the returned point is chosen on (:mod:`neurodeploy.optimize.check`): H0 and the
+    best point after each stage are measured there and the best there is returned; None: the best on the
+    optimization set.
     Returns the optimized network and the :class:`OptimizeResult`.
     """
     config = config or OptimizeConfig()
     start_time = time.perf_counter()
     space = ScaleSpace.of(network, v_init=config.v_init)
+    if config.silence:
+        space = ScaleSpace.of(network, v_init=config.v_init,
+                              silence=silence_order(network, images, space.populations))
     if (config.accuracy_budget is None) != (reference_correct is None):
         raise NeurodeployError("an accuracy budget needs the reference's per-item correctness, and only it")
     if reference_correct is not None:
@@ -201,24 +216,47 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
     objective.calibrate(start)
     log.cursor = 0  # H0 is the first evaluation of the search too (answered from the log)
     search = _Search(objective, log, config.max_evals, progress, on_evaluation)
+    stage_bests: list[tuple[np.ndarray, Measurement]] = []  # the best point at the start of every stage
+
+    def stage_best() -> np.ndarray:
+        stage_bests.append((search.best_x.copy(), search.best))
+        return search.best_x
+
     try:
         search(x0)
         if config.method == "subplex":
             subplex(search, x0, lower, upper, config.max_evals - 1, config.initial_step)
         else:
-            coarse_to_fine(search, lambda: search.best_x, network, space, lower, upper, config.max_evals - 1,
+            coarse_to_fine(search, stage_best, network, space, lower, upper, config.max_evals - 1,
                            config.initial_step, config.groups, config.evals_per_dimension)
     finally:
         search.bar.close()
+    best_x, best = search.best_x, search.best
+    checked = None
+    if check is not None:
+        points: list[tuple[np.ndarray, Measurement]] = [(x0, start)]
+        for x, m in [*stage_bests, (search.best_x, search.best)]:
+            if not any(np.array_equal(x, y) for y, _ in points):
+                points.append((x, m))
+        chosen, measured = choose_checked(check, network, space, [x for x, _ in points], config.lambda_e,
+                                          config.accuracy_budget, config.confidence)
+        best_x, best = points[chosen]
+        checked = {"items": int(np.asarray(check.reference_correct).size), "ann_accuracy": check.ann_accuracy,
+                   "chosen": chosen, "points": measured}
     result = OptimizeResult(
-        x=search.best_x, start=start, best=search.best, start_loss=objective.loss(start),
-        best_loss=objective.loss(search.best),
+        x=best_x, start=start, best=best, start_loss=objective.loss(start),
+        best_loss=objective.loss(best), check=checked,
         lambdas={"lambda_e": objective.lambda_e, "lambda_l": objective.lambda_l, "lambda_p": objective.lambda_p},
         evaluations=len(search.losses), replayed=min(replayed, len(search.losses)), losses=search.losses,
         wall_time_s=time.perf_counter() - start_time, accuracy_floor=config.accuracy_floor,
         accuracy_budget=config.accuracy_budget,
-        start_feasible=objective.feasible(start), feasible=objective.feasible(search.best))
+        start_feasible=objective.feasible(start), feasible=objective.feasible(best))
     optimized = space.apply(network, result.x)
+    if space.silence is not None:
+        scaled = ScaleSpace(space.populations, space.channels, space.v_init).apply(
+            network, result.x[:space.silence_offset])
+        optimized = disconnect_silenced(optimized, dict(zip(space.populations, space.silenced(result.x), strict=True)),
+                                        {name: scaled.populations[name].neuron.threshold for name in space.populations})
     optimized.metadata = {**network.metadata, "scale_optimization": {
         "method": config.method, **{k: v for k, v in result.as_dict().items() if k != "losses"}}}
     return optimized.validate(), result
