@@ -104,12 +104,24 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def check_text(check: dict | None) -> str:
+    """Phase 2's held-out check in one cell: its items, the chosen point (0: H0, then each stage's best) and
+    P_p on the check items of H0 and of the chosen point; "none" where the split left no items for it."""
+    if not check:
+        return "none"
+    points = check["points"]
+    return (f"{check['items']}: point {check['chosen']} of {len(points) - 1}, {_num(points[0]['pareto_power'])} -> "
+            f"{_num(points[check['chosen']]['pareto_power'])}")
+
+
 def markdown(label: str, cells: list[dict], plain_from: Path | None = None) -> str:
     source = "" if plain_from is None else f" Plain runs read from {plain_from.name} (plain `run` unchanged)."
     lines = [f"Code: commit {label}.{source} Per seed, then the medians over seeds.", "",
              "| data set | seed | | ANN acc | peak acc | P_l (steps) | P_p (events) | lambda_a / lambda_w / prune "
-             "| val acc | S_c (val) | phase 2 P_p start -> best (opt. items) | rejected candidates |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| val acc | S_c (val) | phase 2 P_p start -> best (opt. items) "
+             "| held-out check: items, chosen, P_p H0 -> chosen "
+             "| rejected candidates |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cells:
         plain, opt = c["plain"], c["optimize"]
         p1 = opt.get("phase1", {})
@@ -119,7 +131,7 @@ def markdown(label: str, cells: list[dict], plain_from: Path | None = None) -> s
         nan = float("nan")
         lines.append(f"| {c['set']} | {c['seed']} | plain | {plain['ann_accuracy']:.4f} | {plain['peak_accuracy']:.4f} "
                      f"| {_num(plain['pareto_latency'])} | {_num(plain['pareto_power'])} | "
-                     f"| {before.get('accuracy', nan):.4f} | {before.get('combined_sparsity', nan):.3f} | | |")
+                     f"| {before.get('accuracy', nan):.4f} | {before.get('combined_sparsity', nan):.3f} | | | |")
         strengths = f"{_num(config.get('lambda_a', 0))} / {_num(config.get('lambda_w', 0))} / " \
                     f"{_num(config.get('prune_threshold', 0))}" if config else ""
         p2_text = (f"{_num(p2['start']['pareto_power'])} -> {_num(p2['best']['pareto_power'])}"
@@ -129,7 +141,7 @@ def markdown(label: str, cells: list[dict], plain_from: Path | None = None) -> s
                      f"({c['latency_factor']:.3g}x lower) | {_num(opt['pareto_power'])} "
                      f"({c['power_factor']:.3g}x lower) "
                      f"| {strengths} | {after.get('accuracy', nan):.4f} | {after.get('combined_sparsity', nan):.3f} "
-                     f"| {p2_text} | {rejected} of {len(p1.get('trials') or [])} |")
+                     f"| {p2_text} | {check_text(p2.get('check'))} | {rejected} of {len(p1.get('trials') or [])} |")
     lines += ["", "| data set | seeds | P_l factor per seed | median | P_p factor per seed | median "
               "| peak change (pp) per seed | median | goal (>= 10x both, >= -0.5 pp) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -55,3 +55,11 @@ def test_plain_from_reads_the_plain_run_of_another_table(tmp_path, table):
     assert "met" in table.markdown("x", [cell]).splitlines()[-1]
     with pytest.raises(RuntimeError, match="no plain run"):
         table.run_cell("noisy", 1, tmp_path, runs, 100, 1.0, None, plain_from=other)
+
+
+def test_check_cell_by_hand(table):
+    """The held-out check's cell: items, the chosen point of those after H0, P_p of H0 and of the chosen one."""
+    check = {"items": 5000, "chosen": 2, "points": [{"pareto_power": 326.7}, {"pareto_power": 226.4},
+                                                    {"pareto_power": 207.6}, {"pareto_power": 278.0}]}
+    assert table.check_text(check) == "5000: point 2 of 3, 326.7 -> 207.6"
+    assert table.check_text(None) == "none"
