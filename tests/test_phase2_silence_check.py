@@ -141,3 +141,17 @@ def test_check_chooses_the_best_on_its_items(check_setup, small_dense_model):
     ranks = [(0.0 if p["feasible"] else 1.0, p["loss"]) for p in points]
     assert result.check["chosen"] == min(range(len(points)), key=lambda i: (ranks[i][0], ranks[i][1], i)) or \
         not any(p["feasible"] for p in points)
+
+
+def test_scale_factor_range_reads_the_scales_only(check_setup, small_dense_model):
+    """summary's scale_factor_range is exp of the least and largest log scale factor, not of the initial
+    membranes or silenced fractions that follow them in x."""
+    network, items, _ = check_setup
+    config = OptimizeConfig(max_evals=6, T=10, groups=(1,), evals_per_dimension=(1,), v_init=True, silence=True)
+    simulator = GpuBackend(device="cpu").anytime_simulator(network, items.images, items.labels, 10)
+    _, result = optimize_scales(network, simulator, items.images, items.labels,
+                                evaluate_accuracy(small_dense_model, items), config, progress=False)
+    space = ScaleSpace.of(network, v_init=True)
+    scales = result.x[:space.n_scales]
+    assert result.n_scales == space.n_scales and result.x.size == space.n_scales + 4
+    assert result.as_dict()["scale_factor_range"] == [float(np.exp(scales.min())), float(np.exp(scales.max()))]

@@ -92,7 +92,9 @@ class OptimizeResult:
     start_loss / best_loss: their losses (L_SNN plus any penalty below the accuracy floor);
     losses: the loss of every evaluation in order; evaluations: how many; replayed: how many came from
     the log; wall_time_s: this call's wall time; accuracy_floor, accuracy_budget: the constraints (None: none);
-    start_feasible / feasible: whether H0 and the best point meet it."""
+    start_feasible / feasible: whether H0 and the best point meet it; check: the held-out check's record
+    (:mod:`neurodeploy.optimize.check`; None: none ran); n_scales: how many entries of x are log scale factors
+    (the rest: initial membranes, silenced fractions; None: all)."""
 
     x: np.ndarray
     start: Measurement
@@ -109,14 +111,16 @@ class OptimizeResult:
     start_feasible: bool = True
     feasible: bool = True
     check: dict | None = None
+    n_scales: int | None = None
 
     def as_dict(self) -> dict:
+        scales = self.x[:self.n_scales]  # the log scale factors, not the initial membranes or silenced fractions
         return {"start": self.start.as_dict(), "best": self.best.as_dict(), "start_loss": self.start_loss,
                 "best_loss": self.best_loss, "lambdas": self.lambdas, "evaluations": self.evaluations,
                 "replayed": self.replayed, "wall_time_s": self.wall_time_s, "accuracy_floor": self.accuracy_floor,
                 "accuracy_budget": self.accuracy_budget, "start_feasible": self.start_feasible,
                 "feasible": self.feasible, "check": self.check,
-                "scale_factor_range": [float(np.exp(self.x.min())), float(np.exp(self.x.max()))]}
+                "scale_factor_range": [float(np.exp(scales.min())), float(np.exp(scales.max()))]}
 
 
 def search_fingerprint(network: Network, images: torch.Tensor, labels: torch.Tensor, ann_accuracy: float,
@@ -245,7 +249,7 @@ def optimize_scales(network: Network, simulator: Simulator, images: torch.Tensor
                    "chosen": chosen, "points": measured}
     result = OptimizeResult(
         x=best_x, start=start, best=best, start_loss=objective.loss(start),
-        best_loss=objective.loss(best), check=checked,
+        best_loss=objective.loss(best), check=checked, n_scales=space.n_scales,
         lambdas={"lambda_e": objective.lambda_e, "lambda_l": objective.lambda_l, "lambda_p": objective.lambda_p},
         evaluations=len(search.losses), replayed=min(replayed, len(search.losses)), losses=search.losses,
         wall_time_s=time.perf_counter() - start_time, accuracy_floor=config.accuracy_floor,
