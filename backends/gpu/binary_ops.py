@@ -181,11 +181,13 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
     def conv(spikes: torch.Tensor) -> torch.Tensor:
         x = spikes.to(torch.uint8, memory_format=torch.channels_last)
         x = _paired_input(_sum_pool(x, pool), pair)
-        out = None
-        for k, (weights, scale) in enumerate(packed):
-            part = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, weights, scale, zero, None if k else bias, stride,
-                                                      padding, dilation, 1, 1.0, 0, torch.float32, "none", [], "")
-            out = part if out is None else out.add_(part)
+        (first, scale), rest = packed[0], packed[1:]
+        out = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, first, scale, zero, bias, stride, padding, dilation, 1,
+                                                 1.0, 0, torch.float32, "none", [], "")
+        for weights, scale in rest:  # each further part summed into ``out`` by the kernel (a "sum" post-op)
+            out = torch.ops.onednn.qconv2d_pointwise.binary(x, 1.0, 0, weights, scale, zero, out, None, stride,
+                                                            padding, dilation, 1, 1.0, 0, torch.float32, 1.0, 0,
+                                                            "sum", 1.0, "none", [], "")
         return out
 
     return conv
@@ -210,11 +212,7 @@ def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.
         patches = torch.stack([padded[:, i:i + stride[0] * (rows - 1) + 1:stride[0],
                                       j:j + stride[1] * (cols - 1) + 1:stride[1]]
                                for i in range(kh) for j in range(kw)], dim=3).reshape(n * rows * cols, -1)
-        out = None
-        for k, (weights, scale) in enumerate(packed):
-            part = torch.ops.onednn.qlinear_pointwise(patches, 1.0, 0, weights, scale, zero, None if k else bias,
-                                                      1.0, 0, torch.float32, "none", [], "")
-            out = part if out is None else out.add_(part)
+        out = _linear_parts(patches, packed, zero, bias)
         return out.reshape(n, rows, cols, -1).permute(0, 3, 1, 2)
 
     return conv
@@ -252,11 +250,19 @@ def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_
         x = torch.empty((flat.shape[0], 2 * n_in), dtype=torch.uint8, device=spikes.device)
         x[:, n_in:].copy_(flat)
         torch.mul(x[:, n_in:], pair, out=x[:, :n_in])
-        out = None
-        for k, (weights, scale) in enumerate(packed):
-            part = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, weights, scale, zero, None if k else bias, 1.0, 0,
-                                                      torch.float32, "none", [], "")
-            out = part if out is None else out.add_(part)
-        return out
+        return _linear_parts(x, packed, zero, bias)
 
     return dense
+
+
+def _linear_parts(x: torch.Tensor, packed, zero: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """uint8 ``x [n, inputs]`` against each packed pair of parts, summed in float32 ``[n, outputs]``: the first
+    kernel adds the bias, each further one adds its part into the output (a "sum" post-op, the same float32
+    addition as adding the parts afterwards, one pass less)."""
+    (first, scale), rest = packed[0], packed[1:]
+    out = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, first, scale, zero, bias, 1.0, 0, torch.float32, "none",
+                                             [], "")
+    for weights, scale in rest:
+        out = torch.ops.onednn.qlinear_pointwise.binary(x, 1.0, 0, weights, scale, zero, out, None, 1.0, 0,
+                                                        torch.float32, 1.0, 0, "sum", 1.0, "none", [], "")
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neurodeploy.backends.gpu import binary_ops
+from neurodeploy.backends.gpu import binary_ops, fused
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import Population, initial_membrane, per_neuron
@@ -56,6 +56,8 @@ class Layer:
     saturation: tuple[float, float] | None = None  # per-step limit of excitatory, inhibitory input
     channels_last: bool = False               # state [B, C, H, W] kept in channels-last memory (int8 kernels' layout)
     bias_in_projection: bool = False          # the bias is added by the (single, int8) incoming projection's kernel
+    #: the fused scan's constants (``fused``) when the layer's spikes are read only by int8 projections, else None
+    fused_neuron: fused.FusedNeuron | None = None
 
     @property
     def size(self) -> int:
@@ -177,6 +179,10 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
         n_synapses += int(fanout.sum())
         matrix = np.stack([np.ones_like(fanout), fanout], axis=1)
         layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
+    if int8_parts is not None and dtype == torch.float32 and fused.kernel() is not None:
+        for i, layer in enumerate(layers):
+            if readers.get(i) and all(incoming.binary_fn is not None for incoming in readers[i]):
+                layer.fused_neuron = _fused_neuron(layer, fan_out[layer.name])
     output = network.output.name
     return CompiledNetwork(layers, network.pipeline_delay(delay), n_synapses, index[output])
 
@@ -187,6 +193,23 @@ def _binary_fn(source: Layer, ops, parts: int) -> TensorFn | None:
     if source.role == "input" or source.negative_spikes or not source.spiking:
         return None
     return binary_ops.binary_projection(ops, source.shape, source.amplitude, parts)
+
+
+def _fused_neuron(layer: Layer, fan_out: np.ndarray) -> fused.FusedNeuron | None:
+    """The fused scan's constants of a hidden integrate-and-fire layer without optional terms (the neuron of
+    converted networks: subtractive reset or reset to 0), else None."""
+    plain = (layer.role == "hidden" and layer.spiking and layer.decay is None and layer.leak_drive is None
+             and layer.syn_decay is None and not layer.reset_next_step and not layer.fixed_point
+             and layer.spike_cap is None and not layer.negative_spikes)
+    zero = layer.reset == "zero"
+    if not plain or (zero and not (isinstance(layer.v_reset, float) and layer.v_reset == 0.0)):
+        return None
+    if not np.array_equal(fan_out, np.round(fan_out)) or fan_out.max(initial=0) >= 2**31:
+        return None
+    theta = torch.as_tensor(layer.threshold, dtype=torch.float32).expand(layer.shape).cpu()
+    fan = torch.as_tensor(np.asarray(fan_out, dtype=np.int64).reshape(layer.shape)).to(torch.int32)
+    theta, fan = (fused.memory_order(t[None], 1, layer.shape, layer.channels_last)[0] for t in (theta, fan))
+    return fused.FusedNeuron(theta.contiguous(), fan.contiguous(), zero)
 
 
 def _bias_into_projection(layer: Layer, layers: list[Layer], network: Network, parts: int) -> None:
@@ -216,6 +239,7 @@ def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch
         for incoming in layer.incoming:
             incoming.binary_fn = None  # its weights hold the old amplitudes: the float path takes over
         layer.bias_in_projection = False
+        layer.fused_neuron = None  # its readers now take float spikes
     return compiled
 
 
