@@ -20,6 +20,8 @@ CHAINS = {
     "conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 12, 12)),
     "strided conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), stride=(2, 2))], (8, 18, 18)),
     "pool conv": (lambda w: [AvgPool2d((2, 2), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 16, 16)),
+    "overlapping pool conv": (lambda w: [AvgPool2d((3, 3), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))],
+                              (8, 17, 17)),
     "dense": (lambda w: [Dense(w((7, 40)))], (40,)),
     "flatten dense": (lambda w: [Flatten(), Dense(w((7, 8 * 4 * 4)))], (8, 4, 4)),
     "pool flatten dense": (lambda w: [AvgPool2d((2, 2), (2, 2)), Flatten(), Dense(w((7, 8 * 2 * 2)))], (8, 4, 4)),
@@ -79,7 +81,10 @@ def test_split_is_exact_for_weights_of_few_bits():
 def test_unsupported_chains_keep_the_float_path():
     w = np.ones((4, 4, 3, 3), np.float32)
     assert binary_ops.binary_projection([Conv2d(w, dilation=(2, 2))], (4, 8, 8), None) is None
-    assert binary_ops.binary_projection([AvgPool2d((3, 3), (2, 2)), Conv2d(w)], (4, 9, 9), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((3, 3), (1, 1), (1, 1)), Conv2d(w)], (4, 9, 9), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((12, 12), (1, 1)), Conv2d(w)], (4, 16, 16), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((3, 3), (2, 2)), Flatten(), Dense(np.ones((3, 16)))],
+                                        (4, 5, 5), None) is None
 
 
 def simulate(net, x: torch.Tensor, T: int, encoding: str = "analog", **backend_kwargs):

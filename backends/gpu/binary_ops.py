@@ -15,9 +15,11 @@ parts (the default) the residual is below 2^-29 of the largest weight: the curre
 path's by about float32 rounding (``docs/semantics.md``, "Precision"; the tests check the bound and the
 spike trains against the float32 path).
 
-Average pooling without padding whose kernel equals its stride is folded into the next convolution or
-dense layer (a pooled convolution is a strided convolution with a kernel ``pool`` times larger; the pool's
-``1/k`` is a power of two for 2x2 pools and otherwise rounds once in float64 before the split).
+Average pooling without padding before a convolution (any stride; overlapping windows of up to 127 inputs
+too) or before a dense layer (kernel equal to stride) is summed in uint8 first, its ``1/area`` folded into
+the weights (a power of two for 2x2 pools, otherwise rounded once in float64 before the split). A window's sum
+leaves less room in uint8 for the pairing of parts (a factor below 128), so windows of more than 7 inputs
+get one pair of parts more (6 parts: 3 kernels).
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
                       bias: torch.Tensor | None = None) -> TensorFn | None:
     """The int8 lowering of a projection chain from a binary source, or None when the chain has another form.
 
-    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]``, ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten,
-    Dense]`` (pools with kernel = stride, no padding). ``amplitude``: the source's spike amplitude (None for 1,
-    a scalar tensor, or per channel ``[C, 1, 1]``), folded into the weights. ``bias``: float32 ``[C_out]``
+    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]`` (pool without padding, windows of up to 127 inputs),
+    ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten, Dense]`` (pool with kernel = stride, no padding).
+    ``amplitude``: the source's spike amplitude (None for 1, a scalar tensor, or per channel ``[C, 1, 1]``),
+    folded into the weights. ``bias``: float32 ``[C_out]``
     added to the current by the first kernel (None: no bias). The returned function maps spikes
     ``[n, *source_shape]`` (0/1, any float dtype) to the float32 current ``[n, *target_shape]`` (channels-last
     memory for convolutions).
@@ -96,10 +99,12 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
         conv = ops[0]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
                         bias=bias, positions=_positions(ops, source_shape))
-    if kinds == ["avgpool2d", "conv2d"] and _poolable(ops[0], source_shape):
+    if (kinds == ["avgpool2d", "conv2d"] and ops[0].padding == (0, 0) and len(source_shape) == 3
+            and math.prod(ops[0].kernel) <= 127):
         conv = ops[1]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
-                        pool=ops[0].kernel, bias=bias, positions=_positions(ops, source_shape))
+                        pool=ops[0].kernel, bias=bias, positions=_positions(ops, source_shape),
+                        pool_stride=ops[0].stride)
     if kinds in (["dense"], ["flatten", "dense"]):
         return _dense_fn(ops[-1].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=False,
                          bias=bias)
@@ -114,11 +119,15 @@ def _pair_factor(area: int) -> int:
     return min(128, 1 << int(math.floor(math.log2(255 // area))))
 
 
-def _sum_pool(x: torch.Tensor, pool: tuple[int, int] | None) -> torch.Tensor:
-    """uint8 ``x [n, C, H, W]`` summed over non-overlapping ``pool`` windows (channels-last; None: ``x``)."""
+def _sum_pool(x: torch.Tensor, pool: tuple[int, int] | None, stride: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 ``x [n, C, H, W]`` summed over ``pool`` windows every ``stride`` (default: the window; overlapping
+    windows when smaller), floor mode, channels-last (None: ``x``)."""
     if pool is None:
         return x
-    slices = [x[:, :, i::pool[0], j::pool[1]] for i in range(pool[0]) for j in range(pool[1])]
+    stride = stride or pool
+    rows, cols = ((size - k) // s + 1 for size, k, s in zip(x.shape[2:], pool, stride, strict=True))
+    slices = [x[:, :, i:i + stride[0] * (rows - 1) + 1:stride[0], j:j + stride[1] * (cols - 1) + 1:stride[1]]
+              for i in range(pool[0]) for j in range(pool[1])]
     out = slices[0].clone(memory_format=torch.channels_last)
     for other in slices[1:]:
         out.add_(other)
@@ -157,9 +166,9 @@ def _paired_input(x: torch.Tensor, pair: int) -> torch.Tensor:
 
 def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts: int,
              pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None,
-             positions: int = MIN_POSITIONS) -> TensorFn:
+             positions: int = MIN_POSITIONS, pool_stride: tuple[int, int] | None = None) -> TensorFn:
     """int8 parts of a convolution over uint8 channels-last spikes (paired, :func:`_pairs`), summed in float32.
-    With ``pool`` the spikes are first sum-pooled over non-overlapping ``pool`` windows (in uint8: at most
+    With ``pool`` the spikes are first sum-pooled over ``pool`` windows every ``pool_stride`` (in uint8: at most
     the window's area) and ``weight`` is the pooled convolution's divided by that area. Maps of fewer than
     :data:`MIN_POSITIONS` output ``positions`` run as one int8 matrix product over their patches."""
     c_in = source_shape[0]
@@ -167,12 +176,14 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
     area = 1 if pool is None else pool[0] * pool[1]
     weight = weight / area
     pair = _pair_factor(area)
+    if pair < 32:  # windows of more than 7 inputs: each pair of parts adds fewer bits, so one pair more
+        parts += 2
     qs, scales = split_int8(weight, parts, pair)
     stride, padding, dilation = list(stride), list(padding), [1, 1]
     zero = torch.zeros(weight.shape[0], dtype=torch.int64)
     pairs = _pairs(qs, scales, 1, pair)
     if positions < MIN_POSITIONS:
-        return _patch_conv_fn(pairs, weight.shape[2:], stride, padding, pool, pair, bias)
+        return _patch_conv_fn(pairs, weight.shape[2:], stride, padding, pool, pair, bias, pool_stride)
     packed = [(torch.ops.onednn.qconv_prepack(torch.from_numpy(q).contiguous(memory_format=torch.channels_last),
                                               torch.from_numpy(scale).float(), 1.0, 0, stride, padding, dilation,
                                               1, None),
@@ -180,7 +191,7 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
 
     def conv(spikes: torch.Tensor) -> torch.Tensor:
         x = spikes.to(torch.uint8, memory_format=torch.channels_last)
-        x = _paired_input(_sum_pool(x, pool), pair)
+        x = _paired_input(_sum_pool(x, pool, pool_stride), pair)
         (first, scale), rest = packed[0], packed[1:]
         out = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, first, scale, zero, bias, stride, padding, dilation, 1,
                                                  1.0, 0, torch.float32, "none", [], "")
@@ -193,7 +204,8 @@ def _conv_fn(weight: np.ndarray, stride, padding, source_shape, amplitude, parts
     return conv
 
 
-def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.Tensor | None) -> TensorFn:
+def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.Tensor | None,
+                   pool_stride: tuple[int, int] | None = None) -> TensorFn:
     """A convolution of small maps as int8 matrix products: the paired input's patches ``[n H' W', kh kw 2C]``
     (channels-last order) against each pair's weights ``[O, kh kw 2C]``."""
     kh, kw = (int(k) for k in kernel)
@@ -203,7 +215,8 @@ def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.
               for q, scale in pairs]
 
     def conv(spikes: torch.Tensor) -> torch.Tensor:
-        x = _paired_input(_sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool), pair)
+        x = _paired_input(_sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool, pool_stride),
+                          pair)
         n, c, h, w = x.shape
         rows = (h + 2 * padding[0] - kh) // stride[0] + 1
         cols = (w + 2 * padding[1] - kw) // stride[1] + 1
