@@ -38,13 +38,15 @@ def _constant(kind: str, batch: int, channels_last: bool, rng) -> torch.Tensor |
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("constant_kind, with_dynamic", [("none", True), ("channel", True), ("batched", True),
                                                          ("channel", False), ("batched", False)])
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_fused_scan_equals_the_eager_scan(threshold, reset, constant_kind, with_dynamic, channels_last):
-    """Membranes, spikes and counts bit for bit (the same float32 operations in the same order)."""
+@pytest.mark.parametrize("channels_last, fan_max", [(True, 300), (False, 300), (True, 70000)])
+def test_fused_scan_equals_the_eager_scan(threshold, reset, constant_kind, with_dynamic, channels_last, fan_max):
+    """Membranes, spikes and counts bit for bit (the same float32 operations in the same order; fan-outs of
+    2^15 and more take the kernel's int64 event sums)."""
     rng = np.random.default_rng(1)
     steps, batch = 9, 7
-    fan = rng.integers(0, 300, SHAPE)
+    fan = rng.integers(0, fan_max, SHAPE)
     layer = _layer(threshold, reset, fan, channels_last)
+    assert layer.fused_neuron.wide == (fan_max > 2**15)
     v0 = torch.as_tensor(rng.uniform(-0.5, 1.0, (batch, *SHAPE)), dtype=torch.float32)
     if channels_last:
         v0 = v0.contiguous(memory_format=torch.channels_last)

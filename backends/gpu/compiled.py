@@ -204,12 +204,13 @@ def _fused_neuron(layer: Layer, fan_out: np.ndarray) -> fused.FusedNeuron | None
     zero = layer.reset == "zero"
     if not plain or (zero and not (isinstance(layer.v_reset, float) and layer.v_reset == 0.0)):
         return None
-    if not np.array_equal(fan_out, np.round(fan_out)) or fan_out.max(initial=0) >= 2**31:
+    if (not np.array_equal(fan_out, np.round(fan_out)) or fan_out.min(initial=0) < 0
+            or fan_out.max(initial=0) >= 2**31):
         return None
     theta = torch.as_tensor(layer.threshold, dtype=torch.float32).expand(layer.shape).cpu()
     fan = torch.as_tensor(np.asarray(fan_out, dtype=np.int64).reshape(layer.shape)).to(torch.int32)
     theta, fan = (fused.memory_order(t[None], 1, layer.shape, layer.channels_last)[0] for t in (theta, fan))
-    return fused.FusedNeuron(theta.contiguous(), fan.contiguous(), zero)
+    return fused.FusedNeuron(theta.contiguous(), fan.contiguous(), zero, bool(fan_out.max(initial=0) >= 2**15))
 
 
 def _bias_into_projection(layer: Layer, layers: list[Layer], network: Network, parts: int) -> None:

@@ -43,6 +43,7 @@ class FusedNeuron:
     theta: torch.Tensor  # float32 threshold per neuron
     fan: torch.Tensor  # int32 fan-out (synapses) per neuron
     reset_to_zero: bool  # reset "zero" to 0 instead of subtracting theta
+    wide: bool  # some fan-out is 2^15 or more: events summed in int64 (else in int32 blocks, vectorized)
 
 
 def memory_order(tensor: torch.Tensor, lead: int, shape: tuple[int, ...], channels_last: bool) -> torch.Tensor:
@@ -67,4 +68,5 @@ def scan(fused: FusedNeuron, v_flat: torch.Tensor, dynamic: torch.Tensor | None,
     """Advances ``v_flat [B, N]`` (float32, in place) over the steps of ``spikes_flat [S, B, N]`` (uint8, out)
     with input ``dynamic [S, B, N]`` and ``constant [1 or B, N]`` (either may be None), writing each step's
     spikes and synaptic events into ``counts [S, B, 2]`` (float32)."""
-    kernel().if_chunk(v_flat, dynamic, constant, fused.theta, fused.fan, fused.reset_to_zero, spikes_flat, counts)
+    kernel().if_chunk(v_flat, dynamic, constant, fused.theta, fused.fan, fused.reset_to_zero, fused.wide, spikes_flat,
+                      counts)

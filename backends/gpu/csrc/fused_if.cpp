@@ -68,8 +68,9 @@ static void scan_reset(bool zero, bool wide, int64_t B, int64_t N, int64_t S, fl
 }
 
 void if_chunk(torch::Tensor v, c10::optional<torch::Tensor> dynamic, c10::optional<torch::Tensor> constant,
-              torch::Tensor theta, torch::Tensor fan, bool reset_to_zero, torch::Tensor spikes,
+              torch::Tensor theta, torch::Tensor fan, bool reset_to_zero, bool wide, torch::Tensor spikes,
               torch::Tensor counts) {
+  // wide: some fan-out is 2^15 or more (events summed in int64 instead of int32 blocks)
   // v [B, N] float32, dynamic [S, B, N] float32, constant [Bc, N] float32 (Bc 1 or B), theta [N] float32,
   // fan [N] int32, spikes [S, B, N] uint8 (out), counts [S, B, 2] float32 (out); all contiguous
   TORCH_CHECK(v.dtype() == torch::kFloat32 && v.is_contiguous() && v.dim() == 2, "v: contiguous float32 [B, N]");
@@ -92,7 +93,6 @@ void if_chunk(torch::Tensor v, c10::optional<torch::Tensor> dynamic, c10::option
   const int32_t* fp = fan.data_ptr<int32_t>();
   uint8_t* sp = spikes.data_ptr<uint8_t>();
   float* outp = counts.data_ptr<float>();
-  const bool wide = N > 0 && (fan.min().item<int32_t>() < 0 || fan.max().item<int32_t>() >= (1 << 15));
   if (dp && cp) scan_reset<true, true>(reset_to_zero, wide, B, N, S, vp, dp, cp, c_stride, tp, fp, sp, outp);
   else if (dp) scan_reset<true, false>(reset_to_zero, wide, B, N, S, vp, dp, cp, c_stride, tp, fp, sp, outp);
   else if (cp) scan_reset<false, true>(reset_to_zero, wide, B, N, S, vp, dp, cp, c_stride, tp, fp, sp, outp);
