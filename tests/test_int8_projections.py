@@ -177,3 +177,21 @@ def test_int8_early_exit_matches_fp32(conv_net):
     assert len(np.unique(fp32.stop_times // 3)) > 1  # items leave in different chunks: the rest are compacted
     np.testing.assert_array_equal(int8.stop_times, fp32.stop_times)
     np.testing.assert_array_equal(int8.spike_counts, fp32.spike_counts)
+
+
+def test_int8_after_an_overlapping_pool_matches_fp32():
+    """AlexNet's pooling (3x3 windows every 2): the convolution after it takes the int8 path (windows summed in
+    uint8, 6 parts) and the spikes equal the fp32 path's on this net."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, 2), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
+    x = torch.rand(40, 3, 16, 16)
+    net = convert(model, x)
+    compiled = compile_network(net, torch.device("cpu"), int8_parts=binary_ops.DEFAULT_PARTS)
+    assert [incoming.binary_fn is not None for layer in compiled.layers for incoming in layer.incoming] == [
+        False, True, True]
+    fp32 = simulate(net, x, 30)
+    int8 = simulate(net, x, 30, precision="int8")
+    np.testing.assert_array_equal(int8.spike_counts, fp32.spike_counts)
+    np.testing.assert_allclose(int8.readout, fp32.readout, atol=1e-5)
+    assert int8.spike_counts[:, :, 1:].sum() > 0
