@@ -15,11 +15,11 @@ parts (the default) the residual is below 2^-29 of the largest weight: the curre
 path's by about float32 rounding (``docs/semantics.md``, "Precision"; the tests check the bound and the
 spike trains against the float32 path).
 
-Average pooling without padding before a convolution (any stride; overlapping windows of up to 127 inputs
-too) or before a dense layer (kernel equal to stride) is summed in uint8 first, its ``1/area`` folded into
-the weights (a power of two for 2x2 pools, otherwise rounded once in float64 before the split). A window's sum
-leaves less room in uint8 for the pairing of parts (a factor below 128), so windows of more than 7 inputs
-get one pair of parts more (6 parts: 3 kernels).
+Average pooling without padding before a convolution or a dense layer (any stride: overlapping windows too,
+of up to 127 inputs) is summed in uint8 first (1 x 1 pools, an adaptive pool at its input's size, dropped),
+its ``1/area`` folded into the weights (a power of two for 2x2 pools, otherwise rounded once in float64
+before the split). A window's sum leaves less room in uint8 for the pairing of parts (a factor below 128),
+so windows of more than 7 inputs get one pair of parts more (6 parts: 3 kernels).
 """
 
 from __future__ import annotations
@@ -76,22 +76,29 @@ def _positions(ops: list[Op], source_shape: tuple[int, ...]) -> int:
 
 
 def _poolable(pool: AvgPool2d, shape: tuple[int, ...]) -> bool:
-    return (pool.kernel == pool.stride and pool.padding == (0, 0) and len(shape) == 3
-            and shape[1] % pool.kernel[0] == 0 and shape[2] % pool.kernel[1] == 0)
+    """A pool summed in uint8 before the next layer: no padding, a (C, H, W) source, windows of up to 127 inputs
+    (their sums fit uint8 with a pairing factor of at least 2, :func:`_pair_factor`)."""
+    return pool.padding == (0, 0) and len(shape) == 3 and math.prod(pool.kernel) <= 127
+
+
+def _identity(op: Op) -> bool:
+    """An average pool of 1 x 1 windows every step (an adaptive pool at its input's size): nothing to do."""
+    return op.kind == "avgpool2d" and op.kernel == (1, 1) and op.stride == (1, 1) and op.padding == (0, 0)
 
 
 def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, parts: int = DEFAULT_PARTS,
                       bias: torch.Tensor | None = None) -> TensorFn | None:
     """The int8 lowering of a projection chain from a binary source, or None when the chain has another form.
 
-    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]`` (pool without padding, windows of up to 127 inputs),
-    ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten, Dense]`` (pool with kernel = stride, no padding).
+    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]``, ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten,
+    Dense]`` (pools without padding, any stride, windows of up to 127 inputs; 1 x 1 pools are dropped).
     ``amplitude``: the source's spike amplitude (None for 1, a scalar tensor, or per channel ``[C, 1, 1]``),
     folded into the weights. ``bias``: float32 ``[C_out]``
     added to the current by the first kernel (None: no bias). The returned function maps spikes
     ``[n, *source_shape]`` (0/1, any float dtype) to the float32 current ``[n, *target_shape]`` (channels-last
     memory for convolutions).
     """
+    ops = [op for op in ops if not _identity(op)]
     kinds = [op.kind for op in ops]
     if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1):
         return None
@@ -99,8 +106,7 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
         conv = ops[0]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
                         bias=bias, positions=_positions(ops, source_shape))
-    if (kinds == ["avgpool2d", "conv2d"] and ops[0].padding == (0, 0) and len(source_shape) == 3
-            and math.prod(ops[0].kernel) <= 127):
+    if kinds == ["avgpool2d", "conv2d"] and _poolable(ops[0], source_shape):
         conv = ops[1]
         return _conv_fn(conv.weight.astype(np.float64), conv.stride, conv.padding, source_shape, amplitude, parts,
                         pool=ops[0].kernel, bias=bias, positions=_positions(ops, source_shape),
@@ -110,7 +116,7 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
                          bias=bias)
     if kinds == ["avgpool2d", "flatten", "dense"] and _poolable(ops[0], source_shape):
         return _dense_fn(ops[2].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=True,
-                         pool=ops[0].kernel, bias=bias)
+                         pool=ops[0], bias=bias)
     return None
 
 
@@ -232,13 +238,13 @@ def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.
 
 
 def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_last: bool,
-              pool: tuple[int, int] | None = None, bias: torch.Tensor | None = None) -> TensorFn:
+              pool: AvgPool2d | None = None, bias: torch.Tensor | None = None) -> TensorFn:
     """int8 parts of a dense layer over the flattened uint8 spikes (``weight [O, inputs]``, paired as in
     :func:`_pairs`). With ``pool`` the spikes ``(C, H, W)`` are first sum-pooled (:func:`_sum_pool`) and
-    ``weight`` is over the pooled, flattened ``(C, H / kh, W / kw)``, divided here by the window's area."""
-    shape = source_shape if pool is None else (source_shape[0], source_shape[1] // pool[0],
-                                               source_shape[2] // pool[1])
-    area = 1 if pool is None else pool[0] * pool[1]
+    ``weight`` is over the pooled, flattened ``pool.out_shape``, divided here by the window's area (windows of
+    more than 7 inputs get one pair of parts more, as in :func:`_conv_fn`)."""
+    shape = source_shape if pool is None else pool.out_shape(tuple(source_shape))
+    area = 1 if pool is None else math.prod(pool.kernel)
     weight = weight / area
     if amplitude is not None:
         channels = shape[0]
@@ -248,6 +254,8 @@ def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_
         c, h, w = shape
         weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
     pair = _pair_factor(area)
+    if pair < 32:
+        parts += 2
     qs, scales = split_int8(weight, parts, pair)
     zero = torch.zeros(weight.shape[0], dtype=torch.int64)
     packed = [(torch.ops.onednn.qlinear_prepack(torch.from_numpy(np.ascontiguousarray(q)), None),
@@ -256,7 +264,8 @@ def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_
 
     def dense(spikes: torch.Tensor) -> torch.Tensor:
         if channels_last:
-            pooled = _sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool)
+            pooled = _sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last),
+                               None if pool is None else pool.kernel, None if pool is None else pool.stride)
             flat = pooled.permute(0, 2, 3, 1).reshape(-1, n_in)
         else:
             flat = spikes.reshape(-1, n_in)
