@@ -15,11 +15,11 @@ parts (the default) the residual is below 2^-29 of the largest weight: the curre
 path's by about float32 rounding (``docs/semantics.md``, "Precision"; the tests check the bound and the
 spike trains against the float32 path).
 
-Average pooling without padding before a convolution or a dense layer (any stride: overlapping windows too,
-of up to 127 inputs) is summed in uint8 first (1 x 1 pools, an adaptive pool at its input's size, dropped),
-its ``1/area`` folded into the weights (a power of two for 2x2 pools, otherwise rounded once in float64
-before the split). A window's sum leaves less room in uint8 for the pairing of parts (a factor below 128),
-so windows of more than 7 inputs get one pair of parts more (6 parts: 3 kernels).
+Average pooling without padding before a convolution (any stride: overlapping windows too, of up to 127
+inputs) or a dense layer (stride = kernel) is summed in uint8 first (1 x 1 pools, an adaptive pool at its
+input's size, dropped), its ``1/area`` folded into the weights (a power of two for 2x2 pools, otherwise
+rounded once in float64 before the split). A window's sum leaves less room in uint8 for the pairing of parts
+(a factor below 128), so windows of more than 7 inputs get one pair of parts more (6 parts: 3 kernels).
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
                       bias: torch.Tensor | None = None) -> TensorFn | None:
     """The int8 lowering of a projection chain from a binary source, or None when the chain has another form.
 
-    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]``, ``[Dense]``, ``[Flatten, Dense]``, ``[AvgPool2d, Flatten,
-    Dense]`` (pools without padding, any stride, windows of up to 127 inputs; 1 x 1 pools are dropped).
+    Chains: ``[Conv2d]``, ``[AvgPool2d, Conv2d]`` (any stride), ``[Dense]``, ``[Flatten, Dense]``,
+    ``[AvgPool2d, Flatten, Dense]`` (stride = kernel); pools without padding, windows of up to 127 inputs;
+    1 x 1 pools are dropped.
     ``amplitude``: the source's spike amplitude (None for 1, a scalar tensor, or per channel ``[C, 1, 1]``),
     folded into the weights. ``bias``: float32 ``[C_out]``
     added to the current by the first kernel (None: no bias). The returned function maps spikes
@@ -114,7 +115,10 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
     if kinds in (["dense"], ["flatten", "dense"]):
         return _dense_fn(ops[-1].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=False,
                          bias=bias)
-    if kinds == ["avgpool2d", "flatten", "dense"] and _poolable(ops[0], source_shape):
+    # a dense layer after an overlapping pool would need 6 parts of a big matrix: AlexNet's first classifier
+    # layer (9216 x 4096) then took 50 s and 2.5 GB to split and pack against 4 s and 1.6 GB with it in fp32
+    if (kinds == ["avgpool2d", "flatten", "dense"] and _poolable(ops[0], source_shape)
+            and ops[0].kernel == ops[0].stride):
         return _dense_fn(ops[2].weight.astype(np.float64), source_shape, amplitude, parts, channels_last=True,
                          pool=ops[0], bias=bias)
     return None

@@ -24,14 +24,21 @@ import torch
 SOURCE = Path(__file__).with_name("csrc") / "fused_if.cpp"
 
 
+#: vector instructions the build may use, by PyTorch's reading of this CPU (the build is named after it, so a
+#: cached build never runs on a CPU without them)
+VECTOR_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
+                "AVX2": ["-mavx2", "-mfma"]}
+
+
 @functools.cache
 def kernel():
     """The built extension (its ``if_chunk``), or None where it cannot be built."""
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name="neurodeploy_fused_if", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
+        capability = torch.backends.cpu.get_cpu_capability()
+        return load(name=f"neurodeploy_fused_if_{capability.lower()}", sources=[str(SOURCE)],
+                    extra_cflags=["-O3", "-ffp-contract=off", *VECTOR_FLAGS.get(capability, [])], verbose=False)
     except Exception:  # no compiler, no ninja, headers missing: the eager scan stays
         return None
 
