@@ -85,6 +85,8 @@ def test_unsupported_chains_keep_the_float_path():
     assert binary_ops.binary_projection([Conv2d(w, dilation=(2, 2))], (4, 8, 8), None) is None
     assert binary_ops.binary_projection([AvgPool2d((3, 3), (1, 1), (1, 1)), Conv2d(w)], (4, 9, 9), None) is None
     assert binary_ops.binary_projection([AvgPool2d((12, 12), (1, 1)), Conv2d(w)], (4, 16, 16), None) is None
+    big = Dense(np.broadcast_to(np.float32(0.5), (2, binary_ops.MAX_DENSE_WEIGHTS // 2 + 1)))
+    assert binary_ops.binary_projection([big], (binary_ops.MAX_DENSE_WEIGHTS // 2 + 1,), None) is None
     assert binary_ops.binary_projection([AvgPool2d((3, 3), (2, 2)), Flatten(), Dense(np.ones((3, 16)))],
                                         (4, 5, 5), None) is None
 

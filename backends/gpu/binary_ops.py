@@ -40,6 +40,10 @@ DEFAULT_PARTS = 4
 #: vs 7.7; the matrix products of the same sizes 7.2 and 1.7 ms; at 32 x 32 and 8 x 8 the convolution is the
 #: faster: 64 -> 64 4.5 ms vs 9.0, 256 -> 256 4.3 vs 5.2)
 MIN_POSITIONS = 64
+#: dense matrices above this many weights keep the fp32 path: their int8 parts are as many bytes as the fp32
+#: weights (4 parts), so at a small batch (a weight-bound product) they gain little, while splitting them in
+#: float64 takes seconds and temporary arrays of several times their size (VGG-16's 25088 x 4096: GBs)
+MAX_DENSE_WEIGHTS = 2**25
 
 
 def available(device: torch.device) -> bool:
@@ -101,6 +105,8 @@ def binary_projection(ops: list[Op], source_shape: tuple[int, ...], amplitude, p
     """
     ops = [op for op in ops if not _identity(op)]
     kinds = [op.kind for op in ops]
+    if kinds[-1] == "dense" and ops[-1].weight.size > MAX_DENSE_WEIGHTS:
+        return None
     if "conv2d" in kinds and (ops[-1].dilation != (1, 1) or ops[-1].groups != 1):
         return None
     if kinds == ["conv2d"]:
