@@ -142,3 +142,22 @@ def test_fused_and_eager_scans_agree_in_the_engine(conv_net, profile, encoding, 
     assert fast.spike_counts[:, :, 1:].sum() > 0
     if exit_policy is not None:
         assert len(np.unique(fast.stop_times // 3)) > 1  # items leave in different chunks: compaction ran
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [((3, 4, 4, 5), (3, 3), (1, 1), (1, 1)),
+                                                            ((2, 2, 2, 7), (3, 3), (1, 1), (1, 1)),
+                                                            ((2, 6, 5, 3), (3, 2), (2, 1), (0, 1))])
+def test_paired_patches_equal_the_unfolded_paired_input(shape, kernel, stride, padding):
+    """The extension's patches of uint8 spikes ``[n, H, W, C]``: every tap's channels as [pair s, s], zeros in
+    the padding, taps in (i, j) order, positions row-major; against torch's unfold of the paired input."""
+    n, h, w, c = shape
+    x = (torch.rand(n, c, h, w) < 0.4).to(torch.uint8) + (torch.rand(n, c, h, w) < 0.3).to(torch.uint8)  # 0..2
+    x = x.contiguous(memory_format=torch.channels_last)
+    pair = 32
+    paired = torch.cat([pair * x.double(), x.double()], dim=1)
+    columns = torch.nn.functional.unfold(paired, kernel, padding=padding, stride=stride)  # [n, 2C kh kw, L]
+    taps = kernel[0] * kernel[1]
+    expected = columns.reshape(n, 2 * c, taps, -1).permute(0, 3, 2, 1).reshape(-1, taps * 2 * c)
+    patches = fused.kernel().paired_patches(x.permute(0, 2, 3, 1).contiguous(), *kernel, *stride, *padding, pair)
+    assert patches.dtype == torch.uint8
+    assert torch.equal(patches.double(), expected)

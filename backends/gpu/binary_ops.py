@@ -29,6 +29,7 @@ import math
 import numpy as np
 import torch
 
+from neurodeploy.backends.gpu import fused
 from neurodeploy.ir.ops import AvgPool2d, Op
 from neurodeploy.ir.torch_ops import TensorFn
 
@@ -231,20 +232,33 @@ def _patch_conv_fn(pairs, kernel, stride, padding, pool, pair: int, bias: torch.
               for q, scale in pairs]
 
     def conv(spikes: torch.Tensor) -> torch.Tensor:
-        x = _paired_input(_sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool, pool_stride),
-                          pair)
-        n, c, h, w = x.shape
+        x = _sum_pool(spikes.to(torch.uint8, memory_format=torch.channels_last), pool, pool_stride)
+        n, _, h, w = x.shape
         rows = (h + 2 * padding[0] - kh) // stride[0] + 1
         cols = (w + 2 * padding[1] - kw) // stride[1] + 1
-        padded = x.new_zeros((n, h + 2 * padding[0], w + 2 * padding[1], c))
-        padded[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x.permute(0, 2, 3, 1)
-        patches = torch.stack([padded[:, i:i + stride[0] * (rows - 1) + 1:stride[0],
-                                      j:j + stride[1] * (cols - 1) + 1:stride[1]]
-                               for i in range(kh) for j in range(kw)], dim=3).reshape(n * rows * cols, -1)
-        out = _linear_parts(patches, packed, zero, bias)
+        out = _linear_parts(_paired_patches(x, kh, kw, stride, padding, pair), packed, zero, bias)
         return out.reshape(n, rows, cols, -1).permute(0, 3, 1, 2)
 
     return conv
+
+
+def _paired_patches(x: torch.Tensor, kh: int, kw: int, stride, padding, pair: int) -> torch.Tensor:
+    """The patches ``[n H' W', kh kw 2C]`` of uint8 ``x [n, C, H, W]`` (channels-last) with every tap's channels
+    as ``[pair s, s]``: in one pass by the fused scan's extension where it is built (``fused``), else by pairing,
+    padding and stacking the taps."""
+    extension = fused.kernel()
+    if extension is not None:
+        return extension.paired_patches(x.permute(0, 2, 3, 1).contiguous(), kh, kw, stride[0], stride[1],
+                                        padding[0], padding[1], pair)
+    x = _paired_input(x, pair)
+    n, c, h, w = x.shape
+    rows = (h + 2 * padding[0] - kh) // stride[0] + 1
+    cols = (w + 2 * padding[1] - kw) // stride[1] + 1
+    padded = x.new_zeros((n, h + 2 * padding[0], w + 2 * padding[1], c))
+    padded[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x.permute(0, 2, 3, 1)
+    taps = [padded[:, i:i + stride[0] * (rows - 1) + 1:stride[0], j:j + stride[1] * (cols - 1) + 1:stride[1]]
+            for i in range(kh) for j in range(kw)]
+    return torch.stack(taps, dim=3).reshape(n * rows * cols, -1)
 
 
 def _dense_fn(weight: np.ndarray, source_shape, amplitude, parts: int, channels_last: bool,

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 
 // One step of one item over neurons [start, stop): the input term chosen at compile time (D: the step's dynamic
 // current, C: the constant), one vectorized pass; returns the spikes and adds the events into ``events``.
@@ -99,6 +100,44 @@ void if_chunk(torch::Tensor v, c10::optional<torch::Tensor> dynamic, c10::option
   else scan_reset<false, false>(reset_to_zero, wide, B, N, S, vp, dp, cp, c_stride, tp, fp, sp, outp);
 }
 
+// The paired patches of a convolution over uint8 spikes (backends/gpu/binary_ops.py, small maps): for every
+// output position (row-major over items, rows, columns) and kernel tap (i, j) the input's C channels at
+// (r sh - ph + i, c sw - pw + j) as [pair * s, s] (2C bytes), zeros where the tap falls into the padding.
+torch::Tensor paired_patches(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                             int64_t pw, int64_t pair) {
+  // x: uint8 [n, H, W, C] contiguous (a channels-last [n, C, H, W] permuted); returns [n R Q, kh kw 2C]
+  TORCH_CHECK(x.dtype() == torch::kUInt8 && x.is_contiguous() && x.dim() == 4, "x: contiguous uint8 [n, H, W, C]");
+  const int64_t n = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  const int64_t R = (H + 2 * ph - kh) / sh + 1, Q = (W + 2 * pw - kw) / sw + 1;
+  auto out = torch::empty({n * R * Q, kh * kw * 2 * C}, x.options());
+  const uint8_t* xp = x.data_ptr<uint8_t>();
+  uint8_t* op = out.data_ptr<uint8_t>();
+  const uint8_t factor = static_cast<uint8_t>(pair);
+  at::parallel_for(0, n * R, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / R, r = row % R;
+      for (int64_t q = 0; q < Q; ++q) {
+        uint8_t* dst = op + ((row * Q) + q) * kh * kw * 2 * C;
+        for (int64_t i = 0; i < kh; ++i) {
+          const int64_t y = r * sh - ph + i;
+          for (int64_t j = 0; j < kw; ++j, dst += 2 * C) {
+            const int64_t xx = q * sw - pw + j;
+            if (y < 0 || y >= H || xx < 0 || xx >= W) {
+              std::memset(dst, 0, 2 * C);
+              continue;
+            }
+            const uint8_t* src = xp + ((b * H + y) * W + xx) * C;
+            for (int64_t k = 0; k < C; ++k) dst[k] = static_cast<uint8_t>(src[k] * factor);
+            std::memcpy(dst + C, src, C);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("if_chunk", &if_chunk, "integrate-and-fire over a chunk, uint8 spikes and counts");
+  m.def("paired_patches", &paired_patches, "paired uint8 patches of a convolution");
 }
