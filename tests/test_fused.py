@@ -161,3 +161,11 @@ def test_paired_patches_equal_the_unfolded_paired_input(shape, kernel, stride, p
     patches = fused.kernel().paired_patches(x.permute(0, 2, 3, 1).contiguous(), *kernel, *stride, *padding, pair)
     assert patches.dtype == torch.uint8
     assert torch.equal(patches.double(), expected)
+
+
+def test_patches_without_the_extension_are_the_same(monkeypatch):
+    """``binary_ops._paired_patches``'s torch route (no compiler) gives the extension's bytes."""
+    x = (torch.rand(3, 6, 4, 4) < 0.4).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    built = binary_ops._paired_patches(x, 3, 3, (1, 1), (1, 1), 128)
+    monkeypatch.setattr(binary_ops, "fused", type("NoExtension", (), {"kernel": staticmethod(lambda: None)}))
+    assert torch.equal(binary_ops._paired_patches(x, 3, 3, (1, 1), (1, 1), 128), built)
