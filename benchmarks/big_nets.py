@@ -2,6 +2,7 @@
 
     python benchmarks/big_nets.py                          # both nets, 16 items, T = 50
     python benchmarks/big_nets.py --nets alexnet --T 20 --items 4
+    python benchmarks/big_nets.py --nets alexnet --precision int8   # the int8 path (backends/gpu/binary_ops.py)
 
 The two architectures are written out here exactly as torchvision defines them (``torchvision.models.
 alexnet`` and ``vgg16``: features / avgpool / classifier, VGG configuration "D", torchvision's weight
@@ -143,7 +144,8 @@ def _ann(net: str, folder: Path) -> nn.Module:
     return model
 
 
-def simulate_child(net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool = False) -> dict:
+def simulate_child(net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool = False,
+                   precision: str = "fp32") -> dict:
     """The dense floor and the SNN run from the ANN's weights and the IR in ``folder``, in this process:
     ANN forwards, then the SNN run without the ANN in memory (as `neurodeploy run`), then ANN forwards
     again (with ``full_floor`` also T forwards in a row, timed as one run)."""
@@ -160,7 +162,7 @@ def simulate_child(net: str, folder: Path, items: int, T: int, threads: int, ful
     labels = forwards.pop("logits").argmax(1)
     del model
     network = load_network(folder / f"{net}.zip")
-    backend = GpuBackend(device="cpu")
+    backend = GpuBackend(device="cpu", precision=precision)
     wall, cpu = time.perf_counter(), time.process_time()
     result = backend.run(network, x, labels, RunOptions(T=T, batch_size=items, progress=False))
     snn_s, snn_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
@@ -199,11 +201,13 @@ def _forwards(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> dict:
     return record
 
 
-def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool) -> dict:
+def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int, full_floor: bool,
+           precision: str) -> dict:
     """Runs one step in a fresh child process; its record plus the child's peak RSS (MB)."""
     out = folder / f"{net}_{step}.json"
     args = [sys.executable, __file__, "--child", step, "--nets", net, "--items", str(items), "--T", str(T),
-            "--threads", str(threads), "--child-dir", str(folder), *(["--full-floor"] if full_floor else [])]
+            "--threads", str(threads), "--child-dir", str(folder), "--precision", precision,
+            *(["--full-floor"] if full_floor else [])]
     done = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{net} {step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -212,12 +216,13 @@ def _child(step: str, net: str, folder: Path, items: int, T: int, threads: int, 
     return record
 
 
-def measure(net: str, items: int, T: int, threads: int, folder: Path, full_floor: bool = False) -> dict:
+def measure(net: str, items: int, T: int, threads: int, folder: Path, full_floor: bool = False,
+            precision: str = "fp32") -> dict:
     """Conversion and simulation of one net, each in its own child process (as `neurodeploy convert`
     and `neurodeploy run` are)."""
-    record = {"net": net, "items": items, "T": T, "threads": threads}
-    record.update(_child("convert", net, folder, items, T, threads, full_floor))
-    record.update(_child("simulate", net, folder, items, T, threads, full_floor))
+    record = {"net": net, "items": items, "T": T, "threads": threads, "precision": precision}
+    record.update(_child("convert", net, folder, items, T, threads, full_floor, precision))
+    record.update(_child("simulate", net, folder, items, T, threads, full_floor, precision))
     return record
 
 
@@ -229,6 +234,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--full-floor", action="store_true",
                         help="also time T batched forwards in a row (a floor run as long as the SNN run)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="the gpu backend's precision (int8: CPU int8 kernels on 0/1 spikes)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("big_nets.json")))
     parser.add_argument("--child", choices=("convert", "simulate"), help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
@@ -238,23 +245,25 @@ def main() -> None:
     if args.child:
         folder, net = Path(args.child_dir), args.nets[0]
         record = (convert_child(net, folder, args.threads) if args.child == "convert"
-                  else simulate_child(net, folder, args.items, args.T, args.threads, args.full_floor))
+                  else simulate_child(net, folder, args.items, args.T, args.threads, args.full_floor,
+                                      args.precision))
         (folder / f"{net}_{args.child}.json").write_text(json.dumps(record))
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="big_nets_") as tmp:
         for net in args.nets:
-            rows.append(measure(net, args.items, args.T, args.threads, Path(tmp), args.full_floor))
+            rows.append(measure(net, args.items, args.T, args.threads, Path(tmp), args.full_floor, args.precision))
             print(f"{net}: {rows[-1]['simulate_max_rss_mb']:.0f} MB, {rows[-1]['snn_s']:.0f} s", file=sys.stderr)
     report = {
         "command": f"python benchmarks/big_nets.py --nets {' '.join(args.nets)} --items {args.items} --T {args.T} "
-                   f"--threads {args.threads}" + (" --full-floor" if args.full_floor else ""),
+                   f"--threads {args.threads} --precision {args.precision}"
+                   + (" --full-floor" if args.full_floor else ""),
         "machine": f"{machine()}, Python {platform.python_version()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{'net':>8} {'convert: RSS (MB)':>18} {'s':>6} {'run: RSS (MB)':>14} {'floor (s)':>10} "
+    print(f"{args.precision}: {'net':>8} {'convert: RSS (MB)':>18} {'s':>6} {'run: RSS (MB)':>14} {'floor (s)':>10} "
           f"{'compile (s)':>12} {'simulate (s)':>13} {'SNN / floor':>12} {'(CPU time)':>11}")
     for row in rows:
         print(f"{row['net']:>8} {row['convert_max_rss_mb']:>18.0f} {row['convert_s']:>6.1f} "

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -155,6 +156,7 @@ def spikingjelly_runner(model: nn.Module, calibration: torch.Tensor, device: tor
 
 
 def measure(name: str, T: int, device: torch.device, repeats: int) -> dict:
+    load_before = os.getloadavg()[0]
     case, items, batch = CASES[name]
     model, x, calibration, labels = case(items)
     network = convert(model, calibration)
@@ -209,7 +211,23 @@ def measure(name: str, T: int, device: torch.device, repeats: int) -> dict:
             "cpu_fraction_of_floor": cpu[cpu_ours] / floor[1],
             "agreement_with_ann_at_T": {key: float((p == ann).float().mean()) for key, p in predictions.items()},
             "int8_vs_fp32": _difference(arrays),
+            "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
             "accuracy_ann": float((ann == torch.as_tensor(labels)).float().mean())}
+
+
+def _goals(name: str, row: dict) -> str:
+    """The issue's goals for this net, each in wall and CPU time: >= 2x SpikingJelly's best mode, and for the
+    conv nets < 0.6 of the dense floor; with the load average before and after the net's runs."""
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    text = (f">= 2x SpikingJelly (wall / CPU time) {verdict(row['speedup_vs_spikingjelly'] >= 2)} / "
+            f"{verdict(row['cpu_speedup_vs_spikingjelly'] >= 2)}")
+    if name != "dense_mnist":
+        text += (f", < 0.6 of the floor {verdict(row['fraction_of_floor'] < 0.6)} / "
+                 f"{verdict(row['cpu_fraction_of_floor'] < 0.6)}")
+    before, after = row["load_average_1min_before_after"]
+    return text + f"; load average {before:.1f} -> {after:.1f} on {os.cpu_count()} CPUs"
 
 
 def _difference(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict | None:
@@ -244,12 +262,20 @@ def main() -> None:
               f"{row['speedup_vs_spikingjelly']:.2f}x {row['best_spikingjelly']}, "
               f"{row['fraction_of_floor']:.2f} of the floor (CPU time: {row['cpu_speedup_vs_spikingjelly']:.2f}x, "
               f"{row['cpu_fraction_of_floor']:.2f})", flush=True)
+        print(f"{'':11s} {_goals(name, row)}", flush=True)
+        if row["int8_vs_fp32"]:
+            diff = row["int8_vs_fp32"]
+            print(f"{'':11s} int8 vs fp32: {diff['spike_counts_differing']} of {diff['spike_counts_total']} spike "
+                  f"counts differ, {diff['predictions_differing_at_T']} predictions at T", flush=True)
     import spikingjelly
+
+    from neurodeploy.backends.gpu import fused
 
     machine = {"device": str(device), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
                "torch": torch.__version__, "spikingjelly": getattr(spikingjelly, "__version__", "2.0.0"),
                "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+               "fused_scan": device.type == "cpu" and fused.kernel() is not None,
                "note": "wall times in one process on a shared machine: compare ratios only"}
     Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 

@@ -20,9 +20,13 @@ CHAINS = {
     "conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 12, 12)),
     "strided conv": (lambda w: [Conv2d(w((16, 8, 3, 3)), stride=(2, 2))], (8, 18, 18)),
     "pool conv": (lambda w: [AvgPool2d((2, 2), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))], (8, 16, 16)),
+    "overlapping pool conv": (lambda w: [AvgPool2d((3, 3), (2, 2)), Conv2d(w((16, 8, 3, 3)), padding=(1, 1))],
+                              (8, 17, 17)),
     "dense": (lambda w: [Dense(w((7, 40)))], (40,)),
     "flatten dense": (lambda w: [Flatten(), Dense(w((7, 8 * 4 * 4)))], (8, 4, 4)),
     "pool flatten dense": (lambda w: [AvgPool2d((2, 2), (2, 2)), Flatten(), Dense(w((7, 8 * 2 * 2)))], (8, 4, 4)),
+    "pool, 1x1 pool, flatten dense": (lambda w: [AvgPool2d((2, 2), (2, 2)), AvgPool2d((1, 1), (1, 1)),
+                                                 Flatten(), Dense(w((7, 8 * 2 * 2)))], (8, 4, 4)),
 }
 
 
@@ -79,7 +83,12 @@ def test_split_is_exact_for_weights_of_few_bits():
 def test_unsupported_chains_keep_the_float_path():
     w = np.ones((4, 4, 3, 3), np.float32)
     assert binary_ops.binary_projection([Conv2d(w, dilation=(2, 2))], (4, 8, 8), None) is None
-    assert binary_ops.binary_projection([AvgPool2d((3, 3), (2, 2)), Conv2d(w)], (4, 9, 9), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((3, 3), (1, 1), (1, 1)), Conv2d(w)], (4, 9, 9), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((12, 12), (1, 1)), Conv2d(w)], (4, 16, 16), None) is None
+    big = Dense(np.broadcast_to(np.float32(0.5), (2, binary_ops.MAX_DENSE_WEIGHTS // 2 + 1)))
+    assert binary_ops.binary_projection([big], (binary_ops.MAX_DENSE_WEIGHTS // 2 + 1,), None) is None
+    assert binary_ops.binary_projection([AvgPool2d((3, 3), (2, 2)), Flatten(), Dense(np.ones((3, 16)))],
+                                        (4, 5, 5), None) is None
 
 
 def simulate(net, x: torch.Tensor, T: int, encoding: str = "analog", **backend_kwargs):
@@ -172,3 +181,21 @@ def test_int8_early_exit_matches_fp32(conv_net):
     assert len(np.unique(fp32.stop_times // 3)) > 1  # items leave in different chunks: the rest are compacted
     np.testing.assert_array_equal(int8.stop_times, fp32.stop_times)
     np.testing.assert_array_equal(int8.spike_counts, fp32.spike_counts)
+
+
+def test_int8_after_an_overlapping_pool_matches_fp32():
+    """AlexNet's pooling (3x3 windows every 2): the convolution after it takes the int8 path (windows summed in
+    uint8, 6 parts) and the spikes equal the fp32 path's on this net."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, 2), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
+    x = torch.rand(40, 3, 16, 16)
+    net = convert(model, x)
+    compiled = compile_network(net, torch.device("cpu"), int8_parts=binary_ops.DEFAULT_PARTS)
+    assert [incoming.binary_fn is not None for layer in compiled.layers for incoming in layer.incoming] == [
+        False, True, True]
+    fp32 = simulate(net, x, 30)
+    int8 = simulate(net, x, 30, precision="int8")
+    np.testing.assert_array_equal(int8.spike_counts, fp32.spike_counts)
+    np.testing.assert_allclose(int8.readout, fp32.readout, atol=1e-5)
+    assert int8.spike_counts[:, :, 1:].sum() > 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neurodeploy.backends.gpu import binary_ops
+from neurodeploy.backends.gpu import binary_ops, fused
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import Population, initial_membrane, per_neuron
@@ -56,6 +56,8 @@ class Layer:
     saturation: tuple[float, float] | None = None  # per-step limit of excitatory, inhibitory input
     channels_last: bool = False               # state [B, C, H, W] kept in channels-last memory (int8 kernels' layout)
     bias_in_projection: bool = False          # the bias is added by the (single, int8) incoming projection's kernel
+    #: the fused scan's constants (``fused``) when the layer's spikes are read only by int8 projections, else None
+    fused_neuron: fused.FusedNeuron | None = None
 
     @property
     def size(self) -> int:
@@ -152,14 +154,18 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
     index = {name: i for i, name in enumerate(order)}
     layers = [_layer(network.populations[name], device, dtype) for name in order]
     fan_out, _ = fan_maps(network)
+    fan_in = {name: sum(p.target == name for p in network.projections) for name in order}
     for projection in network.projections:
         fn = compile_chain(projection.ops, device=device, dtype=op_dtype or dtype)
         if op_dtype is not None and op_dtype != dtype:
             fn = _cast_wrapper(fn, op_dtype, dtype)
         incoming = Incoming(index[projection.source], fn, delay=projection.delay)
+        target = layers[index[projection.target]]
         if int8_parts is not None:
-            incoming.binary_fn = _binary_fn(layers[incoming.source], projection.ops, int8_parts)
-        layers[index[projection.target]].incoming.append(incoming)
+            bias = _kernel_bias(target) if fan_in[projection.target] == 1 else None
+            incoming.binary_fn = _binary_fn(layers[incoming.source], projection.ops, int8_parts, bias)
+            target.bias_in_projection = incoming.binary_fn is not None and bias is not None
+        target.incoming.append(incoming)
     if int8_parts is not None:
         readers: dict[int, list[Incoming]] = {}
         for layer in layers:
@@ -170,39 +176,56 @@ def compile_network(network: Network, device: torch.device, dtype: torch.dtype =
             # slower on channels-last input)
             layer.channels_last = (layer.role != "input" and len(layer.shape) == 3 and bool(readers.get(i))
                                    and all(incoming.binary_fn is not None for incoming in readers[i]))
-            _bias_into_projection(layer, layers, network, int8_parts)
     n_synapses = 0
     for layer in layers:
         fanout = fan_out[layer.name].reshape(-1)
         n_synapses += int(fanout.sum())
         matrix = np.stack([np.ones_like(fanout), fanout], axis=1)
         layer.count_matrix = torch.as_tensor(matrix, device=device, dtype=dtype)
+    if int8_parts is not None and dtype == torch.float32 and fused.kernel() is not None:
+        for i, layer in enumerate(layers):
+            if readers.get(i) and all(incoming.binary_fn is not None for incoming in readers[i]):
+                layer.fused_neuron = _fused_neuron(layer, fan_out[layer.name])
     output = network.output.name
     return CompiledNetwork(layers, network.pipeline_delay(delay), n_synapses, index[output])
 
 
-def _binary_fn(source: Layer, ops, parts: int) -> TensorFn | None:
+def _binary_fn(source: Layer, ops, parts: int, bias: torch.Tensor | None = None) -> TensorFn | None:
     """The int8 lowering of a projection from ``source`` when its spikes are 0/1 (a hidden spiking population
-    without negative spikes; an input's spikes are signed or analog), else None."""
+    without negative spikes; an input's spikes are signed or analog), else None; ``bias``: added by its
+    first kernel (:func:`_kernel_bias`)."""
     if source.role == "input" or source.negative_spikes or not source.spiking:
         return None
-    return binary_ops.binary_projection(ops, source.shape, source.amplitude, parts)
+    return binary_ops.binary_projection(ops, source.shape, source.amplitude, parts, bias=bias)
 
 
-def _bias_into_projection(layer: Layer, layers: list[Layer], network: Network, parts: int) -> None:
-    """A layer fed by one int8 projection and with a bias per channel gets the bias added in that projection's
-    kernel (one pass less over its current every step)."""
-    if len(layer.incoming) != 1 or layer.incoming[0].binary_fn is None or layer.bias is None:
-        return
+def _fused_neuron(layer: Layer, fan_out: np.ndarray) -> fused.FusedNeuron | None:
+    """The fused scan's constants of a hidden integrate-and-fire layer without optional terms (the neuron of
+    converted networks: subtractive reset or reset to 0), else None."""
+    plain = (layer.role == "hidden" and layer.spiking and layer.decay is None and layer.leak_drive is None
+             and layer.syn_decay is None and not layer.reset_next_step and not layer.fixed_point
+             and layer.spike_cap is None and not layer.negative_spikes)
+    zero = layer.reset == "zero"
+    if not plain or (zero and not (isinstance(layer.v_reset, float) and layer.v_reset == 0.0)):
+        return None
+    if (not np.array_equal(fan_out, np.round(fan_out)) or fan_out.min(initial=0) < 0
+            or fan_out.max(initial=0) >= 2**31):
+        return None
+    theta = torch.as_tensor(layer.threshold, dtype=torch.float32).expand(layer.shape).cpu()
+    fan = torch.as_tensor(np.asarray(fan_out, dtype=np.int64).reshape(layer.shape)).to(torch.int32)
+    theta, fan = (fused.memory_order(t[None], 1, layer.shape, layer.channels_last)[0] for t in (theta, fan))
+    return fused.FusedNeuron(theta.contiguous(), fan.contiguous(), zero, bool(fan_out.max(initial=0) >= 2**15))
+
+
+def _kernel_bias(layer: Layer) -> torch.Tensor | None:
+    """The bias of a layer fed by one projection as float32 ``[C_out]`` for its int8 kernel to add (one pass less
+    over the current every step), or None when it has none or it is not one value per channel."""
+    if layer.bias is None:
+        return None
     bias = layer.bias.reshape(-1)
     if bias.numel() not in (1, layer.shape[0]) or (bias.numel() > 1 and layer.bias.numel() != layer.shape[0]):
-        return
-    incoming = layer.incoming[0]
-    source = layers[incoming.source]
-    ops = next(p.ops for p in network.projections if p.source == source.name and p.target == layer.name)
-    incoming.binary_fn = binary_ops.binary_projection(ops, source.shape, source.amplitude, parts,
-                                                      bias=bias.expand(layer.shape[0]).float().cpu().contiguous())
-    layer.bias_in_projection = True
+        return None
+    return bias.expand(layer.shape[0]).float().cpu().contiguous()
 
 
 def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch.device,
@@ -216,6 +239,7 @@ def update_thresholds(compiled: CompiledNetwork, network: Network, device: torch
         for incoming in layer.incoming:
             incoming.binary_fn = None  # its weights hold the old amplitudes: the float path takes over
         layer.bias_in_projection = False
+        layer.fused_neuron = None  # its readers now take float spikes
     return compiled
 
 

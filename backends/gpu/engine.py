@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from neurodeploy.backends.base import ExitPolicy
+from neurodeploy.backends.gpu import fused
 from neurodeploy.backends.gpu.compiled import CompiledNetwork, Layer
 from neurodeploy.backends.gpu.early_exit import first_exit
 from neurodeploy.backends.gpu.encoders import SpikeEncoder
@@ -71,6 +72,10 @@ class BatchSimulation:
                     for layer, v in zip(self.layers, self.v, strict=True)]
         self.previous = [torch.zeros_like(v) if layer.reset_next_step else None
                          for layer, v in zip(self.layers, self.v, strict=True)]
+        #: per layer, whether its scan is fused (``fused``: uint8 spikes, counts from the scan); not for a layer
+        #: whose every neuron's spikes are recorded
+        self.fused = [layer.fused_neuron is not None and not record_neurons and i not in record_layers
+                      for i, layer in enumerate(self.layers)]
         #: per layer, the effective delay of each incoming projection
         self.delays = [[max(incoming.delay, delay) for incoming in layer.incoming] for layer in self.layers]
         buffer = [0] * len(self.layers)
@@ -79,8 +84,9 @@ class BatchSimulation:
                 if not (incoming.source == 0 and encoding == "analog"):  # analog input: a constant current
                     buffer[incoming.source] = max(buffer[incoming.source], d)
         #: per layer, its spikes of the last steps (oldest first) ``[D, B, *shape]``, None without delayed output
-        self.history = [torch.zeros((d, self.B, *layer.shape), dtype=x.dtype, device=x.device) if d else None
-                        for layer, d in zip(self.layers, buffer, strict=True)]
+        self.history = [torch.zeros((d, self.B, *layer.shape), dtype=torch.uint8 if is_fused else x.dtype,
+                                    device=x.device) if d else None
+                        for layer, d, is_fused in zip(self.layers, buffer, self.fused, strict=True)]
         self.constants = [self._constants(layer, delays)
                           for layer, delays in zip(self.layers, self.delays, strict=True)]
         #: index of the last layer that reads each layer's spikes: a chunk's spikes are freed after it (at a big
@@ -181,7 +187,9 @@ class BatchSimulation:
                 continue
             dynamic = self._dynamic_current(index, layer, spikes, steps)
             pieces = _pieces(self.constants[index], t0, steps)
-            if layer.spiking:
+            if self.fused[index]:
+                spikes[index] = self._fused_scan(index, layer, dynamic, pieces, counts, steps)
+            elif layer.spiking:
                 parts = [integrate_and_fire(layer, self.v[index], _rows(dynamic, a, b), constant, b - a,
                                             self.net_count[index], self.syn[index], self.previous[index])
                          for a, b, constant in pieces]
@@ -200,7 +208,7 @@ class BatchSimulation:
                 cumulative = torch.cumsum(spikes[index], 0).reshape(steps, self.B, -1) + self.spike_readout[None]
                 self.spike_readout = cumulative[-1].clone()
                 readout.copy_(cumulative.transpose(0, 1))
-            if spikes[index] is not None:
+            if spikes[index] is not None and not self.fused[index]:
                 self._count(index, spikes[index], counts, steps)
             for source in range(index + 1):  # spikes no later layer reads: only the activations of a few layers live
                 if self.last_reader[source] == index and spikes[source] is not None:
@@ -213,6 +221,31 @@ class BatchSimulation:
             self.history[index] = end
         self.t = t1
         return readout, counts
+
+    def _fused_scan(self, index: int, layer: Layer, dynamic: torch.Tensor | None,
+                    pieces: list[tuple[int, int, torch.Tensor | None]], counts: torch.Tensor, steps: int
+                    ) -> torch.Tensor:
+        """The chunk's uint8 spikes ``[steps, B, *shape]`` of a fused layer (``fused``), its spikes and synaptic
+        events written into ``counts [B, steps, P, 2]``."""
+        shape, cl = layer.shape, layer.channels_last
+        v = self.v[index]
+        v_flat = fused.memory_order(v, 1, shape, cl)
+        if v_flat.untyped_storage().data_ptr() != v.untyped_storage().data_ptr():  # e.g. after compaction
+            v = self.v[index] = v.contiguous(memory_format=torch.channels_last) if cl else v.contiguous()
+            v_flat = fused.memory_order(v, 1, shape, cl)
+        dynamic = None if dynamic is None else fused.memory_order(dynamic, 2, shape, cl)
+        out = fused.spike_buffer(steps, self.B, shape, cl, v.device)
+        out_flat = fused.memory_order(out, 2, shape, cl)
+        stats = torch.empty((steps, self.B, 2), dtype=torch.float32, device=v.device)
+        for a, b, constant in pieces:
+            if constant is not None:
+                batched = constant.ndim == len(shape) + 1
+                constant = constant.expand(*(constant.shape[:1] if batched else (1,)), *shape)
+                constant = fused.memory_order(constant, 1, shape, cl)
+            fused.scan(layer.fused_neuron, v_flat, None if dynamic is None else dynamic[a:b], constant,
+                       out_flat[a:b], stats[a:b])
+        counts[:, :, index] = stats.transpose(0, 1)
+        return out
 
     def _count(self, index: int, s: torch.Tensor, counts: torch.Tensor, steps: int) -> None:
         """Spikes and synaptic events of layer ``index``'s chunk spikes ``s`` into ``counts [B, steps, P, 2]``
