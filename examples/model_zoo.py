@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -112,7 +113,9 @@ def trained_model(name: str, split: Split, args) -> tuple[nn.Module, list[str], 
         return model.eval(), steps, True
     train(model, split, args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, path)  # atomic: another process reading the cache never sees half a file
     return model, steps, False
 
 
