@@ -136,7 +136,7 @@ def run_one(name: str, args, data) -> dict:
                   percentile=None if args.normalization == "max" else args.percentile, granularity=args.granularity,
                   v_init=args.v_init,
                   T=max(args.T) if args.v_init == "calibrated" else None, choice_items=args.calibration,
-                  negative_spikes=args.negative_spikes)
+                  negative_spikes=args.negative_spikes, headroom=args.headroom)
     row["convert_s"] = round(time.perf_counter() - start, 1)
     row["populations"] = len(net.populations)
     start = time.perf_counter()
@@ -162,11 +162,14 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train (fill the weights cache) and stop")
     parser.add_argument("--table", action="store_true", help="only print the table of the rows in --out")
     parser.add_argument("--items", type=int, default=300, help="test items simulated")
-    parser.add_argument("--calibration", type=int, default=500, help="training items for normalization")
+    parser.add_argument("--calibration", type=int, default=3000, help="training items for normalization")
     parser.add_argument("--T", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--normalization", default="percentile", choices=["max", "percentile", "percentile_all"])
     parser.add_argument("--percentile", type=float, default=99.99,
                         help="99.99: the large-T limit of the deep nets agrees with the ANN (99.9 clips too much)")
+    parser.add_argument("--headroom", type=float, default=1.5,
+                        help="lambda = headroom x the calibration statistic (convert(..., headroom=)): 1.5 clips no "
+                             "test activation that changes a decision in the large-T limit (docs/converter.md)")
     parser.add_argument("--granularity", default="neuron", choices=["layer", "neuron"])
     parser.add_argument("--v-init", default="half")
     parser.add_argument("--negative-spikes", action="store_true",

@@ -173,3 +173,36 @@ def test_negative_spikes_are_a_choice_of_rate_conversion():
     model = quantize_activations(_overshooting_chain(), 2)
     with pytest.raises(ConfigError, match="negative_spikes is a choice of rate conversion"):
         convert(model, torch.rand(4, 1), conversion="qcfs", negative_spikes=True)
+
+
+def test_headroom_keeps_an_activation_above_the_calibration_maximum_unclipped_by_hand():
+    """x -> relu(x) -> output. Max normalization on x in {1/2, 1}: lambda 1, so x = 3/2 (above every
+    calibration item) gives the hidden neuron 3/2 per step and it fires at every step (at most one spike a
+    step): readout t, the clipped 1 x t, not the ANN's 3/2 x t. With headroom 3, lambda = 3: the neuron gets
+    1/2 per step and, from v0 = 1/2, fires at t = 1, 3, 5, ...; each spike carries lambda = 3 to the
+    output, so the readout is 3 ceil(t / 2), which is the ANN's 3/2 x t at every even t."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(0.0)
+    calibration, x = torch.tensor([[0.5], [1.0]]), torch.tensor([[1.5]])
+    plain, roomy = (convert(model.eval(), calibration, normalization="max", v_init="half", headroom=h)
+                    for h in (1.0, 3.0))
+    (hidden,) = [p for p in roomy.populations.values() if p.role == "hidden"]
+    assert hidden.metadata["lambda"] == [3.0] and roomy.metadata["headroom"] == 3.0
+    t = np.arange(1, 11)
+    np.testing.assert_allclose(simulate(plain, x, 10).readout[0, :, 0], t)
+    readout = simulate(roomy, x, 10).readout[0, :, 0]
+    np.testing.assert_allclose(readout, 3 * np.ceil(t / 2))
+    np.testing.assert_allclose(readout[1::2], 1.5 * t[1::2])
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"headroom": 0.5}, "headroom must be a number >= 1"),
+                                             ({"headroom": float("inf")}, "headroom must be a number >= 1"),
+                                             ({"headroom": 2.0, "conversion": "qcfs"},
+                                              "headroom is a choice of rate conversion")])
+def test_headroom_is_a_factor_of_at_least_one_in_rate_conversion(kwargs, needle):
+    model = quantize_activations(_overshooting_chain(), 2) if "conversion" in kwargs else _overshooting_chain()
+    with pytest.raises(ConfigError, match=needle):
+        convert(model, torch.rand(4, 1), **kwargs)
