@@ -194,20 +194,28 @@ def main() -> None:
     print(table(args.out, args.T))
 
 
+def conversion_options(args: dict) -> str:
+    """The conversion settings of a row's run, as the table shows them."""
+    scale = "max" if args["normalization"] == "max" else f"p {args['percentile']:g}"
+    options = [f"{scale} x {args.get('headroom', 1.0):g} on {args['calibration']}", f"v0 {args['v_init']}"]
+    return ", ".join(options + (["negative spikes"] if args["negative_spikes"] else []))
+
+
 def table(folder: Path, steps: list[int]) -> str:
     """The markdown table of every architecture's row in ``folder`` (in the order of
     :data:`ARCHITECTURES`; "not run" where there is none) and how many agree with their ANN on >= 99 %
     of the items at some T of ``steps``."""
-    header = ["model", "what it needs", "items", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
+    header = ["model", "what it needs", "conversion", "items", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     agreeing = []
     for name in ARCHITECTURES:
         path = folder / f"{name}.json"
         if not path.exists():
-            lines.append(f"| {name} | | | not run | " + " | ".join([""] * len(steps)) + " |")
+            lines.append(f"| {name} | | | | not run | " + " | ".join([""] * len(steps)) + " |")
             continue
         row = json.loads(path.read_text())
-        cells = [name, ", ".join(row["actions"]) or "-", str(row["setup"]["args"]["items"]),
+        cells = [name, ", ".join(row["actions"]) or "-", conversion_options(row["setup"]["args"]),
+                 str(row["setup"]["args"]["items"]),
                  f"{100 * row['ann_accuracy']:.1f} %"]
         if f"agreement_T{steps[0]}" not in row:
             lines.append("| " + " | ".join(cells + ["not simulated"] * len(steps)) + " |")

@@ -123,7 +123,8 @@ def test_delayed_readout_choice_uses_calibration_items_only():
 
 def test_job_conversion_settings_reach_the_converter(mnist):
     """--max-pool and --readout-start: a max-pooling model converts with the strategy, and the delayed
-    readout's step is recorded in the network."""
+    readout's step is recorded in the network; --negative-spikes and --headroom reach every hidden neuron
+    and lambda (the same calibration statistic, times 2)."""
 
     from neurodeploy.jobs.config import ConversionSettings, JobConfig
     from neurodeploy.jobs.prepare import convert_model
@@ -134,6 +135,14 @@ def test_job_conversion_settings_reach_the_converter(mnist):
     network = convert_model(model.eval(), mnist, config)
     assert network.metadata["readout_start"] == 3
     assert any("MaxPool2d" in note for note in network.metadata["conversion_notes"])
+    signed = convert_model(model.eval(), mnist, JobConfig(conversion=ConversionSettings(
+        max_pool="avg", readout_start=3, calibration_samples=64, negative_spikes=True, headroom=2.0)))
+    hidden = [name for name, p in network.populations.items() if p.role == "hidden"]
+    assert hidden and all(signed.populations[name].neuron.negative_spikes for name in hidden)
+    assert not any(network.populations[name].neuron.negative_spikes for name in hidden)
+    for name in hidden:
+        np.testing.assert_allclose(signed.populations[name].metadata["lambda"],
+                                   2 * np.asarray(network.populations[name].metadata["lambda"]), rtol=1e-12)
     with pytest.raises(ConfigError, match="--max-pool"):
         ConversionSettings(max_pool="sum")
     with pytest.raises(ConfigError, match="--readout-start"):
