@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -112,7 +113,9 @@ def trained_model(name: str, split: Split, args) -> tuple[nn.Module, list[str], 
         return model.eval(), steps, True
     train(model, split, args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, path)  # atomic: another process reading the cache never sees half a file
     return model, steps, False
 
 
@@ -133,7 +136,7 @@ def run_one(name: str, args, data) -> dict:
                   percentile=None if args.normalization == "max" else args.percentile, granularity=args.granularity,
                   v_init=args.v_init,
                   T=max(args.T) if args.v_init == "calibrated" else None, choice_items=args.calibration,
-                  negative_spikes=args.negative_spikes)
+                  negative_spikes=args.negative_spikes, headroom=args.headroom)
     row["convert_s"] = round(time.perf_counter() - start, 1)
     row["populations"] = len(net.populations)
     start = time.perf_counter()
@@ -159,11 +162,14 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train (fill the weights cache) and stop")
     parser.add_argument("--table", action="store_true", help="only print the table of the rows in --out")
     parser.add_argument("--items", type=int, default=300, help="test items simulated")
-    parser.add_argument("--calibration", type=int, default=500, help="training items for normalization")
+    parser.add_argument("--calibration", type=int, default=3000, help="training items for normalization")
     parser.add_argument("--T", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--normalization", default="percentile", choices=["max", "percentile", "percentile_all"])
     parser.add_argument("--percentile", type=float, default=99.99,
                         help="99.99: the large-T limit of the deep nets agrees with the ANN (99.9 clips too much)")
+    parser.add_argument("--headroom", type=float, default=1.5,
+                        help="lambda = headroom x the calibration statistic (convert(..., headroom=)): 1.5 clips no "
+                             "test activation that changes a decision in the large-T limit (docs/converter.md)")
     parser.add_argument("--granularity", default="neuron", choices=["layer", "neuron"])
     parser.add_argument("--v-init", default="half")
     parser.add_argument("--negative-spikes", action="store_true",
@@ -188,20 +194,28 @@ def main() -> None:
     print(table(args.out, args.T))
 
 
+def conversion_options(args: dict) -> str:
+    """The conversion settings of a row's run, as the table shows them."""
+    scale = "max" if args["normalization"] == "max" else f"p {args['percentile']:g}"
+    options = [f"{scale} x {args.get('headroom', 1.0):g} on {args['calibration']}", f"v0 {args['v_init']}"]
+    return ", ".join(options + (["negative spikes"] if args["negative_spikes"] else []))
+
+
 def table(folder: Path, steps: list[int]) -> str:
     """The markdown table of every architecture's row in ``folder`` (in the order of
     :data:`ARCHITECTURES`; "not run" where there is none) and how many agree with their ANN on >= 99 %
     of the items at some T of ``steps``."""
-    header = ["model", "what it needs", "items", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
+    header = ["model", "what it needs", "conversion", "items", "ANN", *(f"SNN / agreement T = {T}" for T in steps)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     agreeing = []
     for name in ARCHITECTURES:
         path = folder / f"{name}.json"
         if not path.exists():
-            lines.append(f"| {name} | | | not run | " + " | ".join([""] * len(steps)) + " |")
+            lines.append(f"| {name} | | | | not run | " + " | ".join([""] * len(steps)) + " |")
             continue
         row = json.loads(path.read_text())
-        cells = [name, ", ".join(row["actions"]) or "-", str(row["setup"]["args"]["items"]),
+        cells = [name, ", ".join(row["actions"]) or "-", conversion_options(row["setup"]["args"]),
+                 str(row["setup"]["args"]["items"]),
                  f"{100 * row['ann_accuracy']:.1f} %"]
         if f"agreement_T{steps[0]}" not in row:
             lines.append("| " + " | ".join(cells + ["not simulated"] * len(steps)) + " |")

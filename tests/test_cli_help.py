@@ -91,3 +91,15 @@ def test_verbose_and_quiet_at_either_level():
     assert build_parser("run").parse_args(["run", "--steps", "9"]).T == 9
     with pytest.raises(SystemExit):
         build_parser("run").parse_args(["run", "-q", "-v"])  # one or the other
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "convert"])
+def test_negative_spikes_and_headroom_flags_reach_the_conversion_settings(command):
+    from neurodeploy.cli import settings
+
+    required = ["--out", "net.zip"] if command == "convert" else []
+    args = build_parser(command).parse_args([command, *required, "--negative-spikes", "--headroom", "1.5"])
+    conversion = settings.conversion(args)["conversion"]
+    assert conversion.negative_spikes is True and conversion.headroom == 1.5
+    default = settings.conversion(build_parser(command).parse_args([command, *required]))["conversion"]
+    assert default.negative_spikes is False and default.headroom == 1.0

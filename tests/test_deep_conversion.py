@@ -123,7 +123,8 @@ def test_delayed_readout_choice_uses_calibration_items_only():
 
 def test_job_conversion_settings_reach_the_converter(mnist):
     """--max-pool and --readout-start: a max-pooling model converts with the strategy, and the delayed
-    readout's step is recorded in the network."""
+    readout's step is recorded in the network; --negative-spikes and --headroom reach every hidden neuron
+    and lambda (the same calibration statistic, times 2)."""
 
     from neurodeploy.jobs.config import ConversionSettings, JobConfig
     from neurodeploy.jobs.prepare import convert_model
@@ -134,6 +135,14 @@ def test_job_conversion_settings_reach_the_converter(mnist):
     network = convert_model(model.eval(), mnist, config)
     assert network.metadata["readout_start"] == 3
     assert any("MaxPool2d" in note for note in network.metadata["conversion_notes"])
+    signed = convert_model(model.eval(), mnist, JobConfig(conversion=ConversionSettings(
+        max_pool="avg", readout_start=3, calibration_samples=64, negative_spikes=True, headroom=2.0)))
+    hidden = [name for name, p in network.populations.items() if p.role == "hidden"]
+    assert hidden and all(signed.populations[name].neuron.negative_spikes for name in hidden)
+    assert not any(network.populations[name].neuron.negative_spikes for name in hidden)
+    for name in hidden:
+        np.testing.assert_allclose(signed.populations[name].metadata["lambda"],
+                                   2 * np.asarray(network.populations[name].metadata["lambda"]), rtol=1e-12)
     with pytest.raises(ConfigError, match="--max-pool"):
         ConversionSettings(max_pool="sum")
     with pytest.raises(ConfigError, match="--readout-start"):
@@ -173,3 +182,36 @@ def test_negative_spikes_are_a_choice_of_rate_conversion():
     model = quantize_activations(_overshooting_chain(), 2)
     with pytest.raises(ConfigError, match="negative_spikes is a choice of rate conversion"):
         convert(model, torch.rand(4, 1), conversion="qcfs", negative_spikes=True)
+
+
+def test_headroom_keeps_an_activation_above_the_calibration_maximum_unclipped_by_hand():
+    """x -> relu(x) -> output. Max normalization on x in {1/2, 1}: lambda 1, so x = 3/2 (above every
+    calibration item) gives the hidden neuron 3/2 per step and it fires at every step (at most one spike a
+    step): readout t, the clipped 1 x t, not the ANN's 3/2 x t. With headroom 3, lambda = 3: the neuron gets
+    1/2 per step and, from v0 = 1/2, fires at t = 1, 3, 5, ...; each spike carries lambda = 3 to the
+    output, so the readout is 3 ceil(t / 2), which is the ANN's 3/2 x t at every even t."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(0.0)
+    calibration, x = torch.tensor([[0.5], [1.0]]), torch.tensor([[1.5]])
+    plain, roomy = (convert(model.eval(), calibration, normalization="max", v_init="half", headroom=h)
+                    for h in (1.0, 3.0))
+    (hidden,) = [p for p in roomy.populations.values() if p.role == "hidden"]
+    assert hidden.metadata["lambda"] == [3.0] and roomy.metadata["headroom"] == 3.0
+    t = np.arange(1, 11)
+    np.testing.assert_allclose(simulate(plain, x, 10).readout[0, :, 0], t)
+    readout = simulate(roomy, x, 10).readout[0, :, 0]
+    np.testing.assert_allclose(readout, 3 * np.ceil(t / 2))
+    np.testing.assert_allclose(readout[1::2], 1.5 * t[1::2])
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"headroom": 0.5}, "headroom must be a number >= 1"),
+                                             ({"headroom": float("inf")}, "headroom must be a number >= 1"),
+                                             ({"headroom": 2.0, "conversion": "qcfs"},
+                                              "headroom is a choice of rate conversion")])
+def test_headroom_is_a_factor_of_at_least_one_in_rate_conversion(kwargs, needle):
+    model = quantize_activations(_overshooting_chain(), 2) if "conversion" in kwargs else _overshooting_chain()
+    with pytest.raises(ConfigError, match=needle):
+        convert(model, torch.rand(4, 1), **kwargs)

@@ -127,8 +127,12 @@ def test_what_the_cell_cannot_do_is_refused():
     net.add_population(Population("output", (2,), "output", NeuronSpec()))
     net.connect("input", "h", [Identity()])
     net.connect("h", "output", [Identity()])
-    with pytest.raises(BackendError, match="spike caps .QFFS., negative spikes .QFFS."):
+    with pytest.raises(BackendError, match=r"'h' has a spike cap \(--conversion qffs\).*use --conversion qcfs"):
         lower_network(net)
+    net.populations["h"].neuron = NeuronSpec(negative_spikes=True)  # convert(..., negative_spikes=True)
+    with pytest.raises(BackendError, match=r"'h' has negative spikes \(--negative-spikes;") as refusal:
+        lower_network(net)
+    assert "QFFS" not in str(refusal.value)
     with pytest.raises(BackendError, match="analog encoding"):
         lower_network(net, encoding="poisson")
     with pytest.raises(ConfigError, match="--profile 'fast' is not one of exact, standard"):

@@ -200,7 +200,7 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
                   local_only: bool = False, carries: tuple[str, ...] | frozenset[str] = (),
                   cell: str = "the PyNN cell") -> LoweredNetwork:
     """Lowers a validated IR network. Raises BackendError for what PyNN machines cannot express
-    here: QFFS spike caps and negative spikes, spiking encodings, and what of
+    here: spike caps (``--conversion qffs``) and negative spikes, spiking encodings, and what of
     ``neurodeploy.ir.network.BEYOND_IF`` the ``cell`` does not carry (``carries``), in one line.
     ``input_as_synapses`` unrolls the input projections into synapses from a spike-source
     population (for machines that receive input as spikes) instead of the per-item drive current.
@@ -220,11 +220,13 @@ def lower_network(network: Network, encoding: str = "analog", input_as_synapses:
         if pop.role == "input":
             continue
         neuron = pop.neuron
-        unsupported = [what for what, flag in (("spike caps (QFFS)", neuron.spike_cap is not None),
-                                               ("negative spikes (QFFS)", neuron.negative_spikes)) if flag]
-        if unsupported:
-            raise BackendError(f"population {name!r} uses {', '.join(unsupported)}, which the exact PyNN "
-                               "cell does not implement; use the gpu backend")
+        if neuron.spike_cap is not None:
+            raise BackendError(f"population {name!r} has a spike cap (--conversion qffs), which the exact PyNN cell "
+                               "does not implement; use --conversion qcfs or the gpu backend")
+        if neuron.negative_spikes:
+            raise BackendError(f"population {name!r} has negative spikes (--negative-spikes; convert(..., "
+                               "negative_spikes=True)), which the exact PyNN cell does not implement; leave them "
+                               "out or use the gpu backend")
         populations.append(_lowered_population(network, pop, fan_out[name]))
     synapses, inputs = [], []
     for projection, kind in zip(network.projections, kinds, strict=True):

@@ -196,6 +196,14 @@ def _conversion_group(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--readout-start", type=_readout_start, default=0, metavar="K|auto",
                        help="delayed readout: read the output from step K on, so the steps while deep layers "
                        "settle do not count; auto chooses K on calibration items (default: %(default)s)")
+    group.add_argument("--negative-spikes", action="store_true",
+                       help="rate conversion: every hidden neuron also takes back spikes (a negative spike when its "
+                       "membrane falls below 0 while its net count is positive), so early overshoots of deep "
+                       "chains do not stay; gpu backend only (default: off)")
+    group.add_argument("--headroom", type=float, default=1.0, metavar="H",
+                       help="rate conversion: every activation scale is the calibration statistic times H >= 1, so "
+                       "unseen items' larger activations are not clipped at one spike per step; rates fall by 1/H "
+                       "(default: %(default)s)")
     group.add_argument("--calibration-samples", type=int, default=2000, metavar="N",
                        help="training items for activation statistics (default: %(default)s)")
     group.add_argument("--quant-bits", type=int, default=2, metavar="B",

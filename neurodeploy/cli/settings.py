@@ -30,7 +30,8 @@ def conversion(args: argparse.Namespace) -> dict:
             conversion=args.conversion, normalization=args.normalization, percentile=args.percentile,
             granularity=args.granularity, reset=args.reset, v_init=args.v_init,
             calibration_samples=args.calibration_samples, quant_bits=args.quant_bits, quant_epochs=args.quant_epochs,
-            max_pool=args.max_pool, readout_start=args.readout_start),
+            max_pool=args.max_pool, readout_start=args.readout_start, negative_spikes=args.negative_spikes,
+            headroom=args.headroom),
         "fan_in": FanInSettings(max_fan_in=args.max_fan_in, epochs=args.fan_in_epochs),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -96,6 +97,7 @@ def convert(
     choice_items: int = 500,
     progress: bool = False,
     negative_spikes: bool = False,
+    headroom: float = 1.0,
 ) -> Network:
     """Converts ``model`` into a rate-coded IF network.
 
@@ -130,6 +132,12 @@ def convert(
         made it fire, so its net count follows the rounded ReLU of its cumulative input instead of keeping
         every overshoot: long chains (deep, residual, depthwise nets) converge in fewer steps
         (``docs/converter.md``, "torchvision classifiers").
+    headroom: rate conversion: every scale lambda is the calibration statistic times ``headroom`` (>= 1), so
+        test activations up to ``headroom`` times the largest (or percentile) calibration activation still
+        fire below the one-spike-per-step limit instead of being clipped there. Statistics of a few
+        thousand calibration items underestimate the activations of unseen items, and in weakly trained
+        deep nets the clipping flips close decisions (``docs/converter.md``, "torchvision classifiers");
+        the price is rates 1 / headroom lower, so more steps for the same resolution.
     progress: a progress bar for the v_init calibration's simulations.
     A model in float64, float16 or bfloat16 is converted from a float32 copy (said in the notes).
     Returns a validated :class:`Network` whose metadata records the settings, the ANN's activation
@@ -157,6 +165,11 @@ def convert(
     if quantized and not (isinstance(v_init, str) and v_init in ("half", "calibrated")):
         raise ConfigError(f"conversion {conversion!r} starts every membrane at theta / 2 (its shift): v_init must "
                           f"be 'half' or 'calibrated', not {v_init!r}")
+    if isinstance(headroom, bool) or not isinstance(headroom, (int, float)) or not 1.0 <= headroom < math.inf:
+        raise ConfigError(f"headroom must be a number >= 1 (the factor above the calibration scale), not {headroom!r}")
+    if headroom != 1.0 and quantized:
+        raise ConfigError(f"headroom is a choice of rate conversion; conversion {conversion!r} takes its scale from "
+                          f"the trained quantizer")
     if negative_spikes and quantized:
         raise ConfigError(f"negative_spikes is a choice of rate conversion; conversion {conversion!r} sets its own "
                           f"neurons (qffs has negative spikes, qcfs none)")
@@ -199,7 +212,7 @@ def convert(
     finally:
         source.train(was_training)
     if conversion == "rate":
-        lambdas = {name: channel_lambdas(scales[name], network.populations[name].shape) for name in scales}
+        lambdas = {name: headroom * channel_lambdas(scales[name], network.populations[name].shape) for name in scales}
         apply_normalization(network, lambdas)
     for name, population in network.populations.items():
         if population.role != "hidden":
@@ -235,6 +248,7 @@ def convert(
         "conversion_notes": notes + fx.notes,
         "readout_start": readout_start if isinstance(readout_start, int) else 0,
         "negative_spikes": bool(negative_spikes),
+        "headroom": float(headroom),
     })
     network.validate()
     if calibrated:

@@ -123,7 +123,9 @@ class ConversionSettings:
     ``JobConfig.resolved_conversion`` fills them in. percentile None: the
     normalization's default (99.9 for ``percentile``, 99.0 for ``percentile_all``). max_pool: None (max
     pooling refused), "avg" or "spiking"; readout_start: the delayed readout's first step k, or "auto"
-    (chosen on calibration items for the run's T); see :func:`neurodeploy.convert.convert`.
+    (chosen on calibration items for the run's T); negative_spikes (rate conversion): hidden neurons take
+    back overshoot spikes; headroom (rate conversion, >= 1): every scale is the calibration statistic
+    times it; see :func:`neurodeploy.convert.convert`.
     """
 
     conversion: str = "rate"
@@ -137,9 +139,18 @@ class ConversionSettings:
     quant_epochs: int = 5
     max_pool: str | None = None
     readout_start: int | str = 0
+    negative_spikes: bool = False
+    headroom: float = 1.0
 
     def __post_init__(self) -> None:
         choice("--conversion", self.conversion, CONVERSIONS)
+        if not isinstance(self.negative_spikes, bool):
+            raise ConfigError(f"--negative-spikes is on or off (True or False), not {self.negative_spikes!r}")
+        number("--headroom", self.headroom, 1.0)
+        for flag, given in (("--negative-spikes", self.negative_spikes), ("--headroom", self.headroom != 1.0)):
+            if given and self.conversion != "rate":
+                raise ConfigError(f"{flag} is a choice of --conversion rate; --conversion {self.conversion} sets its "
+                                  "own neurons and scale (qffs has negative spikes, qcfs none)")
         if self.max_pool is not None:
             choice("--max-pool", self.max_pool, MAX_POOL_STRATEGIES)
         if self.readout_start != "auto":

@@ -155,7 +155,8 @@ def convert_model(model: torch.nn.Module, dataset: Dataset, config: JobConfig) -
     return convert(model, calibration, normalization=c.normalization, percentile=config.conversion.percentile,
                    granularity=c.granularity, reset=c.reset, v_init=c.v_init, seed=config.model.seed,
                    conversion=c.conversion, max_pool=c.max_pool, readout_start=c.readout_start,
-                   T=config.run.T, progress=config.run.progress)
+                   T=config.run.T, progress=config.run.progress, negative_spikes=c.negative_spikes,
+                   headroom=c.headroom)
 
 
 def choice_lines(metadata: dict) -> list[str]:
