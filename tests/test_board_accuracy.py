@@ -2,6 +2,8 @@
 the per-factor diagnosis and the accuracy check that warns when a board prediction loses more than 1 point --
 each against values computed by hand."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -143,6 +145,28 @@ def test_accuracy_check_warns_naming_population_and_factor():
     assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
     plain = get_backend("gpu", profile="pynn", device="cpu")
     assert accuracy_check(plain, net, test, options, plain.run(net, test.images, test.labels, options)) is None
+
+
+@pytest.mark.parametrize(("substeps", "hard_count"), [(1, 33), (2, 39)])
+def test_accuracy_check_warns_under_substeps(substeps, hard_count):
+    """Currents 0.41 and 0.49, label 1, T = 100: subtraction counts floor(99 x) = 40 and 48 spikes (class 1). A
+    hard reset to 0 with K ticks per step (x / K per tick) fires every ceil(K / x) ticks of K T - 1 (the first
+    tick's input arrives one tick late): K = 1, every 3 steps, 33 and 33; K = 2, every 5 ticks, floor(199 / 5) = 39
+    and 39. The readouts tie, argmax takes class 0: 100 points lost with sub-stepping too, and the warning names
+    hidden (agreement 1 - (|40 - n| + |48 - n|) / 88) and hard_reset, its factors run at the same K."""
+    net = constant_current_network([0.41, 0.49])
+    test = Split(torch.tensor([[0.41, 0.49]]), torch.tensor([1]))
+    runner = get_backend("gpu", profile="spinnaker", spinnaker_parts=("hard_reset",), device="cpu",
+                         substeps=substeps)
+    options = RunOptions(T=100, batch_size=1, progress=False)
+    result = runner.run(net, test.images, test.labels, replace(options, record_neuron_counts=True))
+    np.testing.assert_array_equal(result.neuron_counts[0, 2:4], [hard_count, hard_count])
+    check = accuracy_check(runner, net, test, options, result)
+    assert (check["reference_accuracy"], check["accuracy"], check["loss_pp"]) == (1.0, 0.0, 100.0)
+    assert check["population"] == "hidden" and check["factor"] == "hard_reset"
+    assert check["population_agreement"] == pytest.approx(1 - (48 - hard_count + 40 - hard_count) / 88)
+    assert all(options.get("substeps") == substeps for _, options in runner.factor_variants().values())
+    assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
 
 
 def test_diagnose_refuses_a_backend_without_reference_before_any_work(capsys):
