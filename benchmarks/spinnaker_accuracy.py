@@ -28,6 +28,7 @@ from pathlib import Path
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu.spinnaker_profile import set_reset_values
 from neurodeploy.data import Dataset, load_dataset
+from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.diagnosis import final_accuracy
 from neurodeploy.jobs.config import ConversionSettings, JobConfig, ModelSettings, RunSettings
 from neurodeploy.jobs.events import silent
@@ -36,6 +37,8 @@ from neurodeploy.jobs.prepare import BACKEND_CALIBRATION_ITEMS, prepare_network
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 
 CELLS = {"spinnaker": "delta", "spinnaker_exp": "exp"}
+#: the spinnaker backend's connectors whose board each profile predicts
+CONNECTORS = {"spinnaker": "fromlist", "spinnaker_exp": "local"}
 #: examples/model_zoo.py, loaded from the repository (examples are no package)
 ZOO_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "model_zoo.py"
 
@@ -85,6 +88,12 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                                    Path("/tmp"), silent, user)
         network, test = prepared.network, prepared.test
         calibration = prepared.input_transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
+        try:  # what the board would be given: the spinnaker backend's lowering and value checks
+            get_backend("spinnaker", connectors=CONNECTORS[profile]).check(network)
+        except BackendError as err:
+            rows[profile] = {"lowering_refuses": str(err)}
+            _show(rows[profile], "lowering_refuses", profile)
+            continue
         if reference is None:  # the pynn profile ignores what the spinnaker profiles' prepare adds: one run serves all
             reference = final_accuracy(get_backend("gpu", profile="pynn").run(network, test.images, test.labels,
                                                                               options))
