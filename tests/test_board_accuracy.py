@@ -165,7 +165,14 @@ def test_accuracy_check_warns_under_substeps(substeps, hard_count):
     assert (check["reference_accuracy"], check["accuracy"], check["loss_pp"]) == (1.0, 0.0, 100.0)
     assert check["population"] == "hidden" and check["factor"] == "hard_reset"
     assert check["population_agreement"] == pytest.approx(1 - (48 - hard_count + 40 - hard_count) / 88)
-    assert all(options.get("substeps") == substeps for _, options in runner.factor_variants().values())
+    variants = runner.factor_variants()
+    assert all(options.get("substeps") == substeps for _, options in variants.values())
+    # K = 2 adds the ticks alone (no SpiNNaker part): subtract reset in ticks, floor(199 * x / 2) = 40 and 48
+    assert ("substeps" in variants) == (substeps > 1)
+    if substeps > 1:
+        assert check["diagnosis"]["accuracy"]["substeps"] == 1.0
+        hidden = next(row for row in check["diagnosis"]["populations"] if row["population"] == "hidden")
+        assert hidden["factors"]["substeps"] == 1.0
     assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
 
 

@@ -171,13 +171,18 @@ class GpuBackend(Backend):
 
     def factor_variants(self) -> dict[str, tuple[str, dict]]:
         """One variant per part of the profile (:data:`~spinnaker_profile.PARTS` that apply to its cell), each
-        with that part alone."""
+        with that part alone at the profile's sub-steps; with sub-steps also "substeps": no part, the IR's own cell
+        in ticks (what the ticks alone change against the reference's steps: one-tick delays, several spikes a
+        step)."""
         if self.profile not in SPINNAKER_CELLS:
             return {}
         base = {"profile": self.profile, "device": str(self.device), "precision": self.precision, "tau_m": self.tau_m,
                 "substeps": self.substeps}
-        return {part: ("gpu", {**base, "spinnaker_parts": (part,)})
-                for part in cell_parts(SPINNAKER_CELLS[self.profile])}
+        variants = {part: ("gpu", {**base, "spinnaker_parts": (part,)})
+                    for part in cell_parts(SPINNAKER_CELLS[self.profile])}
+        if self.substeps != 1:
+            variants["substeps"] = ("gpu", {**base, "spinnaker_parts": ()})
+        return variants
 
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
