@@ -52,7 +52,7 @@ def test_channel_values_reach_the_lowering_and_the_profile():
     np.testing.assert_array_equal(v_reset(net, "hidden"), expected)
     np.testing.assert_array_equal(lower_network(net).populations[0].v_reset, expected)
     x = torch.tensor([[[[0.0, 0.0]], [[0.0, 0.0]]]])
-    profile = simulate(net, x, 2, profile="spinnaker", spinnaker_parts=("hard_reset",))
+    profile = simulate(net, x, 2, profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",))
     assert profile.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"][
         "channel_v_reset"] == list(expected[::2])
 
@@ -75,11 +75,11 @@ def test_refinement_brings_counts_closer_to_the_subtract_reset_than_the_mean_ove
     reference = _hidden_counts(net, x, 100, profile="pynn")
     assert list(reference) == [14, 34]
     compensate_hard_reset(net, x, "analog")
-    calibrated = _hidden_counts(net, x, 100, profile="spinnaker")
+    calibrated = _hidden_counts(net, x, 100, profile="spinnaker", substeps=1)
     refine_hard_reset(net, x, "analog")
     entry = net.populations["hidden"].metadata[METADATA_KEY]
     assert len(entry["channel_v_reset"]) == 2 and entry["channel_v_reset"][0] != entry["channel_v_reset"][1]
-    refined = _hidden_counts(net, x, 100, profile="spinnaker")
+    refined = _hidden_counts(net, x, 100, profile="spinnaker", substeps=1)
     assert refined[0] == 14 and calibrated[0] != 14
     assert np.abs(refined - reference).sum() < np.abs(calibrated - reference).sum()
 
@@ -135,7 +135,7 @@ def test_accuracy_check_warns_naming_population_and_factor():
     reset alone; the other parts alone keep it near 1, so the warning names hidden and hard_reset."""
     net = constant_current_network([0.34, 0.45])
     test = Split(torch.tensor([[0.34, 0.45]]), torch.tensor([1]))
-    runner = get_backend("gpu", profile="spinnaker", spinnaker_parts=("hard_reset",), device="cpu")
+    runner = get_backend("gpu", profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",), device="cpu")
     options = RunOptions(T=100, batch_size=1, progress=False)
     result = runner.run(net, test.images, test.labels, options)
     check = accuracy_check(runner, net, test, options, result)

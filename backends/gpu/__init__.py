@@ -117,6 +117,8 @@ class GpuBackend(Backend):
         if self.profile == "nest" and self.v_reset == "refined":
             raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
                               "calibrated or zero")
+        if self.substeps is None:
+            self.substeps = spinnaker.DEFAULT_SUBSTEPS if self.profile in SPINNAKER_CELLS else 1
         if self.substeps != 1 and self.profile not in SPINNAKER_CELLS:
             raise ConfigError(f"gpu backend: --substeps {self.substeps} applies to the spinnaker profiles "
                               f"({', '.join(SPINNAKER_CELLS)}), not to --profile {self.profile}")
@@ -189,10 +191,11 @@ class GpuBackend(Backend):
             spinnaker.check_carried(network)
         if self.substeps != 1 and options.exit_policy is not None:
             raise BackendError(f"gpu backend: early exit is not available with --substeps {self.substeps} (a tick's "
-                               "readout is no step's); run without it")
+                               "readout is no step's); run without it, or with --substeps 1")
         if self.substeps != 1 and options.record_spikes:
             raise BackendError(f"gpu backend: --record is not available with --substeps {self.substeps} (a neuron may "
-                               "fire several times in a step; the recording holds one spike per step)")
+                               "fire several times in a step; the recording holds one spike per step); --substeps 1 "
+                               "records")
         if current_team() is not None:
             self.shared_network = (uuid.uuid4().hex, network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],

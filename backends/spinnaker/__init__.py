@@ -130,6 +130,8 @@ class SpinnakerBackend(Backend):
         if self.connectors == "auto":
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
+        if self.substeps is None:
+            self.substeps = spinnaker.DEFAULT_SUBSTEPS
         dt = 1.0 / self.substeps  # the tick (ms); the worker sets machine_time_step and time_scale_factor from it
         self.cell = ExpCell.for_tick(self.tau_m, dt) if self.local_only else DeltaCell.for_tau(self.tau_m, dt)
         if self.boards is not None and not self.config.allocated:
@@ -232,7 +234,8 @@ class SpinnakerBackend(Backend):
                                f"--encoding {options.encoding} does not apply")
         if self.substeps != 1 and options.record_spikes:
             raise BackendError(f"spinnaker backend: --record is not available with --substeps {self.substeps} (a "
-                               "neuron may fire several times in a step; the recording holds one spike per step)")
+                               "neuron may fire several times in a step; the recording holds one spike per step); "
+                               "--substeps 1 records")
         lowered = self.check(network)
         folder = self._folder()
         config_dir = self.config.write_for_run(folder)
