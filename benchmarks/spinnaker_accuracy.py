@@ -7,7 +7,7 @@ set once per K and mode, instead of once per run as ``neurodeploy run`` does.
 
     python benchmarks/spinnaker_accuracy.py (MODEL_FILE | --arch ARCH [--epochs N] | --zoo NAME --zoo-weights DIR)
         [--samples 300] [-T 100] [--substeps 1,2,4] [--modes calibrated,refined]
-        [--profiles spinnaker,spinnaker_exp] [--no-plain] [--out FILE.json]
+        [--profiles spinnaker,spinnaker_exp] [--no-plain] [--diagnose N] [--out FILE.json]
 
 ``--zoo NAME``: a torchvision classifier of ``examples/model_zoo.py`` as that example builds it (its refusals'
 actions followed) with the weights it trained into ``--zoo-weights`` (its ``--weights`` folder, default recipe;
@@ -27,10 +27,11 @@ from pathlib import Path
 
 from neurodeploy.backends import RunOptions, get_backend
 from neurodeploy.backends.gpu.spinnaker_profile import set_reset_values
-from neurodeploy.data import Dataset, load_dataset
+from neurodeploy.data import Dataset, Split, load_dataset
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.diagnosis import final_accuracy
 from neurodeploy.jobs.config import ConversionSettings, JobConfig, ModelSettings, RunSettings
+from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, diagnose
 from neurodeploy.jobs.events import silent
 from neurodeploy.jobs.models import CachedModel
 from neurodeploy.jobs.prepare import BACKEND_CALIBRATION_ITEMS, prepare_network
@@ -67,7 +68,8 @@ def zoo_model(name: str, weights: Path) -> tuple[CachedModel, Dataset, Conversio
 
 def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, substeps: list[int],
             modes: list[str], profiles: list[str], plain_profiles: bool = True, dataset: Dataset | None = None,
-            user: CachedModel | None = None, conversion: ConversionSettings | None = None) -> dict:
+            user: CachedModel | None = None, conversion: ConversionSettings | None = None,
+            diagnose_items: int = 0) -> dict:
     dataset = dataset or load_dataset()
     config = JobConfig(model=model, run=RunSettings(T=T, samples=samples, progress=False),
                        conversion=conversion or ConversionSettings(), cache_dir=cache_dir, results_dir="/tmp")
@@ -109,6 +111,12 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                 start = time.perf_counter()
                 entry[f"k{k}_{mode}"] = final_accuracy(backend.run(network, test.images, test.labels, options))
                 entry[f"k{k}_{mode}_run_s"] = round(time.perf_counter() - start, 2)
+                if diagnose_items and 100 * (reference - entry[f"k{k}_{mode}"]) > LOSS_LIMIT_PP:
+                    # what the run's warning names: the population and the factor (diagnose, the first items)
+                    items = Split(test.images[:diagnose_items], test.labels[:diagnose_items])
+                    found = diagnose(backend, network, items, options)["cause"] or {}
+                    entry[f"k{k}_{mode}_warning"] = {"population": found.get("population"), "factor": found.get(
+                        "factor"), "agreement": found.get("agreement"), "diagnosed_items": len(items)}
                 _show(entry, f"k{k}_{mode}", profile)
     return rows
 
@@ -132,6 +140,9 @@ def main() -> None:
     parser.add_argument("--modes", default="calibrated")
     parser.add_argument("--profiles", default="spinnaker,spinnaker_exp")
     parser.add_argument("--no-plain", action="store_true", help="skip the ideal and pynn runs without fan-in pass")
+    parser.add_argument("--diagnose", type=int, default=0, metavar="N",
+                        help="where a profile loses more than the warning's limit, diagnose it on the first N items "
+                             "(the population and factor the run's warning names)")
     parser.add_argument("--cache-dir")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -140,7 +151,8 @@ def main() -> None:
         user, dataset, conversion = zoo_model(args.zoo, args.zoo_weights)
     model = ModelSettings(model=user.path if user else args.model, arch=args.arch, epochs=args.epochs)
     rows = measure(model, args.samples, args.T, args.cache_dir, [int(k) for k in args.substeps.split(",")],
-                   args.modes.split(","), args.profiles.split(","), not args.no_plain, dataset, user, conversion)
+                   args.modes.split(","), args.profiles.split(","), not args.no_plain, dataset, user, conversion,
+                   args.diagnose)
     text = json.dumps(rows, indent=1)
     if args.out:
         Path(args.out).write_text(text)
