@@ -142,7 +142,7 @@ def test_a_substepped_network_maps_on_a_virtual_board(tmp_path, connectors):
     network = convert(model, x)
     backend = get_backend("spinnaker", connectors=connectors, substeps=4)
     backend.prepare(network, x)
-    per_step = get_backend("spinnaker", connectors=connectors).prepare(convert(model, x), x)
+    per_step = get_backend("spinnaker", connectors=connectors, substeps=1).prepare(convert(model, x), x)
     # a tick's expected summed weight is at most a step's (rates per tick are a quarter, the sd half; both capped
     # at the sum of the weights), and below it where that cap does not hold
     ticks, steps = ([p.metadata[METADATA_KEY][0] for p in net.populations.values() if p.role != "input"]
