@@ -92,9 +92,9 @@ def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, mon
     assert result.metadata["virtual"] and "runs nothing" in result.metadata["note"]
     assert result.metadata["items_read"] == 0 and not result.readout.any() and result.readout.shape == (3, 5, 10)
     assert result.metadata["mapping"]["projections"] == {"conv": 0, "pool_dense": 1, "fromlist": 4}
-    assert backend.predictor() == ("gpu", {"profile": "spinnaker_exp", "tau_m": 1000.0, "substeps": 2})  # default
+    assert backend.predictor() == ("gpu", {"profile": "spinnaker_exp", "tau_m": 1000.0, "substeps": 1})
     assert get_backend("spinnaker", connectors="fromlist").predictor() == ("gpu", {"profile": "spinnaker",
-                                                                                  "tau_m": 1000.0, "substeps": 2})
+                                                                                  "tau_m": 1000.0, "substeps": 1})
     assert (tmp_path / "items" / "run.log").exists()
     assert [p for p in home.rglob("*") if "matplotlib" not in p.parts and p.name != ".cache"] == []
 

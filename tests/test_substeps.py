@@ -200,16 +200,12 @@ def test_the_board_and_the_profile_take_the_same_tick_constants(connectors, cell
                                                                          for key in ("tau_m", "cm", "decay"))
 
 
-def test_default_is_two_substeps_on_spinnaker_only_and_the_mapping_line_states_its_board_time():
+def test_substeps_stay_opt_in_and_the_mapping_line_states_their_board_time():
     from neurodeploy.backends import get_backend
     from neurodeploy.cli.render import mapping_line
-    from neurodeploy.targets.spinnaker import DEFAULT_SUBSTEPS
 
-    assert DEFAULT_SUBSTEPS == 2
-    assert get_backend("gpu", profile="spinnaker", device="cpu").substeps == 2
-    assert get_backend("gpu", profile="spinnaker_exp", device="cpu").substeps == 2
-    assert get_backend("gpu", profile="pynn", device="cpu").substeps == 1
-    assert get_backend("gpu", profile="spinnaker", device="cpu", substeps=1).substeps == 1
+    assert get_backend("gpu", profile="spinnaker", device="cpu").substeps == 1
+    assert get_backend("gpu", profile="spinnaker_exp", device="cpu", substeps=2).substeps == 2
     report = {"target": "virtual SpiNN-5 board", "neuron_cores": 3, "system_cores": 1, "chips": 1, "n_synapses": 10}
     assert "board time" not in mapping_line({**report, "machine_time_step_us": 1000, "time_scale_factor": 1})
     assert "500 us ticks, time_scale_factor 2: 2 T ms of board time per item" in mapping_line(

@@ -117,8 +117,6 @@ class GpuBackend(Backend):
         if self.profile == "nest" and self.v_reset == "refined":
             raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
                               "calibrated or zero")
-        if self.substeps is None:
-            self.substeps = spinnaker.DEFAULT_SUBSTEPS if self.profile in SPINNAKER_CELLS else 1
         if self.substeps != 1 and self.profile not in SPINNAKER_CELLS:
             raise ConfigError(f"gpu backend: --substeps {self.substeps} applies to the spinnaker profiles "
                               f"({', '.join(SPINNAKER_CELLS)}), not to --profile {self.profile}")

@@ -78,7 +78,6 @@ from neurodeploy.passes.reset_compensation import (
 from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 from neurodeploy.targets.spinnaker import (
-    DEFAULT_SUBSTEPS,
     DEFAULT_TAU_M,
     LOCAL_ONLY_WEIGHT_MAX,
     RING_BUFFER_MAX,
@@ -117,10 +116,9 @@ V_RESET_OPTION = Option(
     choices=("refined", "calibrated", "zero"))
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
-    "substeps", None, f"ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so "
-    f"the overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K, "
-    f"K T ms per item); default {DEFAULT_SUBSTEPS} for the spinnaker profiles and backend, 1 otherwise; see "
-    f"docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
+    "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
+    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K, "
+    "K T ms per item); see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):

@@ -130,8 +130,6 @@ class SpinnakerBackend(Backend):
         if self.connectors == "auto":
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
-        if self.substeps is None:
-            self.substeps = spinnaker.DEFAULT_SUBSTEPS
         dt = 1.0 / self.substeps  # the tick (ms); the worker sets machine_time_step and time_scale_factor from it
         self.cell = ExpCell.for_tick(self.tau_m, dt) if self.local_only else DeltaCell.for_tau(self.tau_m, dt)
         if self.boards is not None and not self.config.allocated:

@@ -56,11 +56,6 @@ def check_carried(network) -> None:
 #: ticks per IR step the SpiNNaker path offers: ``machine_time_step = 1000 / k`` microseconds must be a whole
 #: number of microseconds (sPyNNaker's unit) and the tick ``1 / k`` ms exact in S16.15
 SUBSTEPS = (1, 2, 4, 8)
-#: ticks per IR step where none is asked for: the spinnaker profiles and the spinnaker backend sub-step by default,
-#: because at 2 the predicted board accuracy stays within 1 point of the ``pynn`` profile (or above it) on most
-#: networks measured where 1 lost up to 15 points; the price is board time, 2 T ms per item instead of T ms
-#: (``docs/spinnaker-hardware.md``, "Sub-stepping")
-DEFAULT_SUBSTEPS = 2
 
 
 def machine_time_step_us(substeps: int) -> int:
