@@ -31,7 +31,7 @@ from neurodeploy.data import Dataset, Split, load_dataset
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.diagnosis import final_accuracy
 from neurodeploy.jobs.config import ConversionSettings, JobConfig, ModelSettings, RunSettings
-from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, diagnose
+from neurodeploy.jobs.diagnosis import diagnose, exceeds_limit
 from neurodeploy.jobs.events import silent
 from neurodeploy.jobs.models import CachedModel
 from neurodeploy.jobs.prepare import BACKEND_CALIBRATION_ITEMS, prepare_network
@@ -111,7 +111,7 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                 start = time.perf_counter()
                 entry[f"k{k}_{mode}"] = final_accuracy(backend.run(network, test.images, test.labels, options))
                 entry[f"k{k}_{mode}_run_s"] = round(time.perf_counter() - start, 2)
-                if diagnose_items and 100 * (reference - entry[f"k{k}_{mode}"]) > LOSS_LIMIT_PP:
+                if diagnose_items and exceeds_limit(100 * (reference - entry[f"k{k}_{mode}"])):
                     # what the run's warning names: the population and the factor (diagnose, the first items)
                     items = Split(test.images[:diagnose_items], test.labels[:diagnose_items])
                     found = diagnose(backend, network, items, options)["cause"] or {}

@@ -17,7 +17,7 @@ from neurodeploy.data import Split
 from neurodeploy.evaluate.diagnosis import attribute_loss, cause, count_agreement
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Identity, Network, NeuronSpec, Population
-from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, accuracy_check
+from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, accuracy_check, exceeds_limit
 from neurodeploy.passes.reset_compensation import (
     METADATA_KEY,
     annotate_channel_resets,
@@ -174,6 +174,13 @@ def test_accuracy_check_warns_under_substeps(substeps, hard_count):
         hidden = next(row for row in check["diagnosis"]["populations"] if row["population"] == "hidden")
         assert hidden["factors"]["substeps"] == 1.0
     assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
+
+
+def test_a_loss_of_exactly_one_point_does_not_warn():
+    # one item of 100 (0.40 -> 0.39) is 1 point, not more, though 100 (0.40 - 0.39) rounds above 1.0 in floats
+    assert 100 * (0.40 - 0.39) > 1.0 and not exceeds_limit(100 * (0.40 - 0.39))
+    assert exceeds_limit(100 * (0.40 - 0.38)) and exceeds_limit(100 * (1 - 296 / 300))  # 2 and 1.33 points
+    assert not exceeds_limit(100 * (0.87 - 0.8667))
 
 
 def test_diagnose_refuses_a_backend_without_reference_before_any_work(capsys):
