@@ -151,7 +151,8 @@ def run_one(name: str, args, data) -> dict:
     return row
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The example's options (also how ``benchmarks/spinnaker_accuracy.py --zoo`` finds the trained weights)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--train-items", type=int, default=3000)
@@ -179,7 +180,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/model_zoo"), help="one json row per model")
     parser.add_argument("--weights", type=Path, default=Path("results/model_zoo/weights"),
                         help="trained weights, one file per model and recipe")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset()
     setup = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

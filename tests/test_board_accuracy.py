@@ -2,6 +2,8 @@
 the per-factor diagnosis and the accuracy check that warns when a board prediction loses more than 1 point --
 each against values computed by hand."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from neurodeploy.data import Split
 from neurodeploy.evaluate.diagnosis import attribute_loss, cause, count_agreement
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir import Identity, Network, NeuronSpec, Population
-from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, accuracy_check
+from neurodeploy.jobs.diagnosis import LOSS_LIMIT_PP, accuracy_check, exceeds_limit
 from neurodeploy.passes.reset_compensation import (
     METADATA_KEY,
     annotate_channel_resets,
@@ -50,7 +52,7 @@ def test_channel_values_reach_the_lowering_and_the_profile():
     np.testing.assert_array_equal(v_reset(net, "hidden"), expected)
     np.testing.assert_array_equal(lower_network(net).populations[0].v_reset, expected)
     x = torch.tensor([[[[0.0, 0.0]], [[0.0, 0.0]]]])
-    profile = simulate(net, x, 2, profile="spinnaker", spinnaker_parts=("hard_reset",))
+    profile = simulate(net, x, 2, profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",))
     assert profile.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"][
         "channel_v_reset"] == list(expected[::2])
 
@@ -73,11 +75,11 @@ def test_refinement_brings_counts_closer_to_the_subtract_reset_than_the_mean_ove
     reference = _hidden_counts(net, x, 100, profile="pynn")
     assert list(reference) == [14, 34]
     compensate_hard_reset(net, x, "analog")
-    calibrated = _hidden_counts(net, x, 100, profile="spinnaker")
+    calibrated = _hidden_counts(net, x, 100, profile="spinnaker", substeps=1)
     refine_hard_reset(net, x, "analog")
     entry = net.populations["hidden"].metadata[METADATA_KEY]
     assert len(entry["channel_v_reset"]) == 2 and entry["channel_v_reset"][0] != entry["channel_v_reset"][1]
-    refined = _hidden_counts(net, x, 100, profile="spinnaker")
+    refined = _hidden_counts(net, x, 100, profile="spinnaker", substeps=1)
     assert refined[0] == 14 and calibrated[0] != 14
     assert np.abs(refined - reference).sum() < np.abs(calibrated - reference).sum()
 
@@ -133,7 +135,7 @@ def test_accuracy_check_warns_naming_population_and_factor():
     reset alone; the other parts alone keep it near 1, so the warning names hidden and hard_reset."""
     net = constant_current_network([0.34, 0.45])
     test = Split(torch.tensor([[0.34, 0.45]]), torch.tensor([1]))
-    runner = get_backend("gpu", profile="spinnaker", spinnaker_parts=("hard_reset",), device="cpu")
+    runner = get_backend("gpu", profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",), device="cpu")
     options = RunOptions(T=100, batch_size=1, progress=False)
     result = runner.run(net, test.images, test.labels, options)
     check = accuracy_check(runner, net, test, options, result)
@@ -143,6 +145,42 @@ def test_accuracy_check_warns_naming_population_and_factor():
     assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
     plain = get_backend("gpu", profile="pynn", device="cpu")
     assert accuracy_check(plain, net, test, options, plain.run(net, test.images, test.labels, options)) is None
+
+
+@pytest.mark.parametrize(("substeps", "hard_count"), [(1, 33), (2, 39)])
+def test_accuracy_check_warns_under_substeps(substeps, hard_count):
+    """Currents 0.41 and 0.49, label 1, T = 100: subtraction counts floor(99 x) = 40 and 48 spikes (class 1). A
+    hard reset to 0 with K ticks per step (x / K per tick) fires every ceil(K / x) ticks of K T - 1 (the first
+    tick's input arrives one tick late): K = 1, every 3 steps, 33 and 33; K = 2, every 5 ticks, floor(199 / 5) = 39
+    and 39. The readouts tie, argmax takes class 0: 100 points lost with sub-stepping too, and the warning names
+    hidden (agreement 1 - (|40 - n| + |48 - n|) / 88) and hard_reset, its factors run at the same K."""
+    net = constant_current_network([0.41, 0.49])
+    test = Split(torch.tensor([[0.41, 0.49]]), torch.tensor([1]))
+    runner = get_backend("gpu", profile="spinnaker", spinnaker_parts=("hard_reset",), device="cpu",
+                         substeps=substeps)
+    options = RunOptions(T=100, batch_size=1, progress=False)
+    result = runner.run(net, test.images, test.labels, replace(options, record_neuron_counts=True))
+    np.testing.assert_array_equal(result.neuron_counts[0, 2:4], [hard_count, hard_count])
+    check = accuracy_check(runner, net, test, options, result)
+    assert (check["reference_accuracy"], check["accuracy"], check["loss_pp"]) == (1.0, 0.0, 100.0)
+    assert check["population"] == "hidden" and check["factor"] == "hard_reset"
+    assert check["population_agreement"] == pytest.approx(1 - (48 - hard_count + 40 - hard_count) / 88)
+    variants = runner.factor_variants()
+    assert all(options.get("substeps") == substeps for _, options in variants.values())
+    # K = 2 adds the ticks alone (no SpiNNaker part): subtract reset in ticks, floor(199 * x / 2) = 40 and 48
+    assert ("substeps" in variants) == (substeps > 1)
+    if substeps > 1:
+        assert check["diagnosis"]["accuracy"]["substeps"] == 1.0
+        hidden = next(row for row in check["diagnosis"]["populations"] if row["population"] == "hidden")
+        assert hidden["factors"]["substeps"] == 1.0
+    assert "hidden" in check["warning"] and "hard_reset" in check["warning"]
+
+
+def test_a_loss_of_exactly_one_point_does_not_warn():
+    # one item of 100 (0.40 -> 0.39) is 1 point, not more, though 100 (0.40 - 0.39) rounds above 1.0 in floats
+    assert 100 * (0.40 - 0.39) > 1.0 and not exceeds_limit(100 * (0.40 - 0.39))
+    assert exceeds_limit(100 * (0.40 - 0.38)) and exceeds_limit(100 * (1 - 296 / 300))  # 2 and 1.33 points
+    assert not exceeds_limit(100 * (0.87 - 0.8667))
 
 
 def test_diagnose_refuses_a_backend_without_reference_before_any_work(capsys):

@@ -44,12 +44,12 @@ def test_reset_value_sets_the_firing_rate_of_a_constant_current_by_hand():
     x = torch.tensor([[0.375]])
     net = constant_current_network([0.375])
     assert simulate(net, x, 25, profile="pynn").spike_counts[0, :, 1].sum() == 9
-    hard = simulate(net, x, 25, profile="spinnaker", spinnaker_parts=("hard_reset",))
+    hard = simulate(net, x, 25, profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",))
     assert _spike_steps(hard) == list(range(4, 26, 3))
     annotate_reset_compensation(net, {"hidden": 0.25}, "by hand")
     np.testing.assert_array_equal(v_reset(net, "hidden"), [0.25])
     for profile in ("spinnaker", "spinnaker_exp"):
-        compensated = simulate(net, x, 25, profile=profile, spinnaker_parts=("hard_reset",))
+        compensated = simulate(net, x, 25, profile=profile, substeps=1, spinnaker_parts=("hard_reset",))
         assert _spike_steps(compensated) == list(range(4, 26, 2))
         assert compensated.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"][
             "mean_overshoot"] == 0.25
@@ -73,7 +73,7 @@ def test_reset_value_with_leak_and_fixed_point_by_hand(profile, cell):
         spikes.append(v >= 1.0)
         v = float(round_s1615(0.3)) if v >= 1.0 else v
     assert [t + 1 for t, s in enumerate(spikes) if s] == [5, 8, 11]
-    assert _spike_steps(simulate(net, torch.tensor([[0.3]]), 12, profile=profile)) == [5, 8, 11]
+    assert _spike_steps(simulate(net, torch.tensor([[0.3]]), 12, profile=profile, substeps=1)) == [5, 8, 11]
 
 
 def test_compensation_restores_the_rate_of_a_neuron_fed_by_large_rare_inputs():
@@ -95,10 +95,10 @@ def test_compensation_restores_the_rate_of_a_neuron_fed_by_large_rare_inputs():
         return float(simulate(net, x, T, **kwargs).spike_counts[0, :, 2].sum())
 
     reference = count(profile="pynn")
-    lost = reference - count(profile="spinnaker", spinnaker_parts=("hard_reset",))
+    lost = reference - count(profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",))
     compensate_hard_reset(net, x, "analog")
     assert 0.0 < net.populations["target"].metadata[METADATA_KEY]["mean_overshoot"] < 1.0
-    remaining = reference - count(profile="spinnaker", spinnaker_parts=("hard_reset",))
+    remaining = reference - count(profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset",))
     assert lost > 0.2 * reference and abs(remaining) < 0.25 * lost
 
 

@@ -72,7 +72,8 @@ def test_dense_mnist_maps_on_a_virtual_board_without_touching_home(tmp_path, mon
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
                           nn.Linear(128, 10)).eval()
     network = convert(model, torch.rand(64, 1, 28, 28))
-    report = get_backend("spinnaker", neurons_per_core=64, connectors="fromlist").map(network, tmp_path / "run")
+    report = get_backend("spinnaker", neurons_per_core=64, connectors="fromlist", substeps=1).map(network,
+                                                                                                 tmp_path / "run")
     cores = report["cores_per_population"]
     assert cores["relu_2"] == 2 and cores["relu_4"] == 2 and cores["output"] == 1  # 128 neurons at 64 per core
     assert report["chips"] >= 1 and report["n_synapses"] == 784 * 128 + 128 * 128 + 128 * 10

@@ -53,7 +53,7 @@ def test_constant_current_neuron_by_hand():
     net = constant_current_network([current])
     net.populations["output"].metadata[METADATA_KEY] = [1.0, 0.0]  # -> shift 1
     T = 12
-    result = simulate(net, torch.tensor([[current]]), T, profile="spinnaker")
+    result = simulate(net, torch.tensor([[current]]), T, profile="spinnaker", substeps=1)
     decay = DeltaCell.for_tau(1000.0).decay
     v, out, expected = 0.0, 0.0, []
     spikes = []
@@ -81,21 +81,21 @@ def test_ring_buffer_saturates_per_step():
     net.connect("hidden", "output", [Dense(np.full((1, 4), 2.0, np.float32))])  # x amplitude 0.5 = 1 each
     net.validate()
     net.populations["output"].metadata[METADATA_KEY] = [0.5, 0.0]
-    result = simulate(net, torch.ones((1, 4)), 3, profile="spinnaker")
+    result = simulate(net, torch.ones((1, 4)), 3, profile="spinnaker", substeps=1)
     # step 1 the hidden neurons get no current yet (one-step delay), step 2 they fire, step 3 it arrives
     assert result.readout[0, 2, 0] == pytest.approx(65535 / 32768, abs=1e-6)
     net.populations["output"].metadata[METADATA_KEY] = [4.0, 0.0]
-    assert simulate(net, torch.ones((1, 4)), 3, profile="spinnaker").readout[0, 2, 0] == pytest.approx(4.0)
+    assert simulate(net, torch.ones((1, 4)), 3, profile="spinnaker", substeps=1).readout[0, 2, 0] == pytest.approx(4.0)
 
 
 def test_parts_can_be_left_out_and_unknown_parts_are_refused():
     net = constant_current_network([0.3])
     x = torch.tensor([[0.3]])
-    only_leak = simulate(net, x, 12, profile="spinnaker", spinnaker_parts=("leak",))
+    only_leak = simulate(net, x, 12, profile="spinnaker", substeps=1, spinnaker_parts=("leak",))
     pynn = simulate(net, x, 12, profile="pynn")
     assert only_leak.spike_counts.sum() == pynn.spike_counts.sum() == 3  # the leak alone loses no spike here
     with pytest.raises(ConfigError, match="unknown spinnaker profile parts"):
-        simulate(net, x, 2, profile="spinnaker", spinnaker_parts=("hard_reset", "magic"))
+        simulate(net, x, 2, profile="spinnaker", substeps=1, spinnaker_parts=("hard_reset", "magic"))
 
 
 def test_rates_and_expected_summed_weight_by_hand():
@@ -174,7 +174,7 @@ def test_exp_constant_current_spike_counts_by_hand():
     net = constant_current_network([0.3])
     net.populations["output"].metadata[METADATA_KEY] = [1.0, 0.0]
     T = 12
-    result = simulate(net, torch.tensor([[0.3]]), T, profile="spinnaker_exp")
+    result = simulate(net, torch.tensor([[0.3]]), T, profile="spinnaker_exp", substeps=1)
     increment = cell.bias_gain * 307 * Q
     arrival = cell.bias_gain * 1023 * Q
     assert increment == pytest.approx(0.29988, abs=1e-5) and arrival == pytest.approx(0.99927, abs=1e-5)
@@ -206,12 +206,12 @@ def test_exp_one_synaptic_event_membrane_trajectory_by_hand():
     net.validate()
     net.populations["output"].metadata[METADATA_KEY] = [1.0, 0.0]
     # the hidden neuron fires at step 3 (0.6 per step from step 2) and again at step 5, which arrives at step 6
-    result = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker_exp")
+    result = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker_exp", substeps=1)
     jump = float(round_s1615(cell.bias_gain * 716 * Q))
     assert jump == pytest.approx(0.69940, abs=1e-5)
     np.testing.assert_allclose(result.readout[0, :, 0], [0.0, 0.0, 0.0, jump, float(round_s1615(cell.decay * jump))],
                                atol=1e-7)
-    delta = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker")
+    delta = simulate(net, torch.tensor([[0.6]]), 5, profile="spinnaker", substeps=1)
     assert delta.readout[0, 3, 0] == pytest.approx(11469 / 16384, abs=1e-6)
 
 
@@ -231,8 +231,8 @@ def test_exp_local_only_weights_are_int16():
     net.validate()
     net.populations["next"].metadata[METADATA_KEY] = [0.5, 0.5]  # -> shift 0
     x = torch.ones((1, 1, 4, 4))
-    report = simulate(net, x, 4, profile="spinnaker_exp").metadata["spinnaker_arithmetic"]
+    report = simulate(net, x, 4, profile="spinnaker_exp", substeps=1).metadata["spinnaker_arithmetic"]
     assert report["connectors"] == {"conv": 2, "pool_dense": 1}  # input -> hidden (identity) counts as conv
     assert report["populations"]["next"]["weights_clipped"] == 16
-    delta = simulate(net, x, 4, profile="spinnaker")
+    delta = simulate(net, x, 4, profile="spinnaker", substeps=1)
     assert delta.metadata["spinnaker_arithmetic"]["populations"]["next"]["weights_clipped"] == 0

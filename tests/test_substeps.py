@@ -142,7 +142,7 @@ def test_a_substepped_network_maps_on_a_virtual_board(tmp_path, connectors):
     network = convert(model, x)
     backend = get_backend("spinnaker", connectors=connectors, substeps=4)
     backend.prepare(network, x)
-    per_step = get_backend("spinnaker", connectors=connectors).prepare(convert(model, x), x)
+    per_step = get_backend("spinnaker", connectors=connectors, substeps=1).prepare(convert(model, x), x)
     # a tick's expected summed weight is at most a step's (rates per tick are a quarter, the sd half; both capped
     # at the sum of the weights), and below it where that cap does not hold
     ticks, steps = ([p.metadata[METADATA_KEY][0] for p in net.populations.values() if p.role != "input"]
@@ -198,3 +198,15 @@ def test_the_board_and_the_profile_take_the_same_tick_constants(connectors, cell
     assert board.cell.dt == report["cell"]["machine_time_step_ms"] == 0.25
     assert (board.cell.tau_m, board.cell.cm, board.cell.decay) == tuple(report["cell"][key]
                                                                          for key in ("tau_m", "cm", "decay"))
+
+
+def test_substeps_stay_opt_in_and_the_mapping_line_states_their_board_time():
+    from neurodeploy.backends import get_backend
+    from neurodeploy.cli.render import mapping_line
+
+    assert get_backend("gpu", profile="spinnaker", device="cpu").substeps == 1
+    assert get_backend("gpu", profile="spinnaker_exp", device="cpu", substeps=2).substeps == 2
+    report = {"target": "virtual SpiNN-5 board", "neuron_cores": 3, "system_cores": 1, "chips": 1, "n_synapses": 10}
+    assert "board time" not in mapping_line({**report, "machine_time_step_us": 1000, "time_scale_factor": 1})
+    assert "500 us ticks, time_scale_factor 2: 2 T ms of board time per item" in mapping_line(
+        {**report, "machine_time_step_us": 500, "time_scale_factor": 2})

@@ -171,23 +171,29 @@ class GpuBackend(Backend):
 
     def factor_variants(self) -> dict[str, tuple[str, dict]]:
         """One variant per part of the profile (:data:`~spinnaker_profile.PARTS` that apply to its cell), each
-        with that part alone."""
+        with that part alone at the profile's sub-steps; with sub-steps also "substeps": no part, the IR's own cell
+        in ticks (what the ticks alone change against the reference's steps: one-tick delays, several spikes a
+        step)."""
         if self.profile not in SPINNAKER_CELLS:
             return {}
         base = {"profile": self.profile, "device": str(self.device), "precision": self.precision, "tau_m": self.tau_m,
                 "substeps": self.substeps}
-        return {part: ("gpu", {**base, "spinnaker_parts": (part,)})
-                for part in cell_parts(SPINNAKER_CELLS[self.profile])}
+        variants = {part: ("gpu", {**base, "spinnaker_parts": (part,)})
+                    for part in cell_parts(SPINNAKER_CELLS[self.profile])}
+        if self.substeps != 1:
+            variants["substeps"] = ("gpu", {**base, "spinnaker_parts": ()})
+        return variants
 
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
         if self.substeps != 1 and options.exit_policy is not None:
             raise BackendError(f"gpu backend: early exit is not available with --substeps {self.substeps} (a tick's "
-                               "readout is no step's); run without it")
+                               "readout is no step's); run without it, or with --substeps 1")
         if self.substeps != 1 and options.record_spikes:
             raise BackendError(f"gpu backend: --record is not available with --substeps {self.substeps} (a neuron may "
-                               "fire several times in a step; the recording holds one spike per step)")
+                               "fire several times in a step; the recording holds one spike per step); --substeps 1 "
+                               "records")
         if current_team() is not None:
             self.shared_network = (uuid.uuid4().hex, network)
         compiled = compile_network(network, self.device, torch.float32, PRECISIONS[self.precision],

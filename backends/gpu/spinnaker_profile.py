@@ -117,8 +117,8 @@ V_RESET_OPTION = Option(
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
     "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
-    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K); "
-    "see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
+    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K, "
+    "K T ms per item); see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):

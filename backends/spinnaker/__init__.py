@@ -232,7 +232,8 @@ class SpinnakerBackend(Backend):
                                f"--encoding {options.encoding} does not apply")
         if self.substeps != 1 and options.record_spikes:
             raise BackendError(f"spinnaker backend: --record is not available with --substeps {self.substeps} (a "
-                               "neuron may fire several times in a step; the recording holds one spike per step)")
+                               "neuron may fire several times in a step; the recording holds one spike per step); "
+                               "--substeps 1 records")
         lowered = self.check(network)
         folder = self._folder()
         config_dir = self.config.write_for_run(folder)

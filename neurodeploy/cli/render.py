@@ -180,10 +180,13 @@ def fan_in_line(pass_report: dict) -> str:
 
 
 def mapping_line(report: dict) -> str:
-    """A mapping in one line (the table with -v)."""
+    """A mapping in one line (the table with -v); with sub-steps, the board time they cost."""
+    factor = report.get("time_scale_factor") or 1
+    ticks = (f"; {report.get('machine_time_step_us')} us ticks, time_scale_factor {factor}: {factor} T ms of "
+             "board time per item" if factor > 1 else "")
     return (f"mapped on the {report['target']}: {report.get('neuron_cores', '?')} neuron cores, "
             f"{report.get('system_cores', '?')} system cores, {report['chips']} chips, {report['n_synapses']} "
-            "synapses (mapping.json; -v for the table)")
+            f"synapses{ticks} (mapping.json; -v for the table)")
 
 
 def mapping_table(report: dict) -> Table:

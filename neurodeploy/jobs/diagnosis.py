@@ -26,6 +26,12 @@ from neurodeploy.jobs.run import run_options
 LOSS_LIMIT_PP = 1.0
 
 
+def exceeds_limit(loss_pp: float) -> bool:
+    """Whether a loss of ``loss_pp`` points is more than :data:`LOSS_LIMIT_PP`; a loss of exactly the limit is not
+    (100 (0.40 - 0.39) is 1.0000000000000009 in floating point: one item of 100 must not warn)."""
+    return round(loss_pp, 9) > LOSS_LIMIT_PP
+
+
 def _sources(network: Network) -> dict[str, list[str]]:
     sources: dict[str, list[str]] = {}
     for projection in network.projections:
@@ -77,7 +83,7 @@ def accuracy_check(runner: Backend, network: Network, test: Split, options: RunO
     accuracy = final_accuracy(result)
     check = {"reference": reference.describe(), "reference_accuracy": reference_accuracy, "accuracy": accuracy,
              "loss_pp": 100.0 * (reference_accuracy - accuracy), "limit_pp": LOSS_LIMIT_PP, "warning": None}
-    if check["loss_pp"] > LOSS_LIMIT_PP:
+    if exceeds_limit(check["loss_pp"]):
         report = diagnose(runner, network, test, options)
         found = report["cause"]
         if found is not None:
