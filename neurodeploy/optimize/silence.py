@@ -9,9 +9,10 @@ neuron fires ``clip(current / theta, 0, 1)`` spikes per step and passes ``rate *
 population's current is the readout. Each channel is silenced alone (its rate set to 0) and two things are
 counted on the items: how many items' predicted class (argmax of the readout) changes, and the synaptic events
 per item per step the channel's spikes cause (its rate summed over its positions, times its synapses per
-neuron). Channels that change no prediction come first, the busiest of them first: silencing them saves the
-most events for the least accuracy. Silencing several at once can change predictions that silencing each
-alone did not, which is why the fractions are searched by simulation rather than read off this order.
+neuron: its fan-out, :func:`neurodeploy.ir.connectivity.fan_maps`). Channels that change no prediction come
+first, the busiest of them first: silencing them saves the most events for the least accuracy. Silencing
+several at once can change predictions that silencing each alone did not, which is why the fractions are
+searched by simulation rather than read off this order.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import Conv2d, Dense
 from neurodeploy.ir.population import per_neuron
@@ -78,22 +80,6 @@ class RateModel:
             signals[name] = (current / theta).clamp(0.0, 1.0) * theta
         return readout, signals
 
-    def synapses_per_neuron(self, name: str) -> np.ndarray:
-        """``[C]``: the outgoing synapses (non-zero weights) of population ``name``, per neuron of each channel
-        (averaged over its positions)."""
-        shape = self.network.populations[name].shape
-        channels, positions = shape[0], int(np.prod(shape[1:], dtype=np.int64))
-        total = np.zeros(channels)
-        for projection in self.network.projections:
-            if projection.source != name:
-                continue
-            support = compile_chain(projection.ops, support=True)
-            for c in range(channels):
-                one = torch.zeros((1, *shape))
-                one[0, c] = 1.0
-                total[c] += float(support(one).sum())
-        return total / positions
-
 
 def channel_effects(network: Network, images: torch.Tensor, populations: tuple[str, ...]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -101,6 +87,7 @@ def channel_effects(network: Network, images: torch.Tensor, populations: tuple[s
     channel alone is silenced, events [C]: synaptic events per item per step its spikes cause)`` on
     ``images [N, *input_shape]`` under the rate model."""
     model = RateModel(network)
+    fan_out, _ = fan_maps(network)  # synapses per neuron, as the simulators count a spike's events
     x = images.to(torch.float32)
     readout, base = model.forward(x)
     predicted = readout.argmax(1)
@@ -110,7 +97,7 @@ def channel_effects(network: Network, images: torch.Tensor, populations: tuple[s
         theta = torch.as_tensor(per_neuron(network.populations[name].neuron.threshold,
                                            network.populations[name].shape), dtype=torch.float32)
         rate = (base[name] / theta).reshape(x.shape[0], channels, -1).sum(2).mean(0).numpy().astype(np.float64)
-        events = rate * model.synapses_per_neuron(name)
+        events = rate * fan_out[name].reshape(channels, -1).mean(1)
         changed = np.zeros(channels, np.int64)
         for c in range(channels):
             silenced, _ = model.forward(x, base, name, c)
