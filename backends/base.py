@@ -163,6 +163,10 @@ class Backend:
     supports_neuron_counts: ClassVar[bool] = False
     #: whether :attr:`RunOptions.record_spikes` is implemented
     supports_spike_recording: ClassVar[bool] = False
+    #: the neuron features of converted networks (``neurodeploy.ir.population.CONVERSION_FEATURES``: spike caps,
+    #: negative spikes) this backend implements; a job whose conversion gives neurons another is refused before any
+    #: work (``neurodeploy.jobs.config.check_conversion_features``)
+    neuron_features: ClassVar[frozenset[str]] = frozenset()
     #: top-level modules the backend imports when it runs (found without importing them), and the
     #: package extra that installs them (``pip install -c constraints-cpu.txt -e ".[EXTRA]"``)
     requires_modules: ClassVar[tuple[str, ...]] = ()

@@ -97,6 +97,9 @@ def test_backends_says_which_are_installed(capsys):
     for name in ("gpu", "neuron", "spinnaker"):
         state = "installed" if not backend_class(name).missing_modules() else "missing"
         assert f"{name:10s} {state}" in listing
+    # the conversion features each backend implements, which a job checks before any work
+    assert "conversion features: spike caps, negative spikes" in listing.split("neuron     ")[0]  # gpu's entry
+    assert listing.split("neuron     ")[1].split("\n")[2].strip() == "conversion features: none"
 
 
 def test_quiet_run_prints_the_table_and_the_run_folder(folder, capsys, monkeypatch):

@@ -123,3 +123,18 @@ def test_early_exit_result_round_trip(qcfs_conv, tmp_path):
     loaded = SimulationResult.load(exited.save(tmp_path / "r.npz"))
     np.testing.assert_array_equal(loaded.stop_times, exited.stop_times)
     assert loaded.metadata["exit_policy"] == {"alpha": 8.0, "threshold_log_odds": 0.0}
+
+
+@pytest.mark.parametrize("conversion, negative", [("rate", False), ("rate", True), ("qcfs", False), ("qffs", False)])
+def test_conversion_features_known_before_converting_are_those_convert_gives(conversion, negative):
+    """What a job checks against its backends before any work (``conversion_features``) is what ``convert``
+    gives every hidden neuron."""
+    from neurodeploy.convert.converter import conversion_features
+
+    model = _one_hidden_layer(2)
+    net = convert(model, torch.rand(20, 6), conversion=conversion, negative_spikes=negative)
+    expected = {"rate": [], "qcfs": [], "qffs": ["spike caps", "negative spikes"]}[conversion] + \
+        (["negative spikes"] if negative else [])
+    assert list(conversion_features(conversion, negative)) == expected
+    hidden = [p for p in net.populations.values() if p.role == "hidden"]
+    assert hidden and all(p.neuron.conversion_features() == expected for p in hidden)

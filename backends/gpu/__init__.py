@@ -41,6 +41,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
 from neurodeploy.ir.network import Network
+from neurodeploy.ir.population import CONVERSION_FEATURES
 from neurodeploy.parallel import current_team, map_over_ranks
 from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
@@ -86,6 +87,7 @@ class GpuBackend(Backend):
     supports_early_exit = True
     supports_neuron_counts = True
     supports_spike_recording = True
+    neuron_features = frozenset(CONVERSION_FEATURES)
     options = (
         Option("device", None, "cuda, cuda:N or cpu (default: cuda when PyTorch sees a GPU, else cpu)"),
         Option("profile", "ideal", "semantics: ideal (zero delay), pynn (one-step delay per projection, as PyNN "

@@ -276,6 +276,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_backends(args: argparse.Namespace) -> None:
     from neurodeploy.backends import available_backends, backend_class
+    from neurodeploy.ir.population import CONVERSION_FEATURES
 
     for name, target in sorted(available_backends().items()):
         try:
@@ -286,7 +287,9 @@ def cmd_backends(args: argparse.Namespace) -> None:
         options = ", ".join(o.flag for o in cls.options if o.cli) or "no options"
         missing = cls.missing_modules()
         state = f"missing {', '.join(missing)}: {cls.install_hint()}" if missing else "installed"
-        console.print(f"{name:10s} {state}\n{'':10s} {target}  ({options})", highlight=False, markup=False)
+        features = ", ".join(f for f in CONVERSION_FEATURES if f in cls.neuron_features) or "none"
+        console.print(f"{name:10s} {state}\n{'':10s} {target}  ({options})\n{'':10s} conversion features: {features}",
+                      highlight=False, markup=False)
 
 
 COMMANDS = {"run": cmd_run, "diagnose": cmd_diagnose, "optimize": cmd_optimize, "compare": cmd_compare,

@@ -20,13 +20,21 @@ from neurodeploy.convert.refusals import REFUSALS
 from neurodeploy.convert.statistics import activation_scales
 from neurodeploy.errors import ConfigError, DataError, UnsupportedOperationError
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import VINIT_NAMES, NeuronSpec
+from neurodeploy.ir.population import CONVERSION_FEATURES, VINIT_NAMES, NeuronSpec
 from neurodeploy.train.sparsity import weight_sparsity
 
 DEFAULT_PERCENTILE = {"max": 100.0, "percentile": 99.9, "percentile_all": 99.0}
 CONVERSIONS = ("rate", "qcfs", "qffs")
 #: initial membranes the converter offers: the IR's named ones and "calibrated" (``convert.membrane``)
 V_INIT_CHOICES = VINIT_NAMES + ("calibrated",)
+
+
+def conversion_features(conversion: str, negative_spikes: bool = False) -> tuple[str, ...]:
+    """The ``neurodeploy.ir.population.CONVERSION_FEATURES`` that :func:`convert` with ``conversion`` and
+    ``negative_spikes`` gives hidden neurons (known before converting: a job checks them against its backends
+    before any work): qffs spike caps and negative spikes, rate conversion negative spikes where asked."""
+    used = {"spike caps": conversion == "qffs", "negative spikes": conversion == "qffs" or negative_spikes}
+    return tuple(name for name in CONVERSION_FEATURES if used[name])
 
 
 class _Recorder(torch.fx.Interpreter):

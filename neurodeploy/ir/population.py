@@ -20,6 +20,10 @@ RESET_TIMINGS: tuple[str, ...] = get_args(ResetTiming)
 READOUTS: tuple[str, ...] = get_args(Readout)
 #: Named initial membranes, relative to the threshold: 0, theta / 2, i.i.d. uniform in [0, theta).
 VINIT_NAMES = ("zero", "half", "uniform")
+#: What a conversion may give hidden neurons beyond the IF neuron and not every backend implements, by the names
+#: backends declare them with (``Backend.neuron_features``): "spike caps" (``spike_cap``; QFFS) and "negative
+#: spikes" (``negative_spikes``; QFFS, and rate conversion with ``negative_spikes=True``).
+CONVERSION_FEATURES = ("spike caps", "negative spikes")
 
 
 @dataclass
@@ -59,6 +63,11 @@ class NeuronSpec:
     negative_spikes: bool = False
     readout: Readout = "membrane"
 
+
+    def conversion_features(self) -> list[str]:
+        """The :data:`CONVERSION_FEATURES` this neuron uses, in that order."""
+        return [name for name, used in zip(CONVERSION_FEATURES, (self.spike_cap is not None, self.negative_spikes),
+                                           strict=True) if used]
 
     def dynamics(self) -> list[str]:
         """What the neuron uses beyond the non-leaky IF neuron of converted networks, by the names backends

@@ -11,7 +11,7 @@ from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.compare import comparison_summary
 from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.summary import write_json
-from neurodeploy.jobs.config import JobConfig
+from neurodeploy.jobs.config import JobConfig, check_conversion_features
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import claim_run
 from neurodeploy.jobs.run import check_encoding, deploy, evaluate
@@ -58,6 +58,8 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     parsed = parse_backend_specs(specs, shared_options or {})
     backends = [get_backend(name, **options) for _, name, options in parsed]
     for backend in backends:
+        if config.model.network is None:  # as JobConfig checks its own backend
+            check_conversion_features(type(backend), config.conversion)
         backend.check_target()
         check_encoding(backend, config)
     with claim_run(config) as claim:

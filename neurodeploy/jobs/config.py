@@ -15,12 +15,12 @@ import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from neurodeploy.backends import backend_class
-from neurodeploy.backends.base import ENCODINGS
-from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE, V_INIT_CHOICES
+from neurodeploy.backends import available_backends, backend_class
+from neurodeploy.backends.base import ENCODINGS, Backend
+from neurodeploy.convert.converter import CONVERSIONS, DEFAULT_PERCENTILE, V_INIT_CHOICES, conversion_features
 from neurodeploy.convert.fx_graph import MAX_POOL_STRATEGIES
 from neurodeploy.convert.statistics import GRANULARITIES
-from neurodeploy.errors import ConfigError
+from neurodeploy.errors import ConfigError, NeurodeployError
 from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
 from neurodeploy.ir.population import ResetMode
 from neurodeploy.jobs.checks import choice, existing, number, whole
@@ -172,6 +172,32 @@ class ConversionSettings:
     @property
     def resolved_percentile(self) -> float:
         return DEFAULT_PERCENTILE[self.normalization] if self.percentile is None else float(self.percentile)
+
+    @property
+    def flag(self) -> str:
+        """The command-line flags that choose these neurons (``--conversion qffs``, ``--negative-spikes``)."""
+        return "--negative-spikes" if self.negative_spikes else f"--conversion {self.conversion}"
+
+
+def check_conversion_features(cls: type[Backend], conversion: ConversionSettings) -> None:
+    """Raises ConfigError, in one line naming the flag and the backends that would run it, when ``conversion``
+    gives neurons a feature (spike caps, negative spikes: :func:`~neurodeploy.convert.converter.conversion_features`)
+    that the backend class ``cls`` does not declare in ``Backend.neuron_features``; known before converting, so a
+    job checks it before loading data or training."""
+    needed = conversion_features(conversion.conversion, conversion.negative_spikes)
+    missing = [feature for feature in needed if feature not in cls.neuron_features]
+    if not missing:
+        return
+    able = []
+    for name in sorted(available_backends()):
+        try:
+            if set(needed) <= backend_class(name).neuron_features:
+                able.append(name)
+        except NeurodeployError:  # a backend that cannot be loaded is no advice
+            continue
+    advice = f"backends that do: {', '.join(able)}" if able else "no available backend does"
+    raise ConfigError(f"{conversion.flag} gives neurons {' and '.join(needed)}; the {cls.name} backend does not "
+                      f"implement {' and '.join(missing)} ({advice})")
 
 
 @dataclass(frozen=True)
@@ -398,6 +424,8 @@ class JobConfig:
         options = cls.validate_options(self.backend_options)
         cls.check_installed()  # a missing extra is found here, before the first stage line
         object.__setattr__(self, "backend_options", options)
+        if self.model.network is None:  # a given network is not converted: the lowering checks its neurons
+            check_conversion_features(cls, self.conversion)
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))

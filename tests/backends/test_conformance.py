@@ -160,3 +160,29 @@ def test_trained_snn_runs_exactly_or_is_refused_in_one_line(name, options, runs,
         reference = get_backend(claim[0], **claim[1]).run(net, x, labels, run)
         assert reference.spike_counts.sum() > 0
         np.testing.assert_array_equal(result.neuron_counts, reference.neuron_counts)
+
+
+@pytest.mark.parametrize("name, options, runs", BACKENDS)
+@pytest.mark.parametrize("feature", ["spike caps", "negative spikes"])
+def test_declared_neuron_features_run_and_the_others_are_refused(name, options, runs, feature, network):
+    """``Backend.neuron_features`` (what a job refuses before any work) says what the backend does at run time: a
+    declared feature runs; one not declared is refused in one line."""
+    import copy
+
+    from neurodeploy.ir.population import CONVERSION_FEATURES
+
+    assert set(backend_class(name).neuron_features) <= set(CONVERSION_FEATURES)
+    net, x, labels = network
+    net = copy.deepcopy(net)
+    for pop in net.populations.values():
+        if pop.role == "hidden":
+            pop.neuron.spike_cap = 3 if feature == "spike caps" else None
+            pop.neuron.negative_spikes = feature == "negative spikes"
+            assert pop.neuron.conversion_features() == [feature]
+    backend = get_backend(name, **options)
+    if feature in backend.neuron_features:
+        assert backend.run(net, x, labels, _options()).readout.shape == (6, 12, 3)
+        return
+    with pytest.raises(BackendError) as refusal:
+        backend.run(net, x, labels, _options())
+    assert "\n" not in str(refusal.value) and feature.rstrip("s") in str(refusal.value)
