@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
-from neurodeploy.backends.gpu import binary_ops
+from neurodeploy.backends.gpu import binary_ops, fused
 from neurodeploy.backends.gpu.anytime import AnytimeSimulator
 from neurodeploy.backends.gpu.compiled import compile_network
 from neurodeploy.backends.gpu.engine import batch_part, chunk_steps, simulate_batch
@@ -144,6 +144,13 @@ class GpuBackend(Backend):
         reason = " (no CUDA device found)" if self.device.type == "cpu" and not torch.cuda.is_available() else ""
         ticks = f", {self.substeps} substeps" if self.substeps != 1 else ""
         return f"gpu[{self.device}{reason}, profile {self.profile}{ticks}]"
+
+    def build_estimate(self, network: Network) -> str | None:
+        """With precision int8, the first use on a machine builds the fused neuron scan's C++ extension
+        (``fused.build_pending``): announced, as it takes about a minute; None otherwise."""
+        if self.precision == "int8" and fused.build_pending():
+            return f"building the int8 neuron scan (first use on this machine, {fused.BUILD_TIME})"
+        return None
 
     def requirements(self) -> Requirements:
         if self.profile in SPINNAKER_CELLS:

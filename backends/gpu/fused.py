@@ -16,6 +16,7 @@ eager scan: :func:`kernel` returns None.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,11 @@ VECTOR_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"
                 "AVX2": ["-mavx2", "-mfma"]}
 
 
+def extension_name() -> str:
+    """The extension's name: named after this CPU's vector instructions (:data:`VECTOR_FLAGS`)."""
+    return f"neurodeploy_fused_if_{torch.backends.cpu.get_cpu_capability().lower()}"
+
+
 @functools.cache
 def kernel():
     """The built extension (its ``if_chunk``), or None where it cannot be built."""
@@ -37,10 +43,43 @@ def kernel():
         from torch.utils.cpp_extension import load
 
         capability = torch.backends.cpu.get_cpu_capability()
-        return load(name=f"neurodeploy_fused_if_{capability.lower()}", sources=[str(SOURCE)],
+        return load(name=extension_name(), sources=[str(SOURCE)],
                     extra_cflags=["-O3", "-ffp-contract=off", *VECTOR_FLAGS.get(capability, [])], verbose=False)
     except Exception:  # no compiler, no ninja, headers missing: the eager scan stays
         return None
+
+
+#: what the first build takes on one core, as a job announces it (about a minute on the project's machines)
+BUILD_TIME = "~1 min"
+
+
+def library_path() -> Path:
+    """Where the loader keeps the built library: ``<TORCH_EXTENSIONS_DIR or PyTorch's default root>/<name>/<name>.so``
+    (PyTorch's own rule for the folder, which it makes when missing)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(extension_name(), verbose=False)) / f"{extension_name()}.so"
+
+
+def stale(library: Path) -> bool:
+    """Whether the loader has to build ``library`` again: it is missing or older than the source."""
+    return not library.is_file() or library.stat().st_mtime < SOURCE.stat().st_mtime
+
+
+def build_pending() -> bool:
+    """Whether the next :func:`kernel` call builds the extension (about a minute, :data:`BUILD_TIME`): it was not
+    loaded in this process, a compiler and ninja are there, and the cached library is :func:`stale`. A job
+    announces the build from this before it starts (``GpuBackend.build_estimate``). A cached library built by other
+    compiler flags (another PyTorch) is rebuilt without being announced."""
+    import shutil
+
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if kernel.cache_info().currsize:  # loaded, or found unbuildable, in this process
+        return False
+    if not is_ninja_available() or shutil.which(os.environ.get("CXX", "c++")) is None:
+        return False  # the build fails at once and the eager scan stays: nothing to wait for
+    return stale(library_path())
 
 
 @dataclass
