@@ -4,7 +4,7 @@ channels silenced (threshold raised until it never fires, :data:`SILENT_THRESHOL
 (simulated on the optimization items, the accuracy floor by the paired rule of
 :mod:`neurodeploy.optimize.budget`).
 
-The order comes from the rate model of the converted network (``docs/semantics.md``, "Neuron model"): a hidden
+The order comes from the rate model of the converted network (``neurodeploy.ir.rate_model``): a hidden
 neuron fires ``clip(current / theta, 0, 1)`` spikes per step and passes ``rate * theta`` on; the output
 population's current is the readout. Each channel is silenced alone (its rate set to 0) and two things are
 counted on the items: how many items' predicted class (argmax of the readout) changes, and the synaptic events
@@ -27,7 +27,7 @@ from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import Conv2d, Dense
 from neurodeploy.ir.population import per_neuron
-from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.ir.rate_model import RateModel
 
 #: the threshold of a silenced channel (float32-safe, and finite so that v_init = u * theta stays a number):
 #: no current of a converted network reaches it
@@ -37,50 +37,6 @@ SILENT_THRESHOLD = 1e30
 ORDER_ITEMS = 256
 
 
-class RateModel:
-    """The rate model of ``network`` (float32 on the CPU): hidden rates and the output's readout of items."""
-
-    def __init__(self, network: Network):
-        self.network = network
-        self.order = network.topological_order()
-        self.chains = [(p.source, p.target, compile_chain(p.ops)) for p in network.projections]
-
-    def forward(self, x: torch.Tensor, base: dict[str, torch.Tensor] | None = None, silence: str | None = None,
-                channel: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(readout [B, n_classes], signals)``: ``signals[name]`` is what population ``name`` passes on
-        (``rate * theta``, ``[B, *shape]``; the input's values for the input population). With ``base`` (the
-        signals of a previous call on the same items), ``silence`` and ``channel``: that channel's rate set to
-        0, every population before ``silence`` taken from ``base``."""
-        signals: dict[str, torch.Tensor] = {}
-        readout = None
-        reuse = base is not None and silence is not None and channel is not None
-        last = self.order.index(silence) if reuse else -1
-        for index, name in enumerate(self.order):
-            if index < last:
-                signals[name] = base[name]
-                continue
-            if index == last:
-                signals[name] = base[name].clone()
-                signals[name][:, channel] = 0.0
-                continue
-            pop = self.network.populations[name]
-            if pop.role == "input":
-                signals[name] = x
-                continue
-            current = torch.zeros((x.shape[0], *pop.shape))
-            for source, target, chain in self.chains:
-                if target == name:
-                    current = current + chain(signals[source])
-            if pop.bias is not None:
-                current = current + torch.as_tensor(per_neuron(pop.bias, pop.shape), dtype=torch.float32)
-            if pop.role != "hidden":
-                readout = current.reshape(x.shape[0], -1)
-                continue
-            theta = torch.as_tensor(per_neuron(pop.neuron.threshold, pop.shape), dtype=torch.float32)
-            signals[name] = (current / theta).clamp(0.0, 1.0) * theta
-        return readout, signals
-
-
 def channel_effects(network: Network, images: torch.Tensor, populations: tuple[str, ...]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per population of ``populations``: ``(changed [C] int: items whose predicted class changes when that
@@ -88,19 +44,16 @@ def channel_effects(network: Network, images: torch.Tensor, populations: tuple[s
     ``images [N, *input_shape]`` under the rate model."""
     model = RateModel(network)
     fan_out, _ = fan_maps(network)  # synapses per neuron, as the simulators count a spike's events
-    x = images.to(torch.float32)
-    readout, base = model.forward(x)
-    predicted = readout.argmax(1)
+    base = model.forward(images)
+    predicted = base.readout.argmax(1)
     effects = []
     for name in populations:
         channels = network.populations[name].shape[0]
-        theta = torch.as_tensor(per_neuron(network.populations[name].neuron.threshold,
-                                           network.populations[name].shape), dtype=torch.float32)
-        rate = (base[name] / theta).reshape(x.shape[0], channels, -1).sum(2).mean(0).numpy().astype(np.float64)
+        rate = base.rates[name].reshape(len(images), channels, -1).sum(2).mean(0).numpy().astype(np.float64)
         events = rate * fan_out[name].reshape(channels, -1).mean(1)
         changed = np.zeros(channels, np.int64)
         for c in range(channels):
-            silenced, _ = model.forward(x, base, name, c)
+            silenced = model.forward(images, base, name, c).readout
             changed[c] = int((silenced.argmax(1) != predicted).sum())
         effects.append((changed, events))
     return effects

@@ -5,7 +5,7 @@ the buffer's scale (its "ring-buffer shift") must cover the largest sum that occ
 and must not be much larger, or small weights round to zero. sPyNNaker guesses the sum from assumed
 Poisson rates; here it comes from the network's own rates on calibration items.
 
-Rates: the rate model of the converted network (``docs/semantics.md``, "Neuron model"): an input neuron fires at rate
+Rates: the rate model of the converted network (``neurodeploy.ir.rate_model``): an input neuron fires at rate
 |x| (spiking encodings), a hidden neuron at ``clip((sum of incoming rate x weight + bias) / theta, 0, 1)``
 spikes per step. Per target neuron and receptor the summed weight of one step has mean
 ``sum_j w_j r_j`` and, for independent Bernoulli spikes, variance ``sum_j w_j^2 r_j (1 - r_j)``; the
@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from neurodeploy.ir.network import Network
-from neurodeploy.ir.population import per_neuron
-from neurodeploy.ir.torch_ops import compile_chain
+from neurodeploy.ir.rate_model import RateModel
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 
 METADATA_KEY = "max_expected_summed_weight"
@@ -33,32 +32,14 @@ METADATA_KEY = "max_expected_summed_weight"
 def firing_rates(network: Network, x: np.ndarray, encoding: str = "analog", substeps: int = 1
                  ) -> dict[str, np.ndarray]:
     """Spikes per tick ``[B, size]`` of every spiking population (and of the input population for
-    spiking encodings) under the rate model, for items ``x [B, *input_shape]``, with ``substeps`` ticks per IR
-    step (1: spikes per step)."""
-    rates: dict[str, np.ndarray] = {}
+    spiking encodings) under the rate model (``neurodeploy.ir.rate_model``, float64, up to ``substeps`` spikes per
+    step), for items ``x [B, *input_shape]``, with ``substeps`` ticks per IR step (1: spikes per step)."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    currents: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name in network.topological_order():
-            pop = network.populations[name]
-            if pop.role == "input":
-                if encoding != "analog":
-                    rates[name] = (x.abs() / substeps).clamp(max=1.0).reshape(len(x), -1).numpy()
-                signal = x
-            else:
-                current = currents.get(name, torch.zeros((len(x), *pop.shape), dtype=torch.float64))
-                if pop.bias is not None:
-                    current = current + torch.as_tensor(per_neuron(pop.bias, pop.shape))
-                if pop.role != "hidden":
-                    continue
-                theta = torch.as_tensor(per_neuron(pop.neuron.threshold, pop.shape))
-                rate = (current / theta).clamp(0.0, float(substeps))  # spikes per IR step
-                rates[name] = (rate / substeps).reshape(len(x), -1).numpy()
-                signal = rate * theta
-            for projection in network.projections:
-                if projection.source == name:
-                    part = compile_chain(projection.ops, dtype=torch.float64)(signal)
-                    currents[projection.target] = currents.get(projection.target, 0.0) + part
+    rates: dict[str, np.ndarray] = {}
+    if encoding != "analog":
+        rates[network.input.name] = (x.abs() / substeps).clamp(max=1.0).reshape(len(x), -1).numpy()
+    per_step = RateModel(network, torch.float64, max_rate=substeps).forward(x).rates
+    rates.update({name: (rate / substeps).reshape(len(x), -1).numpy() for name, rate in per_step.items()})
     return rates
 
 
