@@ -7,19 +7,20 @@ which are the non-zero entries of the composed linear map A (target x source) sa
 of opposite signs cancel exactly. :func:`neurodeploy.ir.reach.reach_counts` counts them from the ops'
 non-zero patterns in memory and time that grow with the maps and kernels; chains it does not cover
 (two ops that mix channels) are counted from path counts when every path is unique, else from the
-support map's columns built explicitly in batches (:func:`matrix_fan`, quadratic in the population
-sizes).
+composed support map as a sparse matrix (:func:`matrix_fan`, from each op's matrix: linear in the synapses).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from neurodeploy.ir.network import Network, Projection
+from neurodeploy.ir.op_matrix import op_matrix
 from neurodeploy.ir.ops import chain_out_shape
 from neurodeploy.ir.reach import reach_counts
-from neurodeploy.ir.torch_ops import chain_columns, compile_chain
+from neurodeploy.ir.torch_ops import compile_chain
 
 
 def _paths_are_unique(projection: Projection) -> bool:
@@ -46,17 +47,28 @@ def projection_fan(projection: Projection, source_shape: tuple[int, ...]) -> tup
 
 
 def matrix_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(fan_out, fan_in)`` from the non-zero entries of the composed support map, built column by
-    column from one-hot inputs (float64): the explicit count, quadratic in the population sizes."""
-    chain = compile_chain(projection.ops, support=True, dtype=torch.float64)
-    target_shape = chain_out_shape(projection.ops, source_shape)
-    fan_out = np.zeros(int(np.prod(source_shape)), np.int64)
-    fan_in = 0
-    for start, columns in chain_columns(chain, source_shape, int(np.prod(target_shape))):
-        nonzero = (columns != 0).numpy()
-        fan_out[start:start + len(nonzero)] = nonzero.sum(1)
-        fan_in = fan_in + nonzero.sum(0)
-    return fan_out.reshape(source_shape), fan_in.astype(np.int64).reshape(target_shape)
+    """``(fan_out, fan_in)`` from the non-zero entries of the composed support map: the sparse product of every op's
+    matrix (:func:`neurodeploy.ir.op_matrix.op_matrix`) with each non-zero entry replaced by 1 (a weight's support,
+    pooling as a sum), so non-negative: its entries count paths and no two cancel. Time and memory grow with the
+    ops' synapses and the composed map's, not with ``n_source x n_target``."""
+    matrix, shape = None, tuple(source_shape)
+    for op in projection.ops:
+        part = op_matrix(op, shape)
+        shape = op.out_shape(shape)
+        if part is None:
+            continue
+        part = sp.csr_matrix(part)
+        part.eliminate_zeros()
+        part.data[:] = 1.0
+        matrix = part if matrix is None else part @ matrix
+    n_source = int(np.prod(source_shape))
+    if matrix is None:  # reshapes only: every source reaches one target
+        matrix = sp.identity(n_source, dtype=np.float64, format="csr")
+    matrix = sp.csr_matrix(matrix)
+    matrix.sum_duplicates()
+    fan_in = np.diff(matrix.indptr).astype(np.int64)
+    fan_out = np.bincount(matrix.indices, minlength=n_source).astype(np.int64)
+    return fan_out.reshape(source_shape), fan_in.reshape(shape)
 
 
 def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
