@@ -56,10 +56,11 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     from neurodeploy.evaluate.plots import plot_comparison, plot_reports
 
     parsed = parse_backend_specs(specs, shared_options or {})
+    if config.model.network is None:  # as JobConfig checks its own backend
+        for _, name, _ in parsed:
+            check_conversion_features(backend_class(name), config.conversion)
     backends = [get_backend(name, **options) for _, name, options in parsed]
     for backend in backends:
-        if config.model.network is None:  # as JobConfig checks its own backend
-            check_conversion_features(type(backend), config.conversion)
         backend.check_target()
         check_encoding(backend, config)
     with claim_run(config) as claim:

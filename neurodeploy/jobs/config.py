@@ -25,6 +25,7 @@ from neurodeploy.evaluate.dynamic_confidence import PICK_RULES, parse_alpha
 from neurodeploy.ir.population import ResetMode
 from neurodeploy.jobs.checks import choice, existing, number, whole
 from neurodeploy.optimize.optimizer import METHODS
+from neurodeploy.optimize.parameters import NEURON_FEATURES as OPTIMIZER_FEATURES
 from neurodeploy.train.zoo import ARCHITECTURES
 
 RESETS = typing.get_args(ResetMode)
@@ -199,6 +200,16 @@ def check_conversion_features(cls: type[Backend], conversion: ConversionSettings
     raise ConfigError(f"{conversion.flag} gives neurons {' and '.join(needed)}; the {cls.name} backend does not "
                       f"implement {' and '.join(missing)} ({advice})")
 
+
+
+def check_optimizable(conversion: ConversionSettings) -> None:
+    """Raises ConfigError, in one line, when ``conversion`` gives neurons a feature the scale optimizer does not take
+    (``neurodeploy.optimize.parameters.NEURON_FEATURES``); known before converting, so checked before any work."""
+    needed = conversion_features(conversion.conversion, conversion.negative_spikes)
+    missing = [feature for feature in needed if feature not in OPTIMIZER_FEATURES]
+    if missing:
+        raise ConfigError(f"{conversion.flag} gives neurons {' and '.join(missing)}, which the scale optimizer "
+                          "(--optimize, optimize) does not take: it scales rate-converted networks without them")
 
 @dataclass(frozen=True)
 class FanInSettings:
@@ -426,6 +437,8 @@ class JobConfig:
         object.__setattr__(self, "backend_options", options)
         if self.model.network is None:  # a given network is not converted: the lowering checks its neurons
             check_conversion_features(cls, self.conversion)
+            if self.optimization.enabled:
+                check_optimizable(self.conversion)
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))

@@ -26,6 +26,11 @@ from neurodeploy.errors import NeurodeployError
 from neurodeploy.ir.network import Network
 from neurodeploy.optimize.silence import SILENT_THRESHOLD
 
+#: the conversion features (``neurodeploy.ir.population.CONVERSION_FEATURES``) of the networks the scale optimizer
+#: takes: none (it scales rate-converted IF neurons); a job checks its conversion against it before any work
+#: (``neurodeploy.jobs.config.check_optimizable``)
+NEURON_FEATURES: frozenset[str] = frozenset()
+
 #: the largest fraction of a population's channels the search may silence
 MAX_SILENCED = 0.9
 
@@ -52,9 +57,10 @@ class ScaleSpace:
         if not hidden:
             raise NeurodeployError("the network has no hidden population to optimize")
         for population in hidden:
-            if population.neuron.spike_cap is not None or population.neuron.negative_spikes:
-                raise NeurodeployError(f"population {population.name!r} is a QFFS population; the scale optimizer "
-                                       "works on rate-converted networks (conversion 'rate')")
+            used = [f for f in population.neuron.conversion_features() if f not in NEURON_FEATURES]
+            if used:
+                raise NeurodeployError(f"population {population.name!r} has {' and '.join(used)} (QFFS neurons); the "
+                                       "scale optimizer works on rate-converted networks without them")
         channels = tuple(p.shape[0] for p in hidden)
         if silence is not None and (len(silence) != len(channels) or any(
                 sorted(order) != list(range(c)) for order, c in zip(silence, channels, strict=True))):
