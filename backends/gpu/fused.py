@@ -79,7 +79,11 @@ def build_pending() -> bool:
         return False
     if not is_ninja_available() or shutil.which(os.environ.get("CXX", "c++")) is None:
         return False  # the build fails at once and the eager scan stays: nothing to wait for
-    return stale(library_path())
+    try:
+        library = library_path()
+    except (ImportError, OSError):  # another PyTorch's layout, an unwritable folder: nothing to say
+        return False
+    return stale(library)
 
 
 @dataclass
