@@ -43,6 +43,12 @@ def test_mistyped_flag_or_choice_gets_did_you_mean(argv, suggestion, folder, cap
     assert suggestion in one_error_line(argv, capsys)
 
 
+def test_a_mistyped_flag_points_to_the_subcommands_help(folder, capsys):
+    line = one_error_line(["run", "--smaples", "200"], capsys)
+    assert line.startswith("error: neurodeploy run: unrecognized arguments: --smaples 200")
+    assert line.endswith("(see neurodeploy run --help)")
+
+
 def test_far_off_words_get_no_suggestion(folder, capsys):
     line = one_error_line(["run", "--dc-rule", "xyzzy"], capsys)
     assert "did you mean" not in line and "invalid choice: 'xyzzy'" in line

@@ -26,6 +26,18 @@ class Parser(argparse.ArgumentParser):
         sys.stderr.write(f"error: {self.prog}: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
         sys.exit(2)
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a word no parser knows is reported by the chosen subcommand's parser, so the
+        line names ``neurodeploy run --help`` rather than the top level's help (argparse reports leftovers
+        from the top-level parser)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((action.choices for action in self._actions
+                             if isinstance(action, argparse._SubParsersAction)), {})
+            reporter = commands.get(getattr(parsed, "command", None), self)
+            reporter.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def _flags(self) -> list[str]:
         """Every option string of this parser and of its subcommands' parsers (those built)."""
         flags = list(self._option_string_actions)
