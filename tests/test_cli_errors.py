@@ -78,6 +78,8 @@ BAD = [
     (["info", "{files}/corrupt.zip"], "corrupt.zip"),
     (["convert", "{files}/missing.pt", "--out", "{files}/x.zip"], "missing.pt: no such file"),
     (["train", "--out", "{files}/m.pt", "--epochs", "0"], "--epochs must be at least 1"),
+    (["train", "--out", "{files}/m.pt", "--lr", "-1"], "--lr must lie in (0, inf), got -1"),
+    (["train", "--out", "{files}/m.pt", "--finetune-sparsity", "--prune", "-0.1"], "--prune must lie in [0, inf)"),
     (["optimize", "--out", "{files}/o.zip", "--optimize-items", "0"], "--optimize-items must be at least 1"),
 ]
 

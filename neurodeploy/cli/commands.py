@@ -65,10 +65,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from neurodeploy.cli import settings
     from neurodeploy.data import load_dataset
-    from neurodeploy.jobs.checks import whole
+    from neurodeploy.jobs.checks import number, whole
     from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
 
     model_settings = settings.model(args)
+    number("--lr", args.lr, 0, low_open=True)
+    for flag, value in (("--lambda-a", args.lambda_a), ("--lambda-w", args.lambda_w), ("--prune", args.prune)):
+        number(flag, value, 0)
     whole("--batch-size", args.batch_size, 1)
     whole("--quantize-bits", args.quantize_bits, 1, 8, optional=True)
     whole("--quant-epochs", args.quant_epochs, 1)
