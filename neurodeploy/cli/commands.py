@@ -12,8 +12,11 @@ from neurodeploy.jobs.events import Event
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from neurodeploy.cli import settings
     from neurodeploy.jobs.config import JobConfig
+    from neurodeploy.jobs.folders import run_folder
     from neurodeploy.jobs.run import run_job
 
     config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
@@ -21,7 +24,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                        optimization=settings.optimization(args, args.optimize), run=settings.run(args),
                        evaluation=settings.evaluation(args), nir_import=settings.nir_import(args),
                        results_dir=args.results_dir, run_id=args.run_id, cache_dir=args.cache_dir)
-    run_job(config, render)
+    args.run_id = run_folder(config).name  # fixed now, so that an interrupted run can name the id that resumes it
+    run_job(replace(config, run_id=args.run_id), render)
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
@@ -46,6 +50,7 @@ def cmd_optimize(args: argparse.Namespace) -> None:
                        **settings.conversion(args), optimization=settings.optimization(args, True),
                        run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
                        run_id=args.run_id or f"optimize-{Path(args.out).stem}", cache_dir=args.cache_dir)
+    args.run_id = config.run_id
     optimize_job(config, args.out, render)
 
 
