@@ -15,7 +15,7 @@ from collections import defaultdict
 from neurodeploy.errors import NeurodeployError, did_you_mean
 
 DESCRIPTION = ("Convert trained PyTorch networks into spiking neural networks, run them on a reference simulator "
-               "(gpu), NEURON (neuron) or SpiNNaker (spinnaker), and measure them with anytime metrics.")
+               "(gpu), NEURON (neuron), NEST (nest) or SpiNNaker (spinnaker), and measure them with anytime metrics.")
 
 
 class Parser(argparse.ArgumentParser):
