@@ -120,6 +120,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if not args.model and not args.model_class:
         raise ConfigError("convert needs the model: a file (torch.export program, model file, pickled module with "
                           "--trust-pickle) or --model-class FILE.py:Class --weights FILE")
+    if args.model and not Path(args.model).is_file():  # named as given (positional), not as run's --model
+        raise ConfigError(f"{args.model}: no such file (the model to convert)")
     config = JobConfig(model=settings.model(args), **settings.conversion(args),
                        run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
                        cache_dir=args.cache_dir)
