@@ -76,6 +76,7 @@ BAD = [
     (["evaluate", "{files}/missing.npz"], "missing.npz"),
     (["evaluate", "{files}/corrupt.npz"], "corrupt.npz"),
     (["info", "{files}/corrupt.zip"], "corrupt.zip"),
+    (["export", "{files}/corrupt.zip", "{files}/corrupt.zip"], "the file to write is the network read"),
     (["convert", "{files}/missing.pt", "--out", "{files}/x.zip"], "missing.pt: no such file (the model to convert)"),
     (["train", "--out", "{files}/m.pt", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "--out", "{files}/m.pt", "--lr", "-1"], "--lr must lie in (0, inf), got -1"),

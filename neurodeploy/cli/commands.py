@@ -271,6 +271,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     whole("--reference", args.reference, 0)
     whole("-T/--steps", args.T, 1)
+    if Path(args.out).resolve() == Path(args.ir).resolve():
+        raise ConfigError(f"{args.out}: the file to write is the network read; name another file (.nir)")
     network = read_network(args.ir, settings.nir_import(args), render)
     reference = None
     if args.reference:
