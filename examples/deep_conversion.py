@@ -1,7 +1,8 @@
 """Conversion of residual networks at low latency, measured on the embedded MNIST digits.
 
 Two residual networks: the zoo's ``resnet_small`` and ``resnet20`` (three stages of three blocks,
-downsampling shortcuts), trained here (cached under ``results/models/`` like every job's models).
+downsampling shortcuts), trained here (kept in the model cache like every job's models: ``$NEURODEPLOY_CACHE``
+or the user cache folder).
 
 * ``qcfs``: each net fine-tuned with 2-bit activations (QuantReLU, mixed training resolution) and
   converted with QCFS; the quantized ANN's and the SNN's test accuracy at T = 16, 32, 64, read from the
@@ -61,7 +62,7 @@ def snn_accuracy(network, split, Ts: list[int], batch_size: int = 500) -> dict[i
 
 def model(arch: str, epochs: int, dataset, quant_epochs: int | None = None, seed: int = 0) -> nn.Module:
     """The full-precision model, or with ``quant_epochs`` its 2-bit quantized version (mixed-resolution
-    fine-tuning), trained here or loaded from the job cache (``results/models``)."""
+    fine-tuning), trained here or loaded from the model cache (``neurodeploy.jobs.models.cache_folder``)."""
     conversion = ConversionSettings() if quant_epochs is None else ConversionSettings(
         conversion="qcfs", quant_bits=2, quant_epochs=quant_epochs)
     config = JobConfig(model=ModelSettings(arch=arch, epochs=epochs, seed=seed), conversion=conversion)

@@ -90,8 +90,11 @@ BAD = [
     (["evaluate", "{files}/missing.npz"], "missing.npz"),
     (["evaluate", "{files}/corrupt.npz"], "corrupt.npz"),
     (["info", "{files}/corrupt.zip"], "corrupt.zip"),
-    (["convert", "{files}/missing.pt", "--out", "{files}/x.zip"], "missing.pt: no such file"),
+    (["export", "{files}/corrupt.zip", "{files}/corrupt.zip"], "the file to write is the network read"),
+    (["convert", "{files}/missing.pt", "--out", "{files}/x.zip"], "missing.pt: no such file (the model to convert)"),
     (["train", "--out", "{files}/m.pt", "--epochs", "0"], "--epochs must be at least 1"),
+    (["train", "--out", "{files}/m.pt", "--lr", "-1"], "--lr must lie in (0, inf), got -1"),
+    (["train", "--out", "{files}/m.pt", "--finetune-sparsity", "--prune", "-0.1"], "--prune must lie in [0, inf)"),
     (["optimize", "--out", "{files}/o.zip", "--optimize-items", "0"], "--optimize-items must be at least 1"),
 ]
 

@@ -43,6 +43,12 @@ def test_mistyped_flag_or_choice_gets_did_you_mean(argv, suggestion, folder, cap
     assert suggestion in one_error_line(argv, capsys)
 
 
+def test_a_mistyped_flag_points_to_the_subcommands_help(folder, capsys):
+    line = one_error_line(["run", "--smaples", "200"], capsys)
+    assert line.startswith("error: neurodeploy run: unrecognized arguments: --smaples 200")
+    assert line.endswith("(see neurodeploy run --help)")
+
+
 def test_far_off_words_get_no_suggestion(folder, capsys):
     line = one_error_line(["run", "--dc-rule", "xyzzy"], capsys)
     assert "did you mean" not in line and "invalid choice: 'xyzzy'" in line
@@ -171,3 +177,17 @@ def test_spinnaker_mapping_is_announced_with_its_size():
 
     line = get_backend("spinnaker", connectors="fromlist").build_estimate(small_dense_network())
     assert line.startswith("mapping the network with sPyNNaker (8 neurons, 35 synapses, fromlist connectors)")
+
+
+def test_an_interrupted_run_names_the_run_id_that_resumes_it(folder, capsys, monkeypatch):
+    from neurodeploy.cli import commands
+
+    def interrupt_at_simulation(event):  # Ctrl-C once the run folder holds the converted network
+        if event.kind == "stage" and event.message.startswith("simulating"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(commands, "render", interrupt_at_simulation)
+    assert main(["run", "--samples", "20", "-T", "5", "--epochs", "1", "--no-progress"]) == 130
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    run_id = line.removeprefix("interrupted; run again with --run-id ").removesuffix(" to resume")
+    assert line != run_id and (folder / "results" / run_id / "network.zip").is_file()
+

@@ -58,7 +58,8 @@ def _main(argv: list[str] | None, team=None) -> int:
         print_error(str(err))
         return 2
     except KeyboardInterrupt:
-        console.print("interrupted; run again with the same --run-id to resume")
+        resumable = args.command in ("run", "optimize")  # their finished batches / simulations are kept
+        console.print(f"interrupted; run again with --run-id {args.run_id} to resume" if resumable else "interrupted")
         return 130
     except SystemExit as done:  # no command exits by itself: this is user code (a model class) calling sys.exit
         print_error(f"user code called sys.exit({done.code!r}) (a --model-class or pickled model); stopped")

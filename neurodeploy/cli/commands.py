@@ -12,8 +12,11 @@ from neurodeploy.jobs.events import Event
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from neurodeploy.cli import settings
     from neurodeploy.jobs.config import JobConfig
+    from neurodeploy.jobs.folders import run_folder
     from neurodeploy.jobs.run import run_job
 
     config = JobConfig(backend=args.backend, backend_options=settings.backend_options(args),
@@ -21,7 +24,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                        optimization=settings.optimization(args, args.optimize), run=settings.run(args),
                        evaluation=settings.evaluation(args), nir_import=settings.nir_import(args),
                        results_dir=args.results_dir, run_id=args.run_id, cache_dir=args.cache_dir)
-    run_job(config, render)
+    args.run_id = run_folder(config).name  # fixed now, so that an interrupted run can name the id that resumes it
+    run_job(replace(config, run_id=args.run_id), render)
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
@@ -46,6 +50,7 @@ def cmd_optimize(args: argparse.Namespace) -> None:
                        **settings.conversion(args), optimization=settings.optimization(args, True),
                        run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
                        run_id=args.run_id or f"optimize-{Path(args.out).stem}", cache_dir=args.cache_dir)
+    args.run_id = config.run_id
     optimize_job(config, args.out, render)
 
 
@@ -65,10 +70,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from neurodeploy.cli import settings
     from neurodeploy.data import load_dataset
-    from neurodeploy.jobs.checks import whole
+    from neurodeploy.jobs.checks import number, whole
     from neurodeploy.train import TrainConfig, build, evaluate_accuracy, load_model, save_model, train_model
 
     model_settings = settings.model(args)
+    number("--lr", args.lr, 0, low_open=True)
+    for flag, value in (("--lambda-a", args.lambda_a), ("--lambda-w", args.lambda_w), ("--prune", args.prune)):
+        number(flag, value, 0)
     whole("--batch-size", args.batch_size, 1)
     whole("--quantize-bits", args.quantize_bits, 1, 8, optional=True)
     whole("--quant-epochs", args.quant_epochs, 1)
@@ -112,6 +120,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if not args.model and not args.model_class:
         raise ConfigError("convert needs the model: a file (torch.export program, model file, pickled module with "
                           "--trust-pickle) or --model-class FILE.py:Class --weights FILE")
+    if args.model and not Path(args.model).is_file():  # named as given (positional), not as run's --model
+        raise ConfigError(f"{args.model}: no such file (the model to convert)")
     config = JobConfig(model=settings.model(args), **settings.conversion(args),
                        run=RunSettings(T=args.T, progress=not args.no_progress), results_dir=args.results_dir,
                        cache_dir=args.cache_dir)
@@ -261,6 +271,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     whole("--reference", args.reference, 0)
     whole("-T/--steps", args.T, 1)
+    if Path(args.out).resolve() == Path(args.ir).resolve():
+        raise ConfigError(f"{args.out}: the file to write is the network read; name another file (.nir)")
     network = read_network(args.ir, settings.nir_import(args), render)
     reference = None
     if args.reference:

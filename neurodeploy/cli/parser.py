@@ -15,7 +15,7 @@ from collections import defaultdict
 from neurodeploy.errors import NeurodeployError, did_you_mean
 
 DESCRIPTION = ("Convert trained PyTorch networks into spiking neural networks, run them on a reference simulator "
-               "(gpu), NEURON (neuron) or SpiNNaker (spinnaker), and measure them with anytime metrics.")
+               "(gpu), NEURON (neuron), NEST (nest) or SpiNNaker (spinnaker), and measure them with anytime metrics.")
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,6 +25,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {self.prog}: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a word no parser knows is reported by the chosen subcommand's parser, so the
+        line names ``neurodeploy run --help`` rather than the top level's help (argparse reports leftovers
+        from the top-level parser)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((action.choices for action in self._actions
+                             if isinstance(action, argparse._SubParsersAction)), {})
+            reporter = commands.get(getattr(parsed, "command", None), self)
+            reporter.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
     def _flags(self) -> list[str]:
         """Every option string of this parser and of its subcommands' parsers (those built)."""

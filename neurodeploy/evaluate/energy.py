@@ -43,9 +43,9 @@ SOURCES = {
     "loihi": "Loihi: 23.6 pJ per synaptic spike operation (minimum; Davies et al., IEEE Micro 2018, Table 2)",
     "spinnaker1": "SpiNNaker 1: 1 nJ per 40-bit spike packet (25 pJ/bit), chip 0.35 W idle + 0.034 W per active "
                   "core, real time (sPyNNaker's energy model; Painkras et al., IEEE JSSC 2013)",
-    "cmos45_snn": "45 nm CMOS: 0.9 pJ per fp32 add per synaptic event, 4.6 pJ per fp32 MAC of the input layer "
+    "cmos45_snn": "45 nm CMOS (SNN): 0.9 pJ per fp32 add per synaptic event, 4.6 pJ per fp32 MAC of the input layer "
                   "(Horowitz, ISSCC 2014)",
-    "cmos45_ann": "45 nm CMOS: 4.6 pJ per fp32 MAC, 0.9 pJ per fp32 add (Horowitz, ISSCC 2014)",
+    "cmos45_ann": "45 nm CMOS (ANN): 4.6 pJ per fp32 MAC, 0.9 pJ per fp32 add (Horowitz, ISSCC 2014)",
 }
 LABELS = {"loihi": "Loihi (SNN)", "spinnaker1": "SpiNNaker 1 (SNN)", "cmos45_snn": "45 nm CMOS (SNN)",
           "cmos45_ann": "45 nm CMOS (ANN)"}
