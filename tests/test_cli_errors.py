@@ -1,5 +1,5 @@
-"""Every error a user can cause on the command line: one line, exit status 2, no traceback, within
-seconds, and before any model is trained (the settings are checked before any work starts)."""
+"""Every error a user can cause on the command line: one line, exit status 2, no traceback, and before any
+model is trained (the settings are checked before any work starts: nothing is cached or written)."""
 
 from __future__ import annotations
 
