@@ -9,9 +9,10 @@ without its compiled ops, :mod:`neurodeploy.train.torchvision_zoo`):
 2. train the resulting model, one recipe for all: ``--train-items`` embedded MNIST digits resized to
    3 x 32 x 32 (AlexNet at 3 x 64 x 64 because its feature extractor needs at least 63 x 63), ``--epochs``
    epochs of ``--optimizer`` (AdamW or SGD with momentum 0.9) at ``--lr`` with a one-cycle schedule (warm-up
-   then cosine decay), batch ``--train-batch``; then the batch-norm statistics are recomputed over the
-   training items (``torch.optim.swa_utils.update_bn``: a brief run leaves the running averages of
-   torchvision's momentum-0.01 batch norms, MobileNetV3 and EfficientNet, far from the data). The trained
+   then cosine decay), batch ``--train-batch``, the gradients' global norm clipped to ``--clip-grad``;
+   then the batch-norm statistics are recomputed over the training items
+   (``torch.optim.swa_utils.update_bn``: a brief run leaves the running averages of torchvision's
+   momentum-0.01 batch norms, MobileNetV3 and EfficientNet, far from the data). The trained
    weights are kept in ``--weights`` under a name that encodes the recipe, so a rerun with other
    conversion settings does not train again;
 3. convert it (per-channel normalization, ``--granularity``, ``--v-init``, ``--negative-spikes``) and
@@ -81,7 +82,8 @@ def follow_refusals(model: nn.Module, shape: tuple[int, ...]) -> tuple[nn.Module
 
 def recipe(args) -> str:
     """The training recipe's settings as a file-name part (the weights cache key)."""
-    return (f"n{args.train_items}-e{args.epochs}-{args.optimizer}{args.lr:g}-b{args.train_batch}"
+    clip = f"-clip{args.clip_grad:g}" if args.clip_grad > 0 else ""
+    return (f"n{args.train_items}-e{args.epochs}-{args.optimizer}{args.lr:g}{clip}-b{args.train_batch}"
             f"-s{args.seed}")
 
 
@@ -96,7 +98,8 @@ def train(model: nn.Module, split: Split, args) -> None:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.25)
     generator = torch.Generator().manual_seed(args.seed)
     for _ in range(args.epochs):
-        train_epoch(model, split, optimizer, args.train_batch, generator, after_step=schedule.step)
+        train_epoch(model, split, optimizer, args.train_batch, generator, after_step=schedule.step,
+                    max_grad_norm=args.clip_grad if args.clip_grad > 0 else None)
     batches = [split.images[i:i + 100] for i in range(0, len(split), 100)]
     torch.optim.swa_utils.update_bn(batches, model)  # running averages -> the training items' statistics
     model.eval()
@@ -158,9 +161,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-items", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    parser.add_argument("--lr", type=float, default=3e-4,
-                        help="peak learning rate of the one-cycle schedule (3e-4: at 1e-3 the nets without batch "
-                             "norm, vgg16, alexnet and squeezenet1_0, stay at chance)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--clip-grad", type=float, default=1.0,
+                        help="the gradients' global L2 norm is clipped to this before each step (0: no clipping)")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--train-only", action="store_true", help="train (fill the weights cache) and stop")
     parser.add_argument("--table", action="store_true", help="only print the table of the rows in --out")
