@@ -50,9 +50,11 @@ def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
 
 def train_epoch(model: nn.Module, fit: Split, optimizer: torch.optim.Optimizer, batch_size: int,
                 generator: torch.Generator, penalty: Callable[[], torch.Tensor] | None = None,
-                after_step: Callable[[], None] | None = None) -> float:
+                after_step: Callable[[], None] | None = None, max_grad_norm: float | None = None) -> float:
     """One shuffled pass of SGD over ``fit`` with cross-entropy (plus ``penalty()`` when given); calls
-    ``after_step`` after every optimizer step. Returns the mean cross-entropy."""
+    ``after_step`` after every optimizer step. With ``max_grad_norm``, the gradients of all parameters are
+    scaled before each step so that their global L2 norm is at most that value
+    (``torch.nn.utils.clip_grad_norm_``). Returns the mean cross-entropy."""
     model.train()
     order = torch.randperm(len(fit), generator=generator)
     total = 0.0
@@ -64,6 +66,8 @@ def train_epoch(model: nn.Module, fit: Split, optimizer: torch.optim.Optimizer, 
         loss = cross_entropy if penalty is None else cross_entropy + penalty()
         optimizer.zero_grad()
         loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         if after_step is not None:
             after_step()
