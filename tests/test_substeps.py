@@ -10,8 +10,11 @@ import torch
 import torch.nn as nn
 from conftest import constant_current_network, simulate
 
+from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
+from neurodeploy.passes.reset_compensation import METADATA_KEY as RESET_KEY
+from neurodeploy.passes.reset_compensation import annotate_reset_compensation, v_reset
 from neurodeploy.passes.ring_buffers import METADATA_KEY, firing_rates
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, machine_time_step_us, round_s1615
 
@@ -210,3 +213,78 @@ def test_substeps_stay_opt_in_and_the_mapping_line_states_their_board_time():
     assert "board time" not in mapping_line({**report, "machine_time_step_us": 1000, "time_scale_factor": 1})
     assert "500 us ticks, time_scale_factor 2: 2 T ms of board time per item" in mapping_line(
         {**report, "machine_time_step_us": 500, "time_scale_factor": 2})
+
+
+@pytest.mark.parametrize("k, overshoot", [(1, 0.25), (2, 0.125), (4, 0.0625)])
+def test_mean_overshoot_is_measured_in_the_ticks_of_the_run_by_hand(k, overshoot):
+    """Current 0.75 per step, 0.75 / k per tick from tick 2, subtract reset, T = 97 steps (97 k - 1 input ticks):
+    the membrane after n input ticks is 0.75 n / k - spikes. k = 1: spikes at n = 2, 3, 4 of every 4 leave 0.5,
+    0.25, 0 (mean 0.25); k = 2: 0.375 a tick, spikes at n = 3, 6, 8 of every 8 leave 0.125, 0.25, 0 (mean 0.125);
+    k = 4: 0.1875 a tick, spikes at n = 6, 11, 16 of every 16 leave 0.125, 0.0625, 0 (mean 0.0625). 72 spikes
+    every time (24 whole cycles; k = 4 has 3 ticks left, 0.5625 below the threshold): the rate is the same, the
+    overshoot a hard reset would discard shrinks k-fold, and that is the reset value the run's ticks need."""
+    net = constant_current_network([0.75])
+    x = torch.tensor([[0.75]])
+    assert mean_overshoot(net, x, T=97, substeps=k) == {"hidden": pytest.approx(overshoot, abs=1e-6)}
+    assert int(simulate(net, x, 97, profile="spinnaker", substeps=k, spinnaker_parts=()).spike_counts[0, :, 1].sum()
+               ) == 72
+    compensate_hard_reset(net, x, substeps=k)
+    entry = net.populations["hidden"].metadata[RESET_KEY]
+    assert entry["substeps"] == k and (f"{k} ticks" in entry["measured_on"]) == (k > 1)
+
+
+def _large_rare_inputs() -> Network:
+    """Eight sources at rates 1/5 .. 1/12 per step (biases) drive one neuron through weights 0.45 .. 0.8
+    (``tests/test_reset_compensation.py``, the neuron fed by large rare inputs)."""
+    net = Network()
+    net.add_population(Population("input", (8,), "input"))
+    net.add_population(Population("sources", (8,), "hidden", NeuronSpec(), bias=1.0 / np.arange(5, 13)))
+    net.add_population(Population("target", (1,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (1,), "output", NeuronSpec()))
+    net.connect("input", "sources", [Dense(np.zeros((8, 8), np.float32))])
+    net.connect("sources", "target", [Dense(np.linspace(0.45, 0.8, 8, dtype=np.float32)[None])])
+    net.connect("target", "output", [Dense(np.ones((1, 1), np.float32))])
+    return net.validate()
+
+
+@pytest.mark.parametrize("k, with_step_values, with_tick_values", [(2, 134, 122), (4, 156, 111)])
+def test_reset_values_of_steps_make_a_substepped_neuron_fire_too_often(k, with_step_values, with_tick_values):
+    """The subtract reset fires the target 117 times in 200 steps. In k ticks a step a spike's weight still arrives
+    whole but the sources' spikes spread over the ticks, so the overshoot at a spike is smaller (0.52 at k = 2,
+    0.41 at k = 4, against 0.59 in steps): resetting to the overshoot of steps overshoots the rate (134 and 156
+    spikes), to the overshoot of the ticks it stays near (122, 111). Deterministic counts of the hard reset alone."""
+    net, x = _large_rare_inputs(), torch.zeros(1, 8)
+
+    def count() -> int:
+        return int(simulate(net, x, 200, profile="spinnaker", substeps=k, spinnaker_parts=("hard_reset",)
+                            ).spike_counts[0, :, 2].sum())
+
+    assert int(simulate(net, x, 200, profile="pynn").spike_counts[0, :, 2].sum()) == 117
+    steps, ticks = mean_overshoot(net, x, substeps=1), mean_overshoot(net, x, substeps=k)
+    assert ticks["target"] < steps["target"] == pytest.approx(0.5886, abs=1e-4)
+    annotate_reset_compensation(net, steps, "steps, forced onto ticks for the comparison", substeps=k)
+    assert count() == with_step_values
+    compensate_hard_reset(net, x, substeps=k)
+    assert net.populations["target"].metadata[RESET_KEY]["mean_overshoot"] == pytest.approx(ticks["target"])
+    assert count() == with_tick_values
+
+
+@pytest.mark.parametrize("connectors", ["fromlist", "local"])
+def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering(connectors):
+    """Values measured for K = 1 never reach a run of K = 2 (board or prediction), and the ones measured for K = 2
+    reach both as the same per-neuron numbers."""
+    from neurodeploy.backends import get_backend
+
+    net, x = constant_current_network([0.75]), torch.tensor([[0.75]])
+    compensate_hard_reset(net, x, substeps=1)
+    board = get_backend("spinnaker", connectors=connectors, substeps=2)
+    with pytest.raises(BackendError, match="measured with 1 ticks per step, the run has 2"):
+        board.check(net)
+    with pytest.raises(BackendError, match="measured with 1 ticks per step, the run has 2"):
+        simulate(net, x, 5, profile="spinnaker_exp" if connectors == "local" else "spinnaker", substeps=2)
+    compensate_hard_reset(net, x, substeps=2)
+    lowered = {p.name: p for p in board.check(net).populations}
+    np.testing.assert_array_equal(lowered["hidden"].v_reset, v_reset(net, "hidden"))
+    np.testing.assert_allclose(v_reset(net, "hidden"), [mean_overshoot(net, x, substeps=2)["hidden"]])
+    result = simulate(net, x, 5, profile="spinnaker", substeps=2, spinnaker_parts=("hard_reset",))
+    assert result.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"]["substeps"] == 2

@@ -70,6 +70,7 @@ from neurodeploy.passes.reset_compensation import (
     annotate_channel_resets,
     annotate_reset_compensation,
     channel_thresholds,
+    check_substeps,
     compensated_populations,
     refinable_populations,
     refined_channel_resets,
@@ -202,6 +203,8 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         raise BackendError(f"unknown spinnaker profile cell {cell!r}; choose from {CELLS}")
     if substeps not in SUBSTEPS:
         raise BackendError(f"substeps = {substeps}: choose one of {', '.join(map(str, SUBSTEPS))}")
+    if "hard_reset" in parts:
+        check_substeps(network, substeps)
     fixed = "fixed_point" in parts
     exp = cell == "exp"
     dt = 1.0 / substeps
@@ -318,15 +321,22 @@ def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.devic
 
 
 def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", device: torch.device | None = None,
-                   T: int = COMPENSATION_STEPS, batch_size: int = 64) -> dict[str, float]:
+                   T: int = COMPENSATION_STEPS, batch_size: int = 64, substeps: int = 1) -> dict[str, float]:
     """``{population: E[o]}``: per population of ``passes.reset_compensation.compensated_populations``, the
     mean over its spikes of the overshoot ``o = v - theta`` the subtract reset keeps (the membrane right
-    after the spike, capped at ``theta``: a neuron driven above ``theta`` every step fires every step
-    whatever its reset), simulated with the IR's own semantics and one-step delays on items ``x [N, *input]``
-    for ``T`` steps. Populations that never spike are left out."""
+    after the spike, capped at ``theta``: a neuron driven above ``theta`` every tick fires every tick
+    whatever its reset), simulated with the IR's own cell and one-tick delays on items ``x [N, *input]``
+    for ``T`` steps of ``substeps`` ticks (the ticks of the board: biases and the analog input's current enter as
+    ``1 / substeps`` of themselves per tick, a spiking input is encoded from ``x / substeps``, weights unchanged;
+    the profile with no part, :func:`apply_spinnaker_arithmetic`). The overshoot a hard reset discards is that of
+    the tick the spike fires in, so the compensation of a run in ticks is measured in its ticks (module docstring,
+    "Sub-stepping"). Populations that never spike are left out."""
     device = device or torch.device("cpu")
     names = compensated_populations(network)
     compiled = compile_network(network, device, torch.float32, delay=1)
+    if substeps != 1:
+        apply_spinnaker_arithmetic(compiled, network, encoding, device, parts=(), substeps=substeps)
+        x = x if encoding == "analog" else x * (1.0 / substeps)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     thresholds = {name: torch.as_tensor(compiled.layers[index[name]].threshold, dtype=torch.float32, device=device)
                   for name in names}
@@ -336,26 +346,27 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             sim = BatchSimulation(compiled, x[start:start + batch_size].to(device, torch.float32), encoding, 1, 0)
-            for _ in range(T):
+            for _ in range(T * substeps):
                 sim.step_chunk(1)
                 for name in names:
                     k = index[name]
-                    v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the step just simulated
+                    v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the tick just simulated
                     overshoot[name] += torch.minimum(v, thresholds[name]).mul(spiked).sum(dtype=torch.float64)
                     spikes[name] += spiked.sum()
     return {name: float(overshoot[name]) / int(spikes[name]) for name in names if int(spikes[name])}
 
 
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                          device: torch.device | None = None) -> Network:
+                          device: torch.device | None = None, substeps: int = 1) -> Network:
     """The hard-reset compensation pass (``passes.reset_compensation``) with ``E[o]`` from
-    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place. The same values serve
-    every number of sub-steps (module docstring)."""
+    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items in ``substeps`` ticks per step (the
+    ticks the board runs); in place."""
     items = calibration[:COMPENSATION_ITEMS]
-    overshoot = mean_overshoot(network, items, encoding, device)
+    overshoot = mean_overshoot(network, items, encoding, device, substeps=substeps)
+    ticks = f" of {substeps} ticks (one-tick delays)" if substeps != 1 else " (one-step delays)"
     return annotate_reset_compensation(network, overshoot, (
-        f"mean v - theta after a spike (subtract reset, one-step delays), {len(items)} calibration items, "
-        f"{COMPENSATION_STEPS} steps, {encoding} input"))
+        f"mean v - theta after a spike (subtract reset), {len(items)} calibration items, "
+        f"{COMPENSATION_STEPS} steps{ticks}, {encoding} input"), substeps)
 
 
 def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: str, T: int, names: list[str],
@@ -393,7 +404,7 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     measured and lost accuracy on the test items (``docs/semantics.md``). Needs the ring-buffer annotation first
     (the profile sizes its ring buffers from it). ``substeps``: ticks per IR step of the profile simulated."""
     device = device or torch.device("cpu")
-    compensate_hard_reset(network, calibration, encoding, device)
+    compensate_hard_reset(network, calibration, encoding, device, substeps)
     names = refinable_populations(network)
     if not names:
         return network
@@ -428,5 +439,5 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
     if mode == "refined":
         return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
     if mode == "calibrated":
-        return compensate_hard_reset(network, calibration, encoding, device)
+        return compensate_hard_reset(network, calibration, encoding, device, substeps)
     return annotate_reset_compensation(network, {}, "")

@@ -53,6 +53,7 @@ from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
+from neurodeploy.passes.reset_compensation import check_substeps
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
 from neurodeploy.safe_io import write_bytes
 from neurodeploy.targets import spinnaker
@@ -170,7 +171,9 @@ class SpinnakerBackend(Backend):
             else None
 
     def check(self, network: Network) -> LoweredNetwork:
-        """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
+        """Lowers the network and checks every value sPyNNaker will store (S16.15), and that its reset values were
+        measured in the board's ticks (``passes.reset_compensation.check_substeps``)."""
+        check_substeps(network, self.substeps)
         lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only,
                                 carries=spinnaker.CARRIES, cell=spinnaker.CELLS)
         for pop in lowered.populations:
