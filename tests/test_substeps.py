@@ -106,12 +106,13 @@ def test_ring_buffer_rates_are_per_tick():
 def test_substeps_are_checked_before_any_work():
     with pytest.raises(ConfigError, match="--substeps 2 applies to the spinnaker profiles"):
         simulate(constant_current_network([0.3]), torch.tensor([[0.3]]), 2, profile="pynn", substeps=2)
-    with pytest.raises(ConfigError, match="--substeps 3 is not one of 1, 2, 4, 8"):
+    with pytest.raises(ConfigError, match="--substeps 3 is not one of auto, 1, 2, 4, 8"):
         simulate(constant_current_network([0.3]), torch.tensor([[0.3]]), 2, profile="spinnaker", substeps=3)
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--profile", "spinnaker", "--substeps", "3"], "invalid choice: 3 (choose from 1, 2, 4, 8)"),
+    (["--profile", "spinnaker", "--substeps", "3"], "invalid choice: 3 (choose from 'auto', 1, 2, 4, 8)"),
+    (["--profile", "spinnaker", "--substeps", "often"], "invalid int or auto value: 'often'"),
     (["--profile", "pynn", "--substeps", "2"], "--substeps 2 applies to the spinnaker profiles"),
 ])
 def test_cli_refuses_bad_substeps_in_one_line(argv, needle, tmp_path, capsys, monkeypatch):
@@ -288,3 +289,59 @@ def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering
     np.testing.assert_allclose(v_reset(net, "hidden"), [mean_overshoot(net, x, substeps=2)["hidden"]])
     result = simulate(net, x, 5, profile="spinnaker", substeps=2, spinnaker_parts=("hard_reset",))
     assert result.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"]["substeps"] == 2
+
+
+def _two_class_network() -> Network:
+    """Analog input (2,) -> hidden (2,) by identity -> output (2,) by identity weights: class j's readout counts the
+    spikes of hidden neuron j, which gets the constant current x_j per step."""
+    net = Network()
+    net.add_population(Population("input", (2,), "input"))
+    net.add_population(Population("hidden", (2,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (2,), "output", NeuronSpec()))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "output", [Dense(np.eye(2, dtype=np.float32))])
+    return net.validate()
+
+
+@pytest.mark.parametrize("items, labels, chosen, accuracy", [
+    ([[0.55, 0.7], [0.7, 0.55]], [1, 0], 2, {"1": 0.5, "2": 1.0}),
+    ([[0.3, 0.9], [0.9, 0.3]], [1, 0], 1, {"1": 1.0}),
+])
+def test_substeps_auto_takes_the_cheapest_k_within_a_point_by_hand(items, labels, chosen, accuracy):
+    """Hard reset to 0 (``v_reset`` zero), threshold 1. Currents 0.55 and 0.7 both need 2 steps to the threshold
+    at K = 1, so both classes fire at the same steps and the readouts tie (argmax: class 0): the item of label 1 is
+    lost (accuracy 0.5 against pynn's 1.0, whose subtract reset fires 0.7 and 0.55 per step). At K = 2 they are 0.275
+    and 0.35 a tick: 4 and 3 ticks to the threshold, the larger current wins, 1.0: K = 2 is chosen and K = 4 not
+    tried. Currents 0.3 and 0.9 (4 and 2 steps) keep their order at K = 1: K = 1 is chosen."""
+    from neurodeploy.backends import RunOptions, get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+
+    x, y = torch.tensor(items), torch.tensor(labels)
+    net = _two_class_network()
+    choice = choose_substeps(net, x, y, "analog", "zero")
+    assert choice["substeps"] == chosen and choice["reference_accuracy"] == 1.0 and choice["accuracy"] == accuracy
+    assert choice["within_limit"] and choice["time_scale_factor"] == chosen and choice["T"] == 100
+    assert net.populations["output"].metadata[METADATA_KEY] == [1.0, 0.0]  # ring buffers sized for the chosen K
+    backend = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto", v_reset="zero")
+    prepared = backend.prepare(_two_class_network(), x, "analog", y)
+    assert backend.substeps == chosen and prepared.metadata["substeps_choice"]["substeps"] == chosen
+    result = backend.run(prepared, x, y, RunOptions(T=100, progress=False))
+    assert float(result.accuracy_curve()[-1]) == 1.0 and result.metadata["substeps"] == chosen
+
+
+def test_substeps_auto_needs_labels_and_a_prepared_network():
+    from neurodeploy.backends import RunOptions, get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+
+    x = torch.tensor([[0.5, 0.7]])
+    with pytest.raises(BackendError, match="labelled calibration items"):
+        choose_substeps(_two_class_network(), x, None, "analog", "zero")
+    backend = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto")
+    with pytest.raises(BackendError, match="chooses K when the network is prepared"):
+        backend.run(_two_class_network(), x, torch.zeros(1, dtype=torch.long), RunOptions(T=3, progress=False))
+    with pytest.raises(ConfigError, match="--substeps auto applies to the spinnaker profiles"):
+        get_backend("gpu", profile="pynn", substeps="auto")
+    with pytest.raises(ConfigError, match="--substeps must be a int or auto, got 'often'"):
+        get_backend("gpu", profile="spinnaker", substeps="often")
+    with pytest.raises(ConfigError, match="--substeps 3 is not one of auto, 1, 2, 4, 8"):
+        get_backend("gpu", profile="spinnaker", substeps=3)

@@ -118,8 +118,9 @@ V_RESET_OPTION = Option(
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
     "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
-    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K, "
-    "K T ms per item); see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
+    "overshoot a hard reset discards shrinks); the board then runs K times slower (time_scale_factor K, K T ms per "
+    "item); auto: the cheapest K of 1, 2, 4 whose prediction on calibration items of the training split is within "
+    "1 pp of the pynn profile; see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS, words=("auto",))
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
@@ -441,3 +442,73 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
     if mode == "calibrated":
         return compensate_hard_reset(network, calibration, encoding, device, substeps)
     return annotate_reset_compensation(network, {}, "")
+
+
+#: the numbers of ticks per IR step ``--substeps auto`` tries, cheapest first (board time K T ms per item)
+AUTO_SUBSTEPS = (1, 2, 4)
+#: steps of the calibration runs that choose K (the run's own T is not known when a backend prepares a network)
+AUTO_STEPS = 100
+#: the largest loss (points of accuracy on the calibration items) against the pynn profile a chosen K may have
+AUTO_LIMIT_PP = 1.0
+
+
+def calibration_accuracy(compiled: CompiledNetwork, x: torch.Tensor, labels: torch.Tensor, encoding: str, T: int,
+                         substeps: int = 1, batch_size: int = 64) -> float:
+    """Accuracy at step ``T`` (argmax of the readout after the last step, as ``SimulationResult.accuracy_curve``) of
+    ``compiled`` (one-step delays; with ``substeps`` a profile in ticks, :func:`simulate_substeps`) on items
+    ``x [N, *input]`` with ``labels [N]``."""
+    hits = 0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size].to(torch.float32)
+            chunk = chunk_steps(compiled, len(batch), T, CHUNK_BUDGET_BYTES)
+            readout = simulate_substeps(compiled, batch, T, encoding, chunk, 1, 0, substeps)[0]
+            hits += int((readout[:, -1].argmax(-1).cpu() == labels[start:start + batch_size].cpu()).sum())
+    return hits / len(x)
+
+
+def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.Tensor | None, encoding: str,
+                    v_reset_mode: str, device: torch.device | None = None, cell: str = "delta",
+                    tau_m: float = DEFAULT_TAU_M, candidates: tuple[int, ...] = AUTO_SUBSTEPS, T: int = AUTO_STEPS,
+                    limit_pp: float = AUTO_LIMIT_PP) -> dict:
+    """``--substeps auto``: the cheapest number of ticks per IR step whose board prediction keeps the accuracy.
+
+    On the calibration items (training split, ``calibration [N, *input]`` with ``labels [N]``) the pynn profile
+    (the IR's cell, one-step delays) and, for each K of ``candidates`` in order, the profile of ``cell`` with its
+    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``) are simulated for ``T``
+    steps; the first K whose accuracy is at most ``limit_pp`` points below pynn's is chosen, else the most accurate
+    (the smaller K on a tie). ``network`` is left annotated for the chosen K, as a backend's ``prepare`` leaves it
+    for a fixed K, so the board lowering and the gpu profiles read the same values. Returns the report: the
+    chosen ``substeps``, each K's accuracy, the reference's, the items and steps, and the board time per item of
+    the choice (``K T`` ms at ``time_scale_factor`` K). Cost: one pynn run and one profile run per K tried."""
+    from neurodeploy.passes.ring_buffers import annotate_summed_weights
+
+    if labels is None or len(labels) != len(calibration):
+        raise BackendError("--substeps auto chooses K by the accuracy of labelled calibration items; give the "
+                           "calibration items' labels, or a number of substeps (1, 2, 4, 8)")
+    device = device or torch.device("cpu")
+    x, y = calibration.to(device), torch.as_tensor(labels)
+    reference = calibration_accuracy(compile_network(network, device, torch.float32, delay=1), x, y, encoding, T)
+    accuracy: dict[int, float] = {}
+
+    def set_for(k: int) -> None:
+        annotate_summed_weights(network, calibration.numpy(), encoding, substeps=k)
+        set_reset_values(network, calibration, encoding, v_reset_mode, device, cell, tau_m, k)
+
+    chosen = None
+    for k in candidates:
+        set_for(k)
+        compiled = compile_network(network, device, torch.float32, delay=1)
+        apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell, substeps=k)
+        accuracy[k] = calibration_accuracy(compiled, x, y, encoding, T, k)
+        if round(100.0 * (reference - accuracy[k]), 9) <= limit_pp:
+            chosen = k
+            break
+    if chosen is None:
+        chosen = max(accuracy, key=lambda k: (accuracy[k], -k))
+        set_for(chosen)
+    return {"substeps": chosen, "rule": f"cheapest of {list(candidates)} within {limit_pp:g} pp of the pynn profile "
+            f"on {len(x)} calibration items (training split), T = {T}", "reference_accuracy": reference,
+            "accuracy": {str(k): a for k, a in accuracy.items()}, "within_limit": chosen in accuracy and round(
+                100.0 * (reference - accuracy[chosen]), 9) <= limit_pp, "cell": cell, "items": len(x), "T": T,
+            "board_ms_per_step": chosen, "time_scale_factor": chosen}
