@@ -27,12 +27,16 @@ Sub-stepping (``substeps`` k > 1, :data:`SUBSTEPS_OPTION`; ``neurodeploy.targets
 ``machine_time_step`` is 1/k ms, so the profile simulates k ticks per IR step (:func:`simulate_substeps`): the
 cell's constants are those of dt = 1/k ms, biases and the analog input's current enter as 1/k of themselves per tick
 (then rounded to S16.15), a spiking input is encoded from ``x / k`` per tick (what the board's spike source plays),
-weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight; the reset values stay
-the mean overshoot of the IR in steps (calibrated on the IR in ticks they were measured worse: a wider residual CNN
-at K = 2 fell to 0.53 against 0.78 on 100 test digits, ``docs/semantics.md``, "Sub-stepping"). A neuron may fire
-up to k times per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the
-output membrane after its last tick. The hard reset discards at most one tick's input instead of one step's. The
-board runs k times longer (``time_scale_factor = k``).
+weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight, and the reset values
+are the mean overshoot of the IR's cell simulated in the same ticks (:func:`mean_overshoot` with ``substeps``; they
+record their k, and the profile and the board lowering refuse values of another k). The overshoot a hard reset
+discards is that of the tick a spike fires in, smaller than a step's; values measured in steps made every layer of a
+residual CNN fire too often at k = 2 (rate ratios against pynn 1.11 in the first layer to 1.37 at the output),
+values of the ticks keep them at 0.90-1.00 (``docs/semantics.md``, "Sub-stepping"). A neuron may fire up to k times
+per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the output membrane
+after its last tick. The board runs k times longer (``time_scale_factor = k``); ``substeps="auto"``
+(:func:`choose_substeps`) takes the cheapest k of 1, 2, 4 that keeps the pynn profile's accuracy within 1 pp on
+labelled calibration items.
 
 Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
 ``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
