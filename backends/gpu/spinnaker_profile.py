@@ -340,7 +340,7 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     names = compensated_populations(network)
     compiled = compile_network(network, device, torch.float32, delay=1)
     if substeps != 1:
-        apply_spinnaker_arithmetic(compiled, network, encoding, device, parts=(), substeps=substeps)
+        in_ticks(compiled, encoding, substeps)
         x = x if encoding == "analog" else x * (1.0 / substeps)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     thresholds = {name: torch.as_tensor(compiled.layers[index[name]].threshold, dtype=torch.float32, device=device)
@@ -359,6 +359,22 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
                     overshoot[name] += torch.minimum(v, thresholds[name]).mul(spiked).sum(dtype=torch.float64)
                     spikes[name] += spiked.sum()
     return {name: float(overshoot[name]) / int(spikes[name]) for name in names if int(spikes[name])}
+
+
+def in_ticks(compiled: CompiledNetwork, encoding: str, substeps: int) -> CompiledNetwork:
+    """``compiled`` (the IR's cell, built with delay 1) in place as the network of ``substeps`` ticks per IR step: each
+    bias and the analog input's current enter as ``1 / substeps`` of themselves per tick, every other projection as
+    compiled (its own ops, not the profile's sparse matrices: what :func:`apply_spinnaker_arithmetic` with no part
+    computes, up to float32 rounding, at the speed of the compiled ops). Simulate it for ``substeps`` T steps with
+    a spiking input encoded from ``x / substeps``."""
+    dt = 1.0 / substeps
+    for layer in compiled.layers:
+        if layer.role == "input":
+            continue
+        layer.bias = _per_tick(layer.bias, dt)
+        layer.incoming = [Incoming(i.source, _tick_share(i.fn, dt)) if i.source == 0 and encoding == "analog" else i
+                          for i in layer.incoming]
+    return compiled
 
 
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
