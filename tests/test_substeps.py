@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from conftest import constant_current_network, simulate
 
-from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot
+from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot, set_reset_values
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
 from neurodeploy.passes.reset_compensation import METADATA_KEY as RESET_KEY
@@ -272,23 +272,25 @@ def test_reset_values_of_steps_make_a_substepped_neuron_fire_too_often(k, with_s
 
 @pytest.mark.parametrize("connectors", ["fromlist", "local"])
 def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering(connectors):
-    """Values measured for K = 1 never reach a run of K = 2 (board or prediction), and the ones measured for K = 2
-    reach both as the same per-neuron numbers."""
+    """Values measured for K = 2 never reach a run of K = 4 (board or prediction); those measured in steps (K = 1,
+    ``--v-reset calibrated_steps``) and those of K = 4 reach a run of K = 4 as the same per-neuron numbers."""
     from neurodeploy.backends import get_backend
 
     net, x = constant_current_network([0.75]), torch.tensor([[0.75]])
-    compensate_hard_reset(net, x, substeps=1)
-    board = get_backend("spinnaker", connectors=connectors, substeps=2)
-    with pytest.raises(BackendError, match="measured with 1 ticks per step, the run has 2"):
-        board.check(net)
-    with pytest.raises(BackendError, match="measured with 1 ticks per step, the run has 2"):
-        simulate(net, x, 5, profile="spinnaker_exp" if connectors == "local" else "spinnaker", substeps=2)
     compensate_hard_reset(net, x, substeps=2)
-    lowered = {p.name: p for p in board.check(net).populations}
-    np.testing.assert_array_equal(lowered["hidden"].v_reset, v_reset(net, "hidden"))
-    np.testing.assert_allclose(v_reset(net, "hidden"), [mean_overshoot(net, x, substeps=2)["hidden"]])
-    result = simulate(net, x, 5, profile="spinnaker", substeps=2, spinnaker_parts=("hard_reset",))
-    assert result.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"]["substeps"] == 2
+    board = get_backend("spinnaker", connectors=connectors, substeps=4)
+    with pytest.raises(BackendError, match="measured with 2 ticks per step, the run has 4"):
+        board.check(net)
+    with pytest.raises(BackendError, match="measured with 2 ticks per step, the run has 4"):
+        simulate(net, x, 5, profile="spinnaker_exp" if connectors == "local" else "spinnaker", substeps=4)
+    for measured, mode in ((1, "calibrated_steps"), (4, "calibrated")):
+        set_reset_values(net, x, "analog", mode, substeps=4)
+        lowered = {p.name: p for p in board.check(net).populations}
+        np.testing.assert_array_equal(lowered["hidden"].v_reset, v_reset(net, "hidden"))
+        np.testing.assert_allclose(v_reset(net, "hidden"), [mean_overshoot(net, x, substeps=measured)["hidden"]])
+        result = simulate(net, x, 5, profile="spinnaker", substeps=4, spinnaker_parts=("hard_reset",))
+        assert result.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"][
+            "substeps"] == measured
 
 
 def _two_class_network() -> Network:
@@ -304,8 +306,8 @@ def _two_class_network() -> Network:
 
 
 @pytest.mark.parametrize("items, labels, chosen, accuracy", [
-    ([[0.55, 0.7], [0.7, 0.55]], [1, 0], 2, {"1": 0.5, "2": 1.0}),
-    ([[0.3, 0.9], [0.9, 0.3]], [1, 0], 1, {"1": 1.0}),
+    ([[0.55, 0.7], [0.7, 0.55]], [1, 0], 2, {"1 zero": 0.5, "2 zero": 1.0}),
+    ([[0.3, 0.9], [0.9, 0.3]], [1, 0], 1, {"1 zero": 1.0}),
 ])
 def test_substeps_auto_takes_the_cheapest_k_within_a_point_by_hand(items, labels, chosen, accuracy):
     """Hard reset to 0 (``v_reset`` zero), threshold 1. Currents 0.55 and 0.7 both need 2 steps to the threshold

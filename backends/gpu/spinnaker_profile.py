@@ -115,10 +115,11 @@ CHUNK_BUDGET_BYTES = 64 * 2**20
 #: the spinnaker backend); :func:`set_reset_values` applies it
 V_RESET_OPTION = Option(
     "v_reset", "calibrated", "reset value of SpiNNaker's hard-reset cells: calibrated (per population, the mean "
-    "overshoot a subtract reset keeps, measured on calibration items), refined (then per channel, by simulating "
-    "the board's arithmetic against the subtract reset on calibration items; measured to help on some networks "
-    "and not others) or zero; see docs/semantics.md",
-    choices=("refined", "calibrated", "zero"))
+    "overshoot a subtract reset keeps, measured on calibration items in the run's ticks), calibrated_steps (the "
+    "same measured in IR steps whatever --substeps: larger values, so more spikes, with K > 1), refined (then per "
+    "channel, by simulating the board's arithmetic against the subtract reset on calibration items; measured to help "
+    "on some networks and not others) or zero; see docs/semantics.md",
+    choices=("refined", "calibrated", "calibrated_steps", "zero"))
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
     "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
@@ -454,13 +455,13 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
                      substeps: int = 1) -> Network:
     """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
     :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
-    "calibrated" :func:`compensate_hard_reset` (the same values for every ``substeps``), both on ``calibration``
-    with ``encoding``; "zero" records that no population is compensated (also in an IR that was compensated
-    before)."""
+    "calibrated" :func:`compensate_hard_reset` in ``substeps`` ticks per step, "calibrated_steps" in steps (one
+    tick per step) whatever ``substeps``, all on ``calibration`` with ``encoding``; "zero" records that no
+    population is compensated (also in an IR that was compensated before)."""
     if mode == "refined":
         return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
-    if mode == "calibrated":
-        return compensate_hard_reset(network, calibration, encoding, device, substeps)
+    if mode in ("calibrated", "calibrated_steps"):
+        return compensate_hard_reset(network, calibration, encoding, device, substeps if mode == "calibrated" else 1)
     return annotate_reset_compensation(network, {}, "")
 
 
@@ -495,12 +496,15 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
 
     On the calibration items (training split, ``calibration [N, *input]`` with ``labels [N]``) the pynn profile
     (the IR's cell, one-step delays) and, for each K of ``candidates`` in order, the profile of ``cell`` with its
-    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``) are simulated for ``T``
-    steps; the first K whose accuracy is at most ``limit_pp`` points below pynn's is chosen, else the most accurate
-    (the smaller K on a tie). ``network`` is left annotated for the chosen K, as a backend's ``prepare`` leaves it
-    for a fixed K, so the board lowering and the gpu profiles read the same values. Returns the report: the
-    chosen ``substeps``, each K's accuracy, the reference's, the items and steps, and the board time per item of
-    the choice (``K T`` ms at ``time_scale_factor`` K). Cost: one pynn run and one profile run per K tried."""
+    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``; with "calibrated" and K > 1
+    the values measured in the ticks, then, if those lose more than the limit, the values measured in steps,
+    "calibrated_steps": which of the two keeps a network's accuracy was measured to differ between networks) are
+    simulated for ``T`` steps; the first (K, reset rule) whose accuracy is at most ``limit_pp`` points below pynn's
+    is chosen, else the most accurate (the smaller K on a tie). ``network`` is left annotated for the choice, as a
+    backend's ``prepare`` leaves it for a fixed K, so the board lowering and the gpu profiles read the same values.
+    Returns the report: the chosen ``substeps`` and ``v_reset`` rule, each candidate's accuracy, the reference's,
+    the items and steps, and the board time per step of the choice (K ms at ``time_scale_factor`` K). Cost: one
+    pynn run and one profile run per candidate tried."""
     from neurodeploy.passes.ring_buffers import annotate_summed_weights
 
     if labels is None or len(labels) != len(calibration):
@@ -509,26 +513,29 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     device = device or torch.device("cpu")
     x, y = calibration.to(device), torch.as_tensor(labels)
     reference = calibration_accuracy(compile_network(network, device, torch.float32, delay=1), x, y, encoding, T)
-    accuracy: dict[int, float] = {}
+    tried = [(k, mode) for k in candidates for mode in (
+        (v_reset_mode, "calibrated_steps") if v_reset_mode == "calibrated" and k > 1 else (v_reset_mode,))]
+    accuracy: dict[tuple[int, str], float] = {}
 
-    def set_for(k: int) -> None:
+    def set_for(k: int, mode: str) -> None:
         annotate_summed_weights(network, calibration.numpy(), encoding, substeps=k)
-        set_reset_values(network, calibration, encoding, v_reset_mode, device, cell, tau_m, k)
+        set_reset_values(network, calibration, encoding, mode, device, cell, tau_m, k)
 
     chosen = None
-    for k in candidates:
-        set_for(k)
+    for k, mode in tried:
+        set_for(k, mode)
         compiled = compile_network(network, device, torch.float32, delay=1)
         apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell, substeps=k)
-        accuracy[k] = calibration_accuracy(compiled, x, y, encoding, T, k)
-        if round(100.0 * (reference - accuracy[k]), 9) <= limit_pp:
-            chosen = k
+        accuracy[k, mode] = calibration_accuracy(compiled, x, y, encoding, T, k)
+        if round(100.0 * (reference - accuracy[k, mode]), 9) <= limit_pp:
+            chosen = (k, mode)
             break
+    within = chosen is not None
     if chosen is None:
-        chosen = max(accuracy, key=lambda k: (accuracy[k], -k))
-        set_for(chosen)
-    return {"substeps": chosen, "rule": f"cheapest of {list(candidates)} within {limit_pp:g} pp of the pynn profile "
-            f"on {len(x)} calibration items (training split), T = {T}", "reference_accuracy": reference,
-            "accuracy": {str(k): a for k, a in accuracy.items()}, "within_limit": chosen in accuracy and round(
-                100.0 * (reference - accuracy[chosen]), 9) <= limit_pp, "cell": cell, "items": len(x), "T": T,
-            "board_ms_per_step": chosen, "time_scale_factor": chosen}
+        chosen = max(accuracy, key=lambda c: (accuracy[c], -c[0]))
+        set_for(*chosen)
+    return {"substeps": chosen[0], "v_reset": chosen[1], "rule": f"cheapest of {list(candidates)} within "
+            f"{limit_pp:g} pp of the pynn profile on {len(x)} calibration items (training split), T = {T}",
+            "reference_accuracy": reference, "accuracy": {f"{k} {mode}": a for (k, mode), a in accuracy.items()},
+            "within_limit": within, "cell": cell, "items": len(x), "T": T, "board_ms_per_step": chosen[0],
+            "time_scale_factor": chosen[0]}
