@@ -108,12 +108,15 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                     choice = choose_substeps(network, calibration[:auto_items], dataset.train.labels[:auto_items],
                                              "analog", mode, cell=cell)
                     entry[f"auto_{mode}_choice"] = choice
-                    if f"k{choice['substeps']}_{mode}" in entry:
-                        entry[f"auto_{mode}"] = entry[f"k{choice['substeps']}_{mode}"]
+                    if f"k{choice['substeps']}_{choice['v_reset']}" in entry:  # measured before: the same network
+                        entry[f"auto_{mode}"] = entry[f"k{choice['substeps']}_{choice['v_reset']}"]
                         entry[f"auto_{mode}_prepare_s"] = round(time.perf_counter() - start, 2)
                         _show(entry, f"auto_{mode}", profile)
                         continue
                     key, backend = f"auto_{mode}", get_backend("gpu", profile=profile, substeps=choice["substeps"])
+                elif k == 1 and mode == "calibrated_steps" and "k1_calibrated" in entry:  # in steps is in ticks
+                    entry["k1_calibrated_steps"] = entry["k1_calibrated"]
+                    continue
                 else:
                     annotate_summed_weights(network, calibration.numpy(), "analog", substeps=k)
                     set_reset_values(network, calibration, "analog", mode, cell=cell, substeps=k)
