@@ -114,8 +114,8 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                         _show(entry, f"auto_{mode}", profile)
                         continue
                     key, backend = f"auto_{mode}", get_backend("gpu", profile=profile, substeps=choice["substeps"])
-                elif k == 1 and mode == "calibrated_steps" and "k1_calibrated" in entry:  # in steps is in ticks
-                    entry["k1_calibrated_steps"] = entry["k1_calibrated"]
+                elif k == 1 and mode == "calibrated_ticks" and "k1_calibrated" in entry:  # in steps is in ticks
+                    entry["k1_calibrated_ticks"] = entry["k1_calibrated"]
                     continue
                 else:
                     annotate_summed_weights(network, calibration.numpy(), "analog", substeps=k)

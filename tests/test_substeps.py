@@ -273,7 +273,7 @@ def test_reset_values_of_steps_make_a_substepped_neuron_fire_too_often(k, with_s
 @pytest.mark.parametrize("connectors", ["fromlist", "local"])
 def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering(connectors):
     """Values measured for K = 2 never reach a run of K = 4 (board or prediction); those measured in steps (K = 1,
-    ``--v-reset calibrated_steps``) and those of K = 4 reach a run of K = 4 as the same per-neuron numbers."""
+    ``--v-reset calibrated``) and those of K = 4 reach a run of K = 4 as the same per-neuron numbers."""
     from neurodeploy.backends import get_backend
 
     net, x = constant_current_network([0.75]), torch.tensor([[0.75]])
@@ -283,7 +283,7 @@ def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering
         board.check(net)
     with pytest.raises(BackendError, match="measured with 2 ticks per step, the run has 4"):
         simulate(net, x, 5, profile="spinnaker_exp" if connectors == "local" else "spinnaker", substeps=4)
-    for measured, mode in ((1, "calibrated_steps"), (4, "calibrated")):
+    for measured, mode in ((1, "calibrated"), (4, "calibrated_ticks")):
         set_reset_values(net, x, "analog", mode, substeps=4)
         lowered = {p.name: p for p in board.check(net).populations}
         np.testing.assert_array_equal(lowered["hidden"].v_reset, v_reset(net, "hidden"))

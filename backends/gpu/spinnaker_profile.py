@@ -27,12 +27,14 @@ Sub-stepping (``substeps`` k > 1, :data:`SUBSTEPS_OPTION`; ``neurodeploy.targets
 ``machine_time_step`` is 1/k ms, so the profile simulates k ticks per IR step (:func:`simulate_substeps`): the
 cell's constants are those of dt = 1/k ms, biases and the analog input's current enter as 1/k of themselves per tick
 (then rounded to S16.15), a spiking input is encoded from ``x / k`` per tick (what the board's spike source plays),
-weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight, and the reset values
-are the mean overshoot of the IR's cell simulated in the same ticks (:func:`mean_overshoot` with ``substeps``; they
-record their k, and the profile and the board lowering refuse values of another k). The overshoot a hard reset
-discards is that of the tick a spike fires in, smaller than a step's; values measured in steps made every layer of a
-residual CNN fire too often at k = 2 (rate ratios against pynn 1.11 in the first layer to 1.37 at the output),
-values of the ticks keep them at 0.90-1.00 (``docs/semantics.md``, "Sub-stepping"). A neuron may fire up to k times
+weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight. The reset values
+(``v_reset="calibrated"``) are the IR's mean overshoot in steps whatever k; ``"calibrated_ticks"`` measures it in the
+run's ticks (:func:`mean_overshoot` with ``substeps``). The overshoot a hard reset discards is that of the tick a
+spike fires in, smaller than a step's: values of steps make every layer of a residual CNN fire too often at k = 2
+(spike-count rate ratios against pynn 1.11 in the first layer to 1.37 at the output), values of the ticks keep
+them at 0.90-1.00, yet the extra spikes were measured to keep the accuracy better on other networks at T = 100
+(``docs/semantics.md``, "Sub-stepping"). The values record the ticks they were measured in, and the profile and the
+board lowering refuse values of another k > 1. A neuron may fire up to k times
 per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the output membrane
 after its last tick. The board runs k times longer (``time_scale_factor = k``); ``substeps="auto"``
 (:func:`choose_substeps`) takes the cheapest k of 1, 2, 4 that keeps the pynn profile's accuracy within 1 pp on
@@ -115,11 +117,12 @@ CHUNK_BUDGET_BYTES = 64 * 2**20
 #: the spinnaker backend); :func:`set_reset_values` applies it
 V_RESET_OPTION = Option(
     "v_reset", "calibrated", "reset value of SpiNNaker's hard-reset cells: calibrated (per population, the mean "
-    "overshoot a subtract reset keeps, measured on calibration items in the run's ticks), calibrated_steps (the "
-    "same measured in IR steps whatever --substeps: larger values, so more spikes, with K > 1), refined (then per "
-    "channel, by simulating the board's arithmetic against the subtract reset on calibration items; measured to help "
-    "on some networks and not others) or zero; see docs/semantics.md",
-    choices=("refined", "calibrated", "calibrated_steps", "zero"))
+    "overshoot a subtract reset keeps, measured on calibration items in IR steps whatever --substeps), "
+    "calibrated_ticks (the same measured in the run's ticks: smaller values with --substeps K > 1, spike counts "
+    "closer to the subtract reset's, fewer spikes), refined (then per channel, by simulating the board's arithmetic "
+    "against the subtract reset on calibration items; measured to help on some networks and not others) or zero; "
+    "see docs/semantics.md",
+    choices=("refined", "calibrated", "calibrated_ticks", "zero"))
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
     "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
@@ -455,13 +458,14 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
                      substeps: int = 1) -> Network:
     """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
     :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
-    "calibrated" :func:`compensate_hard_reset` in ``substeps`` ticks per step, "calibrated_steps" in steps (one
-    tick per step) whatever ``substeps``, all on ``calibration`` with ``encoding``; "zero" records that no
+    "calibrated" :func:`compensate_hard_reset` in steps (one tick per step) whatever ``substeps``,
+    "calibrated_ticks" in ``substeps`` ticks per step, all on ``calibration`` with ``encoding``; "zero" records that no
     population is compensated (also in an IR that was compensated before)."""
     if mode == "refined":
         return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
-    if mode in ("calibrated", "calibrated_steps"):
-        return compensate_hard_reset(network, calibration, encoding, device, substeps if mode == "calibrated" else 1)
+    if mode in ("calibrated", "calibrated_ticks"):
+        return compensate_hard_reset(network, calibration, encoding, device, substeps if mode == "calibrated_ticks"
+                                     else 1)
     return annotate_reset_compensation(network, {}, "")
 
 
@@ -496,9 +500,9 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
 
     On the calibration items (training split, ``calibration [N, *input]`` with ``labels [N]``) the pynn profile
     (the IR's cell, one-step delays) and, for each K of ``candidates`` in order, the profile of ``cell`` with its
-    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``; with "calibrated" and K > 1
-    the values measured in the ticks, then, if those lose more than the limit, the values measured in steps,
-    "calibrated_steps": which of the two keeps a network's accuracy was measured to differ between networks) are
+    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``; with "calibrated" or
+    "calibrated_ticks" and K > 1 that rule, then, if it loses more than the limit, the other: which of the two keeps
+    a network's accuracy was measured to differ between networks) are
     simulated for ``T`` steps; the first (K, reset rule) whose accuracy is at most ``limit_pp`` points below pynn's
     is chosen, else the most accurate (the smaller K on a tie). ``network`` is left annotated for the choice, as a
     backend's ``prepare`` leaves it for a fixed K, so the board lowering and the gpu profiles read the same values.
@@ -513,8 +517,9 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     device = device or torch.device("cpu")
     x, y = calibration.to(device), torch.as_tensor(labels)
     reference = calibration_accuracy(compile_network(network, device, torch.float32, delay=1), x, y, encoding, T)
+    other = {"calibrated": "calibrated_ticks", "calibrated_ticks": "calibrated"}
     tried = [(k, mode) for k in candidates for mode in (
-        (v_reset_mode, "calibrated_steps") if v_reset_mode == "calibrated" and k > 1 else (v_reset_mode,))]
+        (v_reset_mode, other[v_reset_mode]) if v_reset_mode in other and k > 1 else (v_reset_mode,))]
     accuracy: dict[tuple[int, str], float] = {}
 
     def set_for(k: int, mode: str) -> None:

@@ -109,13 +109,13 @@ def annotate_reset_compensation(network: Network, mean_overshoot: dict[str, floa
 def check_substeps(network: Network, substeps: int) -> None:
     """Raises BackendError where a population's reset value was measured in another number of ticks per step than
     ``substeps``, the ticks of the board (or profile) about to run it, or in steps (one tick, an annotation without
-    the field: ``--v-reset calibrated_steps``): the overshoot a hard reset discards shrinks with the tick, so values
+    the field: ``--v-reset calibrated``): the overshoot a hard reset discards shrinks with the tick, so values
     of K = 2 under-compensate a run of K = 1 and those of K = 4 a run of K = 2 (``docs/semantics.md``,
     "Sub-stepping")."""
     for name, pop in network.populations.items():
         entry = pop.metadata.get(METADATA_KEY)
         measured = int(entry.get("substeps", 1)) if entry else substeps
-        if measured not in (1, substeps):  # 1: in steps, the rule "calibrated_steps" of any run
+        if measured not in (1, substeps):  # 1: in steps, the rule "calibrated" of any run
             raise BackendError(f"population {name!r}: its hard-reset compensation was measured with {measured} ticks "
                                f"per step, the run has {substeps}; prepare the network again for --substeps "
                                f"{substeps}")
