@@ -347,3 +347,24 @@ def test_substeps_auto_needs_labels_and_a_prepared_network():
         get_backend("gpu", profile="spinnaker", substeps="often")
     with pytest.raises(ConfigError, match="--substeps 3 is not one of auto, 1, 2, 4, 8"):
         get_backend("gpu", profile="spinnaker", substeps=3)
+
+
+def test_the_job_announces_the_choice_and_its_board_time():
+    """``jobs.prepare.announce_choices``: the stage line of a ``--substeps auto`` choice (a report of
+    ``choose_substeps`` on the two-class network above), nothing without one."""
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+    from neurodeploy.jobs.prepare import announce_choices
+
+    net = _two_class_network()
+    net.metadata["substeps_choice"] = choose_substeps(net, torch.tensor([[0.55, 0.7], [0.7, 0.55]]),
+                                                      torch.tensor([1, 0]), "analog", "zero")
+    events = []
+    announce_choices(net, events.append)
+    assert len(events) == 1 and events[0].kind == "stage"
+    assert events[0].message.startswith("--substeps auto chose K = 2 (cheapest of [1, 2, 4] within 1 pp of the "
+                                        "pynn profile on 2 calibration items (training split), T = 100; pynn 1.0000, "
+                                        "K = 1, v_reset zero: 0.5000; K = 2, v_reset zero: 1.0000): board time 2 T "
+                                        "ms per item")
+    events.clear()
+    announce_choices(_two_class_network(), events.append)
+    assert not events

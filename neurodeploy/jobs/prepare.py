@@ -342,7 +342,7 @@ def announce_choices(network: Network, emit: Listener) -> None:
     """A stage line for what a backend's ``prepare`` chose on calibration items (``--substeps auto``)."""
     choice = network.metadata.get("substeps_choice")
     if choice:
-        tried = ", ".join(f"K = {k}: {a:.4f}" for k, a in choice["accuracy"].items())
+        tried = "; ".join(f"K = {k.replace(' ', ', v_reset ')}: {a:.4f}" for k, a in choice["accuracy"].items())
         emit(Event("stage", f"--substeps auto chose K = {choice['substeps']} ({choice['rule']}; pynn "
                             f"{choice['reference_accuracy']:.4f}, {tried}): board time {choice['substeps']} T ms "
                             f"per item, time_scale_factor {choice['time_scale_factor']}"))
