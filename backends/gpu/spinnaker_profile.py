@@ -336,10 +336,10 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     after the spike, capped at ``theta``: a neuron driven above ``theta`` every tick fires every tick
     whatever its reset), simulated with the IR's own cell and one-tick delays on items ``x [N, *input]``
     for ``T`` steps of ``substeps`` ticks (the ticks of the board: biases and the analog input's current enter as
-    ``1 / substeps`` of themselves per tick, a spiking input is encoded from ``x / substeps``, weights unchanged;
-    the profile with no part, :func:`apply_spinnaker_arithmetic`). The overshoot a hard reset discards is that of
-    the tick the spike fires in, so the compensation of a run in ticks is measured in its ticks (module docstring,
-    "Sub-stepping"). Populations that never spike are left out."""
+    ``1 / substeps`` of themselves per tick, a spiking input is encoded from ``x / substeps``, weights unchanged:
+    :func:`in_ticks`). The overshoot a hard reset discards is that of the tick the spike fires in; ``substeps`` 1
+    measures it in steps (``v_reset="calibrated"``), the run's K in its ticks (``"calibrated_ticks"``; module
+    docstring, "Sub-stepping"). Populations that never spike are left out."""
     device = device or torch.device("cpu")
     names = compensated_populations(network)
     compiled = compile_network(network, device, torch.float32, delay=1)
