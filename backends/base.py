@@ -91,6 +91,7 @@ class Option:
     kind: the Python type a value must have (``int`` values may be given for ``float``).
     choices: the allowed values, or None. minimum / maximum: bounds of a number (inclusive).
     cli: also offered on the command line (options of the Python API only are not).
+    words: strings accepted besides values of ``kind`` (``--substeps auto`` beside the numbers of ticks).
     """
 
     name: str
@@ -101,22 +102,30 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     cli: bool = True
+    words: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def parse(self, text: str) -> Any:
+        """A command-line value: one of :attr:`words` as it is, else converted to :attr:`kind`."""
+        return text if text in self.words else self.kind(text)
 
     def check(self, backend: str, value: Any) -> Any:
         """Returns ``value`` if it is valid for this option (None stands for "the default" where the
         default is None); raises ConfigError naming the backend, the option and what is allowed."""
         if value is None and self.default is None:
             return None
+        if isinstance(value, str) and value in self.words:
+            return value
         kinds = (int, float) if self.kind is float else (self.kind,)
         if not isinstance(value, kinds) or (self.kind is not bool and isinstance(value, bool)):
-            raise ConfigError(f"{backend} backend: {self.flag} must be a {self.kind.__name__}, got {value!r}")
+            words = "".join(f" or {word}" for word in self.words)
+            raise ConfigError(f"{backend} backend: {self.flag} must be a {self.kind.__name__}{words}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{backend} backend: {self.flag} {value!r} is not one of "
-                              f"{', '.join(map(str, self.choices))}{did_you_mean(value, self.choices)}")
+                              f"{', '.join(map(str, self.words + self.choices))}{did_you_mean(value, self.choices)}")
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(f"{backend} backend: {self.flag} must be at least {self.minimum:g}, got {value}")
         if self.maximum is not None and value > self.maximum:
@@ -239,10 +248,13 @@ class Backend:
         """What this backend needs of a network (see :class:`Requirements`)."""
         return Requirements()
 
-    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
+    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
+                labels: torch.Tensor | None = None) -> Network:
         """Passes this backend needs on the converted network, given calibration items from the
-        training split ``[N, *input_shape]`` (already through any host-side input pooling) and the
-        encoding the run will use; returns the network (changed in place or new). Default: none."""
+        training split ``[N, *input_shape]`` (already through any host-side input pooling), the
+        encoding the run will use and, where the job has them, the calibration items' labels ``[N]`` (a backend
+        that chooses a setting by accuracy needs them); returns the network (changed in place or new). Default:
+        none."""
         return network
 
     def map(self, network: Network, run_dir: str | Path) -> dict | None:

@@ -6,7 +6,7 @@ the run's warning compares with). The model is converted once per fan-in setting
 set once per K and mode, instead of once per run as ``neurodeploy run`` does.
 
     python benchmarks/spinnaker_accuracy.py (MODEL_FILE | --arch ARCH [--epochs N] | --zoo NAME --zoo-weights DIR)
-        [--samples 300] [-T 100] [--substeps 1,2,4] [--modes calibrated,refined]
+        [--samples 300] [-T 100] [--substeps 1,2,4,auto] [--auto-items 256] [--modes calibrated,refined]
         [--profiles spinnaker,spinnaker_exp] [--no-plain] [--diagnose N] [--out FILE.json]
 
 ``--zoo NAME``: a torchvision classifier of ``examples/model_zoo.py`` as that example builds it (its refusals'
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from neurodeploy.backends import RunOptions, get_backend
-from neurodeploy.backends.gpu.spinnaker_profile import set_reset_values
+from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps, set_reset_values
 from neurodeploy.data import Dataset, Split, load_dataset
 from neurodeploy.errors import BackendError
 from neurodeploy.evaluate.diagnosis import final_accuracy
@@ -69,7 +69,7 @@ def zoo_model(name: str, weights: Path) -> tuple[CachedModel, Dataset, Conversio
 def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, substeps: list[int],
             modes: list[str], profiles: list[str], plain_profiles: bool = True, dataset: Dataset | None = None,
             user: CachedModel | None = None, conversion: ConversionSettings | None = None,
-            diagnose_items: int = 0) -> dict:
+            diagnose_items: int = 0, auto_items: int = BACKEND_CALIBRATION_ITEMS) -> dict:
     dataset = dataset or load_dataset()
     config = JobConfig(model=model, run=RunSettings(T=T, samples=samples, progress=False),
                        conversion=conversion or ConversionSettings(), cache_dir=cache_dir, results_dir="/tmp")
@@ -102,22 +102,36 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
         entry = rows[profile] = {"pynn_same_network": reference}
         _show(entry, "pynn_same_network", profile)
         for k in substeps:
-            annotate_summed_weights(network, calibration.numpy(), "analog", substeps=k)
-            backend = get_backend("gpu", profile=profile, substeps=k)
             for mode in modes:
                 start = time.perf_counter()
-                set_reset_values(network, calibration, "analog", mode, cell=cell, substeps=k)
-                entry[f"k{k}_{mode}_prepare_s"] = round(time.perf_counter() - start, 2)
+                if k == "auto":  # the rule of --substeps auto on labelled training items, then K's test accuracy
+                    choice = choose_substeps(network, calibration[:auto_items], dataset.train.labels[:auto_items],
+                                             "analog", mode, cell=cell)
+                    entry[f"auto_{mode}_choice"] = choice
+                    if f"k{choice['substeps']}_{choice['v_reset']}" in entry:  # measured before: the same network
+                        entry[f"auto_{mode}"] = entry[f"k{choice['substeps']}_{choice['v_reset']}"]
+                        entry[f"auto_{mode}_prepare_s"] = round(time.perf_counter() - start, 2)
+                        _show(entry, f"auto_{mode}", profile)
+                        continue
+                    key, backend = f"auto_{mode}", get_backend("gpu", profile=profile, substeps=choice["substeps"])
+                elif k == 1 and mode == "calibrated_ticks" and "k1_calibrated" in entry:  # in steps is in ticks
+                    entry["k1_calibrated_ticks"] = entry["k1_calibrated"]
+                    continue
+                else:
+                    annotate_summed_weights(network, calibration.numpy(), "analog", substeps=k)
+                    set_reset_values(network, calibration, "analog", mode, cell=cell, substeps=k)
+                    key, backend = f"k{k}_{mode}", get_backend("gpu", profile=profile, substeps=k)
+                entry[f"{key}_prepare_s"] = round(time.perf_counter() - start, 2)
                 start = time.perf_counter()
-                entry[f"k{k}_{mode}"] = final_accuracy(backend.run(network, test.images, test.labels, options))
-                entry[f"k{k}_{mode}_run_s"] = round(time.perf_counter() - start, 2)
-                if diagnose_items and exceeds_limit(100 * (reference - entry[f"k{k}_{mode}"])):
+                entry[key] = final_accuracy(backend.run(network, test.images, test.labels, options))
+                entry[f"{key}_run_s"] = round(time.perf_counter() - start, 2)
+                if diagnose_items and exceeds_limit(100 * (reference - entry[key])):
                     # what the run's warning names: the population and the factor (diagnose, the first items)
                     items = Split(test.images[:diagnose_items], test.labels[:diagnose_items])
                     found = diagnose(backend, network, items, options)["cause"] or {}
-                    entry[f"k{k}_{mode}_warning"] = {"population": found.get("population"), "factor": found.get(
+                    entry[f"{key}_warning"] = {"population": found.get("population"), "factor": found.get(
                         "factor"), "agreement": found.get("agreement"), "diagnosed_items": len(items)}
-                _show(entry, f"k{k}_{mode}", profile)
+                _show(entry, key, profile)
     return rows
 
 
@@ -136,7 +150,10 @@ def main() -> None:
                         help="examples/model_zoo.py's --weights folder")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("-T", type=int, default=100)
-    parser.add_argument("--substeps", default="1,2,4")
+    parser.add_argument("--substeps", default="1,2,4", help="numbers of ticks per step, and auto: the rule of "
+                        "--substeps auto on --auto-items training items (put it last: a K measured before is reused)")
+    parser.add_argument("--auto-items", type=int, default=BACKEND_CALIBRATION_ITEMS,
+                        help="labelled training items --substeps auto chooses K on (the backends use %(default)s)")
     parser.add_argument("--modes", default="calibrated")
     parser.add_argument("--profiles", default="spinnaker,spinnaker_exp")
     parser.add_argument("--no-plain", action="store_true", help="skip the ideal and pynn runs without fan-in pass")
@@ -150,9 +167,10 @@ def main() -> None:
     if args.zoo:
         user, dataset, conversion = zoo_model(args.zoo, args.zoo_weights)
     model = ModelSettings(model=user.path if user else args.model, arch=args.arch, epochs=args.epochs)
-    rows = measure(model, args.samples, args.T, args.cache_dir, [int(k) for k in args.substeps.split(",")],
-                   args.modes.split(","), args.profiles.split(","), not args.no_plain, dataset, user, conversion,
-                   args.diagnose)
+    rows = measure(model, args.samples, args.T, args.cache_dir,
+                   [k if k == "auto" else int(k) for k in args.substeps.split(",")], args.modes.split(","),
+                   args.profiles.split(","), not args.no_plain, dataset, user, conversion, args.diagnose,
+                   args.auto_items)
     text = json.dumps(rows, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -10,8 +10,11 @@ import torch
 import torch.nn as nn
 from conftest import constant_current_network, simulate
 
+from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot, set_reset_values
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
+from neurodeploy.passes.reset_compensation import METADATA_KEY as RESET_KEY
+from neurodeploy.passes.reset_compensation import annotate_reset_compensation, v_reset
 from neurodeploy.passes.ring_buffers import METADATA_KEY, firing_rates
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, machine_time_step_us, round_s1615
 
@@ -103,12 +106,13 @@ def test_ring_buffer_rates_are_per_tick():
 def test_substeps_are_checked_before_any_work():
     with pytest.raises(ConfigError, match="--substeps 2 applies to the spinnaker profiles"):
         simulate(constant_current_network([0.3]), torch.tensor([[0.3]]), 2, profile="pynn", substeps=2)
-    with pytest.raises(ConfigError, match="--substeps 3 is not one of 1, 2, 4, 8"):
+    with pytest.raises(ConfigError, match="--substeps 3 is not one of auto, 1, 2, 4, 8"):
         simulate(constant_current_network([0.3]), torch.tensor([[0.3]]), 2, profile="spinnaker", substeps=3)
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--profile", "spinnaker", "--substeps", "3"], "invalid choice: 3 (choose from 1, 2, 4, 8)"),
+    (["--profile", "spinnaker", "--substeps", "3"], "invalid choice: 3 (choose from 'auto', 1, 2, 4, 8)"),
+    (["--profile", "spinnaker", "--substeps", "often"], "invalid int or auto value: 'often'"),
     (["--profile", "pynn", "--substeps", "2"], "--substeps 2 applies to the spinnaker profiles"),
 ])
 def test_cli_refuses_bad_substeps_in_one_line(argv, needle, tmp_path, capsys, monkeypatch):
@@ -210,3 +214,157 @@ def test_substeps_stay_opt_in_and_the_mapping_line_states_their_board_time():
     assert "board time" not in mapping_line({**report, "machine_time_step_us": 1000, "time_scale_factor": 1})
     assert "500 us ticks, time_scale_factor 2: 2 T ms of board time per item" in mapping_line(
         {**report, "machine_time_step_us": 500, "time_scale_factor": 2})
+
+
+@pytest.mark.parametrize("k, overshoot", [(1, 0.25), (2, 0.125), (4, 0.0625)])
+def test_mean_overshoot_is_measured_in_the_ticks_of_the_run_by_hand(k, overshoot):
+    """Current 0.75 per step, 0.75 / k per tick from tick 2, subtract reset, T = 97 steps (97 k - 1 input ticks):
+    the membrane after n input ticks is 0.75 n / k - spikes. k = 1: spikes at n = 2, 3, 4 of every 4 leave 0.5,
+    0.25, 0 (mean 0.25); k = 2: 0.375 a tick, spikes at n = 3, 6, 8 of every 8 leave 0.125, 0.25, 0 (mean 0.125);
+    k = 4: 0.1875 a tick, spikes at n = 6, 11, 16 of every 16 leave 0.125, 0.0625, 0 (mean 0.0625). 72 spikes
+    every time (24 whole cycles; k = 4 has 3 ticks left, 0.5625 below the threshold): the rate is the same, the
+    overshoot a hard reset would discard shrinks k-fold, and that is the reset value the run's ticks need."""
+    net = constant_current_network([0.75])
+    x = torch.tensor([[0.75]])
+    assert mean_overshoot(net, x, T=97, substeps=k) == {"hidden": pytest.approx(overshoot, abs=1e-6)}
+    assert int(simulate(net, x, 97, profile="spinnaker", substeps=k, spinnaker_parts=()).spike_counts[0, :, 1].sum()
+               ) == 72
+    compensate_hard_reset(net, x, substeps=k)
+    entry = net.populations["hidden"].metadata[RESET_KEY]
+    assert entry["substeps"] == k and (f"{k} ticks" in entry["measured_on"]) == (k > 1)
+
+
+def _large_rare_inputs() -> Network:
+    """Eight sources at rates 1/5 .. 1/12 per step (biases) drive one neuron through weights 0.45 .. 0.8
+    (``tests/test_reset_compensation.py``, the neuron fed by large rare inputs)."""
+    net = Network()
+    net.add_population(Population("input", (8,), "input"))
+    net.add_population(Population("sources", (8,), "hidden", NeuronSpec(), bias=1.0 / np.arange(5, 13)))
+    net.add_population(Population("target", (1,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (1,), "output", NeuronSpec()))
+    net.connect("input", "sources", [Dense(np.zeros((8, 8), np.float32))])
+    net.connect("sources", "target", [Dense(np.linspace(0.45, 0.8, 8, dtype=np.float32)[None])])
+    net.connect("target", "output", [Dense(np.ones((1, 1), np.float32))])
+    return net.validate()
+
+
+@pytest.mark.parametrize("k, with_step_values, with_tick_values", [(2, 134, 122), (4, 156, 111)])
+def test_reset_values_of_steps_make_a_substepped_neuron_fire_too_often(k, with_step_values, with_tick_values):
+    """The subtract reset fires the target 117 times in 200 steps. In k ticks a step a spike's weight still arrives
+    whole but the sources' spikes spread over the ticks, so the overshoot at a spike is smaller (0.52 at k = 2,
+    0.41 at k = 4, against 0.59 in steps): resetting to the overshoot of steps overshoots the rate (134 and 156
+    spikes), to the overshoot of the ticks it stays near (122, 111). Deterministic counts of the hard reset alone."""
+    net, x = _large_rare_inputs(), torch.zeros(1, 8)
+
+    def count() -> int:
+        return int(simulate(net, x, 200, profile="spinnaker", substeps=k, spinnaker_parts=("hard_reset",)
+                            ).spike_counts[0, :, 2].sum())
+
+    assert int(simulate(net, x, 200, profile="pynn").spike_counts[0, :, 2].sum()) == 117
+    steps, ticks = mean_overshoot(net, x, substeps=1), mean_overshoot(net, x, substeps=k)
+    assert ticks["target"] < steps["target"] == pytest.approx(0.5886, abs=1e-4)
+    annotate_reset_compensation(net, steps, "steps, forced onto ticks for the comparison", substeps=k)
+    assert count() == with_step_values
+    compensate_hard_reset(net, x, substeps=k)
+    assert net.populations["target"].metadata[RESET_KEY]["mean_overshoot"] == pytest.approx(ticks["target"])
+    assert count() == with_tick_values
+
+
+@pytest.mark.parametrize("connectors", ["fromlist", "local"])
+def test_reset_values_of_other_ticks_are_refused_by_the_profile_and_the_lowering(connectors):
+    """Values measured for K = 2 never reach a run of K = 4 (board or prediction); those measured in steps (K = 1,
+    ``--v-reset calibrated``) and those of K = 4 reach a run of K = 4 as the same per-neuron numbers."""
+    from neurodeploy.backends import get_backend
+
+    net, x = constant_current_network([0.75]), torch.tensor([[0.75]])
+    compensate_hard_reset(net, x, substeps=2)
+    board = get_backend("spinnaker", connectors=connectors, substeps=4)
+    with pytest.raises(BackendError, match="measured with 2 ticks per step, the run has 4"):
+        board.check(net)
+    with pytest.raises(BackendError, match="measured with 2 ticks per step, the run has 4"):
+        simulate(net, x, 5, profile="spinnaker_exp" if connectors == "local" else "spinnaker", substeps=4)
+    for measured, mode in ((1, "calibrated"), (4, "calibrated_ticks")):
+        set_reset_values(net, x, "analog", mode, substeps=4)
+        lowered = {p.name: p for p in board.check(net).populations}
+        np.testing.assert_array_equal(lowered["hidden"].v_reset, v_reset(net, "hidden"))
+        np.testing.assert_allclose(v_reset(net, "hidden"), [mean_overshoot(net, x, substeps=measured)["hidden"]])
+        result = simulate(net, x, 5, profile="spinnaker", substeps=4, spinnaker_parts=("hard_reset",))
+        assert result.metadata["spinnaker_arithmetic"]["populations"]["hidden"]["reset_compensation"][
+            "substeps"] == measured
+
+
+def _two_class_network() -> Network:
+    """Analog input (2,) -> hidden (2,) by identity -> output (2,) by identity weights: class j's readout counts the
+    spikes of hidden neuron j, which gets the constant current x_j per step."""
+    net = Network()
+    net.add_population(Population("input", (2,), "input"))
+    net.add_population(Population("hidden", (2,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (2,), "output", NeuronSpec()))
+    net.connect("input", "hidden", [Identity()])
+    net.connect("hidden", "output", [Dense(np.eye(2, dtype=np.float32))])
+    return net.validate()
+
+
+@pytest.mark.parametrize("items, labels, chosen, accuracy", [
+    ([[0.55, 0.7], [0.7, 0.55]], [1, 0], 2, {"1 zero": 0.5, "2 zero": 1.0}),
+    ([[0.3, 0.9], [0.9, 0.3]], [1, 0], 1, {"1 zero": 1.0}),
+])
+def test_substeps_auto_takes_the_cheapest_k_within_a_point_by_hand(items, labels, chosen, accuracy):
+    """Hard reset to 0 (``v_reset`` zero), threshold 1. Currents 0.55 and 0.7 both need 2 steps to the threshold
+    at K = 1, so both classes fire at the same steps and the readouts tie (argmax: class 0): the item of label 1 is
+    lost (accuracy 0.5 against pynn's 1.0, whose subtract reset fires 0.7 and 0.55 per step). At K = 2 they are 0.275
+    and 0.35 a tick: 4 and 3 ticks to the threshold, the larger current wins, 1.0: K = 2 is chosen and K = 4 not
+    tried. Currents 0.3 and 0.9 (4 and 2 steps) keep their order at K = 1: K = 1 is chosen."""
+    from neurodeploy.backends import RunOptions, get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+
+    x, y = torch.tensor(items), torch.tensor(labels)
+    net = _two_class_network()
+    choice = choose_substeps(net, x, y, "analog", "zero")
+    assert choice["substeps"] == chosen and choice["reference_accuracy"] == 1.0 and choice["accuracy"] == accuracy
+    assert choice["within_limit"] and choice["time_scale_factor"] == chosen and choice["T"] == 100
+    assert net.populations["output"].metadata[METADATA_KEY] == [1.0, 0.0]  # ring buffers sized for the chosen K
+    backend = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto", v_reset="zero")
+    prepared = backend.prepare(_two_class_network(), x, "analog", y)
+    assert backend.substeps == chosen and prepared.metadata["substeps_choice"]["substeps"] == chosen
+    result = backend.run(prepared, x, y, RunOptions(T=100, progress=False))
+    assert float(result.accuracy_curve()[-1]) == 1.0 and result.metadata["substeps"] == chosen
+
+
+def test_substeps_auto_needs_labels_and_a_prepared_network():
+    from neurodeploy.backends import RunOptions, get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+
+    x = torch.tensor([[0.5, 0.7]])
+    with pytest.raises(BackendError, match="labelled calibration items"):
+        choose_substeps(_two_class_network(), x, None, "analog", "zero")
+    backend = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto")
+    with pytest.raises(BackendError, match="chooses K when the network is prepared"):
+        backend.run(_two_class_network(), x, torch.zeros(1, dtype=torch.long), RunOptions(T=3, progress=False))
+    with pytest.raises(ConfigError, match="--substeps auto applies to the spinnaker profiles"):
+        get_backend("gpu", profile="pynn", substeps="auto")
+    with pytest.raises(ConfigError, match="--substeps must be a int or auto, got 'often'"):
+        get_backend("gpu", profile="spinnaker", substeps="often")
+    with pytest.raises(ConfigError, match="--substeps 3 is not one of auto, 1, 2, 4, 8"):
+        get_backend("gpu", profile="spinnaker", substeps=3)
+
+
+def test_the_job_announces_the_choice_and_its_board_time():
+    """``jobs.prepare.announce_choices``: the stage line of a ``--substeps auto`` choice (a report of
+    ``choose_substeps`` on the two-class network above), nothing without one."""
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+    from neurodeploy.jobs.prepare import announce_choices
+
+    net = _two_class_network()
+    net.metadata["substeps_choice"] = choose_substeps(net, torch.tensor([[0.55, 0.7], [0.7, 0.55]]),
+                                                      torch.tensor([1, 0]), "analog", "zero")
+    events = []
+    announce_choices(net, events.append)
+    assert len(events) == 1 and events[0].kind == "stage"
+    assert events[0].message.startswith("--substeps auto chose K = 2 (cheapest of [1, 2, 4] within 1 pp of the "
+                                        "pynn profile on 2 calibration items (training split), T = 100; pynn 1.0000, "
+                                        "K = 1, v_reset zero: 0.5000; K = 2, v_reset zero: 1.0000): board time 2 T "
+                                        "ms per item")
+    events.clear()
+    announce_choices(_two_class_network(), events.append)
+    assert not events

@@ -35,6 +35,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     V_RESET_OPTION,
     apply_spinnaker_arithmetic,
     cell_parts,
+    choose_substeps,
     set_reset_values,
     simulate_substeps,
 )
@@ -119,6 +120,8 @@ class GpuBackend(Backend):
         if self.profile == "nest" and self.v_reset == "refined":
             raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
                               "calibrated or zero")
+        #: "auto" where K is chosen when a network is prepared (:meth:`prepare`), else the fixed K
+        self.substeps_rule = self.substeps if self.substeps == "auto" else "fixed"
         if self.substeps != 1 and self.profile not in SPINNAKER_CELLS:
             raise ConfigError(f"gpu backend: --substeps {self.substeps} applies to the spinnaker profiles "
                               f"({', '.join(SPINNAKER_CELLS)}), not to --profile {self.profile}")
@@ -157,16 +160,25 @@ class GpuBackend(Backend):
             return Requirements(max_fan_in=spinnaker.MAX_FAN_IN)
         return Requirements()
 
-    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
+    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
+                labels: torch.Tensor | None = None) -> Network:
         """The spinnaker profiles size each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
         reset value to the mean overshoot a subtract reset would keep and, with ``"refined"``, refine it per channel
-        by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does. The nest profile
-        sets the reset values as the nest backend does."""
+        by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does; with
+        ``substeps="auto"`` they first choose K by the accuracy of the labelled calibration items
+        (``spinnaker_profile.choose_substeps``, recorded in ``network.metadata["substeps_choice"]``). The nest
+        profile sets the reset values as the nest backend does."""
         if self.profile == "nest":
             set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
+            if self.substeps_rule == "auto":
+                choice = choose_substeps(network, calibration, labels, encoding, self.v_reset, self.device,
+                                         SPINNAKER_CELLS[self.profile], self.tau_m)
+                network.metadata["substeps_choice"] = choice
+                self.substeps = choice["substeps"]
+                return network
             annotate_summed_weights(network, calibration.numpy(), encoding, substeps=self.substeps)
             set_reset_values(network, calibration, encoding, self.v_reset, self.device,
                              SPINNAKER_CELLS[self.profile], self.tau_m, self.substeps)
@@ -196,6 +208,9 @@ class GpuBackend(Backend):
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
+        if self.substeps == "auto":
+            raise BackendError("gpu backend: --substeps auto chooses K when the network is prepared (prepare with "
+                               "labelled calibration items, as every job does); this network was not prepared here")
         if self.substeps != 1 and options.exit_policy is not None:
             raise BackendError(f"gpu backend: early exit is not available with --substeps {self.substeps} (a tick's "
                                "readout is no step's); run without it, or with --substeps 1")
@@ -210,6 +225,7 @@ class GpuBackend(Backend):
                                    int8_parts=binary_ops.DEFAULT_PARTS if self.precision == "int8" else None)
         metadata = {
             "device": str(self.device), "profile": self.profile, "precision": self.precision,
+            "substeps": self.substeps, "substeps_choice": network.metadata.get("substeps_choice"),
             "pipeline_delay": compiled.pipeline_delay,
             "populations": [{"name": layer.name, "role": layer.role, "size": layer.size} for layer in compiled.layers],
             "n_neurons": sum(layer.size for layer in compiled.layers if layer.role != "input"),

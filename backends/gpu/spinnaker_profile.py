@@ -27,12 +27,18 @@ Sub-stepping (``substeps`` k > 1, :data:`SUBSTEPS_OPTION`; ``neurodeploy.targets
 ``machine_time_step`` is 1/k ms, so the profile simulates k ticks per IR step (:func:`simulate_substeps`): the
 cell's constants are those of dt = 1/k ms, biases and the analog input's current enter as 1/k of themselves per tick
 (then rounded to S16.15), a spiking input is encoded from ``x / k`` per tick (what the board's spike source plays),
-weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight; the reset values stay
-the mean overshoot of the IR in steps (calibrated on the IR in ticks they were measured worse: a wider residual CNN
-at K = 2 fell to 0.53 against 0.78 on 100 test digits, ``docs/semantics.md``, "Sub-stepping"). A neuron may fire
-up to k times per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the
-output membrane after its last tick. The hard reset discards at most one tick's input instead of one step's. The
-board runs k times longer (``time_scale_factor = k``).
+weights are unchanged, delays are one tick, ring buffers are sized for a tick's summed weight. The reset values
+(``v_reset="calibrated"``) are the IR's mean overshoot in steps whatever k; ``"calibrated_ticks"`` measures it in the
+run's ticks (:func:`mean_overshoot` with ``substeps``). The overshoot a hard reset discards is that of the tick a
+spike fires in, smaller than a step's: values of steps make every layer of a residual CNN fire too often at k = 2
+(spike-count rate ratios against pynn 1.11 in the first layer to 1.37 at the output), values of the ticks keep
+them at 0.90-1.00, yet the extra spikes were measured to keep the accuracy better on other networks at T = 100
+(``docs/semantics.md``, "Sub-stepping"). The values record the ticks they were measured in, and the profile and the
+board lowering refuse values of another k > 1. A neuron may fire up to k times
+per IR step; spikes and synaptic events are summed over each step's k ticks and the readout is the output membrane
+after its last tick. The board runs k times longer (``time_scale_factor = k``); ``substeps="auto"``
+(:func:`choose_substeps`) takes the cheapest k of 1, 2, 4 that keeps the pynn profile's accuracy within 1 pp on
+labelled calibration items.
 
 Each difference from the ``pynn`` profile is a part (:data:`PARTS`) that can be applied on its own, which is how
 ``neurodeploy diagnose`` and the run's accuracy warning say which one loses accuracy (``GpuBackend.factor_variants``,
@@ -70,6 +76,7 @@ from neurodeploy.passes.reset_compensation import (
     annotate_channel_resets,
     annotate_reset_compensation,
     channel_thresholds,
+    check_substeps,
     compensated_populations,
     refinable_populations,
     refined_channel_resets,
@@ -110,15 +117,18 @@ CHUNK_BUDGET_BYTES = 64 * 2**20
 #: the spinnaker backend); :func:`set_reset_values` applies it
 V_RESET_OPTION = Option(
     "v_reset", "calibrated", "reset value of SpiNNaker's hard-reset cells: calibrated (per population, the mean "
-    "overshoot a subtract reset keeps, measured on calibration items), refined (then per channel, by simulating "
-    "the board's arithmetic against the subtract reset on calibration items; measured to help on some networks "
-    "and not others) or zero; see docs/semantics.md",
-    choices=("refined", "calibrated", "zero"))
+    "overshoot a subtract reset keeps, measured on calibration items in IR steps whatever --substeps), "
+    "calibrated_ticks (the same measured in the run's ticks: smaller values with --substeps K > 1, spike counts "
+    "closer to the subtract reset's, fewer spikes), refined (then per channel, by simulating the board's arithmetic "
+    "against the subtract reset on calibration items; measured to help on some networks and not others) or zero; "
+    "see docs/semantics.md",
+    choices=("refined", "calibrated", "calibrated_ticks", "zero"))
 #: the option of every backend that runs SpiNNaker's cells: ticks per IR step (module docstring)
 SUBSTEPS_OPTION = Option(
     "substeps", 1, "ticks per IR step on SpiNNaker (machine_time_step = 1/K ms, input current divided by K, so the "
-    "overshoot a hard reset discards shrinks K-fold); the board then runs K times slower (time_scale_factor K, "
-    "K T ms per item); see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS)
+    "overshoot a hard reset discards shrinks); the board then runs K times slower (time_scale_factor K, K T ms per "
+    "item); auto: the cheapest K of 1, 2, 4 whose prediction on calibration items of the training split is within "
+    "1 pp of the pynn profile; see docs/spinnaker-hardware.md", kind=int, choices=SUBSTEPS, words=("auto",))
 
 
 def _sparse_fn(matrix, device: torch.device, dtype: torch.dtype, target_shape: tuple[int, ...]):
@@ -202,6 +212,8 @@ def apply_spinnaker_arithmetic(compiled: CompiledNetwork, network: Network, enco
         raise BackendError(f"unknown spinnaker profile cell {cell!r}; choose from {CELLS}")
     if substeps not in SUBSTEPS:
         raise BackendError(f"substeps = {substeps}: choose one of {', '.join(map(str, SUBSTEPS))}")
+    if "hard_reset" in parts:
+        check_substeps(network, substeps)
     fixed = "fixed_point" in parts
     exp = cell == "exp"
     dt = 1.0 / substeps
@@ -318,15 +330,22 @@ def _reset_to(layer: Layer, values: np.ndarray, fixed: bool, device: torch.devic
 
 
 def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", device: torch.device | None = None,
-                   T: int = COMPENSATION_STEPS, batch_size: int = 64) -> dict[str, float]:
+                   T: int = COMPENSATION_STEPS, batch_size: int = 64, substeps: int = 1) -> dict[str, float]:
     """``{population: E[o]}``: per population of ``passes.reset_compensation.compensated_populations``, the
     mean over its spikes of the overshoot ``o = v - theta`` the subtract reset keeps (the membrane right
-    after the spike, capped at ``theta``: a neuron driven above ``theta`` every step fires every step
-    whatever its reset), simulated with the IR's own semantics and one-step delays on items ``x [N, *input]``
-    for ``T`` steps. Populations that never spike are left out."""
+    after the spike, capped at ``theta``: a neuron driven above ``theta`` every tick fires every tick
+    whatever its reset), simulated with the IR's own cell and one-tick delays on items ``x [N, *input]``
+    for ``T`` steps of ``substeps`` ticks (the ticks of the board: biases and the analog input's current enter as
+    ``1 / substeps`` of themselves per tick, a spiking input is encoded from ``x / substeps``, weights unchanged:
+    :func:`in_ticks`). The overshoot a hard reset discards is that of the tick the spike fires in; ``substeps`` 1
+    measures it in steps (``v_reset="calibrated"``), the run's K in its ticks (``"calibrated_ticks"``; module
+    docstring, "Sub-stepping"). Populations that never spike are left out."""
     device = device or torch.device("cpu")
     names = compensated_populations(network)
     compiled = compile_network(network, device, torch.float32, delay=1)
+    if substeps != 1:
+        in_ticks(compiled, encoding, substeps)
+        x = x if encoding == "analog" else x * (1.0 / substeps)
     index = {layer.name: i for i, layer in enumerate(compiled.layers)}
     thresholds = {name: torch.as_tensor(compiled.layers[index[name]].threshold, dtype=torch.float32, device=device)
                   for name in names}
@@ -336,26 +355,43 @@ def mean_overshoot(network: Network, x: torch.Tensor, encoding: str = "analog", 
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             sim = BatchSimulation(compiled, x[start:start + batch_size].to(device, torch.float32), encoding, 1, 0)
-            for _ in range(T):
+            for _ in range(T * substeps):
                 sim.step_chunk(1)
                 for name in names:
                     k = index[name]
-                    v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the step just simulated
+                    v, spiked = sim.v[k], sim.last[k] > 0  # sim.last: the spikes of the tick just simulated
                     overshoot[name] += torch.minimum(v, thresholds[name]).mul(spiked).sum(dtype=torch.float64)
                     spikes[name] += spiked.sum()
     return {name: float(overshoot[name]) / int(spikes[name]) for name in names if int(spikes[name])}
 
 
+def in_ticks(compiled: CompiledNetwork, encoding: str, substeps: int) -> CompiledNetwork:
+    """``compiled`` (the IR's cell, built with delay 1) in place as the network of ``substeps`` ticks per IR step: each
+    bias and the analog input's current enter as ``1 / substeps`` of themselves per tick, every other projection as
+    compiled (its own ops, not the profile's sparse matrices: what :func:`apply_spinnaker_arithmetic` with no part
+    computes, up to float32 rounding, at the speed of the compiled ops). Simulate it for ``substeps`` T steps with
+    a spiking input encoded from ``x / substeps``."""
+    dt = 1.0 / substeps
+    for layer in compiled.layers:
+        if layer.role == "input":
+            continue
+        layer.bias = _per_tick(layer.bias, dt)
+        layer.incoming = [Incoming(i.source, _tick_share(i.fn, dt)) if i.source == 0 and encoding == "analog" else i
+                          for i in layer.incoming]
+    return compiled
+
+
 def compensate_hard_reset(network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                          device: torch.device | None = None) -> Network:
+                          device: torch.device | None = None, substeps: int = 1) -> Network:
     """The hard-reset compensation pass (``passes.reset_compensation``) with ``E[o]`` from
-    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items; in place. The same values serve
-    every number of sub-steps (module docstring)."""
+    :func:`mean_overshoot` on the first ``COMPENSATION_ITEMS`` calibration items in ``substeps`` ticks per step (the
+    ticks the board runs); in place."""
     items = calibration[:COMPENSATION_ITEMS]
-    overshoot = mean_overshoot(network, items, encoding, device)
+    overshoot = mean_overshoot(network, items, encoding, device, substeps=substeps)
+    ticks = f" of {substeps} ticks (one-tick delays)" if substeps != 1 else " (one-step delays)"
     return annotate_reset_compensation(network, overshoot, (
-        f"mean v - theta after a spike (subtract reset, one-step delays), {len(items)} calibration items, "
-        f"{COMPENSATION_STEPS} steps, {encoding} input"))
+        f"mean v - theta after a spike (subtract reset), {len(items)} calibration items, "
+        f"{COMPENSATION_STEPS} steps{ticks}, {encoding} input"), substeps)
 
 
 def channel_spike_counts(compiled: CompiledNetwork, x: torch.Tensor, encoding: str, T: int, names: list[str],
@@ -393,7 +429,7 @@ def refine_hard_reset(network: Network, calibration: torch.Tensor, encoding: str
     measured and lost accuracy on the test items (``docs/semantics.md``). Needs the ring-buffer annotation first
     (the profile sizes its ring buffers from it). ``substeps``: ticks per IR step of the profile simulated."""
     device = device or torch.device("cpu")
-    compensate_hard_reset(network, calibration, encoding, device)
+    compensate_hard_reset(network, calibration, encoding, device, substeps)
     names = refinable_populations(network)
     if not names:
         return network
@@ -422,11 +458,89 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
                      substeps: int = 1) -> Network:
     """The :data:`V_RESET_OPTION` value ``mode`` applied to ``network``, in place: "refined" runs
     :func:`refine_hard_reset` for the cell ``cell`` ("delta", "exp") of membrane time constant ``tau_m``,
-    "calibrated" :func:`compensate_hard_reset` (the same values for every ``substeps``), both on ``calibration``
-    with ``encoding``; "zero" records that no population is compensated (also in an IR that was compensated
-    before)."""
+    "calibrated" :func:`compensate_hard_reset` in steps (one tick per step) whatever ``substeps``,
+    "calibrated_ticks" in ``substeps`` ticks per step, all on ``calibration`` with ``encoding``; "zero" records that no
+    population is compensated (also in an IR that was compensated before)."""
     if mode == "refined":
         return refine_hard_reset(network, calibration, encoding, device, cell, tau_m, substeps=substeps)
-    if mode == "calibrated":
-        return compensate_hard_reset(network, calibration, encoding, device)
+    if mode in ("calibrated", "calibrated_ticks"):
+        return compensate_hard_reset(network, calibration, encoding, device, substeps if mode == "calibrated_ticks"
+                                     else 1)
     return annotate_reset_compensation(network, {}, "")
+
+
+#: the numbers of ticks per IR step ``--substeps auto`` tries, cheapest first (board time K T ms per item)
+AUTO_SUBSTEPS = (1, 2, 4)
+#: steps of the calibration runs that choose K (the run's own T is not known when a backend prepares a network)
+AUTO_STEPS = 100
+#: the largest loss (points of accuracy on the calibration items) against the pynn profile a chosen K may have
+AUTO_LIMIT_PP = 1.0
+
+
+def calibration_accuracy(compiled: CompiledNetwork, x: torch.Tensor, labels: torch.Tensor, encoding: str, T: int,
+                         substeps: int = 1, batch_size: int = 64) -> float:
+    """Accuracy at step ``T`` (argmax of the readout after the last step, as ``SimulationResult.accuracy_curve``) of
+    ``compiled`` (one-step delays; with ``substeps`` a profile in ticks, :func:`simulate_substeps`) on items
+    ``x [N, *input]`` with ``labels [N]``."""
+    hits = 0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size].to(torch.float32)
+            chunk = chunk_steps(compiled, len(batch), T, CHUNK_BUDGET_BYTES)
+            readout = simulate_substeps(compiled, batch, T, encoding, chunk, 1, 0, substeps)[0]
+            hits += int((readout[:, -1].argmax(-1).cpu() == labels[start:start + batch_size].cpu()).sum())
+    return hits / len(x)
+
+
+def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.Tensor | None, encoding: str,
+                    v_reset_mode: str, device: torch.device | None = None, cell: str = "delta",
+                    tau_m: float = DEFAULT_TAU_M, candidates: tuple[int, ...] = AUTO_SUBSTEPS, T: int = AUTO_STEPS,
+                    limit_pp: float = AUTO_LIMIT_PP) -> dict:
+    """``--substeps auto``: the cheapest number of ticks per IR step whose board prediction keeps the accuracy.
+
+    On the calibration items (training split, ``calibration [N, *input]`` with ``labels [N]``) the pynn profile
+    (the IR's cell, one-step delays) and, for each K of ``candidates`` in order, the profile of ``cell`` with its
+    ring buffers and reset values set for K (``passes.ring_buffers``, ``v_reset_mode``; with "calibrated" or
+    "calibrated_ticks" and K > 1 that rule, then, if it loses more than the limit, the other: which of the two keeps
+    a network's accuracy was measured to differ between networks) are
+    simulated for ``T`` steps; the first (K, reset rule) whose accuracy is at most ``limit_pp`` points below pynn's
+    is chosen, else the most accurate (the smaller K on a tie). ``network`` is left annotated for the choice, as a
+    backend's ``prepare`` leaves it for a fixed K, so the board lowering and the gpu profiles read the same values.
+    Returns the report: the chosen ``substeps`` and ``v_reset`` rule, each candidate's accuracy, the reference's,
+    the items and steps, and the board time per step of the choice (K ms at ``time_scale_factor`` K). Cost: one
+    pynn run and one profile run per candidate tried."""
+    from neurodeploy.passes.ring_buffers import annotate_summed_weights
+
+    if labels is None or len(labels) != len(calibration):
+        raise BackendError("--substeps auto chooses K by the accuracy of labelled calibration items; give the "
+                           "calibration items' labels, or a number of substeps (1, 2, 4, 8)")
+    device = device or torch.device("cpu")
+    x, y = calibration.to(device), torch.as_tensor(labels)
+    reference = calibration_accuracy(compile_network(network, device, torch.float32, delay=1), x, y, encoding, T)
+    other = {"calibrated": "calibrated_ticks", "calibrated_ticks": "calibrated"}
+    tried = [(k, mode) for k in candidates for mode in (
+        (v_reset_mode, other[v_reset_mode]) if v_reset_mode in other and k > 1 else (v_reset_mode,))]
+    accuracy: dict[tuple[int, str], float] = {}
+
+    def set_for(k: int, mode: str) -> None:
+        annotate_summed_weights(network, calibration.numpy(), encoding, substeps=k)
+        set_reset_values(network, calibration, encoding, mode, device, cell, tau_m, k)
+
+    chosen = None
+    for k, mode in tried:
+        set_for(k, mode)
+        compiled = compile_network(network, device, torch.float32, delay=1)
+        apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell, substeps=k)
+        accuracy[k, mode] = calibration_accuracy(compiled, x, y, encoding, T, k)
+        if round(100.0 * (reference - accuracy[k, mode]), 9) <= limit_pp:
+            chosen = (k, mode)
+            break
+    within = chosen is not None
+    if chosen is None:
+        chosen = max(accuracy, key=lambda c: (accuracy[c], -c[0]))
+        set_for(*chosen)
+    return {"substeps": chosen[0], "v_reset": chosen[1], "rule": f"cheapest of {list(candidates)} within "
+            f"{limit_pp:g} pp of the pynn profile on {len(x)} calibration items (training split), T = {T}",
+            "reference_accuracy": reference, "accuracy": {f"{k} {mode}": a for (k, mode), a in accuracy.items()},
+            "within_limit": within, "cell": cell, "items": len(x), "T": T, "board_ms_per_step": chosen[0],
+            "time_scale_factor": chosen[0]}

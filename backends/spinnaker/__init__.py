@@ -46,13 +46,19 @@ import numpy as np
 import torch
 
 from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions, Session
-from neurodeploy.backends.gpu.spinnaker_profile import SUBSTEPS_OPTION, V_RESET_OPTION, set_reset_values
+from neurodeploy.backends.gpu.spinnaker_profile import (
+    SUBSTEPS_OPTION,
+    V_RESET_OPTION,
+    choose_substeps,
+    set_reset_values,
+)
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network, structure
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
+from neurodeploy.passes.reset_compensation import check_substeps
 from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
 from neurodeploy.safe_io import write_bytes
 from neurodeploy.targets import spinnaker
@@ -130,11 +136,18 @@ class SpinnakerBackend(Backend):
         if self.connectors == "auto":
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
-        dt = 1.0 / self.substeps  # the tick (ms); the worker sets machine_time_step and time_scale_factor from it
-        self.cell = ExpCell.for_tick(self.tau_m, dt) if self.local_only else DeltaCell.for_tau(self.tau_m, dt)
+        #: "auto" where K is chosen when a network is prepared (:meth:`prepare`), else "fixed"
+        self.substeps_rule = self.substeps if self.substeps == "auto" else "fixed"
+        self.cell = None if self.substeps == "auto" else self._cell(self.substeps)
         if self.boards is not None and not self.config.allocated:
             raise ConfigError(f"spinnaker backend: --boards applies to spalloc and remote configs, not to the "
                               f"{self.config.target} of {self.config.path}")
+
+    def _cell(self, substeps: int) -> DeltaCell | ExpCell:
+        """The cell's constants for a tick of ``1 / substeps`` ms (the worker sets machine_time_step and
+        time_scale_factor from its ``dt``)."""
+        dt = 1.0 / substeps
+        return ExpCell.for_tick(self.tau_m, dt) if self.local_only else DeltaCell.for_tau(self.tau_m, dt)
 
     def describe(self) -> str:
         ticks = f", {self.substeps} substeps" if self.substeps != 1 else ""
@@ -154,11 +167,20 @@ class SpinnakerBackend(Backend):
     def requirements(self) -> Requirements:
         return Requirements(max_fan_in=spinnaker.MAX_FAN_IN, input_encoding=BOARD_ENCODING)
 
-    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog") -> Network:
+    def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
+                labels: torch.Tensor | None = None) -> Network:
         """Sizes each population's ring buffers from firing rates on the calibration items, with the
         input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
-        "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input)."""
+        "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input); with
+        ``substeps="auto"`` K is first chosen by the gpu profile that predicts this board on the labelled calibration
+        items (``spinnaker_profile.choose_substeps``, ``network.metadata["substeps_choice"]``)."""
         spinnaker.check_carried(network)
+        if self.substeps_rule == "auto":
+            choice = choose_substeps(network, calibration, labels, BOARD_ENCODING, self.v_reset,
+                                     cell="exp" if self.local_only else "delta", tau_m=self.tau_m)
+            network.metadata["substeps_choice"] = choice
+            self.substeps, self.cell = choice["substeps"], self._cell(choice["substeps"])
+            return network
         network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING, substeps=self.substeps)
         return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset,
                                 cell="exp" if self.local_only else "delta", tau_m=self.tau_m, substeps=self.substeps)
@@ -170,7 +192,12 @@ class SpinnakerBackend(Backend):
             else None
 
     def check(self, network: Network) -> LoweredNetwork:
-        """Lowers the network and checks every value sPyNNaker will store (S16.15)."""
+        """Lowers the network and checks every value sPyNNaker will store (S16.15), and that its reset values were
+        measured in the board's ticks (``passes.reset_compensation.check_substeps``)."""
+        if self.cell is None:
+            raise BackendError("spinnaker backend: --substeps auto chooses K when the network is prepared (prepare "
+                               "with labelled calibration items, as every job does); this network was not prepared")
+        check_substeps(network, self.substeps)
         lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only,
                                 carries=spinnaker.CARRIES, cell=spinnaker.CELLS)
         for pop in lowered.populations:

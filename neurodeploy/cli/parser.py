@@ -93,9 +93,21 @@ def add_backend_option_groups(parser: argparse.ArgumentParser) -> None:
                              for name, o in owners)
             choices = tuple(dict.fromkeys(c for _, o in owners for c in (o.choices or ())))
         kind = first.kind if first.kind in (int, float, str) else str
+        if first.words:  # words besides the values of its kind (--substeps auto)
+            kind, choices = _word_or_kind(first), first.words + tuple(choices or ())
         metavar = None if choices else {int: "N", float: "X"}.get(kind, first.name.upper())
         group.add_argument(flag, dest=f"backend_option_{first.name}", type=kind, choices=choices or None,
                            metavar=metavar, default=None, help=text)
+
+
+def _word_or_kind(option):
+    """argparse's type for an option with words besides its kind; its name is what argparse's refusal says
+    ("invalid int or auto value: 'often'")."""
+    def parse(text: str):
+        return option.parse(text)
+
+    parse.__name__ = " or ".join((option.kind.__name__, *option.words))
+    return parse
 
 
 def _model_group(parser: argparse.ArgumentParser, epochs: bool = True) -> None:

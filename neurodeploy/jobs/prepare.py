@@ -213,8 +213,10 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
         return pool_inputs(network, images)
 
     calibration = transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
+    labels = dataset.train.labels[:BACKEND_CALIBRATION_ITEMS]
     for backend in backends:
-        network = backend.prepare(network, calibration, config.run.encoding)
+        network = backend.prepare(network, calibration, config.run.encoding, labels)
+        announce_choices(network, emit)
     return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
                            convert_s, [m.record() for m in chain], optimization)
 
@@ -326,9 +328,21 @@ def prepare_from_ir(config: JobConfig, dataset: Dataset, backends: list[Backend]
     ann_accuracy, note = recorded_ann_accuracy(network, dataset, test)
     emit(Event("stage", f"running {path} as written (no model): {note}"))
     calibration = transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
+    labels = dataset.train.labels[:BACKEND_CALIBRATION_ITEMS]
     for backend in backends:
-        network = backend.prepare(network, calibration, config.run.encoding)
+        network = backend.prepare(network, calibration, config.run.encoding, labels)
+        announce_choices(network, emit)
     source = CachedModel(None, {}, f"network {path}", {"kind": "network", "sha256": file_fingerprint(path)
                                                         if Path(path).is_file() else None}, str(path), "file")
     return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
                            0.0, [source.record()], None)
+
+
+def announce_choices(network: Network, emit: Listener) -> None:
+    """A stage line for what a backend's ``prepare`` chose on calibration items (``--substeps auto``)."""
+    choice = network.metadata.get("substeps_choice")
+    if choice:
+        tried = "; ".join(f"K = {k.replace(' ', ', v_reset ')}: {a:.4f}" for k, a in choice["accuracy"].items())
+        emit(Event("stage", f"--substeps auto chose K = {choice['substeps']} ({choice['rule']}; pynn "
+                            f"{choice['reference_accuracy']:.4f}, {tried}): board time {choice['substeps']} T ms "
+                            f"per item, time_scale_factor {choice['time_scale_factor']}"))

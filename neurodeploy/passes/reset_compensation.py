@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurodeploy.errors import BackendError
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.ops import AvgPool2d, Flatten, Identity
 from neurodeploy.ir.population import per_neuron
@@ -88,19 +89,36 @@ def lattice_step(network: Network, name: str) -> float:
     return float(weights[0])
 
 
-def annotate_reset_compensation(network: Network, mean_overshoot: dict[str, float], measured_on: str) -> Network:
-    """Stores each population's mean overshoot ``E[o]`` (membrane units, from ``mean_overshoot``) and its
-    lattice step (:func:`lattice_step`) in its metadata, in place, replacing any earlier annotation;
-    ``measured_on`` says how ``E[o]`` was measured. Populations missing from ``mean_overshoot`` (all of them
-    for ``{}``) get ``v_reset = 0``."""
+def annotate_reset_compensation(network: Network, mean_overshoot: dict[str, float], measured_on: str,
+                                substeps: int = 1) -> Network:
+    """Stores each population's mean overshoot ``E[o]`` (membrane units, from ``mean_overshoot``), its
+    lattice step (:func:`lattice_step`) and the ticks per IR step ``substeps`` it was measured in (the board's
+    ``machine_time_step`` of ``1 / substeps`` ms it is for, :func:`check_substeps`) in its metadata, in place,
+    replacing any earlier annotation; ``measured_on`` says how ``E[o]`` was measured. Populations missing from
+    ``mean_overshoot`` (all of them for ``{}``) get ``v_reset = 0``."""
     for pop in network.populations.values():
         pop.metadata.pop(METADATA_KEY, None)
     for name in compensated_populations(network):
         if name in mean_overshoot:
             network.populations[name].metadata[METADATA_KEY] = {
                 "mean_overshoot": float(mean_overshoot[name]), "lattice_step": lattice_step(network, name),
-                "measured_on": measured_on}
+                "measured_on": measured_on, "substeps": int(substeps)}
     return network
+
+
+def check_substeps(network: Network, substeps: int) -> None:
+    """Raises BackendError where a population's reset value was measured in another number of ticks per step than
+    ``substeps``, the ticks of the board (or profile) about to run it, or in steps (one tick, an annotation without
+    the field: ``--v-reset calibrated``): the overshoot a hard reset discards shrinks with the tick, so values
+    of K = 2 under-compensate a run of K = 1 and those of K = 4 a run of K = 2 (``docs/semantics.md``,
+    "Sub-stepping")."""
+    for name, pop in network.populations.items():
+        entry = pop.metadata.get(METADATA_KEY)
+        measured = int(entry.get("substeps", 1)) if entry else substeps
+        if measured not in (1, substeps):  # 1: in steps, the rule "calibrated" of any run
+            raise BackendError(f"population {name!r}: its hard-reset compensation was measured with {measured} ticks "
+                               f"per step, the run has {substeps}; prepare the network again for --substeps "
+                               f"{substeps}")
 
 
 def v_reset(network: Network, name: str) -> np.ndarray:
