@@ -368,3 +368,22 @@ def test_the_job_announces_the_choice_and_its_board_time():
     events.clear()
     announce_choices(_two_class_network(), events.append)
     assert not events
+
+
+def test_a_choice_is_announced_by_the_prepare_that_made_it_only():
+    """``jobs.prepare.prepare_for_backends``: a choice already recorded in the network (a network file of an earlier
+    ``--substeps auto`` run) is not announced again by a backend that chooses nothing."""
+    from types import SimpleNamespace
+
+    from neurodeploy.backends import get_backend
+    from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps
+    from neurodeploy.jobs.prepare import prepare_for_backends
+
+    net = _two_class_network()
+    net.metadata["substeps_choice"] = choose_substeps(net, torch.tensor([[0.55, 0.7], [0.7, 0.55]]),
+                                                      torch.tensor([1, 0]), "analog", "zero")
+    items = SimpleNamespace(train=SimpleNamespace(images=torch.tensor([[0.55, 0.7], [0.7, 0.55]]),
+                                                  labels=torch.tensor([1, 0])))
+    events = []
+    prepare_for_backends(net, [get_backend("gpu", device="cpu")], items, lambda x: x, "analog", events.append)
+    assert not events

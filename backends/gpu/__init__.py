@@ -33,6 +33,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
     SUBSTEPS_OPTION,
     V_RESET_OPTION,
+    annotate_for_board,
     apply_spinnaker_arithmetic,
     cell_parts,
     choose_substeps,
@@ -44,7 +45,6 @@ from neurodeploy.evaluate.result import ResultAssembler, SimulationResult
 from neurodeploy.ir.network import Network
 from neurodeploy.ir.population import CONVERSION_FEATURES
 from neurodeploy.parallel import current_team, map_over_ranks
-from neurodeploy.passes.ring_buffers import annotate_summed_weights
 from neurodeploy.targets import spinnaker
 
 #: profile -> synaptic delay per projection (steps)
@@ -179,9 +179,8 @@ class GpuBackend(Backend):
                 network.metadata["substeps_choice"] = choice
                 self.substeps = choice["substeps"]
                 return network
-            annotate_summed_weights(network, calibration.numpy(), encoding, substeps=self.substeps)
-            set_reset_values(network, calibration, encoding, self.v_reset, self.device,
-                             SPINNAKER_CELLS[self.profile], self.tau_m, self.substeps)
+            annotate_for_board(network, calibration, encoding, self.v_reset, self.device,
+                               SPINNAKER_CELLS[self.profile], self.tau_m, self.substeps)
         return network
 
     def accuracy_reference(self) -> tuple[str, dict] | None:

@@ -82,7 +82,7 @@ from neurodeploy.passes.reset_compensation import (
     refined_channel_resets,
     v_reset,
 )
-from neurodeploy.passes.ring_buffers import summed_weights_or_bound
+from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
 from neurodeploy.passes.synapse_matrix import projection_matrix, receptor_parts
 from neurodeploy.targets.spinnaker import (
     DEFAULT_TAU_M,
@@ -469,6 +469,17 @@ def set_reset_values(network: Network, calibration: torch.Tensor, encoding: str,
     return annotate_reset_compensation(network, {}, "")
 
 
+def annotate_for_board(network: Network, calibration: torch.Tensor, encoding: str, v_reset_mode: str,
+                       device: torch.device | None = None, cell: str = "delta", tau_m: float = DEFAULT_TAU_M,
+                       substeps: int = 1) -> Network:
+    """What a board of ``substeps`` ticks per IR step reads from the network, in place, from ``calibration`` items
+    ``[N, *input]`` with ``encoding``: each population's ring buffers (``passes.ring_buffers``) and reset values
+    (:func:`set_reset_values` with ``v_reset_mode``); the spinnaker backend and the gpu profiles that predict it
+    prepare networks with it, for a fixed K or each K :func:`choose_substeps` tries."""
+    annotate_summed_weights(network, calibration.numpy(), encoding, substeps=substeps)
+    return set_reset_values(network, calibration, encoding, v_reset_mode, device, cell, tau_m, substeps)
+
+
 #: the numbers of ticks per IR step ``--substeps auto`` tries, cheapest first (board time K T ms per item)
 AUTO_SUBSTEPS = (1, 2, 4)
 #: steps of the calibration runs that choose K (the run's own T is not known when a backend prepares a network)
@@ -509,8 +520,6 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     Returns the report: the chosen ``substeps`` and ``v_reset`` rule, each candidate's accuracy, the reference's,
     the items and steps, and the board time per step of the choice (K ms at ``time_scale_factor`` K). Cost: one
     pynn run and one profile run per candidate tried."""
-    from neurodeploy.passes.ring_buffers import annotate_summed_weights
-
     if labels is None or len(labels) != len(calibration):
         raise BackendError("--substeps auto chooses K by the accuracy of labelled calibration items; give the "
                            "calibration items' labels, or a number of substeps (1, 2, 4, 8)")
@@ -522,13 +531,9 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
         (v_reset_mode, other[v_reset_mode]) if v_reset_mode in other and k > 1 else (v_reset_mode,))]
     accuracy: dict[tuple[int, str], float] = {}
 
-    def set_for(k: int, mode: str) -> None:
-        annotate_summed_weights(network, calibration.numpy(), encoding, substeps=k)
-        set_reset_values(network, calibration, encoding, mode, device, cell, tau_m, k)
-
     chosen = None
     for k, mode in tried:
-        set_for(k, mode)
+        annotate_for_board(network, calibration, encoding, mode, device, cell, tau_m, k)
         compiled = compile_network(network, device, torch.float32, delay=1)
         apply_spinnaker_arithmetic(compiled, network, encoding, device, tau_m=tau_m, cell=cell, substeps=k)
         accuracy[k, mode] = calibration_accuracy(compiled, x, y, encoding, T, k)
@@ -538,7 +543,7 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     within = chosen is not None
     if chosen is None:
         chosen = max(accuracy, key=lambda c: (accuracy[c], -c[0]))
-        set_for(*chosen)
+        annotate_for_board(network, calibration, encoding, chosen[1], device, cell, tau_m, chosen[0])
     return {"substeps": chosen[0], "v_reset": chosen[1], "rule": f"cheapest of {list(candidates)} within "
             f"{limit_pp:g} pp of the pynn profile on {len(x)} calibration items (training split), T = {T}",
             "reference_accuracy": reference, "accuracy": {f"{k} {mode}": a for (k, mode), a in accuracy.items()},

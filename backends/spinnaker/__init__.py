@@ -49,8 +49,8 @@ from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions,
 from neurodeploy.backends.gpu.spinnaker_profile import (
     SUBSTEPS_OPTION,
     V_RESET_OPTION,
+    annotate_for_board,
     choose_substeps,
-    set_reset_values,
 )
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network, structure
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
@@ -59,7 +59,7 @@ from neurodeploy.evaluate.result import SimulationResult
 from neurodeploy.ir.connectivity import fan_maps
 from neurodeploy.ir.network import Network
 from neurodeploy.passes.reset_compensation import check_substeps
-from neurodeploy.passes.ring_buffers import annotate_summed_weights, summed_weights_or_bound
+from neurodeploy.passes.ring_buffers import summed_weights_or_bound
 from neurodeploy.safe_io import write_bytes
 from neurodeploy.targets import spinnaker
 from neurodeploy.targets.spinnaker import DeltaCell, ExpCell, check_s1615
@@ -181,9 +181,8 @@ class SpinnakerBackend(Backend):
             network.metadata["substeps_choice"] = choice
             self.substeps, self.cell = choice["substeps"], self._cell(choice["substeps"])
             return network
-        network = annotate_summed_weights(network, calibration.numpy(), BOARD_ENCODING, substeps=self.substeps)
-        return set_reset_values(network, calibration, BOARD_ENCODING, self.v_reset,
-                                cell="exp" if self.local_only else "delta", tau_m=self.tau_m, substeps=self.substeps)
+        return annotate_for_board(network, calibration, BOARD_ENCODING, self.v_reset,
+                                  cell="exp" if self.local_only else "delta", tau_m=self.tau_m, substeps=self.substeps)
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""
