@@ -4,11 +4,12 @@ one-hot count it replaced: the support chain applied to every source neuron alon
 import numpy as np
 import pytest
 import torch
+from one_hot_columns import chain_columns
 
 from neurodeploy.ir.connectivity import matrix_fan
 from neurodeploy.ir.network import Projection
 from neurodeploy.ir.ops import AvgPool2d, ChannelSlice, Conv2d, Dense, Flatten, Gather, Scale, SpatialLinear
-from neurodeploy.ir.torch_ops import chain_columns, compile_chain
+from neurodeploy.ir.torch_ops import compile_chain
 
 
 def _one_hot_fan(ops, shape):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from one_hot_columns import chain_columns
 
 from neurodeploy.ir.network import Projection
 from neurodeploy.ir.ops import (
@@ -23,7 +24,7 @@ from neurodeploy.ir.ops import (
     Scale,
     SpatialLinear,
 )
-from neurodeploy.ir.torch_ops import chain_columns, compile_chain
+from neurodeploy.ir.torch_ops import compile_chain
 from neurodeploy.passes.synapse_matrix import op_matrix, synapse_matrix
 
 

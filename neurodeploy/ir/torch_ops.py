@@ -7,7 +7,7 @@ already on the target device and dtype; ``support_chain`` builds the same chain 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -103,23 +103,3 @@ def compile_chain(ops: list[Op], device: torch.device | str = "cpu", dtype: torc
         return x
 
     return apply
-
-
-#: elements (float64) of one batch of one-hot inputs or of the columns they give: 64 MB
-COLUMN_BATCH_ELEMENTS = 1 << 23
-
-
-def chain_columns(chain: TensorFn, source_shape: tuple[int, ...], n_target: int | None = None
-                  ) -> Iterator[tuple[int, torch.Tensor]]:
-    """The columns of a chain's matrix, built from one-hot inputs (float64), as many at a time as keep
-    the inputs and the columns within :data:`COLUMN_BATCH_ELEMENTS` (``n_target``: the chain's output
-    size, when known): yields ``(first source index, columns [n, n_target])``. Time is quadratic in the
-    population sizes; synapse counts never need it (``neurodeploy.ir.reach``)."""
-    n_source = int(np.prod(source_shape))
-    batch = max(1, COLUMN_BATCH_ELEMENTS // max(n_source, n_target or 0))
-    with torch.no_grad():
-        for start in range(0, n_source, batch):
-            stop = min(start + batch, n_source)
-            basis = torch.zeros((stop - start, n_source), dtype=torch.float64)
-            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-            yield start, chain(basis.reshape(-1, *source_shape)).reshape(stop - start, -1)

@@ -11,7 +11,7 @@ from neurodeploy.errors import ConfigError
 from neurodeploy.evaluate.compare import comparison_summary
 from neurodeploy.evaluate.energy import ann_operations
 from neurodeploy.evaluate.summary import write_json
-from neurodeploy.jobs.config import JobConfig, check_conversion_features
+from neurodeploy.jobs.config import JobConfig
 from neurodeploy.jobs.events import Event, Listener, silent
 from neurodeploy.jobs.folders import claim_run
 from neurodeploy.jobs.run import check_encoding, deploy, evaluate
@@ -56,9 +56,8 @@ def compare_backends(config: JobConfig, specs: list[str], shared_options: dict |
     from neurodeploy.evaluate.plots import plot_comparison, plot_reports
 
     parsed = parse_backend_specs(specs, shared_options or {})
-    if config.model.network is None:  # as JobConfig checks its own backend
-        for _, name, _ in parsed:
-            check_conversion_features(backend_class(name), config.conversion)
+    for _, name, _ in parsed:
+        config.check_neuron_features(backend_class(name))
     backends = [get_backend(name, **options) for _, name, options in parsed]
     for backend in backends:
         backend.check_target()

@@ -435,10 +435,9 @@ class JobConfig:
         options = cls.validate_options(self.backend_options)
         cls.check_installed()  # a missing extra is found here, before the first stage line
         object.__setattr__(self, "backend_options", options)
-        if self.model.network is None:  # a given network is not converted: the lowering checks its neurons
-            check_conversion_features(cls, self.conversion)
-            if self.optimization.enabled:
-                check_optimizable(self.conversion)
+        self.check_neuron_features(cls)
+        if self.model.network is None and self.optimization.enabled:
+            check_optimizable(self.conversion)
         for name in ("results_dir", "cache_dir"):  # a pathlib.Path from Python is the same folder as its string
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
@@ -448,6 +447,13 @@ class JobConfig:
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ConfigError(f"--run-id {self.run_id!r}: use letters, digits, '_', '-' and '.' (a folder name, "
                               "not a path)")
+
+    def check_neuron_features(self, cls: type[Backend]) -> None:
+        """Raises ConfigError when this job converts a network with neuron features the backend class ``cls``
+        does not implement (:func:`check_conversion_features`). A given ``--network`` is not converted: its
+        lowering checks its neurons."""
+        if self.model.network is None:
+            check_conversion_features(cls, self.conversion)
 
     @property
     def resolved_conversion(self) -> ConversionSettings:
