@@ -240,6 +240,9 @@ def test_phase1_settings_key_the_model_cache():
 
     keys = [key(), key(accuracy_budget=0.2), key(lambda_a=5.0), key(lambda_w=5.0), key(prune=1e-3), key(seed=1)]
     assert len(set(keys)) == len(keys)
+    # the fine-tuning's targets (the original's outputs, not the labels alone) are in the key, so models and
+    # stored candidates fine-tuned on the labels (keys without "distill") are not read back
+    assert json.loads(key())["distill"] == 1.0
     assert json.loads(key(accuracy_budget=0.2))["budget"] == pytest.approx(0.002)
 
 
@@ -361,3 +364,4 @@ def test_run_optimize_states_phase_2_cost(tmp_path, capsys):
                  "--run-id", "r", "--no-progress"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "one simulation took" in out and "at most 3 more" in out
+

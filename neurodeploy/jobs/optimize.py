@@ -144,6 +144,9 @@ def sparse_model(config: JobConfig, dataset: Dataset, cache: ModelCache, base: C
         strengths = (f"the sparsest within it, at most {search.max_trials} fine-tunings of {search.passes:g} pass "
                      "over the fit part each, each from the one before" if search.searches_penalty
                      else f"the given strengths, {search.given_epochs} epochs")
+        targets = {0.0: "the labels", 1.0: "the original's outputs"}.get(
+            search.distill, f"the labels and the original's outputs (weight {search.distill:g})")
+        strengths += f"; toward {targets}" + (", batch norms frozen" if search.frozen_norms else "")
         cache.emit(Event("stage", f"sparsity fine-tuning under an accuracy budget of {100 * search.budget:g} pp of "
                                   f"validation accuracy, paired {100 * search.confidence:g} % intervals "
                                   f"({strengths})"))

@@ -50,19 +50,29 @@ def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
 
 def train_epoch(model: nn.Module, fit: Split, optimizer: torch.optim.Optimizer, batch_size: int,
                 generator: torch.Generator, penalty: Callable[[], torch.Tensor] | None = None,
-                after_step: Callable[[], None] | None = None, max_grad_norm: float | None = None) -> float:
+                after_step: Callable[[], None] | None = None, max_grad_norm: float | None = None,
+                targets: torch.Tensor | None = None, frozen_norms: bool = False) -> float:
     """One shuffled pass of SGD over ``fit`` with cross-entropy (plus ``penalty()`` when given); calls
     ``after_step`` after every optimizer step. With ``max_grad_norm``, the gradients of all parameters are
     scaled before each step so that their global L2 norm is at most that value
-    (``torch.nn.utils.clip_grad_norm_``). Returns the mean cross-entropy."""
+    (``torch.nn.utils.clip_grad_norm_``). With ``targets`` (float ``[len(fit), classes]``, each row class
+    probabilities summing to 1) the cross-entropy is taken against those instead of ``fit.labels``. With
+    ``frozen_norms`` the batch norms stay in eval mode: they normalize with their running statistics and do
+    not update them (their scale and bias are still trained).
+    Returns the mean cross-entropy (nats per item)."""
     model.train()
+    if frozen_norms:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     order = torch.randperm(len(fit), generator=generator)
     total = 0.0
     for i in range(0, len(fit), batch_size):
         index = order[i:i + batch_size]
         if index.numel() < 2:
             continue  # batch norm needs two samples
-        cross_entropy = F.cross_entropy(model(fit.images[index]), fit.labels[index])
+        wanted = fit.labels[index] if targets is None else targets[index]
+        cross_entropy = F.cross_entropy(model(fit.images[index]), wanted)
         loss = cross_entropy if penalty is None else cross_entropy + penalty()
         optimizer.zero_grad()
         loss.backward()
