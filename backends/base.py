@@ -249,12 +249,12 @@ class Backend:
         return Requirements()
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                labels: torch.Tensor | None = None) -> Network:
+                labels: torch.Tensor | None = None, T: int | None = None) -> Network:
         """Passes this backend needs on the converted network, given calibration items from the
         training split ``[N, *input_shape]`` (already through any host-side input pooling), the
-        encoding the run will use and, where the job has them, the calibration items' labels ``[N]`` (a backend
-        that chooses a setting by accuracy needs them); returns the network (changed in place or new). Default:
-        none."""
+        encoding the run will use and, where the job has them, the calibration items' labels ``[N]`` and the run's
+        steps ``T`` (a backend that chooses a setting by accuracy needs them); returns the network (changed in place
+        or new). Default: none."""
         return network
 
     def map(self, network: Network, run_dir: str | Path) -> dict | None:

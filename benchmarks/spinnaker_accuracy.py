@@ -106,7 +106,7 @@ def measure(model: ModelSettings, samples: int, T: int, cache_dir: str | None, s
                 start = time.perf_counter()
                 if k == "auto":  # the rule of --substeps auto on labelled training items, then K's test accuracy
                     choice = choose_substeps(network, calibration[:auto_items], dataset.train.labels[:auto_items],
-                                             "analog", mode, cell=cell)
+                                             "analog", mode, cell=cell, T=T)
                     entry[f"auto_{mode}_choice"] = choice
                     if f"k{choice['substeps']}_{choice['v_reset']}" in entry:  # measured before: the same network
                         entry[f"auto_{mode}"] = entry[f"k{choice['substeps']}_{choice['v_reset']}"]

@@ -99,13 +99,23 @@ def test_energy_per_inference_by_hand():
     assert set(without) == {"loihi", "cmos45_snn"}  # no mapping: no SpiNNaker figure; no ANN: no ANN figure
 
 
+def test_spinnaker_static_energy_lasts_the_substepped_board_time():
+    """K = 4 ticks per step at time_scale_factor 4: 100 steps last 400 ms of board time, so the static term is
+    0.4 s x (1 x 0.35 W + 3 x 0.034 W) = 0.1808 J; the packets' term does not change (200 x 1 nJ)."""
+    out = energy_per_inference(synaptic_events=1000, spikes=200, T=100, dt_ms=1.0, cores=3, chips=1, substeps=4)
+    assert out["spinnaker1"]["static_joules"] == pytest.approx(0.1808)
+    assert out["spinnaker1"]["packets_joules"] == pytest.approx(2e-7)
+    assert "400 ms x (1 chips" in out["spinnaker1"]["formula"]
+    assert out["loihi"]["joules"] == pytest.approx(1000 * 23.6e-12)  # no board time in the other platforms
+
+
 def test_estimated_cores_and_chips():
     sizes = [{"size": 784}, {"size": 128}, {"size": 128}, {"size": 10}]
     assert estimate_cores(sizes) == (7 + 1 + 1 + 1, 1)
     assert estimate_cores([{"size": 128 * 17}, {"size": 1}]) == (18, 2)
 
 
-def _result(mapping=None) -> SimulationResult:
+def _result(mapping=None, substeps=None) -> SimulationResult:
     N, T = 4, 10
     spikes = np.zeros((N, T, 3), np.float32)
     spikes[:, :, 1] = 2.0  # 2 hidden spikes per step and item: 20 per item
@@ -119,6 +129,8 @@ def _result(mapping=None) -> SimulationResult:
                 "ann_operations": {"macs": 312, "accumulates": 67, "input_macs": 288}}
     if mapping:
         metadata["mapping"] = mapping
+    if substeps:
+        metadata["substeps"] = substeps
     return SimulationResult(readout, np.arange(N) % 3, spikes, events, metadata)
 
 
@@ -130,6 +142,10 @@ def test_result_energy_from_counts_and_mapping():
     assert mapped["counts"]["spinnaker_cores_from"] == "mapping"
     # 20 packets x 1 nJ + 10 ms x (2 x 0.35 W + 5 x 0.034 W)
     assert mapped["platforms"]["spinnaker1"]["joules"] == pytest.approx(20e-9 + 0.01 * (0.7 + 0.17))
+    substepped = result_energy(_result({"cores": 5, "chips": 2}, substeps=2), 100.0)
+    # the result of a run at K = 2 (its metadata's substeps): 20 ms of board time for 10 steps
+    assert substepped["counts"]["substeps"] == 2
+    assert substepped["platforms"]["spinnaker1"]["joules"] == pytest.approx(20e-9 + 0.02 * (0.7 + 0.17))
 
 
 def test_summary_reports_energy():

@@ -331,6 +331,29 @@ def test_substeps_auto_takes_the_cheapest_k_within_a_point_by_hand(items, labels
     assert float(result.accuracy_curve()[-1]) == 1.0 and result.metadata["substeps"] == chosen
 
 
+def test_substeps_auto_chooses_at_the_runs_steps_by_hand():
+    """The items of the first case above (currents 0.55 and 0.7, labels 1 and 0, reset to 0): at T = 1 no spike has
+    reached the output in any profile (one-step delays; the first spike fires at step 2), every readout ties at 0 and
+    argmax answers class 0, so pynn and K = 1 both score 0.5 and K = 1 is within the point: a job running 1 step gets
+    K = 1 where at T = 100 (the default without a T) K = 2 is needed. The backends choose at the T the job gives
+    their ``prepare`` (the board's on its IF spike input, whose spikes of weight 1 overshoot nothing: K = 1 at both),
+    and the board's cell gets the K chosen."""
+    from neurodeploy.backends import get_backend
+
+    x, y = torch.tensor([[0.55, 0.7], [0.7, 0.55]]), torch.tensor([1, 0])
+    for T, chosen in ((1, 1), (None, 2)):
+        gpu = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto", v_reset="zero")
+        prepared = gpu.prepare(_two_class_network(), x, "analog", y, T)
+        choice = prepared.metadata["substeps_choice"]
+        assert gpu.substeps == chosen and choice["T"] == (T or 100) and choice["reference_accuracy"] == (
+            0.5 if T == 1 else 1.0)
+        assert choice["accuracy"]["1 zero"] == 0.5 and gpu.substeps_asked == "auto"
+        board = get_backend("spinnaker", connectors="fromlist", substeps="auto", v_reset="zero")
+        prepared = board.prepare(_two_class_network(), x, "analog", y, T)
+        assert prepared.metadata["substeps_choice"]["T"] == (T or 100)
+        assert board.substeps == 1 and board.cell.dt == 1.0
+
+
 def test_substeps_auto_needs_labels_and_a_prepared_network():
     from neurodeploy.backends import RunOptions, get_backend
     from neurodeploy.backends.gpu.spinnaker_profile import choose_substeps

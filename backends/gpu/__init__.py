@@ -33,10 +33,9 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     PARTS,
     SUBSTEPS_OPTION,
     V_RESET_OPTION,
-    annotate_for_board,
     apply_spinnaker_arithmetic,
     cell_parts,
-    choose_substeps,
+    prepare_for_board,
     set_reset_values,
     simulate_substeps,
 )
@@ -120,8 +119,8 @@ class GpuBackend(Backend):
         if self.profile == "nest" and self.v_reset == "refined":
             raise ConfigError("gpu backend: --v-reset refined simulates SpiNNaker's arithmetic; the nest profile takes "
                               "calibrated or zero")
-        #: "auto" where K is chosen when a network is prepared (:meth:`prepare`), else the fixed K
-        self.substeps_rule = self.substeps if self.substeps == "auto" else "fixed"
+        #: the --substeps asked: "auto" (each :meth:`prepare` chooses K and sets ``substeps``) or K
+        self.substeps_asked = self.substeps
         if self.substeps != 1 and self.profile not in SPINNAKER_CELLS:
             raise ConfigError(f"gpu backend: --substeps {self.substeps} applies to the spinnaker profiles "
                               f"({', '.join(SPINNAKER_CELLS)}), not to --profile {self.profile}")
@@ -161,26 +160,21 @@ class GpuBackend(Backend):
         return Requirements()
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                labels: torch.Tensor | None = None) -> Network:
+                labels: torch.Tensor | None = None, T: int | None = None) -> Network:
         """The spinnaker profiles size each population's ring buffers from firing rates on the
         calibration items (``passes.ring_buffers``) and, with ``v_reset="calibrated"``, set each population's
         reset value to the mean overshoot a subtract reset would keep and, with ``"refined"``, refine it per channel
         by simulating the profile (``passes.reset_compensation``), as the spinnaker backend does; with
-        ``substeps="auto"`` they first choose K by the accuracy of the labelled calibration items
-        (``spinnaker_profile.choose_substeps``, recorded in ``network.metadata["substeps_choice"]``). The nest
+        ``substeps="auto"`` they first choose K by the accuracy of the labelled calibration items at the run's ``T``
+        (``spinnaker_profile.prepare_for_board``, recorded in ``network.metadata["substeps_choice"]``). The nest
         profile sets the reset values as the nest backend does."""
         if self.profile == "nest":
             set_reset_values(network, calibration, encoding, self.v_reset, self.device)
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
-            if self.substeps_rule == "auto":
-                choice = choose_substeps(network, calibration, labels, encoding, self.v_reset, self.device,
-                                         SPINNAKER_CELLS[self.profile], self.tau_m)
-                network.metadata["substeps_choice"] = choice
-                self.substeps = choice["substeps"]
-                return network
-            annotate_for_board(network, calibration, encoding, self.v_reset, self.device,
-                               SPINNAKER_CELLS[self.profile], self.tau_m, self.substeps)
+            self.substeps = prepare_for_board(network, calibration, labels, encoding, self.v_reset,
+                                              self.substeps_asked, self.device, SPINNAKER_CELLS[self.profile],
+                                              self.tau_m, T)
         return network
 
     def accuracy_reference(self) -> tuple[str, dict] | None:

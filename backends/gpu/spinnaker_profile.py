@@ -482,7 +482,8 @@ def annotate_for_board(network: Network, calibration: torch.Tensor, encoding: st
 
 #: the numbers of ticks per IR step ``--substeps auto`` tries, cheapest first (board time K T ms per item)
 AUTO_SUBSTEPS = (1, 2, 4)
-#: steps of the calibration runs that choose K (the run's own T is not known when a backend prepares a network)
+#: steps of the calibration runs that choose K where the run's T is not given (a job gives its own: the loss a hard
+#: reset causes, and what K recovers, differ with T)
 AUTO_STEPS = 100
 #: the largest loss (points of accuracy on the calibration items) against the pynn profile a chosen K may have
 AUTO_LIMIT_PP = 1.0
@@ -518,8 +519,8 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     is chosen, else the most accurate (the smaller K on a tie). ``network`` is left annotated for the choice, as a
     backend's ``prepare`` leaves it for a fixed K, so the board lowering and the gpu profiles read the same values.
     Returns the report: the chosen ``substeps`` and ``v_reset`` rule, each candidate's accuracy, the reference's,
-    the items and steps, and the board time per step of the choice (K ms at ``time_scale_factor`` K). Cost: one
-    pynn run and one profile run per candidate tried."""
+    the items and steps, and the choice's ``time_scale_factor`` K (a board time of K ms per step). Cost: one pynn
+    run and one profile run per candidate tried, each of ``T`` steps (K T ticks)."""
     if labels is None or len(labels) != len(calibration):
         raise BackendError("--substeps auto chooses K by the accuracy of labelled calibration items; give the "
                            "calibration items' labels, or a number of substeps (1, 2, 4, 8)")
@@ -547,5 +548,20 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
     return {"substeps": chosen[0], "v_reset": chosen[1], "rule": f"cheapest of {list(candidates)} within "
             f"{limit_pp:g} pp of the pynn profile on {len(x)} calibration items (training split), T = {T}",
             "reference_accuracy": reference, "accuracy": {f"{k} {mode}": a for (k, mode), a in accuracy.items()},
-            "within_limit": within, "cell": cell, "items": len(x), "T": T, "board_ms_per_step": chosen[0],
-            "time_scale_factor": chosen[0]}
+            "within_limit": within, "cell": cell, "items": len(x), "T": T, "time_scale_factor": chosen[0]}
+
+
+def prepare_for_board(network: Network, calibration: torch.Tensor, labels: torch.Tensor | None, encoding: str,
+                      v_reset_mode: str, substeps: int | str, device: torch.device | None = None, cell: str = "delta",
+                      tau_m: float = DEFAULT_TAU_M, T: int | None = None) -> int:
+    """A backend's ``prepare`` for a SpiNNaker board or the gpu profile that predicts it, in place: with a number
+    ``substeps`` K, :func:`annotate_for_board` for K ticks per step; with "auto", the K :func:`choose_substeps`
+    chooses on the labelled calibration items (``labels [N]``) at the run's ``T`` steps (None: ``AUTO_STEPS``), its
+    report recorded in ``network.metadata["substeps_choice"]``. Returns the K the network is annotated for."""
+    if substeps == "auto":
+        choice = choose_substeps(network, calibration, labels, encoding, v_reset_mode, device, cell, tau_m,
+                                 T=T or AUTO_STEPS)
+        network.metadata["substeps_choice"] = choice
+        return choice["substeps"]
+    annotate_for_board(network, calibration, encoding, v_reset_mode, device, cell, tau_m, substeps)
+    return substeps

@@ -71,7 +71,7 @@ class NestBackend(Backend):
         return f"nest[{self.threads} thread{'s' if self.threads != 1 else ''}, IF_curr_delta, v_reset {self.v_reset}]"
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                labels: torch.Tensor | None = None) -> Network:
+                labels: torch.Tensor | None = None, T: int | None = None) -> Network:
         """Sets the reset values of the subtract-reset populations (``passes.reset_compensation``) on the
         calibration items with the run's encoding: "calibrated" the mean overshoot, "zero" none."""
         return set_reset_values(network, calibration, encoding, self.v_reset)

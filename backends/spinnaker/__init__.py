@@ -49,8 +49,7 @@ from neurodeploy.backends.base import Backend, Option, Requirements, RunOptions,
 from neurodeploy.backends.gpu.spinnaker_profile import (
     SUBSTEPS_OPTION,
     V_RESET_OPTION,
-    annotate_for_board,
-    choose_substeps,
+    prepare_for_board,
 )
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network, structure
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
@@ -136,8 +135,8 @@ class SpinnakerBackend(Backend):
         if self.connectors == "auto":
             self.connectors = "local" if _local_only_shipped() else "fromlist"
         self.local_only = self.connectors == "local"
-        #: "auto" where K is chosen when a network is prepared (:meth:`prepare`), else "fixed"
-        self.substeps_rule = self.substeps if self.substeps == "auto" else "fixed"
+        #: the --substeps asked: "auto" (each :meth:`prepare` chooses K and sets ``substeps`` and ``cell``) or K
+        self.substeps_asked = self.substeps
         self.cell = None if self.substeps == "auto" else self._cell(self.substeps)
         if self.boards is not None and not self.config.allocated:
             raise ConfigError(f"spinnaker backend: --boards applies to spalloc and remote configs, not to the "
@@ -168,21 +167,18 @@ class SpinnakerBackend(Backend):
         return Requirements(max_fan_in=spinnaker.MAX_FAN_IN, input_encoding=BOARD_ENCODING)
 
     def prepare(self, network: Network, calibration: torch.Tensor, encoding: str = "analog",
-                labels: torch.Tensor | None = None) -> Network:
+                labels: torch.Tensor | None = None, T: int | None = None) -> Network:
         """Sizes each population's ring buffers from firing rates on the calibration items, with the
         input as the spikes of the board's spike source (``passes.ring_buffers``), and, with ``v_reset``
         "calibrated", sets the cells' reset values (``passes.reset_compensation``, same input); with
         ``substeps="auto"`` K is first chosen by the gpu profile that predicts this board on the labelled calibration
-        items (``spinnaker_profile.choose_substeps``, ``network.metadata["substeps_choice"]``)."""
+        items at the run's ``T`` (``spinnaker_profile.prepare_for_board``, ``network.metadata["substeps_choice"]``)."""
         spinnaker.check_carried(network)
-        if self.substeps_rule == "auto":
-            choice = choose_substeps(network, calibration, labels, BOARD_ENCODING, self.v_reset,
-                                     cell="exp" if self.local_only else "delta", tau_m=self.tau_m)
-            network.metadata["substeps_choice"] = choice
-            self.substeps, self.cell = choice["substeps"], self._cell(choice["substeps"])
-            return network
-        return annotate_for_board(network, calibration, BOARD_ENCODING, self.v_reset,
-                                  cell="exp" if self.local_only else "delta", tau_m=self.tau_m, substeps=self.substeps)
+        self.substeps = prepare_for_board(network, calibration, labels, BOARD_ENCODING, self.v_reset,
+                                          self.substeps_asked, cell="exp" if self.local_only else "delta",
+                                          tau_m=self.tau_m, T=T)
+        self.cell = self._cell(self.substeps)
+        return network
 
     def predictor(self) -> tuple[str, dict] | None:
         """A virtual board returns no data: the gpu backend's spinnaker profile predicts it."""

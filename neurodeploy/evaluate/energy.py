@@ -13,9 +13,10 @@ Platforms, per inference of T steps (dt = 1 ms; E in joules):
 * ``spinnaker1``: E = packets x 1 nJ + T dt (chips x 0.35 W + cores x 0.034 W): one 40-bit multicast
   packet per spike at 25 pJ per bit through one router (each further router adds 1 nJ), an idle chip
   0.35 W and each running core 0.034 W more, SpiNNaker running in real time (1 ms per step); the
-  figures of sPyNNaker's energy report (``neurodeploy.targets.spinnaker``). Cores and chips come from
-  the run's mapping when it has one, else from the populations at 128 neurons per core
-  (``estimate_cores``).
+  figures of sPyNNaker's energy report (``neurodeploy.targets.spinnaker``). With K sub-steps (``--substeps``,
+  ``time_scale_factor`` K) a step lasts K dt of board time, so the static term is K T dt (``docs/semantics.md``,
+  "Sub-stepping"). Cores and chips come from the run's mapping when it has one, else from the populations at
+  128 neurons per core (``estimate_cores``).
 * ``cmos45_snn``: E = synaptic events x 0.9 pJ + input-layer MACs x 4.6 pJ: one fp32 add per synaptic
   event on 45 nm CMOS; the analog input's first projection (not counted as synaptic events,
   ``docs/semantics.md``) is a constant current, computed once per inference with fp32 MACs.
@@ -100,11 +101,13 @@ def estimate_cores(populations: list[dict], neurons_per_core: int = spinn.DEFAUL
 
 
 def energy_per_inference(synaptic_events: float, spikes: float, T: int, dt_ms: float = 1.0,
-                         ann: dict | None = None, cores: int | None = None, chips: int | None = None) -> dict:
+                         ann: dict | None = None, cores: int | None = None, chips: int | None = None,
+                         substeps: int = 1) -> dict:
     """Estimates per inference (see the module docstring for the formulas): ``synaptic_events`` and
     ``spikes`` (packets on SpiNNaker) per inference over T steps of ``dt_ms``; ``ann``: the ANN's
     :func:`ann_operations` (None: no ANN and no input-layer figures); ``cores`` / ``chips``: the SpiNNaker
-    mapping (None: no SpiNNaker figure). Returns ``{platform: {"joules", "formula", "source", ...}}``."""
+    mapping (None: no SpiNNaker figure); ``substeps``: the board's ticks per step K, run at ``time_scale_factor``
+    K, so SpiNNaker's static power lasts K T dt_ms. Returns ``{platform: {"joules", "formula", "source", ...}}``."""
     seconds = T * dt_ms * 1e-3
     out: dict[str, dict] = {
         "loihi": {"joules": synaptic_events * LOIHI_SYNAPTIC_OP_J,
@@ -112,9 +115,10 @@ def energy_per_inference(synaptic_events: float, spikes: float, T: int, dt_ms: f
     }
     if cores is not None and chips is not None:
         packets_j = spikes * spinn.JOULES_PER_PACKET
-        static_j = seconds * (chips * spinn.WATTS_PER_IDLE_CHIP + cores * spinn.WATTS_PER_ACTIVE_CORE)
+        board_seconds = seconds * substeps  # time_scale_factor K: each of a step's K ticks keeps dt of wall time
+        static_j = board_seconds * (chips * spinn.WATTS_PER_IDLE_CHIP + cores * spinn.WATTS_PER_ACTIVE_CORE)
         out["spinnaker1"] = {"joules": packets_j + static_j, "packets_joules": packets_j, "static_joules": static_j,
-                             "formula": f"{spikes:.6g} packets x 1 nJ + {seconds * 1e3:g} ms x ({chips} chips x "
+                             "formula": f"{spikes:.6g} packets x 1 nJ + {board_seconds * 1e3:g} ms x ({chips} chips x "
                                         f"0.35 W + {cores} cores x 0.034 W)"}
     input_macs = ann["input_macs"] if ann else 0
     out["cmos45_snn"] = {"joules": synaptic_events * CMOS45_FP32_ADD_J + input_macs * CMOS45_FP32_MAC_J,
@@ -130,8 +134,9 @@ def energy_per_inference(synaptic_events: float, spikes: float, T: int, dt_ms: f
 
 def result_energy(result, synaptic_events_per_item: float) -> dict:
     """The ``energy`` entry of a summary: counts and :func:`energy_per_inference` of ``result``. Reads
-    ``metadata["ann_operations"]`` (the job records it; without it there is no ANN figure) and
-    ``metadata["mapping"]`` (cores and chips of a SpiNNaker mapping; without it they are estimated)."""
+    ``metadata["ann_operations"]`` (the job records it; without it there is no ANN figure),
+    ``metadata["mapping"]`` (cores and chips of a SpiNNaker mapping; without it they are estimated) and
+    ``metadata["substeps"]`` (the SpiNNaker path's ticks per step K, the board's time_scale_factor; without it 1)."""
     metadata = result.metadata
     spikes = float(result.spike_counts.sum() / max(result.n_items, 1))
     ann = metadata.get("ann_operations")
@@ -143,15 +148,15 @@ def result_energy(result, synaptic_events_per_item: float) -> dict:
         cores_from = f"estimated at {spinn.DEFAULT_NEURONS_PER_CORE} neurons per core"
     else:
         cores = chips = cores_from = None
-    T, dt = result.T, float(metadata.get("dt_ms", 1.0))
+    T, dt, substeps = result.T, float(metadata.get("dt_ms", 1.0)), int(metadata.get("substeps") or 1)
     return {
         "estimate": True,
         "unit": "J per inference",
         "counts": {"synaptic_events": synaptic_events_per_item, "spikes": spikes, "T": T, "dt_ms": dt,
                    "ann_macs": ann["macs"] if ann else None, "ann_accumulates": ann["accumulates"] if ann else None,
                    "input_layer_macs": ann["input_macs"] if ann else None, "spinnaker_cores": cores,
-                   "spinnaker_chips": chips, "spinnaker_cores_from": cores_from},
-        "platforms": energy_per_inference(synaptic_events_per_item, spikes, T, dt, ann, cores, chips),
+                   "spinnaker_chips": chips, "spinnaker_cores_from": cores_from, "substeps": substeps},
+        "platforms": energy_per_inference(synaptic_events_per_item, spikes, T, dt, ann, cores, chips, substeps),
         "note": "estimates from counted operations x published energy per operation; memory traffic and I/O "
                 "are not included",
     }

@@ -212,7 +212,8 @@ def prepare_network(config: JobConfig, dataset: Dataset, backends: list[Backend]
     def transform(images: torch.Tensor) -> torch.Tensor:
         return pool_inputs(network, images)
 
-    network = prepare_for_backends(network, backends, dataset, transform, config.run.encoding, emit)
+    network = prepare_for_backends(network, backends, dataset, transform, config.run.encoding, emit,
+                                   config.run.T)
     return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
                            convert_s, [m.record() for m in chain], optimization)
 
@@ -323,7 +324,8 @@ def prepare_from_ir(config: JobConfig, dataset: Dataset, backends: list[Backend]
                         "outputs")
     ann_accuracy, note = recorded_ann_accuracy(network, dataset, test)
     emit(Event("stage", f"running {path} as written (no model): {note}"))
-    network = prepare_for_backends(network, backends, dataset, transform, config.run.encoding, emit)
+    network = prepare_for_backends(network, backends, dataset, transform, config.run.encoding, emit,
+                                   config.run.T)
     source = CachedModel(None, {}, f"network {path}", {"kind": "network", "sha256": file_fingerprint(path)
                                                         if Path(path).is_file() else None}, str(path), "file")
     return PreparedNetwork(network, Split(transform(test.images), test.labels), ann_accuracy, source, transform,
@@ -331,16 +333,18 @@ def prepare_from_ir(config: JobConfig, dataset: Dataset, backends: list[Backend]
 
 
 def prepare_for_backends(network: Network, backends: list[Backend], dataset: Dataset,
-                         transform: Callable[[torch.Tensor], torch.Tensor], encoding: str, emit: Listener) -> Network:
+                         transform: Callable[[torch.Tensor], torch.Tensor], encoding: str, emit: Listener,
+                         T: int | None = None) -> Network:
     """Each backend's passes (``Backend.prepare``) on the first :data:`BACKEND_CALIBRATION_ITEMS` training items
-    (through ``transform``, the host-side input pooling) and their labels, with a stage line for a choice a backend's
+    (through ``transform``, the host-side input pooling), their labels and the run's steps ``T`` (what
+    ``--substeps auto`` chooses K at), with a stage line for a choice a backend's
     ``prepare`` made on them (:func:`announce_choices`; one recorded before, e.g. in a network file, is not
     announced again)."""
     calibration = transform(dataset.train.images[:BACKEND_CALIBRATION_ITEMS])
     labels = dataset.train.labels[:BACKEND_CALIBRATION_ITEMS]
     for backend in backends:
         before = network.metadata.get("substeps_choice")
-        network = backend.prepare(network, calibration, encoding, labels)
+        network = backend.prepare(network, calibration, encoding, labels, T)
         if network.metadata.get("substeps_choice") is not before:
             announce_choices(network, emit)
     return network
