@@ -12,7 +12,7 @@ from conftest import constant_current_network, simulate
 from neurodeploy.convert import convert
 from neurodeploy.errors import BackendError, ConfigError
 from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
-from neurodeploy.ir.ops import Conv2d, Flatten
+from neurodeploy.ir.ops import AvgPool2d, Conv2d, Flatten
 from neurodeploy.passes.fan_in import apply_dense_pooling, materialize_pooling, plan_dense_pooling, pool_inputs
 from neurodeploy.passes.ring_buffers import METADATA_KEY, expected_summed_weights, firing_rates
 from neurodeploy.targets.spinnaker import (
@@ -236,3 +236,29 @@ def test_exp_local_only_weights_are_int16():
     assert report["populations"]["next"]["weights_clipped"] == 16
     delta = simulate(net, x, 4, profile="spinnaker", substeps=1)
     assert delta.metadata["spinnaker_arithmetic"]["populations"]["next"]["weights_clipped"] == 0
+
+
+class _TwoBranchConcatPool(nn.Module):
+    """Two convolution branches concatenated, then pooled into a dense head: the head's population takes one
+    pooled projection from each branch (an Inception block's concatenation does the same)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 3, 3, padding=1)
+        self.pool, self.head = nn.AvgPool2d(2), nn.Linear(5 * 4 * 4, 3)
+
+    def forward(self, x):
+        joined = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1)
+        return self.head(self.pool(joined).flatten(1))
+
+
+def test_fan_in_pass_gives_each_pooled_source_of_one_target_its_own_pool_population():
+    torch.manual_seed(0)
+    network = convert(_TwoBranchConcatPool().eval(), torch.rand(32, 1, 8, 8))
+    (head,) = {p.target for p in network.projections if p.ops and isinstance(p.ops[0], AvgPool2d)}
+    changes = materialize_pooling(network, max_fan_in=40)  # fan-in before: (2 + 3) x 16 windows x 4 = 320
+    pools = sorted((p.name, p.shape) for p in network.populations.values()
+                   if p.metadata.get("inserted_by") == "fan-in pass")
+    assert pools == [(f"{head}_pool", (2, 4, 4)), (f"{head}_pool_1", (3, 4, 4))]
+    assert [c.fan_in_before for c in changes] == [320, 320]
+    assert changes[-1].fan_in_after == 80  # one synapse per pooled neuron of both pools: 5 x 16

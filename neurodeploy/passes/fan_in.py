@@ -140,7 +140,7 @@ def materialize_pooling(network: Network, max_fan_in: int) -> list[FanInChange]:
         if source.role == "input":
             changes.append(_pool_on_host(network, projection, pool, before))
             continue
-        name = f"{projection.target}_pool"
+        name = _free_name(network, f"{projection.target}_pool")
         theta = F.max_pool2d(torch.as_tensor(per_neuron(source.neuron.threshold, source.shape))[None],
                              pool.kernel, pool.stride, pool.padding)[0].numpy()
         v_init = source.neuron.v_init if isinstance(source.neuron.v_init, str) else "zero"
@@ -162,6 +162,16 @@ def materialize_pooling(network: Network, max_fan_in: int) -> list[FanInChange]:
             changes.append(FanInChange(name, int(fan.max()), int(fan.max()),
                                        "kept: no leading pooling to split off (convolution or dense fan-in)"))
     return changes
+
+
+def _free_name(network: Network, name: str) -> str:
+    """``name``, or ``name_1``, ``name_2``, ... where a population already has it (a target fed by several
+    pooled projections, as an Inception block's concatenation feeds each branch, gets one pool per source)."""
+    candidate, index = name, 0
+    while candidate in network.populations:
+        index += 1
+        candidate = f"{name}_{index}"
+    return candidate
 
 
 def _pool_on_host(network: Network, projection, pool: AvgPool2d, before: int) -> FanInChange:
