@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import constant_current_network, simulate
+from conftest import constant_current_network, large_rare_inputs_network, simulate
 
 from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot, set_reset_values
 from neurodeploy.errors import BackendError, ConfigError
@@ -234,27 +234,13 @@ def test_mean_overshoot_is_measured_in_the_ticks_of_the_run_by_hand(k, overshoot
     assert entry["substeps"] == k and (f"{k} ticks" in entry["measured_on"]) == (k > 1)
 
 
-def _large_rare_inputs() -> Network:
-    """Eight sources at rates 1/5 .. 1/12 per step (biases) drive one neuron through weights 0.45 .. 0.8
-    (``tests/test_reset_compensation.py``, the neuron fed by large rare inputs)."""
-    net = Network()
-    net.add_population(Population("input", (8,), "input"))
-    net.add_population(Population("sources", (8,), "hidden", NeuronSpec(), bias=1.0 / np.arange(5, 13)))
-    net.add_population(Population("target", (1,), "hidden", NeuronSpec()))
-    net.add_population(Population("output", (1,), "output", NeuronSpec()))
-    net.connect("input", "sources", [Dense(np.zeros((8, 8), np.float32))])
-    net.connect("sources", "target", [Dense(np.linspace(0.45, 0.8, 8, dtype=np.float32)[None])])
-    net.connect("target", "output", [Dense(np.ones((1, 1), np.float32))])
-    return net.validate()
-
-
 @pytest.mark.parametrize("k, with_step_values, with_tick_values", [(2, 134, 122), (4, 156, 111)])
 def test_reset_values_of_steps_make_a_substepped_neuron_fire_too_often(k, with_step_values, with_tick_values):
     """The subtract reset fires the target 117 times in 200 steps. In k ticks a step a spike's weight still arrives
     whole but the sources' spikes spread over the ticks, so the overshoot at a spike is smaller (0.52 at k = 2,
     0.41 at k = 4, against 0.59 in steps): resetting to the overshoot of steps overshoots the rate (134 and 156
     spikes), to the overshoot of the ticks it stays near (122, 111). Deterministic counts of the hard reset alone."""
-    net, x = _large_rare_inputs(), torch.zeros(1, 8)
+    net, x = large_rare_inputs_network(), torch.zeros(1, 8)
 
     def count() -> int:
         return int(simulate(net, x, 200, profile="spinnaker", substeps=k, spinnaker_parts=("hard_reset",)
@@ -364,6 +350,8 @@ def test_substeps_auto_needs_labels_and_a_prepared_network():
     backend = get_backend("gpu", profile="spinnaker", device="cpu", substeps="auto")
     with pytest.raises(BackendError, match="chooses K when the network is prepared"):
         backend.run(_two_class_network(), x, torch.zeros(1, dtype=torch.long), RunOptions(T=3, progress=False))
+    with pytest.raises(BackendError, match="spinnaker backend: --substeps auto chooses K when the network is prepared"):
+        get_backend("spinnaker", connectors="fromlist", substeps="auto").check(_two_class_network())
     with pytest.raises(ConfigError, match="--substeps auto applies to the spinnaker profiles"):
         get_backend("gpu", profile="pynn", substeps="auto")
     with pytest.raises(ConfigError, match="--substeps must be a int or auto, got 'often'"):

@@ -36,6 +36,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     apply_spinnaker_arithmetic,
     cell_parts,
     prepare_for_board,
+    require_chosen,
     set_reset_values,
     simulate_substeps,
 )
@@ -201,9 +202,7 @@ class GpuBackend(Backend):
     def compile(self, network: Network, options: RunOptions) -> Session:
         if self.profile in SPINNAKER_CELLS:
             spinnaker.check_carried(network)
-        if self.substeps == "auto":
-            raise BackendError("gpu backend: --substeps auto chooses K when the network is prepared (prepare with "
-                               "labelled calibration items, as every job does); this network was not prepared here")
+        require_chosen("gpu", self.substeps)
         if self.substeps != 1 and options.exit_policy is not None:
             raise BackendError(f"gpu backend: early exit is not available with --substeps {self.substeps} (a tick's "
                                "readout is no step's); run without it, or with --substeps 1")

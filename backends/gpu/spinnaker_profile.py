@@ -551,6 +551,14 @@ def choose_substeps(network: Network, calibration: torch.Tensor, labels: torch.T
             "within_limit": within, "cell": cell, "items": len(x), "T": T, "time_scale_factor": chosen[0]}
 
 
+def require_chosen(backend: str, substeps: int | str) -> None:
+    """Raises BackendError where ``substeps`` is still "auto": the K is chosen by :func:`prepare_for_board` when a
+    backend prepares the network, so a network run or lowered without that preparation has no K."""
+    if substeps == "auto":
+        raise BackendError(f"{backend} backend: --substeps auto chooses K when the network is prepared (prepare with "
+                           "labelled calibration items, as every job does); this network was not prepared")
+
+
 def prepare_for_board(network: Network, calibration: torch.Tensor, labels: torch.Tensor | None, encoding: str,
                       v_reset_mode: str, substeps: int | str, device: torch.device | None = None, cell: str = "delta",
                       tau_m: float = DEFAULT_TAU_M, T: int | None = None) -> int:

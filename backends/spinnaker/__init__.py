@@ -50,6 +50,7 @@ from neurodeploy.backends.gpu.spinnaker_profile import (
     SUBSTEPS_OPTION,
     V_RESET_OPTION,
     prepare_for_board,
+    require_chosen,
 )
 from neurodeploy.backends.pynn.lowering import LoweredNetwork, lower_network, structure
 from neurodeploy.backends.spinnaker.config import HardwareConfig, check_reachable, load_hardware_config
@@ -189,9 +190,7 @@ class SpinnakerBackend(Backend):
     def check(self, network: Network) -> LoweredNetwork:
         """Lowers the network and checks every value sPyNNaker will store (S16.15), and that its reset values were
         measured in the board's ticks (``passes.reset_compensation.check_substeps``)."""
-        if self.cell is None:
-            raise BackendError("spinnaker backend: --substeps auto chooses K when the network is prepared (prepare "
-                               "with labelled calibration items, as every job does); this network was not prepared")
+        require_chosen("spinnaker", self.substeps)
         check_substeps(network, self.substeps)
         lowered = lower_network(network, input_as_synapses=True, local_only=self.local_only,
                                 carries=spinnaker.CARRIES, cell=spinnaker.CELLS)
