@@ -31,6 +31,21 @@ def constant_current_network(currents, v_init="zero", reset="subtract", threshol
 TEST_DEVICE = os.environ.get("NEURODEPLOY_TEST_DEVICE", "cpu")
 
 
+def large_rare_inputs_network() -> Network:
+    """Eight sources at rates 1/5 .. 1/12 per step (biases) drive one neuron, ``target``, through weights 0.45 .. 0.8
+    (threshold 1): a step's input is large against the threshold, so a hard reset loses much of the overshoot.
+    Input ``(8,)`` (unused: zero weights), output one neuron fed by ``target``."""
+    net = Network()
+    net.add_population(Population("input", (8,), "input"))
+    net.add_population(Population("sources", (8,), "hidden", NeuronSpec(), bias=1.0 / np.arange(5, 13)))
+    net.add_population(Population("target", (1,), "hidden", NeuronSpec()))
+    net.add_population(Population("output", (1,), "output", NeuronSpec()))
+    net.connect("input", "sources", [Dense(np.zeros((8, 8), np.float32))])
+    net.connect("sources", "target", [Dense(np.linspace(0.45, 0.8, 8, dtype=np.float32)[None])])
+    net.connect("target", "output", [Dense(np.ones((1, 1), np.float32))])
+    return net.validate()
+
+
 def simulate(net: Network, x: torch.Tensor, T: int, **backend_kwargs):
     options = RunOptions(T=T, batch_size=max(len(x), 1), progress=False,
                          encoding=backend_kwargs.pop("encoding", "analog"))

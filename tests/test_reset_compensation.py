@@ -5,11 +5,11 @@ spike counts computed by hand."""
 import numpy as np
 import pytest
 import torch
-from conftest import constant_current_network, simulate
+from conftest import constant_current_network, large_rare_inputs_network, simulate
 
 from neurodeploy.backends.gpu.spinnaker_profile import compensate_hard_reset, mean_overshoot
 from neurodeploy.backends.pynn.lowering import lower_network
-from neurodeploy.ir import Dense, Identity, Network, NeuronSpec, Population
+from neurodeploy.ir import Identity, Network, NeuronSpec, Population
 from neurodeploy.ir.ops import AvgPool2d
 from neurodeploy.passes.reset_compensation import (
     METADATA_KEY,
@@ -80,15 +80,7 @@ def test_compensation_restores_the_rate_of_a_neuron_fed_by_large_rare_inputs():
     """Eight sources at rates 1/5 .. 1/12 (biases) drive one neuron through weights 0.45 .. 0.8 (threshold 1):
     inputs of a step are large against the threshold and the hard reset loses a third of the spikes (117 -> 78
     in 200 steps). The measured mean overshoot (0.59) as reset value brings the count back (118)."""
-    net = Network()
-    net.add_population(Population("input", (8,), "input"))
-    net.add_population(Population("sources", (8,), "hidden", NeuronSpec(), bias=1.0 / np.arange(5, 13)))
-    net.add_population(Population("target", (1,), "hidden", NeuronSpec()))
-    net.add_population(Population("output", (1,), "output", NeuronSpec()))
-    net.connect("input", "sources", [Dense(np.zeros((8, 8), np.float32))])
-    net.connect("sources", "target", [Dense(np.linspace(0.45, 0.8, 8, dtype=np.float32)[None])])
-    net.connect("target", "output", [Dense(np.ones((1, 1), np.float32))])
-    net.validate()
+    net = large_rare_inputs_network()
     x, T = torch.zeros(1, 8), 200
 
     def count(**kwargs) -> float:

@@ -201,7 +201,6 @@ def check_conversion_features(cls: type[Backend], conversion: ConversionSettings
                       f"implement {' and '.join(missing)} ({advice})")
 
 
-
 def check_optimizable(conversion: ConversionSettings) -> None:
     """Raises ConfigError, in one line, when ``conversion`` gives neurons a feature the scale optimizer does not take
     (``neurodeploy.optimize.parameters.NEURON_FEATURES``); known before converting, so checked before any work."""
@@ -210,6 +209,7 @@ def check_optimizable(conversion: ConversionSettings) -> None:
     if missing:
         raise ConfigError(f"{conversion.flag} gives neurons {' and '.join(missing)}, which the scale optimizer "
                           "(--optimize, optimize) does not take: it scales rate-converted networks without them")
+
 
 @dataclass(frozen=True)
 class FanInSettings:
