@@ -11,6 +11,7 @@ import torch
 from one_hot_columns import chain_columns
 
 from neurodeploy.ir.network import Projection
+from neurodeploy.ir.op_matrix import op_matrix
 from neurodeploy.ir.ops import (
     AvgPool1d,
     AvgPool2d,
@@ -25,7 +26,7 @@ from neurodeploy.ir.ops import (
     SpatialLinear,
 )
 from neurodeploy.ir.torch_ops import compile_chain
-from neurodeploy.passes.synapse_matrix import op_matrix, synapse_matrix
+from neurodeploy.passes.synapse_matrix import synapse_matrix
 
 
 def columns_matrix(projection, source_shape, amplitude=None):

@@ -13,11 +13,10 @@ composed support map as a sparse matrix (:func:`matrix_fan`, from each op's matr
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from neurodeploy.ir.network import Network, Projection
-from neurodeploy.ir.op_matrix import op_matrix
+from neurodeploy.ir.op_matrix import chain_matrix
 from neurodeploy.ir.ops import chain_out_shape
 from neurodeploy.ir.reach import reach_counts
 from neurodeploy.ir.torch_ops import compile_chain
@@ -47,28 +46,15 @@ def projection_fan(projection: Projection, source_shape: tuple[int, ...]) -> tup
 
 
 def matrix_fan(projection: Projection, source_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(fan_out, fan_in)`` from the non-zero entries of the composed support map: the sparse product of every op's
-    matrix (:func:`neurodeploy.ir.op_matrix.op_matrix`) with each non-zero entry replaced by 1 (a weight's support,
-    pooling as a sum), so non-negative: its entries count paths and no two cancel. Time and memory grow with the
-    ops' synapses and the composed map's, not with ``n_source x n_target``."""
-    matrix, shape = None, tuple(source_shape)
-    for op in projection.ops:
-        part = op_matrix(op, shape)
-        shape = op.out_shape(shape)
-        if part is None:
-            continue
-        part = sp.csr_matrix(part)
-        part.eliminate_zeros()
-        part.data[:] = 1.0
-        matrix = part if matrix is None else part @ matrix
-    n_source = int(np.prod(source_shape))
-    if matrix is None:  # reshapes only: every source reaches one target
-        matrix = sp.identity(n_source, dtype=np.float64, format="csr")
-    matrix = sp.csr_matrix(matrix)
+    """``(fan_out, fan_in)`` from the non-zero entries of the composed support map
+    (:func:`neurodeploy.ir.op_matrix.chain_matrix` with ``support``: non-negative, its entries count paths and no two
+    cancel), in time and memory that grow with the ops' synapses, not with ``n_source x n_target``."""
+    matrix = chain_matrix(projection.ops, source_shape, support=True)
     matrix.sum_duplicates()
+    n_source = int(np.prod(source_shape))
     fan_in = np.diff(matrix.indptr).astype(np.int64)
     fan_out = np.bincount(matrix.indices, minlength=n_source).astype(np.int64)
-    return fan_out.reshape(source_shape), fan_in.reshape(shape)
+    return fan_out.reshape(source_shape), fan_in.reshape(chain_out_shape(projection.ops, source_shape))
 
 
 def fan_maps(network: Network) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

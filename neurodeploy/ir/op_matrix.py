@@ -1,6 +1,7 @@
 """One projection op as an explicit sparse matrix (``[n_out, n_in]``, C order of both shapes), built from the op's
-parameters in time and memory linear in its synapses: what ``neurodeploy.passes.synapse_matrix`` composes into a
-projection's synapses and :func:`neurodeploy.ir.connectivity.matrix_fan` into its support map."""
+parameters in time and memory linear in its synapses, and a chain of them composed (:func:`chain_matrix`): what
+``neurodeploy.passes.synapse_matrix`` makes a projection's synapses of and
+:func:`neurodeploy.ir.connectivity.matrix_fan` its support map."""
 
 from __future__ import annotations
 
@@ -63,6 +64,28 @@ def op_matrix(op: Op, in_shape: tuple[int, ...]) -> sp.csr_matrix | None:
             spatial = sp.kron(spatial, sp.csr_matrix(np.asarray(op.cols, np.float64)))
         return sp.kron(sp.identity(in_shape[0]), spatial).tocsr()
     raise TypeError(f"no synapse matrix for op {op.kind!r}")
+
+
+def chain_matrix(ops: list[Op], source_shape: tuple[int, ...], support: bool = False) -> sp.csr_matrix:
+    """The composed linear map of an op chain on ``source_shape`` as a sparse float64 ``[n_target, n_source]``
+    matrix (C order of both shapes): the sparse product of each op's :func:`op_matrix`, the identity for a chain that
+    only reshapes. With ``support`` each op's non-zero entries are replaced by 1 first (a weight's support, pooling
+    as a sum), so every entry of the product counts paths and none cancel. Time and memory grow with the ops'
+    synapses and the composed map's, not with ``n_source x n_target``."""
+    matrix, shape = None, tuple(source_shape)
+    for op in ops:
+        part = op_matrix(op, shape)
+        shape = op.out_shape(shape)
+        if part is None:
+            continue
+        if support:
+            part = sp.csr_matrix(part)
+            part.eliminate_zeros()
+            part.data[:] = 1.0
+        matrix = part if matrix is None else part @ matrix
+    if matrix is None:
+        return sp.identity(int(np.prod(source_shape)), dtype=np.float64, format="csr")
+    return sp.csr_matrix(matrix)
 
 
 def _conv_matrix(weight: np.ndarray, in_shape: tuple[int, int, int], stride: tuple[int, int],

@@ -63,7 +63,6 @@ class NeuronSpec:
     negative_spikes: bool = False
     readout: Readout = "membrane"
 
-
     def conversion_features(self) -> list[str]:
         """The :data:`CONVERSION_FEATURES` this neuron uses, in that order."""
         return [name for name, used in zip(CONVERSION_FEATURES, (self.spike_cap is not None, self.negative_spikes),

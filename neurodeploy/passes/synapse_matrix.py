@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from neurodeploy.ir.network import Network, Projection
-from neurodeploy.ir.op_matrix import op_matrix
+from neurodeploy.ir.op_matrix import chain_matrix
 from neurodeploy.ir.population import Population, per_neuron
 
 
@@ -15,19 +15,13 @@ def synapse_matrix(projection: Projection, source_shape: tuple[int, ...], amplit
     """The composed linear map of the op chain (pooling, flatten, dense, convolution) as a sparse
     float64 matrix ``[n_target, n_source]`` (C order of both shapes, as ``reshape(-1)``), columns
     multiplied by the source's spike amplitude ``amplitude [n_source]`` (its threshold) when given; entries
-    that are exactly 0 are left out. Each op's own matrix is built from its parameters (:func:`op_matrix`, time
-    and memory linear in its synapses) and the chain's is their sparse product: the same matrix as the chain
-    applied to one-hot inputs in float64 (quadratic in the population sizes, minutes on a ResNet), to the last
-    bit where every entry is one product of weights (a chain with one weighted op and no overlapping pooling),
-    else to rounding (the order of a sum's terms)."""
-    matrix, shape = None, tuple(source_shape)
-    for op in projection.ops:
-        part = op_matrix(op, shape)
-        shape = op.out_shape(shape)
-        if part is not None:
-            matrix = part if matrix is None else part @ matrix
-    if matrix is None:
-        matrix = sp.identity(int(np.prod(source_shape)), dtype=np.float64, format="csr")
+    that are exactly 0 are left out. Each op's own matrix is built from its parameters
+    (``neurodeploy.ir.op_matrix``, time and memory linear in its synapses) and the chain's is their sparse product
+    (:func:`~neurodeploy.ir.op_matrix.chain_matrix`): the same matrix as the chain applied to one-hot inputs in
+    float64 (quadratic in the population sizes, minutes on a ResNet), to the last bit where every entry is one
+    product of weights (a chain with one weighted op and no overlapping pooling), else to rounding (the order of a
+    sum's terms)."""
+    matrix = chain_matrix(projection.ops, source_shape)
     if amplitude is not None:
         matrix = matrix @ sp.diags(np.asarray(amplitude, np.float64))
     matrix = sp.csc_matrix(matrix)
